@@ -1,0 +1,138 @@
+/*
+ * vmmem.h - the paging core: an MMU and pager for emulated guest memory.
+ *
+ * A FramePool (vmm_pool) is host RAM: one page-aligned anonymous mapping,
+ * committed up front, cut into page frames. A GuestMemory (vmm_mem) is one
+ * guest-physical page array: a page table whose pages live in frames of a
+ * pool, up to a frame limit, with the overflow written to a paging file.
+ *
+ * The core knows nothing of hypervisors: policy (who gets how many frames,
+ * when a file may exist) belongs to the caller.
+ *
+ * This header is also the cffi cdef source: the text between the CDEF
+ * markers must stay plain declarations and integer #defines.
+ *
+ * Every function returns VMM_OK (0) or a negative code: a VMM_E* code below,
+ * or -errno for an operating-system failure (e.g. -ENOSPC from a page-out).
+ * Functions never crash on bad arguments; NULL handles give VMM_EINVAL.
+ * Every call on one vmm_mem is serialised by a mutex inside it; one pool may
+ * be shared by many vmm_mem used from many threads.
+ */
+#ifndef VMMEM_H
+#define VMMEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* CDEF BEGIN */
+
+#define VMM_OK 0
+#define VMM_EINVAL -10001   /* bad argument (size, alignment, handle) */
+#define VMM_ERANGE -10002   /* guest page or address out of range */
+#define VMM_ENOFRAME -10003 /* no frame: frame limit is 0, or pool empty and nothing to evict */
+#define VMM_ELIMIT -10004   /* frame limit above what the pool holds */
+#define VMM_ENOMEM -10005   /* host allocation failed (metadata, mapping) */
+#define VMM_EFRAMES -10006  /* drain: not enough frames to bring every page back */
+#define VMM_ENODIRECT -10007 /* the paging folder's filesystem refused O_DIRECT */
+
+#define VMM_BACKEND_DIRECT 0 /* O_DIRECT pread/pwrite between frame and file */
+#define VMM_BACKEND_MMAP 1   /* shared mapping, msync + cache drop on every transfer */
+
+#define VMM_POLICY_LRU 0     /* exact LRU, O(1) per access and per eviction */
+#define VMM_POLICY_CLOCK 1   /* second chance: referenced bit, FIFO hand */
+
+/* Latency histogram: bucket b counts samples with
+ *   vmm_hist_lower_ns(b) <= ns < vmm_hist_lower_ns(b + 1).
+ * 8 sub-buckets per power of two (12.5 % resolution) from 1 ns to ~2^40 ns. */
+#define VMM_HIST_SUB 8
+#define VMM_HIST_BUCKETS 328
+
+typedef struct vmm_pool vmm_pool;
+typedef struct vmm_mem vmm_mem;
+
+typedef struct vmm_stats {
+    uint64_t accesses;      /* guest accesses (replay entries, pages touched by read/write) */
+    uint64_t hits;          /* accesses to a resident page */
+    uint64_t zero_fills;    /* faults served with a zeroed frame (untouched or released page) */
+    uint64_t page_ins;      /* faults served by reading the paging file */
+    uint64_t page_outs;     /* evictions that wrote a page to the paging file */
+    uint64_t clean_drops;   /* evictions that dropped a clean page without I/O */
+    uint64_t bytes_read;    /* paging-file bytes read */
+    uint64_t bytes_written; /* paging-file bytes written */
+    uint64_t releases;      /* pages given back by release() that held a frame or a copy */
+    uint64_t resident;      /* pages in frames now */
+    uint64_t frame_limit;   /* frames this guest may hold now */
+    uint64_t file_pages;    /* pages with a copy in the paging file now */
+    uint64_t file_pages_peak;  /* most pages the file ever held (since creation of the mem) */
+    uint64_t file_size;     /* bytes the file occupies now (0 when it does not exist) */
+    uint64_t file_created;  /* times the file was created */
+    uint64_t file_deleted;  /* times the file was deleted because it became empty */
+    uint64_t page_in_ns;    /* total time spent in page-in I/O */
+    uint64_t page_out_ns;   /* total time spent in page-out I/O */
+    uint64_t page_in_hist[328];
+    uint64_t page_out_hist[328];
+} vmm_stats;
+
+/* ---- frame pool ---- */
+/* nframes frames of page_size bytes (a power of two >= 4096). The memory is
+ * populated (MAP_POPULATE) before return, so it is really resident. */
+int vmm_pool_create(uint64_t nframes, uint32_t page_size, vmm_pool **out);
+void vmm_pool_destroy(vmm_pool *pool); /* only once every vmm_mem on it is destroyed */
+uint64_t vmm_pool_frames(const vmm_pool *pool);
+uint64_t vmm_pool_free_frames(vmm_pool *pool);
+uint32_t vmm_pool_page_size(const vmm_pool *pool);
+
+/* ---- guest memory ---- */
+/* npages guest pages (< 2^32 - 1) on pool. path is the paging file to create
+ * at the first page-out (O_CREAT|O_EXCL); it is copied. backend and policy
+ * are VMM_BACKEND_* and VMM_POLICY_*. The frame limit starts at 0. */
+int vmm_mem_create(vmm_pool *pool, uint64_t npages, const char *path,
+                   int backend, int policy, vmm_mem **out);
+/* Returns every frame to the pool and deletes the paging file. */
+void vmm_mem_destroy(vmm_mem *mem);
+
+/* Sets how many frames the guest may hold; lowering it evicts at once.
+ * If a page-out fails the limit is left at the frames still held and the
+ * error is returned: no page is lost. */
+int vmm_mem_set_frame_limit(vmm_mem *mem, uint64_t frames);
+
+/* Copies n bytes at guest-physical address gpa out of / into guest memory,
+ * faulting pages in as needed. */
+int vmm_mem_read(vmm_mem *mem, uint64_t gpa, void *buf, uint64_t n);
+int vmm_mem_write(vmm_mem *mem, uint64_t gpa, const void *buf, uint64_t n);
+
+/* Replays n accesses to guest pages pages[i]; writes (may be NULL) flags each
+ * access that writes. A write access increments the little-endian uint64 in
+ * the page's first 8 bytes, so written pages carry real, checkable content.
+ * *done receives how many accesses completed (all of them on VMM_OK). */
+int vmm_mem_replay(vmm_mem *mem, const uint32_t *pages, const uint8_t *writes,
+                   uint64_t n, uint64_t *done);
+
+/* The guest gives pages [first, first + count) back: frames return to the
+ * pool, file copies are discarded, no I/O. The pages read as zeros again.
+ * Deletes the file when it becomes empty. */
+int vmm_mem_release(vmm_mem *mem, uint64_t first, uint64_t count);
+
+/* Empties the paging file: brings every paged-out page back into a frame and
+ * forgets the file copies of resident pages (they become dirty), then
+ * deletes the file. Fails with VMM_EFRAMES, changing nothing, when the
+ * frame limit cannot hold every page. */
+int vmm_mem_drain(vmm_mem *mem);
+
+/* Fills *out with a consistent snapshot of the counters. */
+int vmm_mem_stats(vmm_mem *mem, vmm_stats *out);
+int vmm_mem_reset_stats(vmm_mem *mem); /* zeroes the event counters and histograms */
+
+/* State of one page: 0 zero (untouched or released), 1 resident clean,
+ * 2 resident dirty, 3 paged out. For tests and inspection. */
+int vmm_mem_page_state(vmm_mem *mem, uint64_t page, int *state);
+
+/* Whether the paging file exists now (1) or not (0). */
+int vmm_mem_file_exists(vmm_mem *mem);
+
+/* Lower bound in ns of histogram bucket b (b may equal VMM_HIST_BUCKETS). */
+uint64_t vmm_hist_lower_ns(uint32_t b);
+
+/* CDEF END */
+
+#endif /* VMMEM_H */

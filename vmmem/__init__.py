@@ -1,0 +1,51 @@
+"""vmmem: Hyper-V Dynamic Memory and Smart Paging, emulated on real RAM and real disks.
+
+The paging core (C) gives each emulated VM a guest-physical page array backed by real host
+RAM frames up to its assigned memory, the rest paged to a real Smart Paging file. On top of
+it, the Hyper-V layer runs hosts, VMs and the balancer, and measures what a boot storm costs.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    GuestAddressError,
+    NotEnoughMemoryError,
+    OutOfFramesError,
+    PagingFileError,
+    RamBackedWarning,
+    SettingsError,
+    VmmemError,
+)
+from .memory import (
+    FramePool,
+    GuestMemory,
+    LatencyHistogram,
+    MemoryStats,
+    PageState,
+    SmartPagingFile,
+)
+from .sizes import GB, KB, MB, TB, format_size, parse_size
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GB",
+    "KB",
+    "MB",
+    "TB",
+    "FramePool",
+    "GuestAddressError",
+    "GuestMemory",
+    "LatencyHistogram",
+    "MemoryStats",
+    "NotEnoughMemoryError",
+    "OutOfFramesError",
+    "PageState",
+    "PagingFileError",
+    "RamBackedWarning",
+    "SettingsError",
+    "SmartPagingFile",
+    "VmmemError",
+    "format_size",
+    "parse_size",
+]

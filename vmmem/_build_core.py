@@ -1,0 +1,51 @@
+"""cffi builder for the paging core (out-of-line API mode).
+
+The cdef is read from csrc/vmmem.h between the CDEF markers, so the public header is
+the one source of truth for the binding. Set VMMEM_SANITIZE=1 at build time to compile
+the core with AddressSanitizer and UBSan (run with LD_PRELOAD of libasan, see README).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from cffi import FFI
+
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+HEADER = CSRC / "vmmem.h"
+
+
+def read_cdef(header: Path = HEADER) -> str:
+    text = header.read_text()
+    match = re.search(r"/\* CDEF BEGIN \*/(.*?)/\* CDEF END \*/", text, re.S)
+    if match is None:
+        raise RuntimeError(f"{header}: no CDEF BEGIN/END markers")
+    return match.group(1)
+
+
+def compile_args() -> tuple[list[str], list[str]]:
+    cflags = ["-std=c11", "-O2", "-Wall", "-Wextra", "-fno-strict-aliasing"]
+    ldflags: list[str] = ["-lpthread"]
+    if os.environ.get("VMMEM_SANITIZE"):
+        san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
+        cflags += san
+        ldflags += san
+    return cflags, ldflags
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(read_cdef())
+_cflags, _ldflags = compile_args()
+ffibuilder.set_source(
+    "vmmem._vmmem_cffi",
+    '#include "vmmem.h"',
+    sources=[os.path.relpath(CSRC / "vmmem.c")],
+    include_dirs=[os.path.relpath(CSRC)],
+    extra_compile_args=_cflags,
+    extra_link_args=_ldflags,
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

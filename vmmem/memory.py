@@ -1,0 +1,549 @@
+"""Guest memory on real host RAM, with a real Smart Paging file: the paging core's public API.
+
+`FramePool` is host RAM cut into page frames; `GuestMemory` is one VM's guest-physical page
+array backed by frames of a pool up to its frame limit, the overflow paged to a
+`SmartPagingFile`. All per-access work happens in C (csrc/vmmem.c); these classes validate
+arguments, own the C handles, and translate results.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import threading
+import uuid
+import warnings
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psutil
+
+from ._core import ffi, lib, raise_for
+from .errors import (
+    GuestAddressError,
+    RamBackedWarning,
+    SettingsError,
+    VmmemError,
+)
+from .sizes import SizeLike, format_size, parse_size
+
+__all__ = [
+    "BACKENDS",
+    "POLICIES",
+    "FramePool",
+    "GuestMemory",
+    "LatencyHistogram",
+    "MemoryStats",
+    "PageState",
+    "SmartPagingFile",
+]
+
+BACKENDS = {"direct": lib.VMM_BACKEND_DIRECT, "mmap": lib.VMM_BACKEND_MMAP}
+POLICIES = {"lru": lib.VMM_POLICY_LRU, "clock": lib.VMM_POLICY_CLOCK}
+MAX_GUEST_PAGES = 2**32 - 2
+_HIST_BUCKETS = lib.VMM_HIST_BUCKETS
+_BUCKET_LOWER_NS = np.array(
+    [lib.vmm_hist_lower_ns(b) for b in range(_HIST_BUCKETS + 1)], dtype=np.float64
+)
+
+
+class PageState(enum.IntEnum):
+    ZERO = 0  # untouched or released: reads as zeros, holds nothing
+    CLEAN = 1  # in a frame, same as its file copy (or never written)
+    DIRTY = 2  # in a frame, written since it was last paged out
+    PAGED_OUT = 3  # only in the Smart Paging file
+
+
+def _as_count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise SettingsError(f"{what} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _page_size(value: SizeLike) -> int:
+    size = parse_size(value, "page size")
+    if size < 4096 or size & (size - 1):
+        raise SettingsError(
+            f"page size {size} bytes is not allowed: use a power of two of at least 4096 "
+            "(4 KB, the x86 page; 2 MB for large pages)"
+        )
+    return size
+
+
+class FramePool:
+    """Host RAM as page frames: one page-aligned mapping, committed (resident) up front.
+
+    Several GuestMemory objects, in several threads, may share one pool.
+    """
+
+    def __init__(self, size: SizeLike, page_size: SizeLike = 4096) -> None:
+        self.page_size = _page_size(page_size)
+        self.size = parse_size(size, "frame pool size")
+        if self.size <= 0:
+            raise SettingsError(f"frame pool size must be positive, got {format_size(self.size)}")
+        if self.size % self.page_size:
+            raise SettingsError(
+                f"frame pool size {self.size} bytes is not a multiple of the page size "
+                f"({self.page_size} bytes)"
+            )
+        frames = self.size // self.page_size
+        if frames > MAX_GUEST_PAGES:
+            raise SettingsError(f"frame pool of {frames} frames is too large (max {MAX_GUEST_PAGES})")
+        available = psutil.virtual_memory().available
+        if self.size > available:
+            raise SettingsError(
+                f"a frame pool of {format_size(self.size)} does not fit: this host has "
+                f"{format_size(available)} of RAM available"
+            )
+        handle = ffi.new("vmm_pool **")
+        raise_for(lib.vmm_pool_create(frames, self.page_size, handle), doing="creating the pool")
+        self._ptr = handle[0]
+        self._guests: weakref.WeakSet[GuestMemory] = weakref.WeakSet()
+        self._finalizer = weakref.finalize(self, lib.vmm_pool_destroy, self._ptr)
+
+    @property
+    def frames(self) -> int:
+        return int(lib.vmm_pool_frames(self._handle()))
+
+    @property
+    def free_frames(self) -> int:
+        return int(lib.vmm_pool_free_frames(self._handle()))
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def _handle(self) -> Any:
+        if not self._finalizer.alive:
+            raise VmmemError("this frame pool is closed")
+        return self._ptr
+
+    def close(self) -> None:
+        """Give the RAM back. Every guest on the pool must be closed first."""
+        if any(not guest.closed for guest in self._guests):
+            raise VmmemError("close every GuestMemory on this frame pool before the pool")
+        self._finalizer()
+
+    def __enter__(self) -> FramePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for guest in list(self._guests):
+            guest.close()
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.free_frames}/{self.frames} frames free"
+        return f"FramePool({format_size(self.size)}, page_size={self.page_size}, {state})"
+
+
+class LatencyHistogram:
+    """Fault latencies timed inside the C fault path: log buckets of 12.5 % width."""
+
+    def __init__(self, counts: np.ndarray, total_ns: int) -> None:
+        self.counts = counts
+        self.total_ns = total_ns
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def mean(self) -> float:
+        """Mean latency in seconds (0.0 when empty)."""
+        n = self.count
+        return self.total_ns / n / 1e9 if n else 0.0
+
+    def percentile(self, p: float) -> float:
+        """Latency in seconds below which p % of the samples lie (bucket midpoint); 0.0 if empty."""
+        if not 0 <= p <= 100:
+            raise ValueError(f"percentile must be within 0..100, got {p}")
+        n = self.count
+        if n == 0:
+            return 0.0
+        cumulative = np.cumsum(self.counts)
+        bucket = int(np.searchsorted(cumulative, max(1.0, p / 100 * n)))
+        low, high = _BUCKET_LOWER_NS[bucket], _BUCKET_LOWER_NS[bucket + 1]
+        return float((low + high) / 2 / 1e9)
+
+    def cdf(self) -> tuple[np.ndarray, np.ndarray]:
+        """(latency upper bounds in seconds, fraction of samples at or below) per used bucket."""
+        n = self.count
+        if n == 0:
+            return np.zeros(0), np.zeros(0)
+        used = np.nonzero(self.counts)[0]
+        first, last = used[0], used[-1]
+        fractions = np.cumsum(self.counts[first : last + 1]) / n
+        return _BUCKET_LOWER_NS[first + 1 : last + 2] / 1e9, fractions
+
+    def __repr__(self) -> str:
+        if not self.count:
+            return "LatencyHistogram(empty)"
+        return (
+            f"LatencyHistogram(n={self.count}, p50={self.percentile(50) * 1e6:.0f}us, "
+            f"p99={self.percentile(99) * 1e6:.0f}us)"
+        )
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """A consistent snapshot of one guest's paging counters."""
+
+    accesses: int
+    hits: int
+    zero_fills: int
+    page_ins: int
+    page_outs: int
+    clean_drops: int
+    bytes_read: int
+    bytes_written: int
+    releases: int
+    resident: int
+    frame_limit: int
+    file_pages: int
+    file_pages_peak: int
+    file_size: int
+    file_created: int
+    file_deleted: int
+    page_in_ns: int
+    page_out_ns: int
+    page_in_latency: LatencyHistogram = field(repr=False)
+    page_out_latency: LatencyHistogram = field(repr=False)
+
+    @property
+    def faults(self) -> int:
+        return self.accesses - self.hits
+
+    def as_dict(self) -> dict[str, int | float]:
+        """Plain numbers, for JSON: counters plus latency percentiles in seconds."""
+        out: dict[str, int | float] = {
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if not name.endswith("_latency")
+        }
+        for kind, hist in (("page_in", self.page_in_latency), ("page_out", self.page_out_latency)):
+            for p in (50, 90, 99):
+                out[f"{kind}_p{p}_s"] = hist.percentile(p)
+        return out
+
+
+_COUNTERS = [
+    name for name in MemoryStats.__dataclass_fields__ if not name.endswith("_latency")
+]
+
+
+class SmartPagingFile:
+    """Live view of a guest's paging file: made at the first page-out, deleted when empty."""
+
+    def __init__(self, memory: GuestMemory) -> None:
+        self._memory = memory
+
+    @property
+    def path(self) -> str:
+        return self._memory._path
+
+    @property
+    def exists(self) -> bool:
+        return self._memory._call(lib.vmm_mem_file_exists) == 1
+
+    @property
+    def pages(self) -> int:
+        """Pages with a copy in the file now."""
+        return self._memory.stats.file_pages
+
+    @property
+    def bytes(self) -> int:
+        """Guest memory held in the file now, in bytes."""
+        return self.pages * self._memory.page_size
+
+    @property
+    def size(self) -> int:
+        """Bytes the file occupies on disk now (0 when it does not exist)."""
+        return self._memory.stats.file_size
+
+    @property
+    def peak_pages(self) -> int:
+        return self._memory.stats.file_pages_peak
+
+    def __repr__(self) -> str:
+        state = f"{format_size(self.bytes)} in use" if self.exists else "not in use"
+        return f"SmartPagingFile({self.path!r}, {state})"
+
+
+_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class GuestMemory:
+    """One VM's guest-physical memory: a page table over `size` bytes, in frames up to
+    `frame_limit` pages, the rest in a Smart Paging file in `paging_dir`.
+
+    backend: "direct" (O_DIRECT pread/pwrite) or "mmap" (msync + page-cache drop); both
+    reach the device. policy: "lru" (exact) or "clock" (second chance).
+    """
+
+    def __init__(
+        self,
+        pool: FramePool,
+        size: SizeLike,
+        frame_limit: int | None = None,
+        paging_dir: str | os.PathLike[str] = ".",
+        backend: str = "direct",
+        policy: str = "lru",
+        name: str = "guest",
+    ) -> None:
+        if not isinstance(pool, FramePool):
+            raise SettingsError(f"pool must be a FramePool, got {type(pool).__name__}")
+        pool_handle = pool._handle()
+        self.pool = pool
+        self.page_size = pool.page_size
+        self.size = parse_size(size, "guest memory size")
+        if self.size <= 0:
+            raise SettingsError(f"guest memory size must be positive, got {self.size} bytes")
+        if self.size % self.page_size:
+            raise SettingsError(
+                f"guest memory size {self.size} bytes is not a multiple of the page size "
+                f"({self.page_size} bytes)"
+            )
+        self.pages = self.size // self.page_size
+        if self.pages > MAX_GUEST_PAGES:
+            raise SettingsError(
+                f"guest memory of {format_size(self.size)} is too large for "
+                f"{self.page_size}-byte pages (at most {MAX_GUEST_PAGES} pages)"
+            )
+        if backend not in BACKENDS:
+            raise SettingsError(f"backend {backend!r} is not known; use one of {sorted(BACKENDS)}")
+        if policy not in POLICIES:
+            raise SettingsError(f"policy {policy!r} is not known; use one of {sorted(POLICIES)}")
+        self.backend, self.policy, self.name = backend, policy, str(name)
+        self.paging_dir = os.path.abspath(os.fspath(paging_dir))
+        _check_paging_dir(self.paging_dir)
+        safe = _NAME_RE.sub("_", self.name)[:64] or "guest"
+        self._path = os.path.join(self.paging_dir, f"{safe}-{uuid.uuid4().hex[:12]}.slp")
+
+        handle = ffi.new("vmm_mem **")
+        rc = lib.vmm_mem_create(
+            pool_handle, self.pages, self._path.encode(), BACKENDS[backend], POLICIES[policy], handle
+        )
+        raise_for(rc, self._path, "creating the guest memory")
+        self._ptr = handle[0]
+        self._lock = threading.Lock()
+        # The finalizer holds the pool, so the pool's RAM outlives every guest on it.
+        self._finalizer = weakref.finalize(self, _destroy_guest, self._ptr, pool)
+        pool._guests.add(self)
+        self.paging_file = SmartPagingFile(self)
+        try:
+            self.frame_limit = (
+                min(self.pages, pool.frames) if frame_limit is None else frame_limit
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def _call(self, fn: Any, *args: Any, doing: str = "") -> int:
+        """Call fn(handle, *args) holding the object lock (so close() cannot race it)."""
+        with self._lock:
+            if not self._finalizer.alive:
+                raise VmmemError(f"guest memory {self.name!r} is closed")
+            rc = fn(self._ptr, *args)
+        if doing:
+            raise_for(rc, self._path, doing)
+        return rc
+
+    def close(self) -> None:
+        """Give every frame back to the pool and delete the paging file."""
+        with self._lock:
+            self._finalizer()
+
+    def __enter__(self) -> GuestMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"GuestMemory({self.name!r}, closed)"
+        return (
+            f"GuestMemory({self.name!r}, {format_size(self.size)}, "
+            f"frame_limit={self.frame_limit}, backend={self.backend!r}, policy={self.policy!r})"
+        )
+
+    # -- settings ---------------------------------------------------------------------------
+
+    @property
+    def frame_limit(self) -> int:
+        """How many frames (pages of host RAM) the guest may hold: its assigned memory."""
+        return self.stats.frame_limit
+
+    @frame_limit.setter
+    def frame_limit(self, frames: int) -> None:
+        frames = _as_count(frames, "frame limit")
+        pool_frames = self.pool.frames
+        if frames < 0 or frames > pool_frames:
+            raise SettingsError(
+                f"frame limit {frames} is not allowed: it must be within 0..{pool_frames} "
+                f"(the frame pool holds {format_size(pool_frames * self.page_size)})"
+            )
+        self._call(lib.vmm_mem_set_frame_limit, frames, doing="paging out to lower the frame limit")
+
+    # -- guest accesses ---------------------------------------------------------------------
+
+    def _check_range(self, gpa: int, n: int) -> None:
+        gpa = _as_count(gpa, "guest address")
+        if gpa < 0 or n < 0 or gpa + n > self.size:
+            raise GuestAddressError(
+                f"guest address range {gpa:#x}..{gpa + n:#x} lies outside guest memory "
+                f"0..{self.size:#x} ({format_size(self.size)})"
+            )
+
+    def read(self, gpa: int, n: int) -> bytes:
+        """Read n bytes at guest-physical address gpa (faults pages in as needed)."""
+        n = _as_count(n, "byte count")
+        self._check_range(gpa, n)
+        buf = bytearray(n)
+        self._call(lib.vmm_mem_read, gpa, ffi.from_buffer(buf), n, doing="reading guest memory")
+        return bytes(buf)
+
+    def write(self, gpa: int, data: bytes | bytearray | memoryview) -> None:
+        """Write data at guest-physical address gpa; written pages become dirty."""
+        view = memoryview(data).cast("B")
+        self._check_range(gpa, view.nbytes)
+        src = ffi.from_buffer(view)
+        self._call(lib.vmm_mem_write, gpa, src, view.nbytes, doing="writing guest memory")
+
+    def replay(self, pages: Any, writes: Any = None) -> None:
+        """Run a trace of guest page accesses in C: pages is an integer array of guest page
+        numbers, writes an optional same-length array of write flags. A write access
+        increments the little-endian uint64 in the page's first 8 bytes."""
+        trace = np.asarray(pages)
+        if trace.ndim != 1 or trace.dtype.kind not in "iu":
+            raise SettingsError("replay: pages must be a 1-D integer array of guest page numbers")
+        if trace.size == 0:
+            return
+        if trace.dtype != np.uint32:
+            low, high = int(trace.min()), int(trace.max())
+            if low < 0 or high >= self.pages:
+                bad = low if low < 0 else high
+                raise GuestAddressError(
+                    f"replay: guest page {bad} lies outside 0..{self.pages - 1}"
+                )
+        trace = np.ascontiguousarray(trace, dtype=np.uint32)
+        flags = ffi.NULL
+        if writes is not None:
+            w = np.asarray(writes)
+            if w.shape != trace.shape:
+                raise SettingsError("replay: writes must have one flag per page access")
+            w = np.ascontiguousarray(w.view(np.uint8) if w.dtype == np.bool_ else w != 0,
+                                     dtype=np.uint8)
+            flags = ffi.from_buffer("uint8_t[]", w)
+        done = ffi.new("uint64_t *")
+        rc = self._call(
+            lib.vmm_mem_replay, ffi.from_buffer("uint32_t[]", trace), flags, trace.size, done
+        )
+        if rc == lib.VMM_ERANGE:
+            raise GuestAddressError(
+                f"replay: guest page {int(trace[done[0]])} lies outside 0..{self.pages - 1}"
+            )
+        raise_for(rc, self._path, f"replaying access {done[0]} of the trace")
+
+    def release(self, first_page: int, count: int) -> None:
+        """The guest gives pages back (the balloon's path): no I/O, frames return to the
+        pool, file copies are discarded; the pages read as zeros again."""
+        first_page = _as_count(first_page, "first page")
+        count = _as_count(count, "page count")
+        if first_page < 0 or count < 0 or first_page + count > self.pages:
+            raise GuestAddressError(
+                f"release: pages {first_page}..{first_page + count - 1} lie outside "
+                f"0..{self.pages - 1}"
+            )
+        self._call(lib.vmm_mem_release, first_page, count, doing="releasing pages")
+
+    def drain(self) -> None:
+        """Bring every paged-out page back into frames and delete the paging file."""
+        self._call(lib.vmm_mem_drain, doing="draining the Smart Paging file")
+
+    def page_state(self, page: int) -> PageState:
+        page = _as_count(page, "page")
+        if not 0 <= page < self.pages:
+            raise GuestAddressError(f"guest page {page} lies outside 0..{self.pages - 1}")
+        state = ffi.new("int *")
+        self._call(lib.vmm_mem_page_state, page, state, doing="reading a page's state")
+        return PageState(state[0])
+
+    # -- counters ---------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> MemoryStats:
+        raw = ffi.new("vmm_stats *")
+        self._call(lib.vmm_mem_stats, raw, doing="reading counters")
+        values = {name: int(getattr(raw, name)) for name in _COUNTERS}
+        hist_in = np.frombuffer(ffi.buffer(raw.page_in_hist), dtype=np.uint64).copy()
+        hist_out = np.frombuffer(ffi.buffer(raw.page_out_hist), dtype=np.uint64).copy()
+        return MemoryStats(
+            **values,
+            page_in_latency=LatencyHistogram(hist_in, values["page_in_ns"]),
+            page_out_latency=LatencyHistogram(hist_out, values["page_out_ns"]),
+        )
+
+    def reset_stats(self) -> None:
+        self._call(lib.vmm_mem_reset_stats, doing="resetting counters")
+
+    @property
+    def resident_pages(self) -> int:
+        return self.stats.resident
+
+    def pages_in_state(self, state: PageState) -> Iterator[int]:
+        """Page numbers in the given state (walks the page table: for tests and inspection)."""
+        for page in range(self.pages):
+            if self.page_state(page) == state:
+                yield page
+
+
+def _destroy_guest(ptr: Any, pool: FramePool) -> None:
+    del pool  # held only so the pool outlives the guest
+    lib.vmm_mem_destroy(ptr)
+
+
+def _check_paging_dir(folder: str) -> None:
+    """Fail early, with the folder named, where a paging file could never be made."""
+    import errno
+
+    from .errors import PagingFileError
+
+    if not os.path.exists(folder):
+        raise PagingFileError(
+            errno.ENOENT, "the Smart Paging folder does not exist; create it first", folder
+        )
+    if not os.path.isdir(folder):
+        raise PagingFileError(errno.ENOTDIR, "the Smart Paging folder is not a folder", folder)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        try:
+            code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
+        except OSError:
+            code = errno.EACCES
+        raise PagingFileError(
+            code, f"cannot create a Smart Paging file here ({os.strerror(code)})", folder
+        )
+    from .devices import device_for_path
+
+    try:
+        info = device_for_path(folder)
+    except Exception:  # facts are advisory here: never block paging on them
+        return
+    if getattr(info, "ram_backed", False):
+        warnings.warn(
+            f"the Smart Paging folder {folder} is on {getattr(info, 'fstype', 'a RAM disk')}, "
+            "which is RAM: paging there measures nothing real about a disk",
+            RamBackedWarning,
+            stacklevel=4,
+        )
