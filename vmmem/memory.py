@@ -92,7 +92,9 @@ class FramePool:
             )
         frames = self.size // self.page_size
         if frames > MAX_GUEST_PAGES:
-            raise SettingsError(f"frame pool of {frames} frames is too large (max {MAX_GUEST_PAGES})")
+            raise SettingsError(
+                f"frame pool of {frames} frames is too large (max {MAX_GUEST_PAGES})"
+            )
         available = psutil.virtual_memory().available
         if self.size > available:
             raise SettingsError(
@@ -231,9 +233,7 @@ class MemoryStats:
         return out
 
 
-_COUNTERS = [
-    name for name in MemoryStats.__dataclass_fields__ if not name.endswith("_latency")
-]
+_COUNTERS = [name for name in MemoryStats.__dataclass_fields__ if not name.endswith("_latency")]
 
 
 class SmartPagingFile:
@@ -326,7 +326,12 @@ class GuestMemory:
 
         handle = ffi.new("vmm_mem **")
         rc = lib.vmm_mem_create(
-            pool_handle, self.pages, self._path.encode(), BACKENDS[backend], POLICIES[policy], handle
+            pool_handle,
+            self.pages,
+            self._path.encode(),
+            BACKENDS[backend],
+            POLICIES[policy],
+            handle,
         )
         raise_for(rc, self._path, "creating the guest memory")
         self._ptr = handle[0]
@@ -336,9 +341,7 @@ class GuestMemory:
         pool._guests.add(self)
         self.paging_file = SmartPagingFile(self)
         try:
-            self.frame_limit = (
-                min(self.pages, pool.frames) if frame_limit is None else frame_limit
-            )
+            self.frame_limit = min(self.pages, pool.frames) if frame_limit is None else frame_limit
         except BaseException:
             self.close()
             raise
@@ -443,8 +446,9 @@ class GuestMemory:
             w = np.asarray(writes)
             if w.shape != trace.shape:
                 raise SettingsError("replay: writes must have one flag per page access")
-            w = np.ascontiguousarray(w.view(np.uint8) if w.dtype == np.bool_ else w != 0,
-                                     dtype=np.uint8)
+            w = np.ascontiguousarray(
+                w.view(np.uint8) if w.dtype == np.bool_ else w != 0, dtype=np.uint8
+            )
             flags = ffi.from_buffer("uint8_t[]", w)
         done = ffi.new("uint64_t *")
         rc = self._call(
