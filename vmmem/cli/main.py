@@ -1,0 +1,240 @@
+"""The ``vmmem`` command: plan, run and compare Hyper-V Smart Paging boot storms on real disks.
+
+Exit codes (also in ``vmmem --help`` and docs/CLI.md):
+
+    0    done
+    1    the run failed (a VM could not start, a paging-file error, ...)
+    2    usage or scenario error (bad option, bad or missing scenario file)
+    3    a Smart Paging location was refused (missing, not writable, not enough free space)
+    130  interrupted (Ctrl-C): partial results printed, no Smart Paging file left behind
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+
+from vmmem.cli import render
+from vmmem.cli.scenario import Scenario, ScenarioError, load_scenario
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "cli",
+           "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    done
+  1    the run failed (a VM could not start, a paging-file error)
+  2    usage or scenario error
+  3    a Smart Paging location was refused (missing, read-only, too little free space)
+  130  interrupted with Ctrl-C (partial results printed, no Smart Paging file left)"""
+
+
+class CliFailure(click.ClickException):
+    """An error for people, with its exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"vmmem: error: {self.format_message()}", err=True, file=file)
+
+
+def _console() -> Console:
+    # On a terminal rich takes its width; into a file or pipe, wide enough that tables keep
+    # one line per row (COLUMNS still wins).
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(highlight=False, width=width)
+
+
+def _err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _load(scenario_path: str | None, scale: float) -> Scenario:
+    try:
+        s = load_scenario(scenario_path)
+        return s.scaled(scale) if scale != 1 else s
+    except ScenarioError as e:
+        raise CliFailure(str(e), EXIT_USAGE) from None
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+    except OSError as e:
+        raise CliFailure(f"cannot write {path}: {e.strerror}", EXIT_USAGE) from None
+
+
+scenario_argument = click.argument(
+    "scenario", required=False, type=click.Path(dir_okay=False), metavar="[SCENARIO.toml]")
+scale_option = click.option(
+    "--scale", type=click.FloatRange(min=1.0), default=1.0, show_default=True, metavar="F",
+    help="Shrink every size by F (rounded to Hyper-V's rules: multiples of 2 MB, Startup and "
+         "Minimum at least 32 MB) and boot times with it, for quick runs.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=EXIT_CODES_HELP)
+@click.version_option(package_name="vmmem", message="vmmem %(version)s")
+def cli() -> None:
+    """Hyper-V Dynamic Memory and Smart Paging on real RAM and real disks.
+
+    \b
+    The article's reboot storm: four idle VMs that fit a 1400 MB host
+    ballooned down are all restarted at once and need 2048 MB to boot;
+    the gap goes to Smart Paging files. How much slower is that boot, and
+    how does the disk under the Smart Paging folder change it?
+
+    \b
+    Start here:
+      vmmem plan                      will a host restart need Smart Paging?
+      vmmem disks --probe             where could the files go, how fast is it?
+      vmmem run --scale 4             run the article's storm (quarter size)
+      vmmem compare /mnt/ssd /mnt/hdd --scale 4
+                                      the same storm with the files on each disk
+
+    Every command takes a scenario file (TOML, see examples/) or runs the
+    article's scenario when none is given. Sizes use Hyper-V's MB (2^20 bytes).
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# scenario
+
+
+@cli.command("scenario")
+@scenario_argument
+@scale_option
+@click.option("--toml", "as_toml", is_flag=True,
+              help="Print the built-in article scenario as TOML (a starting point for your own).")
+@click.option("--json", "as_json", is_flag=True, help="Print the validated settings as JSON.")
+def scenario_cmd(scenario: str | None, scale: float, as_toml: bool, as_json: bool) -> None:
+    """Check a scenario file and show what it holds, without running anything.
+
+    \b
+    Examples:
+      vmmem scenario examples/mixed-priority.toml
+      vmmem scenario --scale 8            the article's scenario at 1/8 size
+      vmmem scenario --toml > my.toml     start your own from the article's
+    """
+    if as_toml:
+        from vmmem.cli.scenario import ARTICLE_SCENARIO_TOML
+        click.echo(ARTICLE_SCENARIO_TOML, nl=False)
+        return
+    s = _load(scenario, scale)
+    if as_json:
+        click.echo(json.dumps(s.to_dict(), indent=2))
+        return
+    render.scenario(_console(), s)
+
+
+# ---------------------------------------------------------------------------------------------
+# plan
+
+
+@cli.command("plan")
+@scenario_argument
+@scale_option
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead.")
+def plan_cmd(scenario: str | None, scale: float, as_json: bool) -> None:
+    """Will a restart need Smart Paging, how much per VM, and what would avoid it (no I/O).
+
+    Walks the scenario's events with the Dynamic Memory rules and tries the
+    article's remedies: less oversubscription (by how much), Minimum RAM =
+    Startup RAM (for which VMs), moving a VM off the host (which one).
+
+    \b
+    Examples:
+      vmmem plan                          the article: 648 MB of Smart Paging
+      vmmem plan examples/static-and-dynamic.toml
+      vmmem plan --json | jq .remedies
+    """
+    from vmmem.cli.plan import plan_scenario
+
+    s = _load(scenario, scale)
+    p = plan_scenario(s)
+    if as_json:
+        click.echo(json.dumps(p.to_dict(), indent=2))
+        return
+    render.plan(_console(), p)
+
+
+# ---------------------------------------------------------------------------------------------
+# disks
+
+
+@cli.command("disks")
+@click.argument("folders", nargs=-1, type=click.Path(exists=True, file_okay=False),
+                metavar="[FOLDER]...")
+@click.option("--probe", is_flag=True,
+              help="Measure 4 KiB random reads and writes at queue depth 1 with O_DIRECT in each "
+                   "location (about a second each; a scratch file is written and deleted).")
+@click.option("--seconds", type=click.FloatRange(min=0.1, max=60), default=1.0,
+              show_default=True, help="Probe time per location.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def disks_cmd(folders: tuple[str, ...], probe: bool, seconds: float, as_json: bool) -> None:
+    """Where a Smart Paging file could go: writable filesystems and their devices.
+
+    Lists every writable mounted filesystem (or just the FOLDERs given) with
+    its block device, model, rotational flag, filesystem and free space.
+    RAM-backed ones (tmpfs, /dev/shm, zram) are flagged: a Smart Paging file
+    there measures nothing.
+
+    \b
+    Examples:
+      vmmem disks
+      vmmem disks --probe /mnt/ssd /mnt/hdd
+      vmmem disks --json
+    """
+    from vmmem.cli.disks import describe_location, list_locations
+    from vmmem.cli.disks import probe as run_probe
+
+    try:
+        infos = list_locations(list(folders))
+    except OSError as e:
+        raise CliFailure(f"{e.filename or ''}: {e.strerror or e}", EXIT_REFUSED) from None
+    probes = {}
+    if probe:
+        err = _err_console()
+        for info in infos:
+            if not as_json:
+                err.print(f"probing {info.path} ...", style="dim")
+            probes[info.path] = run_probe(info.path, seconds=seconds)
+    if as_json:
+        out = []
+        for info in infos:
+            d = describe_location(info)
+            if probe:
+                d["probe"] = probes[info.path].to_dict()
+            out.append(d)
+        click.echo(json.dumps({"locations": out}, indent=2))
+        return
+    render.disks(_console(), infos, probes)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        cli.main(args=argv, prog_name="vmmem", standalone_mode=True)
+    except KeyboardInterrupt:  # only reached outside a command's own handling
+        click.echo("vmmem: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])
+

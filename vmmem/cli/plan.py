@@ -1,0 +1,335 @@
+"""``vmmem plan``: will a scenario need Smart Paging, how much, and what would avoid it. No I/O.
+
+The plan walks the scenario's events with the Dynamic Memory rules of DOMAIN.md sections 2-4:
+
+- a VM that starts from Off needs its Startup RAM from free memory plus what the balancer can
+  reclaim from running VMs (their buffers: never below a running VM's demand or its Minimum);
+  if that is not enough Hyper-V refuses the start ("Not enough memory in the system to start
+  the virtual machine"), it never uses Smart Paging;
+- an idle dynamic VM settles at demand x (1 + buffer), clamped to [Minimum, Maximum];
+- a restart needs Startup RAM again; what the host cannot give is bridged by that VM's Smart
+  Paging file. On a host restart every VM restarts at once and the memory is divided by
+  priority (higher first; equal priorities in proportion to Startup RAM).
+
+Then it tries the article's remedies on a copy of the scenario and keeps the ones that make
+every restart fit: less oversubscription (how much more memory, or how much less Startup RAM),
+Minimum = Startup (for which VMs), and moving a VM off the host (which one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmmem.cli.scenario import ALIGN, Scenario, VMSpec, mb, round_up
+
+__all__ = ["EventPlan", "Plan", "Remedy", "divide_for_boot", "plan_scenario"]
+
+
+@dataclass(frozen=True)
+class EventPlan:
+    """What one event needs. ``paging`` maps VM -> Smart Paging bytes for that event's boots."""
+
+    index: int
+    description: str
+    action: str
+    available: int                       # memory the booting VMs can get, in all
+    needed: int                          # Startup RAM of the booting VMs, in all
+    assigned: dict[str, int] = field(default_factory=dict)   # what each booting VM gets
+    paging: dict[str, int] = field(default_factory=dict)     # gap bridged by Smart Paging
+    start_failures: tuple[str, ...] = ()  # VMs Hyper-V would refuse to start from Off
+
+    @property
+    def paging_total(self) -> int:
+        return sum(self.paging.values())
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """One of the article's ways to avoid Smart Paging, checked by planning the changed host."""
+
+    kind: str            # "add-memory", "reduce-startup", "minimum-equals-startup", "move-vm"
+    summary: str
+    works: bool
+    vms: tuple[str, ...] = ()
+    amount: int = 0      # bytes, for add-memory / reduce-startup
+    caveat: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    scenario: Scenario
+    events: tuple[EventPlan, ...]
+    remedies: tuple[Remedy, ...]
+    idle_assigned: dict[str, int]        # where each VM settles once idle
+
+    @property
+    def needs_smart_paging(self) -> bool:
+        return any(e.paging_total for e in self.events)
+
+    @property
+    def start_failures(self) -> tuple[str, ...]:
+        return tuple(v for e in self.events for v in e.start_failures)
+
+    def peak_paging(self) -> dict[str, int]:
+        """Per VM, the most Smart Paging any single event needs."""
+        out = {v.name: 0 for v in self.scenario.vms}
+        for e in self.events:
+            for name, b in e.paging.items():
+                out[name] = max(out[name], b)
+        return out
+
+    def verdict(self) -> str:
+        s = self.scenario
+        if self.start_failures:
+            return (f"{', '.join(self.start_failures)} cannot start: Not enough memory in the "
+                    "system to start the virtual machine")
+        if not self.needs_smart_paging:
+            return (f"no Smart Paging: every restart fits in {mb(s.available)} of host "
+                    "memory")
+        worst = max(self.events, key=lambda e: e.paging_total)
+        users = [n for n, b in worst.paging.items() if b]
+        return (f"Smart Paging needed: {worst.description} needs {mb(worst.needed)} for "
+                f"{len(worst.paging)} boot(s) but the host can give {mb(worst.available)}; "
+                f"{mb(worst.paging_total)} goes to Smart Paging files for {len(users)} VM(s)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario.name,
+            "needs_smart_paging": self.needs_smart_paging,
+            "verdict": self.verdict(),
+            "available_bytes": self.scenario.available,
+            "idle_assigned_bytes": dict(self.idle_assigned),
+            "start_failures": list(self.start_failures),
+            "peak_paging_bytes": self.peak_paging(),
+            "events": [
+                {
+                    "index": e.index,
+                    "action": e.action,
+                    "description": e.description,
+                    "available_bytes": e.available,
+                    "needed_bytes": e.needed,
+                    "assigned_bytes": dict(e.assigned),
+                    "smart_paging_bytes": dict(e.paging),
+                    "smart_paging_total_bytes": e.paging_total,
+                    "start_failures": list(e.start_failures),
+                }
+                for e in self.events
+            ],
+            "remedies": [
+                {"kind": r.kind, "summary": r.summary, "works": r.works, "vms": list(r.vms),
+                 "amount_bytes": r.amount, "caveat": r.caveat}
+                for r in self.remedies
+            ],
+        }
+
+
+def _floor_align(n: int) -> int:
+    return n // ALIGN * ALIGN
+
+
+def divide_for_boot(booting: list[VMSpec], available: int) -> dict[str, int]:
+    """How ``available`` bytes are divided among VMs that boot at the same time.
+
+    Higher priority first; within one priority, in proportion to Startup RAM (equal pressure),
+    never above a VM's Startup RAM. Amounts are whole 2 MB units (what the balancer hands out).
+    """
+    out = {v.name: 0 for v in booting}
+    left = max(available, 0)
+    for prio in sorted({v.priority for v in booting}, reverse=True):
+        tier = [v for v in booting if v.priority == prio]
+        want = sum(v.startup for v in tier)
+        if want <= left:
+            for v in tier:
+                out[v.name] = v.startup
+            left -= want
+            continue
+        for v in tier:
+            out[v.name] = min(v.startup, _floor_align(left * v.startup // want))
+        left -= sum(out[v.name] for v in tier)
+        # Hand out the 2 MB units lost to rounding, biggest gap first.
+        for v in sorted(tier, key=lambda v: out[v.name] - v.startup):
+            if left < ALIGN:
+                break
+            if out[v.name] < v.startup:
+                out[v.name] += ALIGN
+                left -= ALIGN
+        break  # lower priorities get nothing more
+    return out
+
+
+def _reclaim_floor(v: VMSpec) -> int:
+    """The least a running, idle VM can be shrunk to: its demand (never below Minimum)."""
+    if not v.dynamic:
+        return v.startup
+    return max(min(v.idle_demand, v.effective_maximum), v.effective_minimum)
+
+
+def _settle(running: list[VMSpec], available: int) -> dict[str, int]:
+    """Where idle VMs settle: their targets if they fit, else buffers cut evenly by priority."""
+    targets = {v.name: v.idle_target for v in running}
+    if sum(targets.values()) <= available:
+        return targets
+    floors = {v.name: _reclaim_floor(v) for v in running}
+    spare = available - sum(floors.values())
+    out = dict(floors)
+    for prio in sorted({v.priority for v in running}, reverse=True):
+        tier = [v for v in running if v.priority == prio]
+        want = sum(targets[v.name] - floors[v.name] for v in tier)
+        if spare <= 0:
+            break
+        give = min(spare, want)
+        for v in tier:
+            extra = targets[v.name] - floors[v.name]
+            out[v.name] += _floor_align(give * extra // want) if want else 0
+        spare -= give
+    return out
+
+
+def _walk(s: Scenario) -> tuple[list[EventPlan], dict[str, int]]:
+    """Plan every event of ``s``; returns the event plans and where VMs idle at the end."""
+    available = s.available
+    running: list[VMSpec] = []
+    plans: list[EventPlan] = []
+    idle: dict[str, int] = {}
+    for i, e in enumerate(s.events):
+        desc = e.describe()
+        if e.action == "start":
+            failures, assigned = [], {}
+            for name in e.vms:
+                v = s.vm(name)
+                floor = sum(_reclaim_floor(r) for r in running)
+                can_give = available - floor
+                if can_give < v.startup:
+                    failures.append(name)
+                    continue
+                assigned[name] = v.startup
+                running.append(v)
+            idle = _settle(running, available)
+            plans.append(EventPlan(i, desc, e.action, available, sum(
+                s.vm(n).startup for n in e.vms), assigned, {}, tuple(failures)))
+        elif e.action == "restart-host":
+            booting = list(running)
+            got = divide_for_boot(booting, available)
+            paging = {v.name: v.startup - got[v.name] for v in booting}
+            plans.append(EventPlan(i, desc, e.action, available,
+                                   sum(v.startup for v in booting), got, paging))
+            idle = _settle(running, available)
+        elif e.action == "restart":
+            # One after another: each restarts while the others idle, shrunk to their demand.
+            got, paging = {}, {}
+            for name in e.vms:
+                v = s.vm(name)
+                others = sum(_reclaim_floor(r) for r in running if r.name != name)
+                give = min(v.startup, max(_floor_align(available - others), 0))
+                got[name] = give
+                paging[name] = v.startup - give
+            plans.append(EventPlan(i, desc, e.action, max(available - sum(
+                _reclaim_floor(r) for r in running if r.name not in e.vms), 0),
+                sum(s.vm(n).startup for n in e.vms), got, paging))
+            idle = _settle(running, available)
+        else:
+            plans.append(EventPlan(i, desc, e.action, available, 0))
+    return plans, idle
+
+
+def _fits(s: Scenario) -> bool:
+    plans, _ = _walk(s)
+    return not any(p.paging_total or p.start_failures for p in plans)
+
+
+def _remedies(s: Scenario, plans: list[EventPlan]) -> list[Remedy]:
+    out: list[Remedy] = []
+    worst = max(p.paging_total for p in plans)
+    users = sorted({n for p in plans for n, b in p.paging.items() if b})
+
+    # 1. Less oversubscription: more memory for VMs (or a smaller reserve), or less Startup RAM.
+    extra = round_up(worst, ALIGN)
+    while not _fits(s.with_host_memory(s.host_memory + extra)) and extra < 64 * s.host_memory:
+        extra += ALIGN
+    reserve_note = (f" (or {mb(min(extra, s.host_reserve))} of it from a smaller host "
+                    "reserve)" if s.host_reserve else "")
+    out.append(Remedy(
+        "add-memory",
+        f"give VMs {mb(extra)} more host memory ({mb(s.available)} -> "
+        f"{mb(s.available + extra)}){reserve_note}",
+        _fits(s.with_host_memory(s.host_memory + extra)), amount=extra))
+    total_startup = sum(v.startup for v in s.vms)
+    out.append(Remedy(
+        "reduce-startup",
+        f"oversubscribe less: cut total Startup RAM by {mb(extra)} "
+        f"({mb(total_startup)} -> {mb(total_startup - extra)}), e.g. fewer or "
+        "smaller VMs on this host",
+        True, amount=extra,
+        caveat="each guest still needs its Startup RAM to boot"))
+
+    # 2. Minimum = Startup for the VMs that page: they then never give the memory away.
+    changed = dataclasses.replace(s, vms=tuple(
+        dataclasses.replace(v, minimum=v.startup) if v.name in users and v.dynamic else v
+        for v in s.vms))
+    plans2, _ = _walk(changed)
+    failures = [n for p in plans2 for n in p.start_failures]
+    still = sorted({n for p in plans2 for n, b in p.paging.items() if b})
+    works = not failures and not still
+    if works:
+        caveat = "those VMs never balloon below Startup RAM: idle memory is no longer reclaimed"
+    elif failures:
+        need = sum(v.startup if v.name in users else _reclaim_floor(v) for v in s.vms)
+        caveat = (f"then {', '.join(failures)} could not start on this host (Not enough memory "
+                  f"in the system to start the virtual machine): that needs "
+                  f"{mb(need)}, the host has {mb(s.available)}")
+    else:
+        caveat = f"{', '.join(still)} would still page"
+    out.append(Remedy(
+        "minimum-equals-startup",
+        f"set Minimum RAM = Startup RAM on {', '.join(users)}", works, vms=tuple(users),
+        caveat=caveat))
+
+    # 3. Move a VM off the host (live migration): the cheapest single VM that is enough.
+    singles = []
+    for v in s.vms:
+        rest = _without(s, [v.name])
+        if rest is not None and _fits(rest):
+            singles.append(v)
+    if singles:
+        pick = min(singles, key=lambda v: (v.priority, v.startup, v.name))
+        out.append(Remedy(
+            "move-vm", f"live-migrate {pick.name} (priority {pick.priority}, Startup "
+            f"{mb(pick.startup)}) to another host before the restart", True,
+            vms=(pick.name,)))
+    else:
+        moved: list[str] = []
+        for v in sorted(s.vms, key=lambda v: (v.priority, -v.startup, v.name)):
+            moved.append(v.name)
+            rest = _without(s, moved)
+            if rest is None or _fits(rest):
+                break
+        rest = _without(s, moved)
+        out.append(Remedy(
+            "move-vm", f"live-migrate {', '.join(moved)} to another host before the restart",
+            rest is not None and _fits(rest), vms=tuple(moved),
+            caveat="no single VM is enough"))
+    return out
+
+
+def _without(s: Scenario, names: list[str]) -> Scenario | None:
+    """``s`` with VMs moved away (and dropped from the events); None if nothing is left."""
+    vms = tuple(v for v in s.vms if v.name not in names)
+    if not vms:
+        return None
+    events = []
+    for e in s.events:
+        keep = tuple(n for n in e.vms if n not in names)
+        if e.action in ("start", "restart") and not keep:
+            continue
+        events.append(dataclasses.replace(e, vms=keep))
+    return dataclasses.replace(s, vms=vms, events=tuple(events))
+
+
+def plan_scenario(s: Scenario) -> Plan:
+    """The plan for ``s``: per event what the boots need and get, and the remedies that work."""
+    plans, idle = _walk(s)
+    remedies = _remedies(s, plans) if any(p.paging_total for p in plans) else []
+    return Plan(scenario=s, events=tuple(plans), remedies=tuple(remedies), idle_assigned=idle)
+

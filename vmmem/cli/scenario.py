@@ -1,0 +1,658 @@
+"""Scenario files: a host, its VMs and what happens to them, read from TOML and checked up front.
+
+A scenario is validated completely before anything runs: every size, every Dynamic Memory rule
+Hyper-V enforces, every event. An error names the file, the key and what was expected, e.g.::
+
+    examples/bad.toml: vm[2].startup: expected a size in whole MB that is a multiple of 2 MB
+    (Hyper-V: "not properly aligned"), got "511MB"
+
+File layout (all sizes are strings with a unit, "512MB", "1.5GB"; MB = 2^20 bytes as in
+Hyper-V; a bare integer is bytes)::
+
+    name = "article"
+    description = "..."
+
+    [host]
+    memory = "1400MB"            # memory available to VMs
+    reserve = "0MB"              # kept back for the host itself, never given to VMs
+    smart_paging_path = "..."    # optional: default Smart Paging folder for every VM
+    balancer_interval = 1.0      # seconds between balancer passes
+
+    [[vm]]
+    name = "vm"
+    count = 4                    # optional: vm1 .. vm4, identical
+    startup = "512MB"
+    minimum = "32MB"             # dynamic VMs only
+    maximum = "2048MB"           # dynamic VMs only
+    buffer = 20                  # percent, dynamic VMs only
+    priority = 50                # 0 .. 100
+    dynamic = true
+    smart_paging_path = "..."    # optional, per VM
+    [vm.workload]
+    boot_seconds = 20.0          # how long a boot takes with enough memory
+    idle_demand = "250MB"        # committed memory once the guest is idle
+
+    [[event]]
+    action = "start"             # start, wait for the boot, let it settle; next VM
+    vms = "all"                  # or ["vm1", "vm2"]
+    [[event]]
+    action = "idle"
+    seconds = 5
+    [[event]]
+    action = "restart-host"      # every running VM restarts at once: the boot storm
+    [[event]]
+    action = "restart"           # one or more VMs restart, one after another
+    vms = ["vm1"]
+    [[event]]
+    action = "settle"            # wait until no Smart Paging file is left (or timeout)
+    timeout = 120
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmmem.errors import SettingsError
+from vmmem.sizes import parse_size
+
+__all__ = [
+    "ARTICLE_SCENARIO_TOML",
+    "EVENT_ACTIONS",
+    "Event",
+    "MB",
+    "Scenario",
+    "ScenarioError",
+    "VMSpec",
+    "WorkloadSpec",
+    "article_scenario",
+    "load_scenario",
+    "mb",
+    "parse_scenario",
+    "scale_size",
+]
+
+MB = 2**20
+MIN_STARTUP = 32 * MB          # Hyper-V: Startup and Minimum RAM are at least 32 MB
+MAX_MEMORY = 12 * 2**40        # Hyper-V: Maximum RAM up to 12 TB
+ALIGN = 2 * MB                 # Hyper-V: sizes are multiples of 2 MB
+
+EVENT_ACTIONS = ("start", "idle", "restart-host", "restart", "settle")
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run: names the file, the key and what was expected."""
+
+    def __init__(self, source: str, key: str, message: str):
+        self.source = source
+        self.key = key
+        self.message = message
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + message)
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """What the guest does: boots (touching Startup RAM), then idles at ``idle_demand``.
+
+    ``boot_seconds``: how long the boot takes with enough memory (CPU time spread over the
+    boot's pages); None leaves it to the Hyper-V layer's default. ``idle_demand``: the guest's
+    committed memory once idle; the balancer then aims at demand x (1 + buffer).
+    ``params``: further workload settings passed to the Hyper-V layer as they are.
+    """
+
+    boot_seconds: float | None = None
+    idle_demand: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    """One VM's Dynamic Memory settings, as New-VM / Set-VMMemory take them (sizes in bytes)."""
+
+    name: str
+    startup: int
+    minimum: int | None = None
+    maximum: int | None = None
+    buffer: int | None = None
+    priority: int = 50
+    dynamic: bool = True
+    smart_paging_path: str | None = None
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+
+    # Effective values: what Hyper-V uses when a dynamic VM leaves a setting out.
+    @property
+    def effective_minimum(self) -> int:
+        if not self.dynamic:
+            return self.startup
+        return self.minimum if self.minimum is not None else self.startup
+
+    @property
+    def effective_maximum(self) -> int:
+        if not self.dynamic:
+            return self.startup
+        return self.maximum if self.maximum is not None else self.startup
+
+    @property
+    def effective_buffer(self) -> int:
+        if not self.dynamic:
+            return 0
+        return self.buffer if self.buffer is not None else 20
+
+    @property
+    def idle_demand(self) -> int:
+        """Committed memory once idle (a static VM holds Startup RAM whatever it does)."""
+        if not self.dynamic:
+            return self.startup
+        if self.workload.idle_demand is not None:
+            return self.workload.idle_demand
+        return self.startup // 2
+
+    @property
+    def idle_target(self) -> int:
+        """Where the balancer settles an idle VM on a roomy host: demand x (1 + buffer), clamped."""
+        if not self.dynamic:
+            return self.startup
+        want = round_up(self.idle_demand * (100 + self.effective_buffer) // 100, ALIGN)
+        return min(max(want, self.effective_minimum), self.effective_maximum)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step of a scenario. ``vms`` is empty for host-wide actions."""
+
+    action: str
+    vms: tuple[str, ...] = ()
+    seconds: float | None = None   # idle: how long; settle: the timeout
+
+    def describe(self) -> str:
+        names = ", ".join(self.vms)
+        if self.action == "start":
+            return f"start {names} one by one"
+        if self.action == "idle":
+            return f"idle {self.seconds:g} s"
+        if self.action == "restart-host":
+            return "restart the host (every VM at once)"
+        if self.action == "restart":
+            return f"restart {names}"
+        return f"settle (up to {self.seconds:g} s)"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A whole scenario, validated. Sizes are bytes."""
+
+    name: str
+    host_memory: int
+    vms: tuple[VMSpec, ...]
+    events: tuple[Event, ...]
+    host_reserve: int = 0
+    smart_paging_path: str | None = None
+    balancer_interval: float = 1.0
+    description: str = ""
+    source: str = "<built-in: article>"
+    scale: float = 1.0
+
+    @property
+    def available(self) -> int:
+        """Memory the host can give to VMs: memory minus the reserve."""
+        return self.host_memory - self.host_reserve
+
+    def vm(self, name: str) -> VMSpec:
+        for v in self.vms:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def scaled(self, factor: float) -> Scenario:
+        """Every size divided by ``factor`` and rounded to Hyper-V's rules (see scale_size).
+
+        Boot times shrink by the same factor: a boot's CPU work is proportional to the memory
+        it touches, so the share of the boot spent waiting on Smart Paging stays the same.
+        Idle and settle times are wall-clock waits and are kept.
+        """
+        if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 1):
+            raise ScenarioError(self.source, "--scale",
+                                f"expected a number >= 1, got {factor!r}")
+        if factor == 1:
+            return self
+        vms = []
+        for v in self.vms:
+            w = v.workload
+            startup = scale_size(v.startup, factor, floor=MIN_STARTUP)
+            minimum = (None if v.minimum is None
+                       else min(scale_size(v.minimum, factor, floor=MIN_STARTUP), startup))
+            maximum = (None if v.maximum is None
+                       else max(scale_size(v.maximum, factor, floor=MIN_STARTUP), startup))
+            demand = None if w.idle_demand is None else scale_size(w.idle_demand, factor)
+            boot = None if w.boot_seconds is None else w.boot_seconds / factor
+            vms.append(dataclasses.replace(
+                v, startup=startup, minimum=minimum, maximum=maximum,
+                workload=dataclasses.replace(w, idle_demand=demand, boot_seconds=boot)))
+        return dataclasses.replace(
+            self,
+            host_memory=scale_size(self.host_memory, factor),
+            host_reserve=(scale_size(self.host_reserve, factor) if self.host_reserve else 0),
+            vms=tuple(vms),
+            scale=self.scale * factor,
+        )
+
+    def with_paging_dir(self, path: str | os.PathLike[str]) -> Scenario:
+        """Every VM's Smart Paging file in ``path`` (like Set-VM -SmartPagingFilePath on all)."""
+        p = os.fspath(path)
+        return dataclasses.replace(
+            self, smart_paging_path=p,
+            vms=tuple(dataclasses.replace(v, smart_paging_path=p) for v in self.vms))
+
+    def with_host_memory(self, memory: int) -> Scenario:
+        return dataclasses.replace(self, host_memory=memory)
+
+    def paging_dirs(self, default: str) -> dict[str, str]:
+        """VM name -> the folder its Smart Paging file would live in."""
+        out = {}
+        for v in self.vms:
+            out[v.name] = v.smart_paging_path or self.smart_paging_path or default
+        return out
+
+    def worst_case_paging_bytes(self) -> dict[str, int]:
+        """Per VM, the largest Smart Paging file it could ever need: its whole Startup RAM
+        (a restart with nothing to give). Dynamic and static VMs alike (a static VM's restart
+        on a short host is bridged the same way)."""
+        return {v.name: v.startup for v in self.vms}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings, for JSON reports (sizes in bytes)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "source": self.source,
+            "scale": self.scale,
+            "host": {
+                "memory_bytes": self.host_memory,
+                "reserve_bytes": self.host_reserve,
+                "smart_paging_path": self.smart_paging_path,
+                "balancer_interval": self.balancer_interval,
+            },
+            "vms": [
+                {
+                    "name": v.name,
+                    "startup_bytes": v.startup,
+                    "minimum_bytes": v.minimum,
+                    "maximum_bytes": v.maximum,
+                    "buffer": v.buffer,
+                    "priority": v.priority,
+                    "dynamic": v.dynamic,
+                    "smart_paging_path": v.smart_paging_path,
+                    "workload": {
+                        "boot_seconds": v.workload.boot_seconds,
+                        "idle_demand_bytes": v.workload.idle_demand,
+                        "params": dict(v.workload.params),
+                    },
+                }
+                for v in self.vms
+            ],
+            "events": [
+                {"action": e.action, "vms": list(e.vms), "seconds": e.seconds}
+                for e in self.events
+            ],
+        }
+
+
+def mb(nbytes: float) -> str:
+    """A size as Hyper-V Manager shows it: "1400 MB", "648 MB"; GB from 100 GB up."""
+    if abs(nbytes) >= 100 * 2**30:
+        return f"{nbytes / 2**30:,.0f} GB"
+    value = nbytes / MB
+    if value == int(value) or abs(value) >= 10:
+        return f"{value:,.0f} MB"
+    return f"{value:.1f} MB"
+
+
+def round_up(value: int, unit: int) -> int:
+    return -(-value // unit) * unit
+
+
+def scale_size(value: int, factor: float, floor: int = ALIGN) -> int:
+    """``value / factor`` rounded to the nearest multiple of 2 MB, and at least ``floor``.
+
+    Hyper-V's rules: whole MB, multiples of 2 MB; Startup and Minimum RAM at least 32 MB (pass
+    floor=32 MB for those). Rounding to the nearest keeps ratios (4 x 512 MB on 1400 MB scaled by
+    8 is 4 x 64 MB on 176 MB: 1.45 x oversubscribed either way).
+    """
+    scaled = value / factor
+    rounded = int(round(scaled / ALIGN)) * ALIGN
+    return max(rounded, floor)
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing
+
+class _Reader:
+    """Reads typed values out of a TOML table, raising located ScenarioErrors."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, key: str, message: str) -> ScenarioError:
+        return ScenarioError(self.source, key, message)
+
+    def check_keys(self, table: dict[str, Any], allowed: set[str], prefix: str) -> None:
+        for k in table:
+            if k not in allowed:
+                where = f"{prefix}.{k}" if prefix else k
+                raise self.fail(where, "unknown key; expected one of: "
+                                + ", ".join(sorted(allowed)))
+
+    def table(self, value: Any, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a table, got {_show(value)}")
+        return value
+
+    def size(self, value: Any, key: str, *, minimum: int = 0, hyperv: bool = True,
+             what: str = "a size") -> int:
+        n = _parse_size(value)
+        if n is None:
+            raise self.fail(key, f'expected {what} such as "512MB" or "1.5GB", got {_show(value)}'
+                            + (" (a bare number is bytes)" if isinstance(value, int) else ""))
+        if hyperv and n % MB:
+            raise self.fail(key, f"expected {what} in whole MB (Hyper-V), got {_show(value)}"
+                            + (" (a bare number is bytes; write e.g. \"512MB\")"
+                               if isinstance(value, int) else ""))
+        if hyperv and n % ALIGN:
+            raise self.fail(key, f"expected {what} that is a multiple of 2 MB (Hyper-V: "
+                            f'"not properly aligned"), got {_show(value)}')
+        if n < minimum:
+            raise self.fail(key, f"expected at least {minimum // MB} MB, got {_show(value)}")
+        return n
+
+    def integer(self, value: Any, key: str, lo: int, hi: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise self.fail(key, f"expected a whole number from {lo} to {hi}, got {_show(value)}")
+        return value
+
+    def number(self, value: Any, key: str, *, positive: bool = True) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or (positive and value <= 0) or value < 0:
+            kind = "a number of seconds above 0" if positive else "a number of seconds >= 0"
+            raise self.fail(key, f"expected {kind}, got {_show(value)}")
+        return float(value)
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"expected true or false, got {_show(value)}")
+        return value
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"expected a non-empty string, got {_show(value)}")
+        return value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _parse_size(value: Any) -> int | None:
+    """Bytes from an int (bytes) or a string with a unit (vmmem.parse_size); None if bad."""
+    if isinstance(value, float):
+        return None  # TOML floats are a slip for "1.5GB"; ask for the unit
+    try:
+        n = parse_size(value)
+    except SettingsError:
+        return None
+    return n if n >= 0 else None
+
+
+_TOP_KEYS = {"name", "description", "host", "vm", "event"}
+_HOST_KEYS = {"memory", "reserve", "smart_paging_path", "balancer_interval"}
+_VM_KEYS = {"name", "count", "startup", "minimum", "maximum", "buffer", "priority", "dynamic",
+            "smart_paging_path", "workload"}
+_WORKLOAD_KEYS = {"boot_seconds", "idle_demand", "params"}
+_EVENT_KEYS = {"action", "vms", "seconds", "timeout"}
+
+
+def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
+    """A validated Scenario from a parsed TOML document. Raises ScenarioError."""
+    r = _Reader(source)
+    r.check_keys(data, _TOP_KEYS, "")
+    name = r.string(data.get("name", os.path.splitext(os.path.basename(source))[0] or "scenario"),
+                    "name")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise r.fail("description", f"expected a string, got {_show(description)}")
+
+    if "host" not in data:
+        raise r.fail("host", 'missing: expected a [host] table with memory = "..."')
+    host = r.table(data["host"], "host")
+    r.check_keys(host, _HOST_KEYS, "host")
+    if "memory" not in host:
+        raise r.fail("host.memory", 'missing: expected the memory available to VMs, e.g. "1400MB"')
+    memory = r.size(host["memory"], "host.memory", minimum=ALIGN)
+    reserve = r.size(host.get("reserve", 0), "host.reserve")
+    if reserve >= memory:
+        raise r.fail("host.reserve", f"expected less than host.memory ({memory // MB} MB), "
+                     f"got {reserve // MB} MB")
+    host_paging = host.get("smart_paging_path")
+    if host_paging is not None:
+        host_paging = r.string(host_paging, "host.smart_paging_path")
+    interval = r.number(host.get("balancer_interval", 1.0), "host.balancer_interval")
+
+    raw_vms = data.get("vm")
+    if raw_vms is None:
+        raise r.fail("vm", "missing: expected at least one [[vm]] table")
+    if not isinstance(raw_vms, list) or not raw_vms:
+        raise r.fail("vm", "expected one or more [[vm]] tables")
+    vms: list[VMSpec] = []
+    for i, raw in enumerate(raw_vms):
+        vms.extend(_parse_vm(r, raw, f"vm[{i}]", host_paging))
+    names = [v.name for v in vms]
+    for n in names:
+        if names.count(n) > 1:
+            raise r.fail("vm", f'expected unique VM names, "{n}" appears {names.count(n)} times')
+
+    raw_events = data.get("event")
+    if raw_events is None:
+        events = (Event("start", tuple(names)), Event("idle", seconds=3.0),
+                  Event("restart-host"), Event("settle", seconds=120.0))
+    else:
+        if not isinstance(raw_events, list) or not raw_events:
+            raise r.fail("event", "expected one or more [[event]] tables")
+        events = tuple(_parse_event(r, raw, f"event[{i}]", names)
+                       for i, raw in enumerate(raw_events))
+    _check_event_order(r, events, names)
+    return Scenario(name=name, description=description, source=source, host_memory=memory,
+                    host_reserve=reserve, smart_paging_path=host_paging,
+                    balancer_interval=interval, vms=tuple(vms), events=events)
+
+
+def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[VMSpec]:
+    t = r.table(raw, key)
+    r.check_keys(t, _VM_KEYS, key)
+    if "name" not in t:
+        raise r.fail(f"{key}.name", "missing: expected the VM's name")
+    name = r.string(t["name"], f"{key}.name")
+    count = r.integer(t.get("count", 1), f"{key}.count", 1, 1024)
+    dynamic = r.boolean(t.get("dynamic", True), f"{key}.dynamic")
+    if "startup" not in t:
+        raise r.fail(f"{key}.startup", 'missing: expected Startup RAM, e.g. "512MB"')
+    startup = r.size(t["startup"], f"{key}.startup", minimum=MIN_STARTUP, what="Startup RAM")
+    if not dynamic:
+        for k in ("minimum", "maximum", "buffer"):
+            if k in t:
+                raise r.fail(f"{key}.{k}", "not allowed for a static VM (dynamic = false): "
+                             "Hyper-V refuses Minimum, Maximum and Buffer without Dynamic "
+                             "Memory; remove it or set dynamic = true")
+    minimum = maximum = buffer = None
+    if "minimum" in t:
+        minimum = r.size(t["minimum"], f"{key}.minimum", minimum=MIN_STARTUP, what="Minimum RAM")
+        if minimum > startup:
+            raise r.fail(f"{key}.minimum", f"expected at most Startup RAM ({startup // MB} MB), "
+                         f"got {minimum // MB} MB")
+    if "maximum" in t:
+        maximum = r.size(t["maximum"], f"{key}.maximum", minimum=startup, what="Maximum RAM")
+        if maximum > MAX_MEMORY:
+            raise r.fail(f"{key}.maximum", f"expected at most 12 TB, got {_show(t['maximum'])}")
+    if "buffer" in t:
+        buffer = r.integer(t["buffer"], f"{key}.buffer", 5, 2000)
+    priority = r.integer(t.get("priority", 50), f"{key}.priority", 0, 100)
+    paging = t.get("smart_paging_path")
+    paging = r.string(paging, f"{key}.smart_paging_path") if paging is not None else None
+
+    w = r.table(t.get("workload", {}), f"{key}.workload")
+    r.check_keys(w, _WORKLOAD_KEYS, f"{key}.workload")
+    boot = None
+    if "boot_seconds" in w:
+        boot = r.number(w["boot_seconds"], f"{key}.workload.boot_seconds")
+    demand = None
+    if "idle_demand" in w:
+        demand = r.size(w["idle_demand"], f"{key}.workload.idle_demand", minimum=MB,
+                        hyperv=False, what="the idle guest's committed memory")
+        if demand > startup and dynamic:
+            raise r.fail(f"{key}.workload.idle_demand",
+                         f"expected at most Startup RAM ({startup // MB} MB) for an idle guest, "
+                         f"got {demand // MB} MB")
+        if dynamic and demand > (maximum if maximum is not None else startup):
+            raise r.fail(f"{key}.workload.idle_demand", "expected at most Maximum RAM")
+    params = r.table(w.get("params", {}), f"{key}.workload.params")
+    workload = WorkloadSpec(boot_seconds=boot, idle_demand=demand, params=dict(params))
+
+    names = [name] if count == 1 else [f"{name}{i}" for i in range(1, count + 1)]
+    return [VMSpec(name=n, startup=startup, minimum=minimum, maximum=maximum, buffer=buffer,
+                   priority=priority, dynamic=dynamic, smart_paging_path=paging,
+                   workload=workload) for n in names]
+
+
+def _parse_event(r: _Reader, raw: Any, key: str, names: list[str]) -> Event:
+    t = r.table(raw, key)
+    r.check_keys(t, _EVENT_KEYS, key)
+    if "action" not in t:
+        raise r.fail(f"{key}.action", "missing: expected one of " + ", ".join(EVENT_ACTIONS))
+    action = t["action"]
+    if action not in EVENT_ACTIONS:
+        raise r.fail(f"{key}.action", f"expected one of {', '.join(EVENT_ACTIONS)}, "
+                     f"got {_show(action)}")
+    vms: tuple[str, ...] = ()
+    if action in ("start", "restart"):
+        raw_vms = t.get("vms", "all")
+        if raw_vms == "all":
+            vms = tuple(names)
+        elif isinstance(raw_vms, list) and raw_vms and all(isinstance(v, str) for v in raw_vms):
+            for v in raw_vms:
+                if v not in names:
+                    raise r.fail(f"{key}.vms", f'unknown VM "{v}"; the scenario has: '
+                                 + ", ".join(names))
+            vms = tuple(raw_vms)
+        else:
+            raise r.fail(f"{key}.vms", f'expected "all" or a list of VM names, got '
+                         f"{_show(raw_vms)}")
+    elif "vms" in t:
+        raise r.fail(f"{key}.vms", f'not used by "{action}" (it concerns the whole host)')
+    seconds = None
+    if action == "idle":
+        if "seconds" not in t:
+            raise r.fail(f"{key}.seconds", "missing: expected how long to idle, in seconds")
+        seconds = r.number(t["seconds"], f"{key}.seconds", positive=False)
+    elif action == "settle":
+        seconds = r.number(t.get("timeout", 120.0), f"{key}.timeout")
+    for k in ("seconds", "timeout"):
+        if k in t and not ((k == "seconds" and action == "idle")
+                           or (k == "timeout" and action == "settle")):
+            raise r.fail(f"{key}.{k}", f'not used by "{action}"')
+    return Event(action, vms, seconds)
+
+
+def _check_event_order(r: _Reader, events: tuple[Event, ...], names: list[str]) -> None:
+    """VMs must be started before they restart, and not started twice."""
+    running: set[str] = set()
+    for i, e in enumerate(events):
+        if e.action == "start":
+            for v in e.vms:
+                if v in running:
+                    raise r.fail(f"event[{i}].vms", f'"{v}" is already running; a VM starts once')
+                running.add(v)
+        elif e.action == "restart":
+            for v in e.vms:
+                if v not in running:
+                    raise r.fail(f"event[{i}].vms", f'"{v}" is not running yet: start it in an '
+                                 'earlier "start" event')
+        elif e.action == "restart-host" and not running:
+            raise r.fail(f"event[{i}].action", 'no VM is running yet: add a "start" event first')
+
+
+def load_scenario(path: str | os.PathLike[str] | None) -> Scenario:
+    """The scenario in a TOML file, or the built-in article scenario when ``path`` is None.
+
+    Raises ScenarioError (file not found, not TOML, or a bad value: always located).
+    """
+    if path is None:
+        return article_scenario()
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ScenarioError(source, "", "no such file") from None
+    except IsADirectoryError:
+        raise ScenarioError(source, "", "is a folder; expected a TOML scenario file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(source, "", f"not valid TOML: {e}") from None
+    except OSError as e:
+        raise ScenarioError(source, "", f"cannot read: {e.strerror}") from None
+    return parse_scenario(data, source)
+
+
+ARTICLE_SCENARIO_TOML = """\
+# The reboot storm from Aidan Finn's "Smart Paging in Hyper-V Dynamic Memory" (2014).
+# Four identical idle VMs fit a 1400 MB host once ballooned down to about 300 MB each; patching
+# restarts all four at once and they need 4 x 512 MB = 2048 MB to boot: about 648 MB of it comes
+# from Smart Paging files, for the boot only.
+name = "article"
+description = "4 x 512 MB Startup on a 1400 MB host, all restarted at once (the article's example)"
+
+[host]
+memory = "1400MB"
+reserve = "0MB"
+
+[[vm]]
+name = "vm"
+count = 4
+startup = "512MB"
+minimum = "32MB"
+maximum = "2048MB"
+buffer = 20
+priority = 50
+[vm.workload]
+boot_seconds = 20.0
+idle_demand = "250MB"    # + 20 % buffer: each idles at about 300 MB
+
+[[event]]
+action = "start"         # one by one: each boots, then balloons down before the next starts
+vms = "all"
+
+[[event]]
+action = "idle"
+seconds = 3
+
+[[event]]
+action = "restart-host"  # the patch reboot: the boot storm
+
+[[event]]
+action = "settle"        # the guests go idle, balloon down, the Smart Paging files go away
+timeout = 300
+"""
+
+
+def article_scenario() -> Scenario:
+    """The article's scenario (DOMAIN.md section 1), the default of every command."""
+    return parse_scenario(tomllib.loads(ARTICLE_SCENARIO_TOML), "<built-in: article>")
