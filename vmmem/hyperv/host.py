@@ -1,0 +1,391 @@
+"""A Hyper-V host: one pool of RAM for its VMs, the balancer, and the VMs' lifecycles.
+
+The host decides who gets memory (the pure `balancer.allocate`) and enforces Hyper-V's three
+Smart Paging conditions: a paging file only for a VM that is restarting, when the host has no
+memory free and nothing more can be reclaimed from the others. A start from Off that cannot get
+Startup RAM fails instead; a running VM that wants more just stays short.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+from ..errors import NotEnoughMemoryError, SettingsError, VmmemError
+from ..memory import BACKENDS, POLICIES, FramePool
+from ..sizes import SizeLike, format_size, parse_size
+from .balancer import BalancerThread, allocate
+from .reports import BootReport, TimelineSample, VMStatus
+from .settings import MEMORY_ALIGNMENT, VMSettings, validate_settings
+from .vm import VM
+from .workloads import Workload, as_phases
+
+__all__ = ["DEFAULT_FOLDER", "Host"]
+
+DEFAULT_FOLDER = "vmmem-vms"  # under the current directory: on the local disk, visible
+
+
+class Host:
+    """A Hyper-V host with `memory` for VMs (less `reserve`, kept for the host itself).
+
+    See docs/HYPERV.md. Use as a context manager, or call close(): it stops every thread and
+    leaves no paging file behind.
+    """
+
+    def __init__(
+        self,
+        memory: SizeLike,
+        reserve: SizeLike = 0,
+        smart_paging_path: str | os.PathLike[str] | None = None,
+        balancer_interval: float = 1.0,
+        backend: str = "direct",
+        page_size: int = 4096,
+        policy: str = "lru",
+    ) -> None:
+        self.memory = parse_size(memory, "host memory")
+        self.reserve = parse_size(reserve, "host reserve")
+        if self.reserve < 0:
+            raise SettingsError(f"the host reserve cannot be negative, got {reserve!r}")
+        capacity = (self.memory - self.reserve) // MEMORY_ALIGNMENT * MEMORY_ALIGNMENT
+        if capacity <= 0:
+            raise SettingsError(
+                f"host memory of {format_size(self.memory)} less a reserve of "
+                f"{format_size(self.reserve)} leaves nothing for VMs (at least 2 MB needed)"
+            )
+        if isinstance(balancer_interval, bool) or not isinstance(balancer_interval,
+                                                                 (int, float)) \
+                or balancer_interval <= 0:
+            raise SettingsError(
+                f"balancer_interval must be a positive number of seconds, got "
+                f"{balancer_interval!r}"
+            )
+        if backend not in BACKENDS:
+            raise SettingsError(f"backend {backend!r} is not known; use one of {sorted(BACKENDS)}")
+        if policy not in POLICIES:
+            raise SettingsError(f"policy {policy!r} is not known; use one of {sorted(POLICIES)}")
+        self.capacity = capacity
+        self.backend = backend
+        self.policy = policy
+        self.balancer_interval = float(balancer_interval)
+        self.folder = os.path.abspath(
+            os.fspath(smart_paging_path) if smart_paging_path is not None else DEFAULT_FOLDER
+        )
+        self.pool = FramePool(capacity, page_size)
+        self.page_size = self.pool.page_size
+        self._capacity_pages = capacity // self.page_size
+        self._unit = max(1, MEMORY_ALIGNMENT // self.page_size)  # the 2 MB block, in pages
+        self._lock = threading.RLock()
+        self._vms: dict[str, VM] = {}
+        self._timeline: list[TimelineSample] = []
+        self._made_folders: list[str] = []
+        self._t0 = time.monotonic()
+        self._closed = False
+        self._balancer = BalancerThread(self._tick, self.balancer_interval, "vmmem-balancer")
+        self._balancer.start()
+
+    def __repr__(self) -> str:
+        return (f"Host({format_size(self.memory)}, reserve={format_size(self.reserve)}, "
+                f"{len(self._vms)} VMs, folder={self.folder!r})")
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def clock(self) -> float:
+        """Seconds since the host was made: the time base of reports and the timeline."""
+        return time.monotonic() - self._t0
+
+    # -- VMs ---------------------------------------------------------------------------------
+
+    @property
+    def vms(self) -> dict[str, VM]:
+        return dict(self._vms)
+
+    def add_vm(
+        self,
+        name: str,
+        startup: SizeLike,
+        minimum: SizeLike | None = None,
+        maximum: SizeLike | None = None,
+        buffer: int | None = None,
+        priority: int = 50,
+        dynamic: bool = True,
+        smart_paging_path: str | os.PathLike[str] | None = None,
+        workload: Workload | Sequence[Workload] | None = None,
+    ) -> VM:
+        """A new VM, Off. Raises SettingsError (creating nothing) on a bad setting."""
+        self._check_open()
+        settings = validate_settings(name, startup, minimum, maximum, buffer, priority,
+                                     dynamic, smart_paging_path)
+        phases = as_phases(workload)
+        self._check_workload(settings, phases)
+        with self._lock:
+            if name in self._vms:
+                raise SettingsError(f"a virtual machine named {name!r} already exists on this host")
+            if settings.startup > self.capacity:
+                raise SettingsError(
+                    f"Startup RAM of {format_size(settings.startup)} for {name!r} is more than "
+                    f"this host has for VMs ({format_size(self.capacity)}): it could never start"
+                )
+            vm = VM(self, settings, phases)
+            self._vms[name] = vm
+            return vm
+
+    def remove_vm(self, name: str) -> None:
+        with self._lock:
+            vm = self._vms.get(name)
+            if vm is None:
+                raise KeyError(name)
+            if vm.state != "Off":
+                raise VmmemError(f"turn the virtual machine {name!r} off before removing it")
+            del self._vms[name]
+
+    def _check_workload(self, settings: VMSettings, phases: Sequence[Workload]) -> None:
+        for phase in phases:
+            phase.validate(settings.startup // self.page_size, settings.maximum // self.page_size)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _start_vm(self, vm: VM) -> None:
+        with self._lock:
+            self._check_open()
+            if vm.state == "Running":
+                raise VmmemError(f"the virtual machine {vm.name!r} is already running")
+            self._check_workload(vm.settings, vm.workload)
+            unit = self._unit
+            startup = vm.settings.startup // self.page_size
+            others = [v._claim(starting=True) for v in self._running() if v is not vm]
+            # After reclaiming every buffer (others down to their floor), is Startup there?
+            held = sum(-(-c.floor // unit) * unit for c in others)
+            can_have = (self._capacity_pages // unit * unit) - held
+            if can_have < startup:
+                raise NotEnoughMemoryError(
+                    f"Not enough memory in the system to start the virtual machine "
+                    f"'{vm.name}': it needs {format_size(startup * self.page_size)} of Startup "
+                    f"RAM and only {format_size(max(0, can_have) * self.page_size)} can be made "
+                    f"available (host memory for VMs {format_size(self.capacity)}, "
+                    f"reserve {format_size(self.reserve)}, other running VMs need "
+                    f"{format_size(held * self.page_size)}). A start from Off never uses "
+                    "Smart Paging."
+                )
+            vm._power_on("start")
+            try:
+                claims = others + [vm._claim()]
+                self._apply(allocate(self._capacity_pages, claims, unit))
+                if vm._assigned < startup:
+                    raise NotEnoughMemoryError(
+                        f"Not enough memory in the system to start the virtual machine "
+                        f"'{vm.name}': only {format_size(vm._assigned * self.page_size)} of "
+                        f"its {format_size(startup * self.page_size)} Startup RAM could be "
+                        "freed from the other VMs"
+                    )
+            except BaseException:
+                vm._power_off()
+                self._remove_made_folders()
+                raise
+            vm._launch(self.clock())
+            self._sample()
+
+    def _stop_vm(self, vm: VM) -> None:
+        with self._lock:
+            if vm.state == "Off":
+                return
+            vm._power_off()
+            self._sample()
+
+    def _restart_vms(self, vms: Sequence[VM], kind: str) -> None:
+        """Restart VMs at the same instant: one allocation divides what the host can give;
+        a dynamic VM left short of Startup RAM boots on its Smart Paging file."""
+        with self._lock:
+            self._check_open()
+            for vm in vms:
+                if vm.state != "Running":
+                    raise VmmemError(
+                        f"the virtual machine {vm.name!r} is off: start it instead of "
+                        "restarting it"
+                    )
+            for vm in vms:
+                vm._power_off()
+            try:
+                for vm in vms:
+                    vm._power_on(kind)
+                    vm._restarting = True
+                claims = [v._claim() for v in self._running()]
+                self._apply(allocate(self._capacity_pages, claims, self._unit))
+                for vm in vms:
+                    vm._restarting = False
+                    startup = vm.settings.startup // self.page_size
+                    vm._smart_paging = vm.settings.dynamic and vm._assigned < startup
+            except BaseException:
+                for vm in vms:
+                    vm._power_off()
+                raise
+            started_at = self.clock()
+            for vm in vms:
+                vm._launch(started_at)
+            self._sample()
+
+    def restart(self) -> None:
+        """Every running VM restarts at once (a host reboot, a patch night): the boot storm."""
+        with self._lock:
+            running = self._running()
+            if running:
+                self._restart_vms(running, "host-restart")
+
+    def start_all(self, timeout: float | None = None) -> list[BootReport]:
+        """Start every Off VM one by one, each after the previous one has booted."""
+        reports = []
+        for vm in list(self._vms.values()):
+            if vm.state == "Off":
+                vm.start()
+                reports.append(vm.wait_booted(timeout))
+        return reports
+
+    def wait_booted(self, timeout: float | None = None) -> list[BootReport]:
+        """Wait until every running VM has finished its current boot."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reports = []
+        for vm in self._running():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            reports.append(vm.wait_booted(left))
+        return reports
+
+    def wait_settled(self, timeout: float | None = None) -> None:
+        """Wait until every running VM has booted, no Smart Paging file is left, and every
+        dynamic VM's memory status is OK (its buffer is there)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            running = self._running()
+            for vm in running:
+                vm._raise_if_failed()
+            statuses = [vm.status for vm in running]
+            if all(vm.booted for vm in running) and all(
+                not st.smart_paging_file_in_use and not vm._smart_paging
+                and st.memory_status in ("OK", "")
+                for vm, st in zip(running, statuses, strict=True)
+            ):
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                detail = ", ".join(f"{s.name}: {s.phase} {s.memory_status or '-'} "
+                                   f"{format_size(s.memory_assigned)}" for s in statuses)
+                raise TimeoutError(f"the host did not settle within {timeout} s ({detail})")
+            time.sleep(min(0.05, self.balancer_interval / 2))
+
+    # -- the balancer ------------------------------------------------------------------------
+
+    def _running(self) -> list[VM]:
+        return [vm for vm in self._vms.values() if vm.state == "Running"]
+
+    def _apply(self, allocation: dict[str, int]) -> None:
+        """Shrink first (ballooning frees frames), then grow within what is free, higher
+        priority first: the pool never runs dry under a running guest."""
+        running = [vm for vm in self._running() if vm.name in allocation]
+        for vm in running:
+            if allocation[vm.name] < vm._assigned:
+                vm._set_assigned(allocation[vm.name])
+        free = self._capacity_pages - sum(vm._assigned for vm in self._running())
+        for vm in sorted(running, key=lambda v: -v.settings.priority):
+            want = allocation[vm.name]
+            if want > vm._assigned and free > 0:
+                before = vm._assigned
+                vm._set_assigned(min(want, before + free))
+                free -= vm._assigned - before
+
+    def _tick(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            running = self._running()
+            if running:
+                claims = [vm._claim() for vm in running]
+                self._apply(allocate(self._capacity_pages, claims, self._unit))
+            self._sample()
+
+    def balance_now(self) -> None:
+        """Run one balancer tick now (the balancer thread keeps ticking as well)."""
+        self._check_open()
+        self._tick()
+
+    def _sample(self) -> None:
+        self._timeline.append(
+            TimelineSample(self.clock(), self.available_memory,
+                           tuple(vm.status for vm in self._vms.values()))
+        )
+
+    # -- what callers read -------------------------------------------------------------------
+
+    @property
+    def available_memory(self) -> int:
+        """Bytes of the VMs' memory (memory - reserve) assigned to no VM now."""
+        used = sum(vm._assigned for vm in self._vms.values())
+        return (self._capacity_pages - used) * self.page_size
+
+    @property
+    def status(self) -> list[VMStatus]:
+        return [vm.status for vm in self._vms.values()]
+
+    @property
+    def timeline(self) -> list[TimelineSample]:
+        """One sample per balancer tick (and per lifecycle change), oldest first."""
+        with self._lock:
+            return list(self._timeline)
+
+    @property
+    def balancer_error(self) -> BaseException | None:
+        """The last exception a balancer tick raised, if any."""
+        return self._balancer.last_error
+
+    # -- folders and shutdown ----------------------------------------------------------------
+
+    def _make_folder(self, folder: str) -> None:
+        """Create a Smart Paging folder (and missing parents), remembering what we made so
+        close() can remove it again if it is empty."""
+        missing = []
+        path = os.path.abspath(folder)
+        while not os.path.exists(path):
+            missing.append(path)
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+        os.makedirs(folder, exist_ok=True)
+        for made in reversed(missing):
+            if made not in self._made_folders:
+                self._made_folders.append(made)
+
+    def _remove_made_folders(self) -> None:
+        for folder in sorted(self._made_folders, key=len, reverse=True):
+            if any(vm.state == "Running" and vm.smart_paging_path == folder
+                   for vm in self._vms.values()):
+                continue
+            try:
+                os.rmdir(folder)
+            except OSError:
+                continue  # not empty (the user's files) or already gone
+            self._made_folders.remove(folder)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise VmmemError("this host is closed")
+
+    def close(self) -> None:
+        """Stop every VM and the balancer, delete every paging file, free the RAM."""
+        if self._closed:
+            return
+        self._closed = True
+        self._balancer.stop()
+        with self._lock:
+            errors = []
+            for vm in self._vms.values():
+                try:
+                    vm._power_off()
+                except Exception as exc:  # noqa: BLE001 - stop the others anyway
+                    errors.append(exc)
+            self.pool.close()
+            self._remove_made_folders()
+        if errors:
+            raise errors[0]

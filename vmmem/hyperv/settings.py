@@ -1,0 +1,199 @@
+"""Dynamic Memory settings of one VM, validated the way Hyper-V validates them.
+
+Rules (shared/DOMAIN.md section 2): sizes are whole MB and multiples of 2 MB; Startup RAM
+>= 32 MB; Minimum 32 MB .. Startup; Maximum Startup .. 12 TB; Buffer 5 .. 2000 %; Priority
+0 .. 100; Minimum, Maximum and Buffer are refused for a static VM. Messages name the
+PowerShell parameter so a Hyper-V admin recognises them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..errors import SettingsError
+from ..sizes import MB, TB, SizeLike, format_size, parse_size
+
+__all__ = [
+    "DEFAULT_BUFFER",
+    "DEFAULT_MAXIMUM",
+    "DEFAULT_MINIMUM",
+    "DEFAULT_PRIORITY",
+    "MAXIMUM_RAM",
+    "MEMORY_ALIGNMENT",
+    "MINIMUM_RAM",
+    "VMSettings",
+    "check_size",
+    "validate_settings",
+]
+
+MINIMUM_RAM = 32 * MB  # the smallest Startup or Minimum RAM Hyper-V accepts
+MAXIMUM_RAM = 12 * TB  # Windows Server 2016+ (1 TB on 2012 R2)
+MEMORY_ALIGNMENT = 2 * MB  # "not properly aligned" otherwise
+DEFAULT_MINIMUM = 512 * MB  # Hyper-V's default Minimum RAM (capped at Startup)
+DEFAULT_MAXIMUM = 1 * TB  # Hyper-V's default Maximum RAM (1048576 MB)
+DEFAULT_BUFFER = 20
+DEFAULT_PRIORITY = 50
+
+# The PowerShell names a Hyper-V admin knows each setting by.
+PS_NAMES = {
+    "startup": "-StartupBytes",
+    "minimum": "-MinimumBytes",
+    "maximum": "-MaximumBytes",
+    "buffer": "-Buffer",
+    "priority": "-Priority",
+    "dynamic": "-DynamicMemoryEnabled",
+    "smart_paging_path": "-SmartPagingFilePath",
+}
+_TITLES = {
+    "startup": "Startup RAM",
+    "minimum": "Minimum RAM",
+    "maximum": "Maximum RAM",
+    "buffer": "Memory buffer",
+    "priority": "Memory weight (priority)",
+}
+
+
+@dataclass(frozen=True)
+class VMSettings:
+    """A VM's memory settings, checked. Sizes in bytes; buffer in percent.
+
+    For a static VM (dynamic=False) minimum == maximum == startup and buffer == 0.
+    """
+
+    name: str
+    startup: int
+    minimum: int
+    maximum: int
+    buffer: int
+    priority: int
+    dynamic: bool
+    smart_paging_path: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "startup": self.startup,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "buffer": self.buffer,
+            "priority": self.priority,
+            "dynamic": self.dynamic,
+            "smart_paging_path": self.smart_paging_path,
+        }
+
+
+def _label(key: str) -> str:
+    return f"{_TITLES[key]} ({PS_NAMES[key]})"
+
+
+def check_size(key: str, value: SizeLike) -> int:
+    """Bytes of a memory setting: whole MB and a multiple of 2 MB, as Hyper-V requires."""
+    nbytes = parse_size(value, _label(key))
+    if nbytes <= 0:
+        raise SettingsError(f"{_label(key)} must be positive, got {value!r}")
+    if nbytes % MB:
+        raise SettingsError(
+            f"{_label(key)} of {value!r} ({nbytes} bytes) is not a whole number of MB: "
+            "memory sizes are given in MB and must be multiples of 2 MB"
+        )
+    if nbytes % MEMORY_ALIGNMENT:
+        raise SettingsError(
+            f"{_label(key)} of {nbytes // MB} MB is not properly aligned: "
+            "memory sizes must be multiples of 2 MB"
+        )
+    return nbytes
+
+
+def _check_int(key: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(
+            f"{_label(key)} must be a whole number from {low} to {high}, got {value!r}"
+        )
+    if not low <= value <= high:
+        raise SettingsError(
+            f"{_label(key)} of {value} is out of range: it must be from {low} to {high}"
+        )
+    return value
+
+
+def validate_settings(
+    name: str,
+    startup: SizeLike,
+    minimum: SizeLike | None = None,
+    maximum: SizeLike | None = None,
+    buffer: int | None = None,
+    priority: int = DEFAULT_PRIORITY,
+    dynamic: bool = True,
+    smart_paging_path: str | os.PathLike[str] | None = None,
+) -> VMSettings:
+    """Check a VM's settings as New-VM / Set-VMMemory would; return them in bytes.
+
+    None means "not given": Minimum defaults to 512 MB (or Startup if less), Maximum to 1 TB,
+    Buffer to 20 % (Hyper-V's defaults). Raises SettingsError saying what is wrong.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise SettingsError(f"the VM name must be a non-empty string, got {name!r}")
+    if any(c in name for c in '/\\:*?"<>|') or name in (".", ".."):
+        raise SettingsError(
+            f"the VM name {name!r} cannot be used: it names the VM's folder, so it may not "
+            'contain / \\ : * ? " < > |'
+        )
+    if not isinstance(dynamic, bool):
+        raise SettingsError(f"{PS_NAMES['dynamic']} must be True or False, got {dynamic!r}")
+    startup_b = check_size("startup", startup)
+    if startup_b < MINIMUM_RAM:
+        raise SettingsError(
+            f"{_label('startup')} of {format_size(startup_b)} is too small: "
+            f"it must be at least {MINIMUM_RAM // MB} MB"
+        )
+    if startup_b > MAXIMUM_RAM:
+        raise SettingsError(
+            f"{_label('startup')} of {format_size(startup_b)} is too large: "
+            f"it must be at most {MAXIMUM_RAM // MB} MB (12 TB)"
+        )
+    priority_v = _check_int("priority", priority, 0, 100)
+    path = None if smart_paging_path is None else os.fspath(smart_paging_path)
+    if path is not None and not path:
+        raise SettingsError(f"{PS_NAMES['smart_paging_path']} must be a folder, got ''")
+
+    if not dynamic:
+        given = [key for key, v in (("minimum", minimum), ("maximum", maximum),
+                                    ("buffer", buffer)) if v is not None]
+        if given:
+            names = ", ".join(PS_NAMES[k] for k in given)
+            raise SettingsError(
+                f"{names} cannot be set for {name!r}: Dynamic Memory is off "
+                f"({PS_NAMES['dynamic']} $false), so the VM always has its Startup RAM. "
+                "Turn Dynamic Memory on, or leave them out"
+            )
+        return VMSettings(name, startup_b, startup_b, startup_b, 0, priority_v, False, path)
+
+    minimum_b = min(DEFAULT_MINIMUM, startup_b) if minimum is None else check_size(
+        "minimum", minimum)
+    maximum_b = max(DEFAULT_MAXIMUM, startup_b) if maximum is None else check_size(
+        "maximum", maximum)
+    buffer_v = DEFAULT_BUFFER if buffer is None else _check_int("buffer", buffer, 5, 2000)
+    if minimum_b < MINIMUM_RAM:
+        raise SettingsError(
+            f"{_label('minimum')} of {format_size(minimum_b)} is too small: "
+            f"it must be at least {MINIMUM_RAM // MB} MB"
+        )
+    if minimum_b > startup_b:
+        raise SettingsError(
+            f"{_label('minimum')} of {format_size(minimum_b)} is larger than "
+            f"{_label('startup')} of {format_size(startup_b)}: Minimum RAM must not exceed "
+            "Startup RAM"
+        )
+    if maximum_b < startup_b:
+        raise SettingsError(
+            f"{_label('maximum')} of {format_size(maximum_b)} is smaller than "
+            f"{_label('startup')} of {format_size(startup_b)}: Maximum RAM must be at least "
+            "Startup RAM"
+        )
+    if maximum_b > MAXIMUM_RAM:
+        raise SettingsError(
+            f"{_label('maximum')} of {format_size(maximum_b)} is too large: "
+            f"it must be at most {MAXIMUM_RAM // MB} MB (12 TB)"
+        )
+    return VMSettings(name, startup_b, minimum_b, maximum_b, buffer_v, priority_v, True, path)
