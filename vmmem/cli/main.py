@@ -62,12 +62,19 @@ def _err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def _load(scenario_path: str | None, scale: float) -> Scenario:
+def _load(scenario_path: str | None, scale: float, *, warn: bool = True) -> Scenario:
+    """The scenario, scaled; scale distortions are warned about on stderr."""
     try:
-        s = load_scenario(scenario_path)
-        return s.scaled(scale) if scale != 1 else s
+        full = load_scenario(scenario_path)
+        s = full.scaled(scale) if scale != 1 else full
     except ScenarioError as e:
         raise CliFailure(str(e), EXIT_USAGE) from None
+    if warn and scale != 1:
+        from vmmem.cli.plan import scale_warnings
+
+        for w in scale_warnings(full, s):
+            _err_console().print(f"[bold yellow]warning:[/bold yellow] {w}")
+    return s
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:

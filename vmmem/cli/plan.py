@@ -8,8 +8,9 @@ The plan walks the scenario's events with the Dynamic Memory rules of DOMAIN.md 
   the virtual machine"), it never uses Smart Paging;
 - an idle dynamic VM settles at demand x (1 + buffer), clamped to [Minimum, Maximum];
 - a restart needs Startup RAM again; what the host cannot give is bridged by that VM's Smart
-  Paging file. On a host restart every VM restarts at once and the memory is divided by
-  priority (higher first; equal priorities in proportion to Startup RAM).
+  Paging file. Who gets what is decided by the Hyper-V layer's own balancer
+  (``vmmem.hyperv.balancer.allocate``): static VMs and running VMs' demand first, then every
+  restarting VM's Minimum, then Startup RAM by priority (equal priorities share equally).
 
 Then it tries the article's remedies on a copy of the scenario and keeps the ones that make
 every restart fit: less oversubscription (how much more memory, or how much less Startup RAM),
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmmem.cli.scenario import ALIGN, Scenario, VMSpec, mb, round_up
+from vmmem.hyperv.balancer import Claim, allocate, claim_for
 
 __all__ = ["EventPlan", "Plan", "Remedy", "divide_for_boot", "plan_scenario"]
 
@@ -129,34 +131,35 @@ def _floor_align(n: int) -> int:
     return n // ALIGN * ALIGN
 
 
-def divide_for_boot(booting: list[VMSpec], available: int) -> dict[str, int]:
-    """How ``available`` bytes are divided among VMs that boot at the same time.
+PAGE = 4096
+UNIT_PAGES = ALIGN // PAGE   # the balancer hands out 2 MB blocks
 
-    Higher priority first; within one priority, in proportion to Startup RAM (equal pressure),
-    never above a VM's Startup RAM. Amounts are whole 2 MB units (what the balancer hands out).
-    """
-    out = {v.name: 0 for v in booting}
-    left = max(available, 0)
-    for prio in sorted({v.priority for v in booting}, reverse=True):
-        tier = [v for v in booting if v.priority == prio]
-        want = sum(v.startup for v in tier)
-        if want <= left:
-            for v in tier:
-                out[v.name] = v.startup
-            left -= want
-            continue
-        for v in tier:
-            out[v.name] = min(v.startup, _floor_align(left * v.startup // want))
-        left -= sum(out[v.name] for v in tier)
-        # Hand out the 2 MB units lost to rounding, biggest gap first.
-        for v in sorted(tier, key=lambda v: out[v.name] - v.startup):
-            if left < ALIGN:
-                break
-            if out[v.name] < v.startup:
-                out[v.name] += ALIGN
-                left -= ALIGN
-        break  # lower priorities get nothing more
-    return out
+
+def _claim(v: VMSpec, *, booting: bool) -> Claim:
+    """The balancer's claim for ``v`` (pages): booting on a restart, or idle and running."""
+    demand = v.startup if booting else v.idle_demand
+    return claim_for(
+        v.name, demand=demand // PAGE, minimum=v.effective_minimum // PAGE,
+        maximum=v.effective_maximum // PAGE, buffer=v.effective_buffer, priority=v.priority,
+        assigned=(v.startup if booting else v.idle_target) // PAGE, dynamic=v.dynamic,
+        startup=v.startup // PAGE, smart_paging=booting and v.dynamic,
+        resident=0 if booting else demand // PAGE)
+
+
+def _allocate(available: int, booting: list[VMSpec], idle: list[VMSpec]) -> dict[str, int]:
+    """Bytes per VM from the Hyper-V layer's own balancer (vmmem.hyperv.balancer.allocate)."""
+    claims = [_claim(v, booting=True) for v in booting]
+    claims += [_claim(v, booting=False) for v in idle]
+    pages = allocate(available // PAGE, claims, unit=UNIT_PAGES)
+    return {n: p * PAGE for n, p in pages.items()}
+
+
+def divide_for_boot(booting: list[VMSpec], available: int) -> dict[str, int]:
+    """How ``available`` bytes are divided among VMs that boot at the same time: the layer's
+    balancer (static VMs first, then every Minimum, then Startup by priority, equal
+    priorities sharing equally, in 2 MB blocks), capped at each VM's Startup RAM."""
+    got = _allocate(available, booting, [])
+    return {v.name: min(got[v.name], v.startup) for v in booting}
 
 
 def _reclaim_floor(v: VMSpec) -> int:
@@ -167,24 +170,8 @@ def _reclaim_floor(v: VMSpec) -> int:
 
 
 def _settle(running: list[VMSpec], available: int) -> dict[str, int]:
-    """Where idle VMs settle: their targets if they fit, else buffers cut evenly by priority."""
-    targets = {v.name: v.idle_target for v in running}
-    if sum(targets.values()) <= available:
-        return targets
-    floors = {v.name: _reclaim_floor(v) for v in running}
-    spare = available - sum(floors.values())
-    out = dict(floors)
-    for prio in sorted({v.priority for v in running}, reverse=True):
-        tier = [v for v in running if v.priority == prio]
-        want = sum(targets[v.name] - floors[v.name] for v in tier)
-        if spare <= 0:
-            break
-        give = min(spare, want)
-        for v in tier:
-            extra = targets[v.name] - floors[v.name]
-            out[v.name] += _floor_align(give * extra // want) if want else 0
-        spare -= give
-    return out
+    """Where idle VMs settle: the balancer with every VM at its idle demand."""
+    return _allocate(available, [], running)
 
 
 def _walk(s: Scenario) -> tuple[list[EventPlan], dict[str, int]]:
@@ -221,8 +208,8 @@ def _walk(s: Scenario) -> tuple[list[EventPlan], dict[str, int]]:
             got, paging = {}, {}
             for name in e.vms:
                 v = s.vm(name)
-                others = sum(_reclaim_floor(r) for r in running if r.name != name)
-                give = min(v.startup, max(_floor_align(available - others), 0))
+                others = [r for r in running if r.name != name]
+                give = min(v.startup, _allocate(available, [v], others)[name])
                 got[name] = give
                 paging[name] = v.startup - give
             plans.append(EventPlan(i, desc, e.action, max(available - sum(
@@ -333,3 +320,24 @@ def plan_scenario(s: Scenario) -> Plan:
     remedies = _remedies(s, plans) if any(p.paging_total for p in plans) else []
     return Plan(scenario=s, events=tuple(plans), remedies=tuple(remedies), idle_assigned=idle)
 
+
+
+def scale_warnings(original: Scenario, scaled: Scenario) -> list[str]:
+    """Where --scale changed the story: Hyper-V's 32 MB floor on Startup and Minimum RAM does
+    not shrink, so a hard scale can make VMs that start at full size fail to start, or change
+    whether Smart Paging is needed."""
+    if scaled.scale == original.scale:
+        return []
+    full, small = plan_scenario(original), plan_scenario(scaled)
+    out = []
+    new_failures = [v for v in small.start_failures if v not in full.start_failures]
+    if new_failures:
+        out.append(f"at --scale {scaled.scale / original.scale:g}, {', '.join(new_failures)} "
+                   "cannot start although it does at full size (Startup and Minimum RAM "
+                   "cannot go below 32 MB); use a smaller --scale")
+    elif full.needs_smart_paging != small.needs_smart_paging:
+        out.append(f"at --scale {scaled.scale / original.scale:g} the scenario "
+                   f"{'needs' if small.needs_smart_paging else 'no longer needs'} Smart Paging "
+                   "unlike at full size (sizes round to 2 MB, 32 MB at least); use a smaller "
+                   "--scale")
+    return out

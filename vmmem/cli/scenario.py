@@ -29,8 +29,14 @@ Hyper-V; a bare integer is bytes)::
     dynamic = true
     smart_paging_path = "..."    # optional, per VM
     [vm.workload]
-    boot_seconds = 20.0          # how long a boot takes with enough memory
-    idle_demand = "250MB"        # committed memory once the guest is idle
+    boot_seconds = 6.5           # how long a boot takes with enough memory (default: 50 us
+                                 # of guest CPU per 4 KiB page of Startup RAM)
+    idle_demand = "250MB"        # committed memory once idle (default: 250/512 of Startup)
+    [vm.workload.boot]           # optional Boot settings (docs/HYPERV.md): cpu_per_page,
+    hot_fraction = 0.1           #   hot_fraction, hot_ratio, revisit_ratio, write_ratio,
+                                 #   chunk_pages, seed
+    [vm.workload.idle]           # optional Idle settings: touch_interval, touches,
+    touch_interval = 0.5         #   write_ratio, seed
 
     [[event]]
     action = "start"             # start, wait for the boot, let it settle; next VM
@@ -81,6 +87,13 @@ MIN_STARTUP = 32 * MB          # Hyper-V: Startup and Minimum RAM are at least 3
 MAX_MEMORY = 12 * 2**40        # Hyper-V: Maximum RAM up to 12 TB
 ALIGN = 2 * MB                 # Hyper-V: sizes are multiples of 2 MB
 
+IDLE_FRACTION = 0.48828125     # the Hyper-V layer's Idle default: 250 MB of 512 MB
+
+# Settings of the Boot and Idle phases a scenario may pass on (docs/HYPERV.md), and their types.
+BOOT_PARAMS = {"cpu_per_page": float, "hot_fraction": float, "hot_ratio": float,
+               "revisit_ratio": float, "write_ratio": float, "chunk_pages": int, "seed": int}
+IDLE_PARAMS = {"touch_interval": float, "touches": int, "write_ratio": float, "seed": int}
+
 EVENT_ACTIONS = ("start", "idle", "restart-host", "restart", "settle")
 
 class ScenarioError(ValueError):
@@ -98,15 +111,18 @@ class ScenarioError(ValueError):
 class WorkloadSpec:
     """What the guest does: boots (touching Startup RAM), then idles at ``idle_demand``.
 
-    ``boot_seconds``: how long the boot takes with enough memory (CPU time spread over the
-    boot's pages); None leaves it to the Hyper-V layer's default. ``idle_demand``: the guest's
-    committed memory once idle; the balancer then aims at demand x (1 + buffer).
-    ``params``: further workload settings passed to the Hyper-V layer as they are.
+    ``boot_seconds``: how long the boot takes with enough memory (the boot's CPU time, spread
+    over its pages); None keeps the Hyper-V layer's default of 50 us per 4 KiB page (512 MB:
+    about 6.6 s). ``idle_demand``: the guest's committed memory once idle; None keeps the
+    default of 250/512 of Startup RAM (the article's 250 MB + 20 % = 300 MB).
+    ``boot`` and ``idle``: further settings of the Boot and Idle phases (docs/HYPERV.md), e.g.
+    ``hot_fraction`` or ``touch_interval``, passed on as they are.
     """
 
     boot_seconds: float | None = None
     idle_demand: int | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    boot: dict[str, Any] = field(default_factory=dict)
+    idle: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -126,15 +142,17 @@ class VMSpec:
     # Effective values: what Hyper-V uses when a dynamic VM leaves a setting out.
     @property
     def effective_minimum(self) -> int:
+        """Minimum RAM; Hyper-V's default is 512 MB, or Startup RAM if that is less."""
         if not self.dynamic:
             return self.startup
-        return self.minimum if self.minimum is not None else self.startup
+        return self.minimum if self.minimum is not None else min(512 * MB, self.startup)
 
     @property
     def effective_maximum(self) -> int:
+        """Maximum RAM; Hyper-V's default is 1 TB."""
         if not self.dynamic:
             return self.startup
-        return self.maximum if self.maximum is not None else self.startup
+        return self.maximum if self.maximum is not None else max(2**40, self.startup)
 
     @property
     def effective_buffer(self) -> int:
@@ -149,7 +167,7 @@ class VMSpec:
             return self.startup
         if self.workload.idle_demand is not None:
             return self.workload.idle_demand
-        return self.startup // 2
+        return round_up(int(self.startup * IDLE_FRACTION), 4096)
 
     @property
     def idle_target(self) -> int:
@@ -289,7 +307,8 @@ class Scenario:
                     "workload": {
                         "boot_seconds": v.workload.boot_seconds,
                         "idle_demand_bytes": v.workload.idle_demand,
-                        "params": dict(v.workload.params),
+                        "boot": dict(v.workload.boot),
+                        "idle": dict(v.workload.idle),
                     },
                 }
                 for v in self.vms
@@ -418,7 +437,7 @@ _TOP_KEYS = {"name", "description", "host", "vm", "event"}
 _HOST_KEYS = {"memory", "reserve", "smart_paging_path", "balancer_interval"}
 _VM_KEYS = {"name", "count", "startup", "minimum", "maximum", "buffer", "priority", "dynamic",
             "smart_paging_path", "workload"}
-_WORKLOAD_KEYS = {"boot_seconds", "idle_demand", "params"}
+_WORKLOAD_KEYS = {"boot_seconds", "idle_demand", "boot", "idle"}
 _EVENT_KEYS = {"action", "vms", "seconds", "timeout"}
 
 
@@ -524,13 +543,33 @@ def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[V
                          f"got {demand // MB} MB")
         if dynamic and demand > (maximum if maximum is not None else startup):
             raise r.fail(f"{key}.workload.idle_demand", "expected at most Maximum RAM")
-    params = r.table(w.get("params", {}), f"{key}.workload.params")
-    workload = WorkloadSpec(boot_seconds=boot, idle_demand=demand, params=dict(params))
+    boot_params = _phase_params(r, w.get("boot", {}), f"{key}.workload.boot", BOOT_PARAMS)
+    idle_params = _phase_params(r, w.get("idle", {}), f"{key}.workload.idle", IDLE_PARAMS)
+    if "cpu_per_page" in boot_params and boot is not None:
+        raise r.fail(f"{key}.workload.boot.cpu_per_page",
+                     "give either boot_seconds or boot.cpu_per_page, not both")
+    workload = WorkloadSpec(boot_seconds=boot, idle_demand=demand, boot=boot_params,
+                            idle=idle_params)
 
     names = [name] if count == 1 else [f"{name}{i}" for i in range(1, count + 1)]
     return [VMSpec(name=n, startup=startup, minimum=minimum, maximum=maximum, buffer=buffer,
                    priority=priority, dynamic=dynamic, smart_paging_path=paging,
                    workload=workload) for n in names]
+
+
+def _phase_params(r: _Reader, raw: Any, key: str, allowed: dict[str, type]) -> dict[str, Any]:
+    t = r.table(raw, key)
+    r.check_keys(t, set(allowed), key)
+    out: dict[str, Any] = {}
+    for k, v in t.items():
+        kind = allowed[k]
+        ok = (not isinstance(v, bool)) and (
+            isinstance(v, int) if kind is int else isinstance(v, (int, float)))
+        if not ok or v < 0 or (isinstance(v, float) and not math.isfinite(v)):
+            what = "a whole number >= 0" if kind is int else "a number >= 0"
+            raise r.fail(f"{key}.{k}", f"expected {what}, got {_show(v)}")
+        out[k] = kind(v)
+    return out
 
 
 def _parse_event(r: _Reader, raw: Any, key: str, names: list[str]) -> Event:
@@ -633,8 +672,8 @@ maximum = "2048MB"
 buffer = 20
 priority = 50
 [vm.workload]
-boot_seconds = 20.0
 idle_demand = "250MB"    # + 20 % buffer: each idles at about 300 MB
+# boot_seconds: left to the default, 50 us of guest CPU per 4 KiB page (512 MB: about 6.6 s)
 
 [[event]]
 action = "start"         # one by one: each boots, then balloons down before the next starts

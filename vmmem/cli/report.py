@@ -1,0 +1,322 @@
+"""What a run measured, as plain data: the JSON a user keeps, and what tables and plots read.
+
+A ``RunResult`` is filled by the runner from the Hyper-V layer's own reports (BootReport,
+VMStatus, TimelineSample ``as_dict()``s, see docs/HYPERV.md) and from the device counters; it
+can be written to JSON and read back (``RunResult.from_dict``), so a saved run can be shown and
+plotted again. A ``CompareResult`` holds one RunResult per Smart Paging location plus the
+baseline run. The JSON layout is documented by docs/json-schema.json (``SCHEMA_VERSION``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+__all__ = ["SCHEMA_VERSION", "CompareResult", "RunResult", "machine_facts", "now_iso",
+           "merge_cdf"]
+
+SCHEMA_VERSION = 1
+STORM_KINDS = ("host-restart", "restart", "reset")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def machine_facts() -> dict[str, Any]:
+    """The machine the figures come from."""
+    cpu_model = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        from importlib.metadata import version
+        vmmem_version = version("vmmem")
+    except Exception:  # not installed as a distribution (running from a source tree)
+        vmmem_version = None
+    return {
+        "hostname": platform.node(),
+        "system": platform.system(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "cpu_model": cpu_model,
+        "cpus": os.cpu_count(),
+        "memory_total_bytes": psutil.virtual_memory().total,
+        "python": sys.version.split()[0],
+        "vmmem_version": vmmem_version,
+    }
+
+
+def merge_cdf(hists: list[tuple[list[int], int]], bucket_upper_s: list[float]
+              ) -> dict[str, list[float]]:
+    """One latency CDF from several histograms (counts per bucket, same buckets)."""
+    if not hists:
+        return {"seconds": [], "fraction": []}
+    total = [sum(c[i] for c, _ in hists) for i in range(len(hists[0][0]))]
+    n = sum(total)
+    if n == 0:
+        return {"seconds": [], "fraction": []}
+    used = [i for i, c in enumerate(total) if c]
+    seconds, fraction, running = [], [], 0
+    for i in range(used[0], used[-1] + 1):
+        running += total[i]
+        seconds.append(bucket_upper_s[i])
+        fraction.append(running / n)
+    return {"seconds": seconds, "fraction": fraction}
+
+
+@dataclass
+class RunResult:
+    """One scenario run. Sizes in bytes, times in seconds; see docs/json-schema.json."""
+
+    scenario: dict[str, Any]                 # Scenario.to_dict()
+    outcome: str = "ok"                      # "ok", "failed", "interrupted"
+    error: str | None = None
+    started: str = field(default_factory=now_iso)
+    duration: float = 0.0
+    machine: dict[str, Any] = field(default_factory=machine_facts)
+    settings: dict[str, Any] = field(default_factory=dict)   # backend, policy, page size ...
+    plan: dict[str, Any] | None = None       # the prediction (Plan.to_dict()), for comparison
+    events: list[dict[str, Any]] = field(default_factory=list)
+    boots: list[dict[str, Any]] = field(default_factory=list)     # BootReport.as_dict() + event
+    final_status: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    locations: list[dict[str, Any]] = field(default_factory=list)  # device facts + I/O
+    fault_latency_cdf: dict[str, list[float]] = field(
+        default_factory=lambda: {"seconds": [], "fraction": []})
+    leftover_files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    # --- derived figures --------------------------------------------------------------------
+
+    def storm_boots(self) -> list[dict[str, Any]]:
+        """The boots of restart events (the ones Smart Paging can serve)."""
+        return [b for b in self.boots if b.get("kind") in STORM_KINDS]
+
+    def storm_event(self) -> int | None:
+        """Index of the first restart event with boots (the storm the verdict is about)."""
+        idx = [b.get("event") for b in self.storm_boots() if b.get("event") is not None]
+        return min(idx) if idx else None
+
+    def storm_summary(self) -> dict[str, Any]:
+        """Boot time of the storm (the slowest boot of its first restart event), its baseline
+        (the slowest of those VMs' full-memory boots), slowdown, Smart Paging totals."""
+        ev = self.storm_event()
+        boots = [b for b in self.storm_boots() if b.get("event") == ev]
+        if not boots:
+            return {"event": None, "vms": 0, "boot_time": None, "baseline": None,
+                    "slowdown": None, "smart_paging_vms": 0, "smart_paging_peak_bytes": 0,
+                    "smart_paging_seconds": None, "page_ins": 0, "page_outs": 0,
+                    "fault_p50": None, "fault_p99": None}
+        times = [b["boot_time"] for b in boots if b.get("boot_time") is not None]
+        bases = [b["baseline"] for b in boots if b.get("baseline")]
+        boot_time = max(times) if times else None
+        baseline = max(bases) if bases else None
+        paging = [b for b in boots if b.get("smart_paging_peak_bytes")]
+        p50 = [b["fault_p50"] for b in boots if b.get("fault_p50") is not None]
+        p99 = [b["fault_p99"] for b in boots if b.get("fault_p99") is not None]
+        return {
+            "event": ev,
+            "vms": len(boots),
+            "boot_time": boot_time,
+            "baseline": baseline,
+            "slowdown": (boot_time / baseline) if boot_time and baseline else None,
+            "smart_paging_vms": len(paging),
+            "smart_paging_peak_bytes": sum(b.get("smart_paging_peak_bytes") or 0 for b in boots),
+            "smart_paging_seconds": max((b.get("smart_paging_seconds") or 0 for b in paging),
+                                        default=None),
+            "page_ins": sum(b.get("page_ins") or 0 for b in boots),
+            "page_outs": sum(b.get("page_outs") or 0 for b in boots),
+            "fault_p50": max(p50) if p50 else None,
+            "fault_p99": max(p99) if p99 else None,
+        }
+
+    def device_io_confirmed(self) -> bool | None:
+        """Did the devices under the Smart Paging folders move by at least the paged bytes?
+
+        None when nothing was paged or no folder has device counters (tmpfs)."""
+        paged_r = sum(b.get("bytes_read") or 0 for b in self.boots)
+        paged_w = sum(b.get("bytes_written") or 0 for b in self.boots)
+        if paged_r + paged_w == 0:
+            return None
+        io = [loc.get("device_io") for loc in self.locations if loc.get("device_io")]
+        if not io:
+            return None
+        dev_r = sum(d["read_bytes"] for d in io)
+        dev_w = sum(d["write_bytes"] for d in io)
+        return dev_r >= paged_r and dev_w >= paged_w
+
+    def verdict(self) -> str:
+        from vmmem.cli.render import seconds
+        from vmmem.cli.scenario import mb
+
+        if self.outcome == "interrupted":
+            return "interrupted: partial results; every Smart Paging file was deleted"
+        if self.outcome == "failed":
+            return f"the run failed: {self.error}"
+        st = self.storm_summary()
+        if st["event"] is None:
+            return "no VM restarted, so Smart Paging never came into play"
+        where = ", ".join(sorted({loc["path"] for loc in self.locations})) or "?"
+        kinds = ", ".join(sorted({_kind(loc) for loc in self.locations}))
+        left = ("every Smart Paging file is gone" if not self.leftover_files
+                else f"{len(self.leftover_files)} Smart Paging file(s) were left and removed")
+        if not st["smart_paging_vms"]:
+            return (f"no Smart Paging: the restart of {st['vms']} VM(s) took "
+                    f"{seconds(st['boot_time'])} (baseline {seconds(st['baseline'])})")
+        slow = f"{st['slowdown']:.1f} x slower" if st["slowdown"] else "slowdown unknown"
+        return (f"the boot storm took {seconds(st['boot_time'])} instead of "
+                f"{seconds(st['baseline'])} ({slow}) with {mb(st['smart_paging_peak_bytes'])} "
+                f"of Smart Paging for {st['smart_paging_vms']} VM(s) on {where} ({kinds}); "
+                f"{left}")
+
+    # --- JSON --------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "vmmem-run",
+            "schema_version": SCHEMA_VERSION,
+            "outcome": self.outcome,
+            "error": self.error,
+            "verdict": self.verdict(),
+            "started": self.started,
+            "duration": self.duration,
+            "machine": self.machine,
+            "settings": self.settings,
+            "scenario": self.scenario,
+            "plan": self.plan,
+            "summary": self.storm_summary() | {"device_io_confirmed": self.device_io_confirmed()},
+            "events": self.events,
+            "boots": self.boots,
+            "final_status": self.final_status,
+            "locations": self.locations,
+            "fault_latency_cdf": self.fault_latency_cdf,
+            "timeline": self.timeline,
+            "leftover_files": self.leftover_files,
+            "warnings": self.warnings,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunResult:
+        return cls(
+            scenario=d["scenario"], outcome=d["outcome"], error=d.get("error"),
+            started=d["started"], duration=d["duration"], machine=d["machine"],
+            settings=d.get("settings", {}), plan=d.get("plan"), events=d.get("events", []),
+            boots=d.get("boots", []), final_status=d.get("final_status", []),
+            timeline=d.get("timeline", []), locations=d.get("locations", []),
+            fault_latency_cdf=d.get("fault_latency_cdf", {"seconds": [], "fraction": []}),
+            leftover_files=d.get("leftover_files", []), warnings=d.get("warnings", []))
+
+
+def _kind(loc: dict[str, Any]) -> str:
+    dev = loc.get("device") or loc.get("fstype") or "?"
+    model = loc.get("model")
+    rot = {True: "rotational", False: "non-rotational"}.get(loc.get("rotational"), "")
+    if loc.get("ram_backed"):
+        rot = "RAM"
+    facts = ", ".join(x for x in (model, rot) if x)
+    return f"{loc.get('fstype')} on {dev}" + (f", {facts}" if facts else "")
+
+
+@dataclass
+class CompareResult:
+    """The same scenario with the Smart Paging folder on each location, plus the baseline."""
+
+    baseline: RunResult | None
+    runs: dict[str, RunResult]             # location -> run
+    outcome: str = "ok"
+    error: str | None = None
+    started: str = field(default_factory=now_iso)
+    duration: float = 0.0
+    machine: dict[str, Any] = field(default_factory=machine_facts)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per location: device facts and the storm's figures."""
+        base = self.baseline.storm_summary() if self.baseline else None
+        base_time = base["boot_time"] if base else None
+        out = []
+        for path, run in self.runs.items():
+            st = run.storm_summary()
+            loc = next((x for x in run.locations if x.get("path") == path),
+                       run.locations[0] if run.locations else {})
+            slowdown = (st["boot_time"] / base_time) if st["boot_time"] and base_time else None
+            out.append({
+                "location": path,
+                "device": loc.get("device"),
+                "model": loc.get("model"),
+                "rotational": loc.get("rotational"),
+                "ram_backed": loc.get("ram_backed"),
+                "fstype": loc.get("fstype"),
+                "outcome": run.outcome,
+                "boot_time": st["boot_time"],
+                "own_baseline": st["baseline"],
+                "slowdown": slowdown,
+                "smart_paging_peak_bytes": st["smart_paging_peak_bytes"],
+                "page_ins": st["page_ins"],
+                "page_outs": st["page_outs"],
+                "fault_p50": st["fault_p50"],
+                "fault_p99": st["fault_p99"],
+                "fault_p90": _cdf_percentile(run.fault_latency_cdf, 90),
+                "device_io_confirmed": run.device_io_confirmed(),
+            })
+        return out
+
+    def summary(self) -> str:
+        from vmmem.cli.render import seconds
+
+        rows = [r for r in self.rows() if r["boot_time"]]
+        if not rows:
+            return "no location completed the boot storm"
+        base = self.baseline.storm_summary()["boot_time"] if self.baseline else None
+        base_txt = f" (without Smart Paging: {seconds(base)})" if base else ""
+        if len(rows) == 1:
+            r = rows[0]
+            return (f"the boot storm took {seconds(r['boot_time'])} with Smart Paging on "
+                    f"{r['location']}{base_txt}")
+        slow = max(rows, key=lambda r: r["boot_time"])
+        fast = min(rows, key=lambda r: r["boot_time"])
+        ratio = slow["boot_time"] / fast["boot_time"]
+        return (f"the boot storm ran {ratio:.1f} x slower with Smart Paging on "
+                f"{slow['location']} than on {fast['location']} ({seconds(slow['boot_time'])} "
+                f"vs {seconds(fast['boot_time'])}){base_txt}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "vmmem-compare",
+            "schema_version": SCHEMA_VERSION,
+            "outcome": self.outcome,
+            "error": self.error,
+            "summary": self.summary(),
+            "started": self.started,
+            "duration": self.duration,
+            "machine": self.machine,
+            "rows": self.rows(),
+            "baseline": self.baseline.to_dict() if self.baseline else None,
+            "runs": [{"location": k, "run": v.to_dict()} for k, v in self.runs.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CompareResult:
+        return cls(
+            baseline=RunResult.from_dict(d["baseline"]) if d.get("baseline") else None,
+            runs={r["location"]: RunResult.from_dict(r["run"]) for r in d["runs"]},
+            outcome=d["outcome"], error=d.get("error"), started=d["started"],
+            duration=d["duration"], machine=d["machine"])
+
+
+def _cdf_percentile(cdf: dict[str, list[float]], p: float) -> float | None:
+    for s, f in zip(cdf.get("seconds", []), cdf.get("fraction", []), strict=False):
+        if f >= p / 100:
+            return s
+    return None

@@ -1,0 +1,426 @@
+"""Runs a scenario on the Hyper-V layer (vmmem.hyperv) and gathers what it measured.
+
+The runner only drives and records: every figure in the result comes from the Hyper-V layer's
+BootReports, statuses and timeline, the paging core's histograms, and the block devices' own
+counters. It waits in short polls so progress stays live and Ctrl-C is honoured at once; the
+host is always closed, which deletes every Smart Paging file, and the folders are checked
+afterwards for anything left.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from vmmem.cli.disks import describe_location
+from vmmem.cli.report import RunResult, merge_cdf
+from vmmem.cli.scenario import MB, Scenario, mb
+from vmmem.devices import DeviceInfo, device_for_path, io_counters
+
+__all__ = ["LocationRefused", "ProgressSink", "VMProgress", "check_locations", "paging_folders",
+           "run_scenario", "sigterm_as_interrupt"]
+
+POLL = 0.1           # seconds between progress polls
+PAGING_FILE_GLOB = "*.slp"
+DEFAULT_HOST_FOLDER = "vmmem-vms"   # the Hyper-V layer's default, under the current folder
+
+
+class LocationRefused(Exception):
+    """A Smart Paging folder cannot be used: missing, not writable, or too little free space."""
+
+
+@dataclass(frozen=True)
+class VMProgress:
+    """One VM as the live display shows it."""
+
+    name: str
+    state: str
+    phase: str
+    memory_assigned: int
+    memory_demand: int
+    memory_status: str
+    smart_paging_bytes: int
+    boot_elapsed: float | None     # seconds into the current boot, None when not booting
+    boot_eta: float | None         # seconds left, estimated from the boot's progress
+
+
+class ProgressSink:
+    """Receives progress; the CLI shows it live. The default does nothing."""
+
+    def event_started(self, index: int, count: int, description: str) -> None: ...
+
+    def event_done(self, index: int, description: str, seconds: float, note: str = "") -> None:
+        ...
+
+    def update(self, vms: list[VMProgress], available: int, elapsed: float) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# locations
+
+
+def paging_folders(s: Scenario, host_folder: str) -> dict[str, str]:
+    """VM name -> its Smart Paging folder (absolute), as the Hyper-V layer will place it."""
+    out = {}
+    for v in s.vms:
+        folder = v.smart_paging_path or os.path.join(host_folder, v.name)
+        out[v.name] = os.path.abspath(folder)
+    return out
+
+
+def _existing_ancestor(path: str) -> str:
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    return p
+
+
+def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], list[str]]:
+    """The filesystems the Smart Paging files will live on, and warnings for people.
+
+    Raises LocationRefused when a folder is missing (its parent must exist), not writable, or
+    its filesystem has less free space than the worst case: every dynamic VM on it with a
+    Smart Paging file as large as its Startup RAM (plus 64 MB of slack for the filesystem).
+    """
+    folders = paging_folders(s, host_folder)
+    by_fs: dict[str, tuple[DeviceInfo, list[str]]] = {}
+    for name, folder in folders.items():
+        if s.vm(name).smart_paging_path and not os.path.isdir(folder):
+            raise LocationRefused(f"Smart Paging folder {folder} (VM {name}) does not exist or "
+                                  "is not a folder")
+        anchor = _existing_ancestor(folder)
+        if not os.path.isdir(anchor) or not os.access(anchor, os.W_OK | os.X_OK):
+            raise LocationRefused(f"Smart Paging folder {folder} (VM {name}) is not writable")
+        info = device_for_path(anchor)
+        key = f"{info.mountpoint}\0{info.device or info.source}"
+        by_fs.setdefault(key, (info, []))[1].append(name)
+    warnings = []
+    infos = []
+    for info, names in by_fs.values():
+        worst = sum(s.vm(n).startup for n in names if s.vm(n).dynamic)
+        need = worst + 64 * MB if worst else 0
+        if info.free_bytes < need:
+            raise LocationRefused(
+                f"not enough free space for the Smart Paging files on {info.mountpoint} "
+                f"({info.fstype}): the worst case needs {mb(need)} ({', '.join(names)}: up to "
+                f"their Startup RAM each, plus 64 MB), {mb(info.free_bytes)} is free. "
+                "Choose another folder with --paging-dir, or a smaller --scale.")
+        if info.ram_backed:
+            warnings.append(
+                f"{info.mountpoint} is RAM-backed ({info.fstype}): the Smart Paging files of "
+                f"{', '.join(names)} live in RAM there, so nothing real is measured")
+        elif not info.has_counters:
+            warnings.append(f"{info.mountpoint} ({info.fstype}) has no block-device counters: "
+                            "the run cannot confirm that paging reached a device")
+        infos.append(info)
+    return infos, warnings
+
+
+def leftover_files(folders: list[str]) -> list[str]:
+    found = []
+    for f in folders:
+        found.extend(glob.glob(os.path.join(glob.escape(f), PAGING_FILE_GLOB)))
+    return sorted(found)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C while a run is going, so it too cleans up (main thread only)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def _workload(v: Any) -> list[Any]:
+    from vmmem.hyperv import Boot, Idle
+
+    w = v.workload
+    boot_kwargs = dict(w.boot)
+    if w.boot_seconds is not None:
+        boot_kwargs["cpu_time"] = w.boot_seconds
+    idle_kwargs = dict(w.idle)
+    if w.idle_demand is not None:
+        idle_kwargs["demand"] = w.idle_demand
+    return [Boot(**boot_kwargs), Idle(**idle_kwargs)]
+
+
+class _Tracker:
+    """Boot start times (host clock) per VM, for elapsed time and ETA."""
+
+    def __init__(self, host: Any):
+        self.host = host
+        self.boot_started: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        self.boot_started[name] = self.host.clock()
+
+    def snapshot(self) -> list[VMProgress]:
+        out = []
+        now = self.host.clock()
+        for name, vm in self.host.vms.items():
+            st = vm.status
+            elapsed = eta = None
+            if st.phase == "boot" and name in self.boot_started:
+                elapsed = now - self.boot_started[name]
+                eta = self._eta(vm, elapsed)
+            out.append(VMProgress(name, st.state, st.phase, st.memory_assigned,
+                                  st.memory_demand, st.memory_status,
+                                  st.smart_paging_bytes, elapsed, eta))
+        return out
+
+    @staticmethod
+    def _eta(vm: Any, elapsed: float) -> float | None:
+        # The boot touches every Startup page once; pages held now (in frames or in the file)
+        # over Startup pages is how far it got.
+        mem = vm.memory
+        if mem is None:
+            return None
+        try:
+            stats = mem.stats
+        except Exception:  # the memory may be closing under us
+            return None
+        done = (stats.resident + stats.file_pages) / max(mem.pages, 1)
+        if done <= 0.02:
+            return None
+        return max(0.0, elapsed * (1 - done) / done)
+
+
+def run_scenario(s: Scenario, *, paging_dir: str | None = None,
+                 progress: ProgressSink | None = None, backend: str = "direct",
+                 policy: str = "lru", plan: dict[str, Any] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> RunResult:
+    """Run ``s`` on a new Host and return what it measured.
+
+    ``paging_dir`` puts every VM's Smart Paging file there (Set-VM -SmartPagingFilePath on all).
+    Raises LocationRefused before anything is made if a folder cannot take the worst case.
+    KeyboardInterrupt is caught: the result then has outcome "interrupted" and what was
+    measured so far; the host is closed (its files deleted) in every case.
+    """
+    from vmmem.errors import VmmemError
+    from vmmem.hyperv import Host
+
+    progress = progress or ProgressSink()
+    if paging_dir is not None:
+        s = s.with_paging_dir(os.path.abspath(paging_dir))
+    host_folder = os.path.abspath(s.smart_paging_path or DEFAULT_HOST_FOLDER)
+    infos, warnings = check_locations(s, host_folder)
+    folders = sorted(set(paging_folders(s, host_folder).values()))
+    result = RunResult(scenario=s.to_dict(), plan=plan, warnings=list(warnings),
+                       settings={"backend": backend, "policy": policy, "page_size": 4096,
+                                 "host_folder": host_folder, "paging_folders": folders})
+    for w in warnings:
+        progress.message(f"warning: {w}")
+    before = {i.mountpoint: io_counters(i) for i in infos}
+    t0 = time.monotonic()
+    host = None
+    tracker: _Tracker | None = None
+    hist_before: dict[str, Any] = {}
+    storm_hists: list[tuple[list[int], int]] = []
+    buckets: list[float] | None = None
+
+    def poll(until: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Show progress until ``until()`` holds; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if tracker is not None:
+                progress.update(tracker.snapshot(), host.available_memory,
+                                time.monotonic() - t0)
+            if until():
+                return True
+            if should_stop is not None and should_stop():
+                raise KeyboardInterrupt
+            for vm in host.vms.values():
+                if vm.phase == "failed":
+                    raise VmmemError(f"VM {vm.name} failed: {vm.error}")
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL)
+
+    def booted(names: list[str]) -> Callable[[], bool]:
+        return lambda: all(host.vms[n].booted for n in names)
+
+    def settled() -> bool:
+        try:
+            host.wait_settled(timeout=0)
+            return True
+        except TimeoutError:
+            return False
+
+    def snap_hist(names: list[str]) -> None:
+        for n in names:
+            mem = host.vms[n].memory
+            if mem is not None:
+                h = mem.stats.page_in_latency
+                hist_before[n] = (id(mem), h.counts.copy(), h.total_ns)
+
+    def take_hist(names: list[str]) -> None:
+        nonlocal buckets
+        from vmmem.memory import _BUCKET_LOWER_NS
+
+        buckets = [float(x) / 1e9 for x in _BUCKET_LOWER_NS[1:]]
+        for n in names:
+            mem = host.vms[n].memory
+            if mem is None:
+                continue
+            h = mem.stats.page_in_latency
+            counts, total = h.counts.copy(), h.total_ns
+            prev = hist_before.get(n)
+            if prev is not None and prev[0] == id(mem) and (counts >= prev[1]).all():
+                counts, total = counts - prev[1], total - prev[2]
+            storm_hists.append(([int(c) for c in counts], int(total)))
+
+    try:
+        with sigterm_as_interrupt():
+            host = Host(s.host_memory, reserve=s.host_reserve, smart_paging_path=host_folder,
+                        balancer_interval=s.balancer_interval, backend=backend, policy=policy)
+            for v in s.vms:
+                kwargs: dict[str, Any] = dict(
+                    startup=v.startup, priority=v.priority, dynamic=v.dynamic,
+                    smart_paging_path=v.smart_paging_path, workload=_workload(v))
+                if v.dynamic:
+                    kwargs.update(minimum=v.minimum, maximum=v.maximum, buffer=v.buffer)
+                host.add_vm(v.name, **kwargs)
+            tracker = _Tracker(host)
+            for i, e in enumerate(s.events):
+                desc = e.describe()
+                progress.event_started(i, len(s.events), desc)
+                started = time.monotonic()
+                note = ""
+                boots_before = {n: len(vm.boot_reports) for n, vm in host.vms.items()}
+                if e.action == "start":
+                    for n in e.vms:
+                        tracker.mark(n)
+                        host.vms[n].start()
+                        poll(booted([n]))
+                        if not poll(settled, timeout=max(30.0, 30 * s.balancer_interval)):
+                            note = "did not settle within the wait; went on"
+                elif e.action == "idle":
+                    end = time.monotonic() + (e.seconds or 0)
+                    poll(lambda end=end: time.monotonic() >= end)
+                elif e.action == "restart-host":
+                    names = [n for n, vm in host.vms.items() if vm.state == "Running"]
+                    snap_hist(names)
+                    host.restart()
+                    for n in names:
+                        tracker.mark(n)
+                    poll(booted(names))
+                    take_hist(names)
+                elif e.action == "restart":
+                    for n in e.vms:
+                        snap_hist([n])
+                        tracker.mark(n)
+                        host.vms[n].restart()
+                        poll(booted([n]))
+                        take_hist([n])
+                elif e.action == "settle":
+                    if not poll(settled, timeout=e.seconds):
+                        note = (f"not settled after {e.seconds:g} s: Smart Paging still in use "
+                                "or a VM not at its buffer")
+                took = time.monotonic() - started
+                result.events.append({"index": i, "action": e.action, "description": desc,
+                                      "seconds": took, "note": note})
+                progress.event_done(i, desc, took, note)
+                _collect_boots(host, result, boots_before, i)
+    except KeyboardInterrupt:
+        result.outcome = "interrupted"
+    except (VmmemError, OSError, TimeoutError) as e:
+        result.outcome = "failed"
+        result.error = str(e)
+    finally:
+        with _no_interrupts():  # a second Ctrl-C must not stop the clean-up half way
+            if host is not None:
+                try:
+                    _final(host, result)
+                finally:
+                    host.close()
+            result.duration = time.monotonic() - t0
+            after = {i.mountpoint: io_counters(i) for i in infos}
+            for info in infos:
+                loc = describe_location(info)
+                b, a = before.get(info.mountpoint), after.get(info.mountpoint)
+                loc["device_io"] = None if b is None or a is None else {
+                    "read_bytes": (a - b).read_bytes, "write_bytes": (a - b).write_bytes,
+                    "read_count": (a - b).read_count, "write_count": (a - b).write_count}
+                result.locations.append(loc)
+            left = leftover_files(folders)
+            for f in left:  # the host should have deleted them; never leave one behind
+                try:
+                    os.unlink(f)
+                except OSError:
+                    pass
+            result.leftover_files = left
+            if buckets is not None:
+                result.fault_latency_cdf = merge_cdf(storm_hists, buckets)
+    return result
+
+
+@contextmanager
+def _no_interrupts() -> Iterator[None]:
+    try:
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to hold back
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _collect_boots(host: Any, result: RunResult, before: dict[str, int], event: int) -> None:
+    """Add the boots that event made (their reports keep updating until Smart Paging ends, so
+    they are refreshed once more at the end)."""
+    for n, vm in host.vms.items():
+        for rep in vm.boot_reports[before.get(n, 0):]:
+            d = rep.as_dict()
+            d["event"] = event
+            result.boots.append(d)
+
+
+def _final(host: Any, result: RunResult) -> None:
+    """Refresh boot reports (Smart Paging duration is known only once the file is gone), and
+    record final statuses and the timeline."""
+    by_key = {(b["vm"], b["started_at"]): b for b in result.boots}
+    for vm in host.vms.values():
+        for rep in vm.boot_reports:
+            d = rep.as_dict()
+            old = by_key.get((d["vm"], d["started_at"]))
+            if old is not None:
+                old.update(d)
+    result.final_status = [st.as_dict() for st in host.status]
+    result.timeline = [_slim_sample(x.as_dict()) for x in host.timeline]
+
+
+_TIMELINE_FIELDS = ("name", "state", "phase", "memory_assigned", "memory_demand",
+                    "memory_status", "smart_paging_bytes")
+
+
+def _slim_sample(d: dict[str, Any]) -> dict[str, Any]:
+    return {"time": d["time"], "available_memory": d["available_memory"],
+            "vms": [{k: v.get(k) for k in _TIMELINE_FIELDS} for v in d["vms"]]}
+
