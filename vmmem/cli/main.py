@@ -233,6 +233,147 @@ def disks_cmd(folders: tuple[str, ...], probe: bool, seconds: float, as_json: bo
     render.disks(_console(), infos, probes)
 
 
+# ---------------------------------------------------------------------------------------------
+# run
+
+
+class _LiveProgress:
+    """Live per-VM table on a terminal (stderr); one line per event otherwise."""
+
+    def __init__(self, quiet: bool = False):
+        from rich.live import Live
+
+        self.console = _err_console()
+        self.quiet = quiet
+        self.live = None
+        self.title = ""
+        if not quiet and self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=8, transient=True)
+            self.live.start()
+
+    def event_started(self, index: int, count: int, description: str) -> None:
+        self.title = f"event {index + 1}/{count}: {description}"
+        if self.live is None and not self.quiet:
+            self.console.print(f"{self.title} ...", highlight=False)
+
+    def event_done(self, index: int, description: str, took: float, note: str = "") -> None:
+        if not self.quiet:
+            extra = f" ({note})" if note else ""
+            self.console.print(f"  done: {description} in {render.seconds(took)}{extra}",
+                               style="dim", highlight=False)
+
+    def update(self, vms: list, available: int, elapsed: float) -> None:
+        if self.live is not None:
+            self.live.update(render.progress_table(vms, available, elapsed, self.title))
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text, style="bold yellow", highlight=False)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+paging_dir_option = click.option(
+    "--paging-dir", type=click.Path(file_okay=False), metavar="DIR",
+    help="Put every VM's Smart Paging file in DIR (Set-VM -SmartPagingFilePath on all). "
+         "Default: each VM's folder under ./vmmem-vms, as Hyper-V keeps them with the VM.")
+backend_option = click.option(
+    "--backend", type=click.Choice(["direct", "mmap"]), default="direct", show_default=True,
+    help="How paging reaches the disk: O_DIRECT pread/pwrite, or a mapping flushed and dropped "
+         "from the page cache.")
+
+
+def _check_paging_dir(paging_dir: str | None) -> None:
+    if paging_dir is None:
+        return
+    if not os.path.isdir(paging_dir):
+        raise CliFailure(f"Smart Paging folder {paging_dir} does not exist", EXIT_REFUSED)
+    if not os.access(paging_dir, os.W_OK | os.X_OK):
+        raise CliFailure(f"Smart Paging folder {paging_dir} is not writable", EXIT_REFUSED)
+
+
+def _execute(s: Scenario, paging_dir: str | None, backend: str, quiet: bool,
+             label: str = ""):
+    """Run one scenario with live progress; LocationRefused becomes exit code 3."""
+    from vmmem.cli.plan import plan_scenario
+    from vmmem.cli.runner import LocationRefused, run_scenario
+
+    sink = _LiveProgress(quiet=quiet)
+    if label and not quiet:
+        sink.console.print(f"[bold]{label}[/bold]")
+    try:
+        return run_scenario(s, paging_dir=paging_dir, progress=sink, backend=backend,
+                            plan=plan_scenario(s).to_dict())
+    except LocationRefused as e:
+        raise CliFailure(str(e), EXIT_REFUSED) from None
+    finally:
+        sink.close()
+
+
+@cli.command("run")
+@scenario_argument
+@scale_option
+@paging_dir_option
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write every figure, the settings, and the machine and device facts to FILE "
+                   "(layout: docs/json-schema.json).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Draw assigned memory and Smart Paging bytes per VM over time, and the boot "
+                   "times.")
+@backend_option
+@click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
+def run_cmd(scenario: str | None, scale: float, paging_dir: str | None, json_path: str | None,
+            plot_path: str | None, backend: str, quiet: bool) -> None:
+    """Run a boot storm for real and measure what Smart Paging costs.
+
+    Builds the host (its memory committed as real RAM), starts the VMs one
+    by one, lets them balloon down, restarts them as the scenario says, and
+    measures each boot against its full-memory baseline. Smart Paging files
+    are real files, their I/O reaches the disk (O_DIRECT) and the device's
+    own counters confirm it. Shows per VM the phase, assigned memory, Smart
+    Paging bytes, elapsed time and ETA while it runs.
+
+    \b
+    Examples:
+      vmmem run --scale 4                          the article, quarter size
+      vmmem run --paging-dir /mnt/hdd/sp --json run.json --plot run.png
+      vmmem run examples/mixed-priority.toml --scale 2
+
+    Refuses a folder without room for the worst case (every VM's Startup
+    RAM) and warns for RAM-backed ones (tmpfs: nothing is measured). Ctrl-C
+    stops cleanly: partial results are printed and no file is left behind.
+    """
+    s = _load(scenario, scale)
+    _check_paging_dir(paging_dir)
+    result = _execute(s, paging_dir, backend, quiet)
+    render.run_report(_console(), result)
+    _save(result.to_dict(), json_path, plot_path, lambda path: _plot_run(result, path))
+    sys.exit({"ok": EXIT_OK, "failed": EXIT_FAILED,
+              "interrupted": EXIT_INTERRUPTED}[result.outcome])
+
+
+def _plot_run(result, path: str) -> None:
+    from vmmem.cli.plots import plot_run
+
+    plot_run(result, path)
+
+
+def _save(data: dict[str, Any], json_path: str | None, plot_path: str | None, plot) -> None:
+    """Write the JSON and the plot (also for partial results)."""
+    if json_path:
+        _write_json(json_path, data)
+        _err_console().print(f"wrote {json_path}", style="dim", highlight=False)
+    if plot_path:
+        try:
+            plot(plot_path)
+        except OSError as e:
+            raise CliFailure(f"cannot write {plot_path}: {e.strerror}", EXIT_USAGE) from None
+        _err_console().print(f"wrote {plot_path}", style="dim", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:

@@ -135,3 +135,114 @@ def disks(console: Console, infos: list[DeviceInfo],
         console.print("kind comes from the kernel's rotational flag; virtual disks often "
                       "report rotational whatever is underneath, so --probe tells more.",
                       style="dim")
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+
+
+def progress_table(vms: list, available: int, elapsed: float, title: str) -> Table:
+    """The live view: one row per VM (a runner.VMProgress each)."""
+    t = Table(title=f"{title}   [dim]{elapsed:.1f} s, host free {mb(available)}[/dim]",
+              title_justify="left")
+    for c in ("VM", "state", "phase", "assigned", "demand", "status", "Smart Paging",
+              "boot elapsed", "ETA"):
+        t.add_column(c, justify="right" if c in ("assigned", "demand", "Smart Paging",
+                                                 "boot elapsed", "ETA") else "left")
+    for v in vms:
+        status = v.memory_status or "-"
+        if status == "Paging":
+            status = "[bold yellow]Paging[/bold yellow]"
+        t.add_row(v.name, v.state, v.phase, mb(v.memory_assigned), mb(v.memory_demand), status,
+                  mb(v.smart_paging_bytes) if v.smart_paging_bytes else "-",
+                  seconds(v.boot_elapsed), seconds(v.boot_eta) if v.boot_eta is not None
+                  else "-")
+    return t
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1e-3:
+        return f"{value * 1e6:.0f} us"
+    return f"{value * 1e3:.2f} ms"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} x"
+
+
+def run_report(console: Console, result) -> None:
+    """The table per VM for the restart boots, the settings line, and the verdict."""
+    s = result.scenario
+    scale = f" (scaled 1/{s['scale']:g})" if s.get("scale", 1) != 1 else ""
+    console.print(f"[bold]{s['name']}[/bold]{scale}: {len(s['vms'])} VMs on "
+                  f"{mb(s['host']['memory_bytes'] - s['host']['reserve_bytes'])}, "
+                  f"ran {seconds(result.duration)}")
+    for loc in result.locations:
+        io = loc.get("device_io")
+        io_txt = (f"device read {mb(io['read_bytes'])}, wrote {mb(io['write_bytes'])}"
+                  if io else "no device counters")
+        console.print(f"Smart Paging on {loc['path']}: {loc['fstype']} on "
+                      f"{loc.get('device') or '-'} ({loc.get('model') or '?'}, "
+                      f"{'RAM' if loc.get('ram_backed') else loc.get('kind')}); {io_txt}")
+    boots = result.storm_boots() or result.boots
+    final = {st["name"]: st for st in result.final_status}
+    t = Table(title="restart boots" if result.storm_boots() else "boots", title_justify="left")
+    for c in ("VM", "event", "boot time", "baseline", "slowdown", "page-ins", "page-outs",
+              "fault p50", "fault p99", "SP peak", "SP duration", "device I/O", "final status"):
+        t.add_column(c, justify="left" if c in ("VM", "event", "final status") else "right")
+    for b in boots:
+        st = final.get(b["vm"], {})
+        fin = st.get("memory_status") or st.get("state") or "-"
+        if st.get("smart_paging_file_in_use"):
+            fin += " (file in use)"
+        sp_dur = seconds(b.get("smart_paging_seconds")) if b.get("smart_paging_peak_bytes") \
+            else "-"
+        if b.get("smart_paging_peak_bytes") and not b.get("smart_paging_ended"):
+            sp_dur += "+"
+        dev = "-"
+        if b.get("device_read_bytes") is not None:
+            dev = f"r {mb(b['device_read_bytes'])} / w {mb(b['device_write_bytes'])}"
+        t.add_row(b["vm"], b.get("kind", "?"), seconds(b.get("boot_time")),
+                  seconds(b.get("baseline")), _ratio(b.get("slowdown")),
+                  f"{b.get('page_ins', 0):,}", f"{b.get('page_outs', 0):,}",
+                  _ms(b.get("fault_p50")), _ms(b.get("fault_p99")),
+                  mb(b["smart_paging_peak_bytes"]) if b.get("smart_paging_peak_bytes") else "-",
+                  sp_dur, dev, fin)
+    if boots:
+        console.print(t)
+    for w in result.warnings:
+        console.print(f"[bold yellow]warning:[/bold yellow] {w}")
+    if result.leftover_files:
+        console.print(f"[bold red]{len(result.leftover_files)} Smart Paging file(s) were left "
+                      "behind by the host and have been deleted[/bold red]")
+    style = {"ok": "bold", "failed": "bold red", "interrupted": "bold yellow"}[result.outcome]
+    console.print(f"[{style}]{result.verdict()}[/{style}]")
+
+
+def compare_report(console: Console, cmp) -> None:
+    """The side-by-side table of locations, and the summary line."""
+    base = cmp.baseline.storm_summary() if cmp.baseline else None
+    t = Table(title="the same boot storm, Smart Paging on each location", title_justify="left")
+    for c in ("location", "device", "model", "rotational", "filesystem", "boot time",
+              "slowdown", "fault p50", "fault p90", "fault p99", "SP peak", "device I/O"):
+        t.add_column(c, justify="right" if c in ("boot time", "slowdown", "fault p50",
+                                                 "fault p90", "fault p99", "SP peak")
+                     else "left")
+    if base:
+        t.add_row("baseline (enough memory)", "-", "-", "-", "-", seconds(base["boot_time"]),
+                  "1.00 x", "-", "-", "-", "-", "-")
+    for r in cmp.rows():
+        rot = {True: "yes", False: "no"}.get(r["rotational"], "?")
+        if r["ram_backed"]:
+            rot = "RAM"
+        confirmed = {True: "yes", False: "NO", None: "-"}[r["device_io_confirmed"]]
+        t.add_row(r["location"], r["device"] or "-", r["model"] or "-", rot, r["fstype"] or "-",
+                  seconds(r["boot_time"]) if r["outcome"] == "ok" else r["outcome"],
+                  _ratio(r["slowdown"]), _ms(r["fault_p50"]), _ms(r["fault_p90"]),
+                  _ms(r["fault_p99"]),
+                  mb(r["smart_paging_peak_bytes"]) if r["smart_paging_peak_bytes"] else "-",
+                  confirmed)
+    console.print(t)
+    console.print(f"[bold]{cmp.summary()}[/bold]")

@@ -1,0 +1,127 @@
+"""Plots of runs and comparisons (matplotlib, Agg backend: no display needed).
+
+Both read only the report objects (RunResult, CompareResult), so a saved JSON can be plotted
+again later.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+from vmmem.cli.report import CompareResult, RunResult  # noqa: E402
+
+__all__ = ["plot_compare", "plot_run"]
+
+MB = 2**20
+
+
+def _series(result: RunResult) -> tuple[list[float], dict[str, dict[str, list[float]]]]:
+    times = [s["time"] for s in result.timeline]
+    per_vm: dict[str, dict[str, list[float]]] = {}
+    for sample in result.timeline:
+        for v in sample["vms"]:
+            d = per_vm.setdefault(v["name"], {"assigned": [], "paging": [], "demand": []})
+            d["assigned"].append((v["memory_assigned"] or 0) / MB)
+            d["paging"].append((v["smart_paging_bytes"] or 0) / MB)
+            d["demand"].append((v["memory_demand"] or 0) / MB)
+    return times, per_vm
+
+
+def plot_run(result: RunResult, path: str) -> None:
+    """Assigned memory and Smart Paging bytes per VM over time, and the boot times."""
+    times, per_vm = _series(result)
+    fig, (ax_mem, ax_sp, ax_boot) = plt.subplots(
+        3, 1, figsize=(10, 10), gridspec_kw={"height_ratios": [3, 2, 2]})
+    s = result.scenario
+    scale = f", scaled 1/{s['scale']:g}" if s.get("scale", 1) != 1 else ""
+    fig.suptitle(f"vmmem run: {s['name']}{scale}")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, d) in enumerate(per_vm.items()):
+        c = colors[i % len(colors)]
+        ax_mem.plot(times, d["assigned"], color=c, label=f"{name} assigned")
+        ax_mem.plot(times, d["demand"], color=c, linestyle=":", linewidth=1)
+        ax_sp.plot(times, d["paging"], color=c, label=name)
+    capacity = (s["host"]["memory_bytes"] - s["host"]["reserve_bytes"]) / MB
+    if times:
+        ax_mem.axhline(capacity, color="black", linestyle="--", linewidth=1,
+                       label="host memory for VMs")
+        total = [sum(d["assigned"][k] for d in per_vm.values()) for k in range(len(times))]
+        ax_mem.plot(times, total, color="gray", linewidth=2, alpha=0.6, label="all VMs")
+    for b in result.storm_boots():
+        ax_mem.axvline(b["started_at"], color="red", alpha=0.15)
+        ax_sp.axvline(b["started_at"], color="red", alpha=0.15)
+    ax_mem.set_ylabel("assigned memory (MB)\n(dotted: demand)")
+    ax_mem.legend(fontsize="small", ncol=2, loc="upper right")
+    ax_mem.grid(alpha=0.3)
+    ax_sp.set_ylabel("Smart Paging file (MB)")
+    ax_sp.set_xlabel("time (s)")
+    ax_sp.grid(alpha=0.3)
+    if per_vm:
+        ax_sp.legend(fontsize="small", ncol=4, loc="upper right")
+
+    boots = result.boots
+    labels = [f"{b['vm']}\n{b['kind']}" for b in boots]
+    x = range(len(boots))
+    ax_boot.bar(x, [b["boot_time"] for b in boots],
+                color=["tab:red" if b.get("smart_paging_peak_bytes") else "tab:blue"
+                       for b in boots])
+    for i, b in enumerate(boots):
+        if b.get("baseline"):
+            ax_boot.plot([i - 0.4, i + 0.4], [b["baseline"]] * 2, color="black")
+        if b.get("slowdown") and b.get("smart_paging_peak_bytes"):
+            ax_boot.annotate(f"{b['slowdown']:.1f} x", (i, b["boot_time"]), ha="center",
+                             va="bottom", fontsize="small")
+    ax_boot.set_xticks(list(x), labels, fontsize="x-small")
+    ax_boot.set_ylabel("boot time (s)\nred: Smart Paging;\nline: baseline")
+    ax_boot.grid(alpha=0.3, axis="y")
+    fig.text(0.01, 0.005, result.verdict(), fontsize="small", wrap=True)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_compare(cmp: CompareResult, path: str) -> None:
+    """Boot time of the storm per location (and the baseline), and the fault-latency CDFs."""
+    fig, (ax_bar, ax_cdf) = plt.subplots(1, 2, figsize=(12, 5))
+    fig.suptitle("vmmem compare: the same boot storm, Smart Paging on each location")
+    names, values, colors = [], [], []
+    if cmp.baseline is not None and cmp.baseline.storm_summary()["boot_time"]:
+        names.append("baseline\n(enough memory)")
+        values.append(cmp.baseline.storm_summary()["boot_time"])
+        colors.append("tab:gray")
+    for r in cmp.rows():
+        if r["boot_time"] is None:
+            continue
+        kind = "RAM" if r["ram_backed"] else {True: "rotational", False: "SSD"}.get(
+            r["rotational"], "?")
+        names.append(f"{r['location']}\n{r['device'] or r['fstype']} ({kind})")
+        values.append(r["boot_time"])
+        colors.append("tab:red" if r["rotational"] else "tab:blue")
+    ax_bar.bar(range(len(values)), values, color=colors)
+    ax_bar.set_xticks(range(len(values)), names, fontsize="small")
+    ax_bar.set_ylabel("boot storm time (s)")
+    ax_bar.grid(alpha=0.3, axis="y")
+    for i, v in enumerate(values):
+        ax_bar.annotate(f"{v:.2f} s", (i, v), ha="center", va="bottom", fontsize="small")
+    for loc, run in cmp.runs.items():
+        cdf = run.fault_latency_cdf
+        if cdf["seconds"]:
+            ax_cdf.step([s * 1e6 for s in cdf["seconds"]], cdf["fraction"], where="post",
+                        label=loc)
+    ax_cdf.set_xscale("log")
+    ax_cdf.set_xlabel("page-in (fault) latency (us)")
+    ax_cdf.set_ylabel("fraction of faults")
+    ax_cdf.set_ylim(0, 1.02)
+    ax_cdf.grid(alpha=0.3, which="both")
+    if ax_cdf.lines:
+        ax_cdf.legend(fontsize="small")
+    else:
+        ax_cdf.text(0.5, 0.5, "no page-ins measured", ha="center", transform=ax_cdf.transAxes)
+    fig.text(0.01, 0.01, cmp.summary(), fontsize="small", wrap=True)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
