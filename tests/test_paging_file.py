@@ -1,0 +1,139 @@
+"""The Smart Paging file's life: made at the first page-out and not before, deleted as soon as it
+holds no page, on close, and when a forgotten GuestMemory is collected."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import numpy as np
+import pytest
+
+import vmmem
+
+PAGE = 4096
+
+
+def files_in(folder) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+@pytest.mark.parametrize("backend", ["direct", "mmap"])
+def test_file_appears_at_first_page_out_and_not_before(disk_dir, pool, backend):
+    with vmmem.GuestMemory(pool, 64 * PAGE, frame_limit=4, paging_dir=disk_dir,
+                           backend=backend) as mem:
+        # Reads fault in zero pages; evicting those is a clean drop: still no file.
+        mem.replay(np.arange(64, dtype=np.uint32))
+        assert mem.stats.clean_drops == 60
+        assert not mem.paging_file.exists
+        assert files_in(disk_dir) == []
+        # Dirty pages within the limit: no file either.
+        mem.replay(np.arange(4, dtype=np.uint32), np.ones(4, dtype=bool))
+        assert not mem.paging_file.exists
+        # One more page faults, evicting a dirty one: the file is made, in the paging folder.
+        mem.replay(np.array([10], dtype=np.uint32))
+        s = mem.stats
+        assert s.page_outs == 1 and s.file_pages == 1 and s.file_created == 1
+        assert mem.paging_file.exists
+        assert os.path.dirname(mem.paging_file.path) == str(disk_dir)
+        assert files_in(disk_dir) == [os.path.basename(mem.paging_file.path)]
+        assert os.path.getsize(mem.paging_file.path) >= PAGE
+
+
+@pytest.mark.parametrize("backend", ["direct", "mmap"])
+def test_file_deleted_when_release_empties_it(disk_dir, pool, backend):
+    with vmmem.GuestMemory(pool, 64 * PAGE, frame_limit=8, paging_dir=disk_dir,
+                           backend=backend) as mem:
+        mem.replay(np.arange(16, dtype=np.uint32), np.ones(16, dtype=bool))
+        assert mem.stats.file_pages == 8
+        path = mem.paging_file.path
+        mem.release(0, 4)
+        assert mem.paging_file.exists and os.path.exists(path)
+        mem.release(4, 4)  # the last pages with a copy
+        assert not mem.paging_file.exists
+        assert not os.path.exists(path)
+        s = mem.stats
+        assert s.file_pages == 0 and s.file_size == 0 and s.file_deleted == 1
+        # The resident half is untouched; its counters are intact.
+        for page in range(8, 16):
+            assert int.from_bytes(mem.read(page * PAGE, 8), "little") == 1
+        # A new page-out makes a new file.
+        mem.frame_limit = 0
+        assert mem.paging_file.exists
+        assert mem.stats.file_created == 2
+
+
+def test_file_deleted_by_drain_and_pages_come_back(disk_dir, pool):
+    with vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=8, paging_dir=disk_dir) as mem:
+        mem.replay(np.arange(12, dtype=np.uint32), np.ones(12, dtype=bool))
+        assert mem.paging_file.exists
+        mem.frame_limit = 12
+        mem.drain()
+        assert not mem.paging_file.exists
+        assert files_in(disk_dir) == []
+        assert mem.stats.resident == 12
+        assert all(mem.page_state(p) == vmmem.PageState.DIRTY for p in range(12))
+        assert [int.from_bytes(mem.read(p * PAGE, 8), "little") for p in range(12)] == [1] * 12
+
+
+def test_file_deleted_on_close(disk_dir, pool):
+    mem = vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir)
+    mem.replay(np.arange(8, dtype=np.uint32), np.ones(8, dtype=bool))
+    path = mem.paging_file.path
+    assert os.path.exists(path)
+    mem.close()
+    assert not os.path.exists(path)
+    assert files_in(disk_dir) == []
+    mem.close()  # twice is harmless
+    assert pool.free_frames == pool.frames
+
+
+def test_context_manager_deletes_file_even_on_error(disk_dir, pool):
+    with pytest.raises(RuntimeError), \
+            vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir) as mem:
+        mem.replay(np.arange(8, dtype=np.uint32), np.ones(8, dtype=bool))
+        assert mem.paging_file.exists
+        raise RuntimeError("the guest crashed")
+    assert files_in(disk_dir) == []
+
+
+@pytest.mark.parametrize("backend", ["direct", "mmap"])
+def test_forgotten_guest_leaves_no_file(disk_dir, pool, backend):
+    def forget() -> str:
+        mem = vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir,
+                                backend=backend)
+        mem.replay(np.arange(8, dtype=np.uint32), np.ones(8, dtype=bool))
+        assert os.path.exists(mem.paging_file.path)
+        return mem.paging_file.path
+
+    path = forget()
+    gc.collect()
+    assert not os.path.exists(path)
+    assert files_in(disk_dir) == []
+    assert pool.free_frames == pool.frames
+
+
+def test_file_size_follows_pages_and_peak(disk_dir, pool):
+    with vmmem.GuestMemory(pool, 64 * PAGE, frame_limit=16, paging_dir=disk_dir) as mem:
+        mem.replay(np.arange(40, dtype=np.uint32), np.ones(40, dtype=bool))
+        s = mem.stats
+        assert s.file_pages == 24 == s.file_pages_peak
+        assert mem.paging_file.pages == 24
+        assert mem.paging_file.bytes == 24 * PAGE
+        assert mem.paging_file.size == s.file_size >= 24 * PAGE
+        assert os.path.getsize(mem.paging_file.path) >= 24 * PAGE
+        mem.release(0, 20)
+        s = mem.stats
+        assert s.file_pages == 4 and s.file_pages_peak == 24
+
+
+def test_each_guest_has_its_own_file(disk_dir, pool):
+    with vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir, name="vm1") as a, \
+            vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir,
+                              name="vm1") as b:
+        for mem in (a, b):
+            mem.replay(np.arange(4, dtype=np.uint32), np.ones(4, dtype=bool))
+        assert a.paging_file.path != b.paging_file.path
+        assert len(files_in(disk_dir)) == 2
+        a.close()
+        assert files_in(disk_dir) == [os.path.basename(b.paging_file.path)]
