@@ -374,6 +374,100 @@ def _save(data: dict[str, Any], json_path: str | None, plot_path: str | None, pl
         _err_console().print(f"wrote {plot_path}", style="dim", highlight=False)
 
 
+# ---------------------------------------------------------------------------------------------
+# compare
+
+
+def baseline_scenario(s: Scenario) -> Scenario:
+    """The same scenario on a host with enough memory that no restart needs Smart Paging."""
+    from vmmem.cli.plan import plan_scenario
+
+    p = plan_scenario(s)
+    extra = next((r.amount for r in p.remedies if r.kind == "add-memory"), 0)
+    return s.with_host_memory(s.host_memory + extra) if extra else s
+
+
+@cli.command("compare")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True),
+                metavar="DIR [DIR]... [SCENARIO.toml]")
+@scale_option
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write every run's figures, the table and the summary to FILE.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Draw the boot time per location and the fault-latency CDFs.")
+@click.option("--no-baseline", is_flag=True,
+              help="Skip the baseline run (the same storm on a host with enough memory).")
+@backend_option
+@click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
+def compare_cmd(paths: tuple[str, ...], scale: float, json_path: str | None,
+                plot_path: str | None, no_baseline: bool, backend: str, quiet: bool) -> None:
+    """The same boot storm with the Smart Paging files on each DIR in turn.
+
+    Runs the scenario once per folder (every VM's Smart Paging file there),
+    plus a baseline on a host with enough memory, and prints side by side:
+    device, model, rotational or not, filesystem, boot time, slowdown against
+    the baseline, fault latency percentiles, and whether the device's own
+    counters confirm the paging I/O reached it.
+
+    \b
+    Examples:
+      vmmem compare /mnt/ssd/sp /mnt/hdd/sp --scale 4
+      vmmem compare /var/tmp /mnt/nfs examples/mixed-priority.toml --json cmp.json
+      vmmem compare /mnt/ssd /mnt/hdd --plot cmp.png
+
+    Every folder is checked before anything runs: one without room for the
+    worst case is refused (exit 3); a RAM-backed one is run but flagged.
+    """
+    import time
+
+    from vmmem.cli.report import CompareResult
+    from vmmem.cli.runner import LocationRefused, check_locations
+
+    scenario_files = [p for p in paths if os.path.isfile(p)]
+    folders = [p for p in paths if os.path.isdir(p)]
+    if len(scenario_files) > 1:
+        raise CliFailure("give at most one scenario file, got: " + ", ".join(scenario_files),
+                         EXIT_USAGE)
+    if not folders:
+        raise CliFailure("give at least one folder to put the Smart Paging files in",
+                         EXIT_USAGE)
+    s = _load(scenario_files[0] if scenario_files else None, scale)
+    for folder in folders:
+        _check_paging_dir(folder)
+        try:
+            _, warnings = check_locations(s.with_paging_dir(os.path.abspath(folder)), folder)
+        except LocationRefused as e:
+            raise CliFailure(str(e), EXIT_REFUSED) from None
+        for w in warnings:
+            _err_console().print(f"[bold yellow]warning:[/bold yellow] {w}")
+    cmp = CompareResult(baseline=None, runs={})
+    t0 = time.monotonic()
+    steps = ([] if no_baseline else [None]) + folders
+    for i, folder in enumerate(steps):
+        label = (f"[{i + 1}/{len(steps)}] baseline: enough memory, no Smart Paging"
+                 if folder is None else f"[{i + 1}/{len(steps)}] Smart Paging on {folder}")
+        run = _execute(baseline_scenario(s) if folder is None else s,
+                       folders[0] if folder is None else folder, backend, quiet, label)
+        if folder is None:
+            cmp.baseline = run
+        else:
+            cmp.runs[folder] = run
+        if run.outcome != "ok":
+            cmp.outcome, cmp.error = run.outcome, run.error or run.verdict()
+            break
+    cmp.duration = time.monotonic() - t0
+    render.compare_report(_console(), cmp)
+    _save(cmp.to_dict(), json_path, plot_path, lambda path: _plot_compare(cmp, path))
+    sys.exit({"ok": EXIT_OK, "failed": EXIT_FAILED,
+              "interrupted": EXIT_INTERRUPTED}[cmp.outcome])
+
+
+def _plot_compare(cmp, path: str) -> None:
+    from vmmem.cli.plots import plot_compare
+
+    plot_compare(cmp, path)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:

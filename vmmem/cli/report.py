@@ -287,6 +287,10 @@ class CompareResult:
         slow = max(rows, key=lambda r: r["boot_time"])
         fast = min(rows, key=lambda r: r["boot_time"])
         ratio = slow["boot_time"] / fast["boot_time"]
+        if ratio < 1.1:
+            return (f"the boot storm took about as long with Smart Paging on "
+                    f"{' and '.join(r['location'] for r in rows)} ({seconds(slow['boot_time'])} "
+                    f"at most, {ratio:.2f} x){base_txt}")
         return (f"the boot storm ran {ratio:.1f} x slower with Smart Paging on "
                 f"{slow['location']} than on {fast['location']} ({seconds(slow['boot_time'])} "
                 f"vs {seconds(fast['boot_time'])}){base_txt}")

@@ -1,0 +1,211 @@
+"""``vmmem run`` and ``vmmem compare`` end to end, on small scaled scenarios on the real disk."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from vmmem.cli.main import EXIT_INTERRUPTED, EXIT_REFUSED, cli
+from vmmem.cli.runner import check_locations
+from vmmem.cli.scenario import article_scenario, load_scenario
+from vmmem.cli.schema import validate
+from vmmem.devices import device_for_path
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA_PATH = os.path.join(ROOT, "docs", "json-schema.json")
+
+# The article's storm at 1/8 size (4 x 64 MB on 176 MB, 80 MB of Smart Paging) with short
+# boots and a fast balancer, so one run takes a few seconds.
+FAST = """
+name = "fast-article"
+[host]
+memory = "1400MB"
+balancer_interval = 0.05
+[[vm]]
+name = "vm"
+count = 4
+startup = "512MB"
+minimum = "32MB"
+maximum = "2048MB"
+buffer = 20
+[vm.workload]
+idle_demand = "250MB"
+boot_seconds = %(boot)s
+[vm.workload.idle]
+touch_interval = 0.05
+[[event]]
+action = "start"
+vms = "all"
+[[event]]
+action = "idle"
+seconds = 0.1
+[[event]]
+action = "restart-host"
+[[event]]
+action = "settle"
+timeout = 30
+"""
+
+
+def fast_scenario(tmp_path, boot: float = 2.0) -> str:
+    path = tmp_path / "fast.toml"
+    path.write_text(FAST % {"boot": boot})
+    return str(path)
+
+
+def schema() -> dict:
+    with open(SCHEMA_PATH, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def check_against_schema(data: dict) -> None:
+    problems = validate(data, schema())
+    assert not problems, problems[:5]
+    try:
+        import jsonschema
+    except ImportError:
+        return
+    jsonschema.validate(data, schema())
+
+
+def check_png(path: str) -> None:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    assert head == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(path) > 20_000
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)
+    assert img.shape[0] > 300 and img.shape[1] > 300
+    assert img[..., :3].std() > 0.05  # lines and bars, not a blank canvas
+
+
+def paging_files(folder) -> list[str]:
+    return glob.glob(os.path.join(str(folder), "**", "*.slp"), recursive=True)
+
+
+def test_run_end_to_end(disk_dir, monkeypatch):
+    monkeypatch.chdir(disk_dir)
+    paging = disk_dir / "sp"
+    paging.mkdir()
+    r = CliRunner().invoke(cli, ["run", fast_scenario(disk_dir), "--scale", "8", "--paging-dir",
+                                 str(paging), "--json", "run.json", "--plot", "run.png"])
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert "host-restart" in out and "the boot storm took" in out
+    assert "every Smart Paging file is gone" in out
+    data = json.loads((disk_dir / "run.json").read_text())
+    check_against_schema(data)
+    assert data["outcome"] == "ok"
+    storm = [b for b in data["boots"] if b["kind"] == "host-restart"]
+    assert len(storm) == 4 and all(b["smart_paging"] for b in storm)
+    # About 4 x 64 - 176 = 80 MB went to Smart Paging, every file was deleted.
+    total_peak = sum(b["smart_paging_peak_bytes"] for b in storm)
+    assert 60 * 2**20 <= total_peak <= 100 * 2**20
+    assert all(b["smart_paging_ended"] for b in storm)
+    assert data["summary"]["slowdown"] > 1
+    assert data["summary"]["device_io_confirmed"] is True
+    assert data["locations"][0]["path"] == str(paging)
+    assert data["plan"]["needs_smart_paging"] is True
+    assert data["timeline"] and data["final_status"]
+    assert {s["memory_status"] for s in data["final_status"]} <= {"OK"}
+    assert data["fault_latency_cdf"]["fraction"][-1] == pytest.approx(1.0)
+    check_png(str(disk_dir / "run.png"))
+    assert paging_files(paging) == []
+
+
+def test_compare_end_to_end(disk_dir, monkeypatch):
+    monkeypatch.chdir(disk_dir)
+    a, b = disk_dir / "a", disk_dir / "b"
+    a.mkdir()
+    b.mkdir()
+    r = CliRunner().invoke(cli, ["compare", str(a), str(b), fast_scenario(disk_dir, boot=1.0),
+                                 "--scale", "8", "--json", "cmp.json", "--plot", "cmp.png", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "baseline (enough memory)" in r.stdout and "the boot storm" in r.stdout
+    data = json.loads((disk_dir / "cmp.json").read_text())
+    check_against_schema(data)
+    assert [row["location"] for row in data["rows"]] == [str(a), str(b)]
+    base = data["baseline"]
+    assert base["summary"]["smart_paging_vms"] == 0  # the baseline host had enough memory
+    for row in data["rows"]:
+        assert row["device"] == device_for_path(str(a)).device
+        assert row["slowdown"] and row["slowdown"] > 1
+        assert row["device_io_confirmed"] is True
+        assert row["fault_p50"] and row["fault_p99"] >= row["fault_p50"]
+    check_png(str(disk_dir / "cmp.png"))
+    assert paging_files(disk_dir) == []
+
+
+def test_refuses_a_folder_without_room(disk_dir, tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    mnt = tmp_path_factory.mktemp("small")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        r = CliRunner().invoke(cli, ["run", "--scale", "8", "--paging-dir", str(mnt)])
+        assert r.exit_code == EXIT_REFUSED
+        assert "not enough free space" in r.stderr and "needs 320 MB" in r.stderr
+        r = CliRunner().invoke(cli, ["compare", str(mnt), str(disk_dir), "--scale", "8"])
+        assert r.exit_code == EXIT_REFUSED
+        assert paging_files(mnt) == []
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_missing_folder_is_refused(tmp_path):
+    r = CliRunner().invoke(cli, ["run", "--paging-dir", str(tmp_path / "nope")])
+    assert r.exit_code == EXIT_REFUSED and "does not exist" in r.stderr
+
+
+def test_ram_backed_folder_is_flagged():
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    s = article_scenario().scaled(8).with_paging_dir("/dev/shm")
+    infos, warnings = check_locations(s, "/dev/shm")
+    assert infos[0].ram_backed
+    assert any("RAM-backed" in w and "nothing real is measured" in w for w in warnings)
+
+
+def test_sigint_stops_cleanly_and_leaves_no_file(disk_dir):
+    paging = disk_dir / "sp"
+    paging.mkdir()
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmmem.cli", "run", fast_scenario(disk_dir, boot=8.0),
+         "--scale", "8", "--paging-dir", str(paging), "--json", str(disk_dir / "part.json")],
+        cwd=disk_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not paging_files(paging):  # interrupt in the middle of the storm
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no Smart Paging file appeared"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted" in out
+    assert paging_files(paging) == []
+    data = json.loads((disk_dir / "part.json").read_text())
+    check_against_schema(data)
+    assert data["outcome"] == "interrupted" and data["leftover_files"] == []
+    assert len(data["boots"]) >= 4  # the four starts were measured before the storm
+
+
+def test_example_scenarios_plan_clean_at_their_scale():
+    for name in ("article.toml", "mixed-priority.toml", "static-and-dynamic.toml"):
+        s = load_scenario(os.path.join(ROOT, "examples", name))
+        assert s.scaled(4).vms
