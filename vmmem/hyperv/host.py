@@ -237,12 +237,15 @@ class Host:
                 self._restart_vms(running, "host-restart")
 
     def start_all(self, timeout: float | None = None) -> list[BootReport]:
-        """Start every Off VM one by one, each after the previous one has booted."""
+        """Start every Off VM one by one, as an admin brings a host up: each after the
+        previous one has booted and settled (idle, ballooned down to demand + buffer).
+        `timeout` applies to each VM's boot and settling."""
         reports = []
         for vm in list(self._vms.values()):
             if vm.state == "Off":
                 vm.start()
                 reports.append(vm.wait_booted(timeout))
+                self.wait_settled(timeout)
         return reports
 
     def wait_booted(self, timeout: float | None = None) -> list[BootReport]:
@@ -255,8 +258,9 @@ class Host:
         return reports
 
     def wait_settled(self, timeout: float | None = None) -> None:
-        """Wait until every running VM has booted, no Smart Paging file is left, and every
-        dynamic VM's memory status is OK (its buffer is there)."""
+        """Wait until every running VM has booted, no Smart Paging file is left, every
+        dynamic VM's memory status is OK (its buffer is there) and the balancer has reached
+        its targets (ballooning is over)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             running = self._running()
@@ -267,7 +271,7 @@ class Host:
                 not st.smart_paging_file_in_use and not vm._smart_paging
                 and st.memory_status in ("OK", "")
                 for vm, st in zip(running, statuses, strict=True)
-            ):
+            ) and self._balanced():
                 return
             if deadline is not None and time.monotonic() > deadline:
                 detail = ", ".join(f"{s.name}: {s.phase} {s.memory_status or '-'} "
@@ -294,6 +298,16 @@ class Host:
                 before = vm._assigned
                 vm._set_assigned(min(want, before + free))
                 free -= vm._assigned - before
+
+    def _balanced(self) -> bool:
+        """Whether the balancer has reached its targets: a tick now would change nothing."""
+        with self._lock:
+            running = self._running()
+            if not running:
+                return True
+            claims = [vm._claim() for vm in running]
+            allocation = allocate(self._capacity_pages, claims, self._unit)
+            return all(allocation[vm.name] == vm._assigned for vm in running)
 
     def _tick(self) -> None:
         with self._lock:

@@ -1,0 +1,294 @@
+"""The Hyper-V host end to end, on real RAM frames and real paging files on the disk.
+
+The article's scenario at a quarter of its size (host 350 MB, 4 VMs x 128 MB Startup, 32 MB
+Minimum (Hyper-V's floor, so it does not scale), 512 MB Maximum, 20 % buffer), with short boots
+and a 50 ms balancer so the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vmmem import MB, NotEnoughMemoryError, VmmemError, devices
+from vmmem.hyperv import Boot, Host, Idle, Trace, Workload
+from vmmem.hyperv.workloads import Guest
+
+TICK = 0.05
+FAST = [Boot(cpu_per_page=5e-6), Idle(touch_interval=0.05, touches=64)]
+
+
+def article_vm(host: Host, name: str, workload: list[Workload] = FAST, **kw: object):
+    args: dict[str, object] = {"startup": "128MB", "minimum": "32MB", "maximum": "512MB",
+                               "buffer": 20, "workload": workload}
+    args.update(kw)
+    return host.add_vm(name, **args)  # type: ignore[arg-type]
+
+
+def paging_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.slp")) if folder.exists() else []
+
+
+def mb(nbytes: int) -> float:
+    return nbytes / MB
+
+
+def test_article_scenario_quarter_size(disk_dir: Path) -> None:
+    folder = disk_dir / "vms"
+    with Host("350MB", smart_paging_path=folder, balancer_interval=TICK) as host:
+        vms = [article_vm(host, f"vm{i}") for i in range(1, 5)]
+        for vm in vms:  # started one by one: each boots with its Startup RAM, then idles
+            vm.start()
+            report = vm.wait_booted(30)
+            assert not report.smart_paging and report.page_outs == 0
+            host.wait_settled(30)
+        assert [vm.state for vm in vms] == ["Running"] * 4
+        # Right after boot a VM is given Startup + 20 %, then it idles and balloons down.
+        peak = max(s.memory_assigned for t in host.timeline for s in t.vms if s.name == "vm1")
+        assert mb(peak) == 154  # 128 MB x 1.2 = 153.6, in 2 MB blocks
+        for status in host.status:
+            assert mb(status.memory_demand) == 62.5  # 250/512 of Startup
+            assert mb(status.memory_assigned) == 76  # 62.5 x 1.2 = 75, in 2 MB blocks
+            assert status.memory_status == "OK"
+        for vm in vms:  # ballooning went through free pages only
+            stats = vm.memory.stats
+            assert stats.page_outs == 0 and stats.bytes_written == 0 and stats.file_created == 0
+
+        # The boot storm: everyone restarts at once and needs 4 x 128 = 512 MB of 350.
+        host.restart()
+        statuses = host.status
+        assert sum(s.memory_assigned for s in statuses) == 350 * MB
+        assert all(s.memory_assigned < 128 * MB for s in statuses)
+        reports = host.wait_booted(60)
+        assert all(r.smart_paging and r.kind == "host-restart" for r in reports)
+        assert sum(r.assigned_at_boot for r in reports) == 350 * MB
+        gap = 4 * 128 - 350  # 162 MB bridged by the Smart Paging files in all
+        bridged = mb(sum(r.smart_paging_peak_bytes for r in reports))
+        assert 0.8 * gap <= bridged <= 1.05 * gap, bridged
+        for r in reports:
+            assert r.page_outs > 0 and r.bytes_written == r.page_outs * 4096
+            assert r.baseline is not None and r.slowdown is not None
+            assert r.fault_p50 is not None and r.fault_p99 is not None
+            assert r.fault_p50 <= r.fault_p99
+            # The device's own counters saw at least this VM's page-outs reach the disk.
+            assert r.device is not None and r.device_write_bytes >= r.bytes_written
+        paging = {s.name for t in host.timeline for s in t.vms if s.memory_status == "Paging"}
+        assert paging == {vm.name for vm in vms}
+
+        # Afterwards: idle, ballooned down, files drained and deleted, statuses OK.
+        host.wait_settled(60)
+        for status in host.status:
+            assert mb(status.memory_assigned) == 76
+            assert status.memory_status == "OK" and not status.smart_paging_file_in_use
+        assert paging_files(folder) == []
+        for vm in vms:
+            final = vm.boot_report
+            assert final.smart_paging_ended and final.smart_paging_seconds > 0
+        sample = host.timeline[-1].as_dict()
+        assert set(sample) == {"time", "available_memory", "vms"}
+        assert host.available_memory == 350 * MB - 4 * 76 * MB
+    assert not folder.exists()  # close() removes the folders it made, when empty
+
+
+def test_start_from_off_on_short_host_fails_and_makes_no_file(disk_dir: Path) -> None:
+    folder = disk_dir / "vms"
+    with Host("200MB", smart_paging_path=folder, balancer_interval=TICK) as host:
+        vm1 = article_vm(host, "vm1")
+        vm1.start()
+        vm1.wait_booted(30)
+        host.wait_settled(30)  # vm1 idles at 76 MB; its floor (demand) is 64 MB
+        vm2 = article_vm(host, "vm2", startup="160MB")
+        with pytest.raises(NotEnoughMemoryError,
+                           match="Not enough memory in the system to start the virtual machine "
+                                 "'vm2'.*160 MB.*136 MB"):
+            vm2.start()
+        assert vm2.state == "Off" and vm2.status.memory_assigned == 0
+        assert not (folder / "vm2").exists() and paging_files(folder) == []
+        assert vm1.state == "Running" and vm1.memory.stats.page_outs == 0
+        host.wait_settled(30)  # vm1 got its buffer back
+        vm3 = article_vm(host, "vm3")  # 128 MB fits once vm1's buffer is reclaimed
+        vm3.start()
+        assert vm3.wait_booted(30).page_outs == 0 and not vm3.boot_report.smart_paging
+
+
+def test_roomy_restart_uses_no_smart_paging(disk_dir: Path) -> None:
+    folder = disk_dir / "vms"
+    with Host("400MB", smart_paging_path=folder, balancer_interval=TICK) as host:
+        vm = article_vm(host, "vm1")
+        vm.start()
+        first = vm.wait_booted(30)
+        host.wait_settled(30)
+        vm.restart()
+        report = vm.wait_booted(30)
+        assert report.kind == "restart" and not report.smart_paging
+        assert report.assigned_at_boot >= 128 * MB
+        assert report.page_outs == report.page_ins == report.bytes_written == 0
+        assert report.smart_paging_peak_bytes == 0 and report.smart_paging_ended
+        assert report.baseline == report.boot_time != first.boot_time  # re-measured
+        assert vm.memory.stats.file_created == 0
+        assert all(s.memory_status != "Paging" for t in host.timeline for s in t.vms)
+        vm.reset()
+        assert vm.wait_booted(30).kind == "reset"
+        host.wait_settled(30)
+
+
+def test_priority_higher_gets_more_and_pages_less(disk_dir: Path) -> None:
+    with Host("200MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+        high = article_vm(host, "high", priority=80)
+        low = article_vm(host, "low", priority=20)
+        host.start_all(30)
+        host.wait_settled(30)
+        host.restart()
+        by_name = {r.vm: r for r in host.wait_booted(60)}
+        assert by_name["high"].assigned_at_boot > by_name["low"].assigned_at_boot
+        assert by_name["high"].page_outs < by_name["low"].page_outs
+        assert not by_name["high"].smart_paging and by_name["low"].smart_paging
+        host.wait_settled(60)
+        assert high.status.memory_status == low.status.memory_status == "OK"
+
+
+def test_static_vm_keeps_startup_and_never_smart_pages(disk_dir: Path) -> None:
+    with Host("200MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+        dyn = article_vm(host, "dyn")  # first: it idles at 76 MB, so 96 MB static fits
+        static = host.add_vm("static", startup="96MB", dynamic=False, workload=FAST)
+        host.start_all(30)
+        host.wait_settled(30)
+        assert static.status.memory_assigned == 96 * MB and static.status.memory_status == ""
+        host.restart()
+        reports = {r.vm: r for r in host.wait_booted(60)}
+        assert not reports["static"].smart_paging and reports["static"].page_outs == 0
+        assert reports["dyn"].smart_paging  # 104 MB left for a 128 MB Startup
+        host.wait_settled(60)
+        assert static.status.memory_assigned == 96 * MB
+        assert dyn.status.memory_status == "OK"
+
+
+def test_running_vm_short_of_memory_waits_and_never_pages(disk_dir: Path) -> None:
+    # After boot the guest commits 200 MB more than the 128 MB host has: it stays short
+    # (pressure > 100, Warning), and no paging file is ever made for a running VM.
+    trace = Trace(np.arange(0, 200 * 256, dtype=np.uint32), np.ones(200 * 256, bool))
+    with Host("128MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+        vm = host.add_vm("vm1", startup="32MB", minimum="32MB", maximum="512MB",
+                         workload=[Boot(cpu_per_page=0), trace])
+        vm.start()
+        vm.wait_booted(30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the balancer hands it everything the host has
+            status = vm.status
+            if status.memory_assigned == 128 * MB and status.pressure > 100:
+                break
+            time.sleep(0.05)
+        status = vm.status
+        assert status.pressure > 100 and status.memory_status == "Warning"
+        assert status.memory_assigned == 128 * MB and vm.phase == "trace"
+        stats = vm.memory.stats
+        assert stats.page_outs == 0 and stats.file_created == 0
+        assert host.available_memory == 0
+
+
+class SecondBoot(Workload):
+    """Boots by touching all of Startup RAM; on its second boot (the restart, on Smart Paging)
+    it then crashes ("crash") or stays in its boot for a minute ("hang")."""
+
+    phase = "boot"
+    boot = True
+
+    def __init__(self, then: str) -> None:
+        self.then = then
+        self.boots = 0
+
+    def run(self, guest: Guest) -> None:
+        self.boots += 1
+        guest.commit_range(0, guest.startup_pages)
+        pages = np.arange(guest.startup_pages, dtype=np.uint32)
+        guest.replay(pages, np.ones(len(pages), np.uint8))
+        if self.boots == 2:
+            if self.then == "crash":
+                raise RuntimeError("guest crashed")
+            guest.sleep(60)
+
+
+def test_guest_failure_and_close_leave_no_paging_file(disk_dir: Path) -> None:
+    folder = disk_dir / "vms"
+    idle = Idle(touch_interval=0.05)
+    with Host("200MB", smart_paging_path=folder, balancer_interval=TICK) as host:
+        hang = article_vm(host, "hang", workload=[SecondBoot("hang"), idle])
+        crash = article_vm(host, "crash", workload=[SecondBoot("crash"), idle])
+        host.start_all(30)
+        host.restart()  # 200 MB for 2 x 128: both boot on Smart Paging
+        with pytest.raises(VmmemError, match="guest crashed"):
+            crash.wait_booted(30)
+        assert crash.state == "Off" and crash.phase == "failed"
+        assert isinstance(crash.error, RuntimeError)
+        assert not list((folder / "crash").glob("*.slp"))
+        # Close while the other VM is still in its boot, on its Smart Paging file.
+        deadline = time.monotonic() + 20
+        while not hang.status.smart_paging_file_in_use and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hang.status.smart_paging_file_in_use and not hang.booted
+        assert len(paging_files(folder)) == 1
+    assert paging_files(folder) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith(("vm-", "vmmem-"))]
+
+
+@pytest.fixture
+def quiet_loop_fs(tmp_path: Path) -> Iterator[Path]:
+    """An ext4 filesystem on a loop device of its own: nothing else does I/O to it, so its
+    counters show exactly what the VMs did. Skips where it cannot be made; always torn down."""
+    if os.geteuid() != 0 or not all(map(shutil.which, ("losetup", "mkfs.ext4", "mount"))):
+        pytest.skip("a loop-mounted filesystem needs root, losetup, mkfs.ext4 and mount")
+    image, mnt = tmp_path / "quiet.img", tmp_path / "mnt"
+    mnt.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(96 * MB)
+    # Inode tables and journal written now, not by a background thread during the test.
+    mk = subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                         str(image)], capture_output=True, text=True)
+    if mk.returncode != 0:
+        pytest.skip(f"mkfs.ext4 failed: {mk.stderr.strip()}")
+    attach = subprocess.run(["losetup", "--find", "--show", str(image)],
+                            capture_output=True, text=True)
+    if attach.returncode != 0:
+        pytest.skip(f"cannot attach a loop device: {attach.stderr.strip()}")
+    dev = attach.stdout.strip()
+    try:
+        mount = subprocess.run(["mount", "-o", "noatime", dev, str(mnt)],
+                               capture_output=True, text=True)
+        if mount.returncode != 0:
+            pytest.skip(f"cannot mount {dev}: {mount.stderr.strip()}")
+        try:
+            yield mnt
+        finally:
+            subprocess.run(["umount", str(mnt)], capture_output=True)
+    finally:
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+def test_ballooning_causes_no_device_io(quiet_loop_fs: Path) -> None:
+    folder = quiet_loop_fs / "vm1"
+    folder.mkdir()
+    info = devices.device_for_path(folder)
+    assert info.device is not None and info.device.startswith("loop") and info.has_counters
+    with Host("256MB", smart_paging_path=quiet_loop_fs, balancer_interval=TICK) as host:
+        vm = host.add_vm("vm1", startup="128MB", minimum="32MB", maximum="512MB",
+                         smart_paging_path=folder, workload=FAST)
+        os.sync()
+        before = devices.io_counters(info)
+        vm.start()
+        vm.wait_booted(30)
+        host.wait_settled(30)
+        after = devices.io_counters(info)
+        assigned = [s.memory_assigned for t in host.timeline for s in t.vms]
+        assert mb(max(assigned)) == 154 and mb(assigned[-1]) == 76  # it did balloon down
+        stats = vm.memory.stats
+        assert stats.releases > 0 and stats.page_outs == 0 and stats.file_created == 0
+    delta = after - before
+    assert (delta.read_bytes, delta.write_bytes) == (0, 0)
