@@ -1,0 +1,239 @@
+"""vmmem.devices on the real machine: the repo's disk, a loop device made and torn down here,
+tmpfs and zram detection, and partition / device-mapper resolution."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import is_root, loop_device, mounted, small_ext4
+
+from vmmem import devices
+
+PAGE = 4096
+
+
+def write_direct(path: Path, nbytes: int) -> None:
+    """Writes nbytes straight to the device (O_DIRECT), bypassing the page cache."""
+    import mmap
+
+    buf = mmap.mmap(-1, nbytes)  # page-aligned, as O_DIRECT wants
+    buf.write(b"\xa5" * nbytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    try:
+        assert os.write(fd, buf) == nbytes
+    finally:
+        os.close(fd)
+
+
+def test_the_test_folder_is_on_a_real_disk(tmp_path):
+    info = devices.device_for_path(tmp_path)
+    assert info.path == os.path.realpath(tmp_path)
+    assert info.device is not None and info.disk is not None
+    assert info.fstype not in devices.RAM_FILESYSTEMS and not info.ram_backed
+    assert os.path.exists(f"/sys/class/block/{info.device}")
+    assert info.counter_key == info.device
+    rot = Path(f"/sys/block/{info.disk}/queue/rotational").read_text().strip()
+    assert info.rotational is (rot == "1")
+    usage = shutil.disk_usage(tmp_path)
+    assert info.total_bytes == usage.total
+    assert abs(info.free_bytes - usage.free) < 256 * 2**20  # others write meanwhile
+    assert info.kind in ("HDD", "SSD")
+    assert info.device in info.describe()
+
+
+def test_io_counters_see_direct_writes(tmp_path):
+    info = devices.device_for_path(tmp_path)
+    before = devices.io_counters(info)
+    write_direct(tmp_path / "probe", 64 * PAGE)
+    delta = devices.io_counters(tmp_path) - before  # a path works as well as a DeviceInfo
+    assert delta.write_bytes >= 64 * PAGE
+    assert delta.write_count >= 1
+    assert isinstance(delta, devices.IOCounters)
+
+
+def test_counters_arithmetic():
+    a = devices.IOCounters(read_bytes=10, write_bytes=20, read_count=1, write_count=2)
+    b = devices.IOCounters(read_bytes=4, write_bytes=5, read_count=1, write_count=1)
+    assert a - b == devices.IOCounters(6, 15, 0, 1)
+    assert (a - b) + b == a
+
+
+def test_dev_shm_is_ram_without_counters():
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    info = devices.device_for_path("/dev/shm")
+    assert info.ram_backed and info.kind == "RAM"
+    assert info.counter_key is None and not info.has_counters
+    assert devices.io_counters(info) is None
+    assert "no device counters" in info.describe()
+
+
+def test_tmpfs_mount_is_ram(tmp_path):
+    weird = tmp_path / "a folder with spaces"
+    with mounted(["-t", "tmpfs", "-o", "size=1m"], "tmpfs", weird) as mnt:
+        info = devices.device_for_path(mnt / ".")
+        assert info.mountpoint == str(mnt)  # mountinfo's \040 escapes decoded
+        assert info.fstype == "tmpfs" and info.ram_backed
+        assert info.device is None and devices.io_counters(info) is None
+        assert info.total_bytes == 2**20
+
+
+def test_missing_path():
+    with pytest.raises(FileNotFoundError):
+        devices.device_for_path("/no/such/folder/anywhere")
+
+
+def test_loop_device_facts_and_counters(tmp_path):
+    with small_ext4(8 * 2**20, tmp_path) as mnt:
+        info = devices.device_for_path(mnt)
+        assert info.device is not None and info.device.startswith("loop")
+        assert info.disk == info.device
+        assert info.fstype == "ext4" and info.mountpoint == str(mnt)
+        assert info.model == "loop device"
+        assert info.backing_file == str(tmp_path / "small.img")
+        assert not info.ram_backed
+        assert info.counter_key == info.device
+        assert 0 < info.free_bytes <= info.total_bytes <= 8 * 2**20
+        before = devices.io_counters(info)
+        write_direct(mnt / "probe", 32 * PAGE)
+        delta = devices.io_counters(info) - before
+        assert delta.write_bytes >= 32 * PAGE
+        # A loop-mounted filesystem is listed as a place to page to.
+        assert str(mnt) in {f.mountpoint for f in devices.list_filesystems()}
+    assert str(mnt) not in {f.mountpoint for f in devices.list_filesystems()}
+
+
+def test_loop_device_over_a_file_in_ram_is_ram(tmp_path):
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    image = Path("/dev/shm") / f"vmmem-test-{os.getpid()}.img"
+    try:
+        with open(image, "wb") as f:
+            f.truncate(4 * 2**20)
+        with loop_device(image) as dev:
+            name = os.path.basename(dev)
+            assert devices._device_ram_backed(name, "/sys")
+    finally:
+        image.unlink(missing_ok=True)
+
+
+def test_zram_is_ram(tmp_path):
+    zram = Path("/sys/block/zram0")
+    if not is_root() or not zram.exists() or shutil.which("mkfs.ext4") is None:
+        pytest.skip("no zram0 to use")
+    if (zram / "disksize").read_text().strip() != "0":
+        pytest.skip("zram0 is in use")
+    try:
+        (zram / "disksize").write_text("16M")
+    except OSError as e:
+        pytest.skip(f"cannot size zram0: {e}")
+    try:
+        subprocess.run(["mkfs.ext4", "-q", "-F", "/dev/zram0"], check=True, capture_output=True)
+        with mounted([], "/dev/zram0", tmp_path / "z") as mnt:
+            info = devices.device_for_path(mnt)
+            assert info.device == "zram0" and info.ram_backed and info.kind == "RAM"
+            assert info.model == "zram (compressed RAM)"
+            assert info.counter_key == "zram0"  # it has counters, but they count RAM
+    finally:
+        (zram / "reset").write_text("1")
+
+
+def test_list_filesystems_is_writable_real_places():
+    found = devices.list_filesystems()
+    assert found, "at least the root filesystem"
+    mountpoints = {f.mountpoint for f in found}
+    root = devices.device_for_path("/")
+    if os.access("/", os.W_OK):
+        assert "/" in mountpoints
+    for f in found:
+        assert f.fstype not in {"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue",
+                                "debugfs", "tracefs", "overlay"} or f.mountpoint == "/"
+        assert not f.mountpoint.startswith(("/proc", "/sys"))
+        assert os.access(f.mountpoint, os.W_OK)
+        assert f.total_bytes > 0
+        if f.fstype in devices.RAM_FILESYSTEMS:
+            assert f.ram_backed
+    assert root.device is None or root.device in {f.device for f in found}
+
+
+def test_read_only_mount_is_not_listed(tmp_path):
+    with mounted(["-t", "tmpfs", "-o", "ro,size=64k"], "tmpfs", tmp_path / "ro") as mnt:
+        assert str(mnt) not in {f.mountpoint for f in devices.list_filesystems()}
+        assert devices.device_for_path(mnt).ram_backed
+
+
+def test_real_partitions_resolve_to_their_disk():
+    parts = [p for p in Path("/sys/class/block").iterdir() if (p / "partition").exists()]
+    if not parts:
+        pytest.skip("this machine has no partitions (and its kernel may not read tables)")
+    for part in parts:
+        disk = devices._whole_disk(part.name, "/sys")
+        assert disk != part.name
+        assert (Path("/sys/block") / disk).exists()
+
+
+# ---- sysfs layouts this machine lacks: a copy of the real shape, walked by the same code ------
+
+def _fake_sysfs(root: Path) -> Path:
+    """A sysfs tree shaped like a real one with a partitioned NVMe SSD, a SATA HDD, a
+    device-mapper volume over a partition, and a zram device."""
+    sysfs = root / "sys"
+    dev = sysfs / "devices"
+    blocks = {
+        "nvme0n1": dev / "pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1",
+        "sda": dev / "pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block/sda",
+        "dm-0": dev / "virtual/block/dm-0",
+        "zram0": dev / "virtual/block/zram0",
+    }
+    for d in blocks.values():
+        (d / "queue").mkdir(parents=True)
+    (blocks["nvme0n1"] / "queue/rotational").write_text("0\n")
+    (blocks["sda"] / "queue/rotational").write_text("1\n")
+    (blocks["dm-0"] / "queue/rotational").write_text("0\n")
+    (blocks["zram0"] / "queue/rotational").write_text("0\n")
+    (blocks["nvme0n1"] / "device").mkdir()
+    (blocks["nvme0n1"] / "device/model").write_text("Samsung SSD 980 PRO 1TB                 \n")
+    (blocks["sda"] / "device").mkdir()
+    (blocks["sda"] / "device/model").write_text("ST2000DM008-2FR1\n")
+    (blocks["sda"] / "device/vendor").write_text("ATA     \n")
+    for disk, part in (("nvme0n1", "nvme0n1p2"), ("sda", "sda1")):
+        (blocks[disk] / part).mkdir()
+        (blocks[disk] / part / "partition").write_text("1\n")
+        blocks[part] = blocks[disk] / part
+    (blocks["dm-0"] / "dm").mkdir()
+    (blocks["dm-0"] / "dm/name").write_text("vg0-home\n")
+    (blocks["dm-0"] / "slaves").mkdir()
+    (blocks["dm-0"] / "slaves/nvme0n1p2").symlink_to(blocks["nvme0n1p2"])
+    (sysfs / "class/block").mkdir(parents=True)
+    (sysfs / "block").mkdir()
+    for name, d in blocks.items():
+        (sysfs / "class/block" / name).symlink_to(d)
+        if not (d / "partition").exists():
+            (sysfs / "block" / name).symlink_to(d)
+    return sysfs
+
+
+def test_partition_uses_its_disk_for_model_and_rotational(tmp_path):
+    sysfs = str(_fake_sysfs(tmp_path))
+    assert devices._whole_disk("nvme0n1p2", sysfs) == "nvme0n1"
+    assert devices._whole_disk("sda1", sysfs) == "sda"
+    assert devices._whole_disk("sda", sysfs) == "sda"
+    assert devices._rotational("nvme0n1", sysfs) is False
+    assert devices._rotational("sda", sysfs) is True
+    assert devices._model("nvme0n1", sysfs) == "Samsung SSD 980 PRO 1TB"
+    assert devices._model("sda", sysfs) == "ATA ST2000DM008-2FR1"
+
+
+def test_device_mapper_by_name_and_over_its_slaves(tmp_path):
+    sysfs = str(_fake_sysfs(tmp_path))
+    assert devices._block_name_from_source("/dev/mapper/vg0-home", sysfs) == "dm-0"
+    assert devices._block_name_from_source("/dev/mapper/absent", sysfs) is None
+    assert devices._block_name_from_source("tmpfs", sysfs) is None
+    assert devices._model("dm-0", sysfs) == "device-mapper vg0-home over nvme0n1p2"
+    assert devices._rotational("dm-0", sysfs) is False
+    assert not devices._device_ram_backed("dm-0", sysfs)
+    assert devices._device_ram_backed("zram0", sysfs)
