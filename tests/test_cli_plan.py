@@ -12,8 +12,15 @@ from hypothesis import strategies as st
 
 from vmmem.cli.main import cli
 from vmmem.cli.plan import plan_scenario
-from vmmem.cli.scenario import MB, Event, Scenario, VMSpec, WorkloadSpec, article_scenario, \
-    load_scenario
+from vmmem.cli.scenario import (
+    MB,
+    Event,
+    Scenario,
+    VMSpec,
+    WorkloadSpec,
+    article_scenario,
+    load_scenario,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

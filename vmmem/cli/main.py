@@ -468,6 +468,49 @@ def _plot_compare(cmp, path: str) -> None:
     plot_compare(cmp, path)
 
 
+# ---------------------------------------------------------------------------------------------
+# show
+
+
+@cli.command("show")
+@click.argument("result_file", type=click.Path(exists=True, dir_okay=False),
+                metavar="RESULT.json")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Draw the run's or the comparison's plot again.")
+def show_cmd(result_file: str, plot_path: str | None) -> None:
+    """Print (and plot) a result saved with --json, without running anything.
+
+    \b
+    Examples:
+      vmmem show run.json
+      vmmem show cmp.json --plot cmp.png
+    """
+    from vmmem.cli.report import CompareResult, RunResult
+    from vmmem.cli.schema import RESULT_SCHEMA, validate
+
+    try:
+        with open(result_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CliFailure(f"{result_file}: not a vmmem result: {e}", EXIT_USAGE) from None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in ("vmmem-run", "vmmem-compare"):
+        raise CliFailure(f"{result_file}: not a vmmem result (no kind vmmem-run or "
+                         "vmmem-compare)", EXIT_USAGE)
+    problems = validate(data, RESULT_SCHEMA)
+    if problems:
+        raise CliFailure(f"{result_file}: does not match the schema: {problems[0]}",
+                         EXIT_USAGE)
+    if kind == "vmmem-run":
+        run = RunResult.from_dict(data)
+        render.run_report(_console(), run)
+        _save(data, None, plot_path, lambda path: _plot_run(run, path))
+    else:
+        cmp = CompareResult.from_dict(data)
+        render.compare_report(_console(), cmp)
+        _save(data, None, plot_path, lambda path: _plot_compare(cmp, path))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
