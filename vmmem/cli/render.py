@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from vmmem.cli.scenario import Scenario, mb
+from vmmem.cli.scenario import MB, Scenario, mb
 
 if TYPE_CHECKING:
     from vmmem.cli.disks import ProbeResult
@@ -189,9 +189,10 @@ def run_report(console: Console, result) -> None:
     boots = result.storm_boots() or result.boots
     final = {st["name"]: st for st in result.final_status}
     t = Table(title="restart boots" if result.storm_boots() else "boots", title_justify="left")
-    for c in ("VM", "event", "boot time", "baseline", "slowdown", "page-ins", "page-outs",
-              "fault p50", "fault p99", "SP peak", "SP duration", "device I/O", "final status"):
-        t.add_column(c, justify="left" if c in ("VM", "event", "final status") else "right")
+    for c in ("VM", "event", "boot time", "baseline", "slowdown", "page-ins/outs",
+              "fault p50/p99", "SP peak", "SP time", "device r/w", "final status"):
+        t.add_column(c, justify="left" if c in ("VM", "event", "final status") else "right",
+                     no_wrap=c != "final status")
     for b in boots:
         st = final.get(b["vm"], {})
         fin = st.get("memory_status") or st.get("state") or "-"
@@ -203,11 +204,11 @@ def run_report(console: Console, result) -> None:
             sp_dur += "+"
         dev = "-"
         if b.get("device_read_bytes") is not None:
-            dev = f"r {mb(b['device_read_bytes'])} / w {mb(b['device_write_bytes'])}"
+            dev = f"{b['device_read_bytes'] / MB:,.0f}/{b['device_write_bytes'] / MB:,.0f} MB"
         t.add_row(b["vm"], b.get("kind", "?"), seconds(b.get("boot_time")),
                   seconds(b.get("baseline")), _ratio(b.get("slowdown")),
-                  f"{b.get('page_ins', 0):,}", f"{b.get('page_outs', 0):,}",
-                  _ms(b.get("fault_p50")), _ms(b.get("fault_p99")),
+                  f"{b.get('page_ins', 0):,}/{b.get('page_outs', 0):,}",
+                  f"{_ms(b.get('fault_p50'))}/{_ms(b.get('fault_p99'))}",
                   mb(b["smart_paging_peak_bytes"]) if b.get("smart_paging_peak_bytes") else "-",
                   sp_dur, dev, fin)
     if boots:
