@@ -292,3 +292,23 @@ def test_ballooning_causes_no_device_io(quiet_loop_fs: Path) -> None:
         assert stats.releases > 0 and stats.page_outs == 0 and stats.file_created == 0
     delta = after - before
     assert (delta.read_bytes, delta.write_bytes) == (0, 0)
+
+
+def test_reserve_is_never_given_out(disk_dir: Path) -> None:
+    with Host("300MB", reserve="100MB", smart_paging_path=disk_dir / "vms",
+              balancer_interval=TICK) as host:
+        assert host.capacity == host.pool.size == 200 * MB  # the reserve is not even in the pool
+        big = article_vm(host, "big", startup="256MB")
+        with pytest.raises(NotEnoughMemoryError, match="Not enough memory in the system"):
+            big.start()
+        host.remove_vm("big")
+        vms = [article_vm(host, "vm1"), article_vm(host, "vm2")]
+        host.start_all(30)
+        host.restart()  # 200 MB for 2 x 128: both short, neither touches the reserve
+        reports = host.wait_booted(60)
+        assert all(r.smart_paging for r in reports)
+        host.wait_settled(60)
+        for sample in host.timeline:
+            assert sum(s.memory_assigned for s in sample.vms) <= 200 * MB
+            assert sample.available_memory >= 0
+        assert all(vm.status.memory_status == "OK" for vm in vms)

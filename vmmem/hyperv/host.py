@@ -126,11 +126,6 @@ class Host:
         with self._lock:
             if name in self._vms:
                 raise SettingsError(f"a virtual machine named {name!r} already exists on this host")
-            if settings.startup > self.capacity:
-                raise SettingsError(
-                    f"Startup RAM of {format_size(settings.startup)} for {name!r} is more than "
-                    f"this host has for VMs ({format_size(self.capacity)}): it could never start"
-                )
             vm = VM(self, settings, phases)
             self._vms[name] = vm
             return vm

@@ -141,7 +141,8 @@ class _Guest:
             while True:
                 self._check()
                 assigned = vm._assigned
-                if assigned > 0 and (vm._smart_paging or assigned >= vm._demand):
+                booting_on_file = vm._smart_paging and not self.booted.is_set()
+                if assigned > 0 and (booting_on_file or assigned >= vm._demand):
                     return
                 vm._cv.wait(0.05)
 
@@ -149,6 +150,8 @@ class _Guest:
         n = len(pages)
         start = 0
         while start < n:
+            if self.vm._smart_paging and self.booted.is_set():
+                self.end_smart_paging()  # the boot is over: end Smart Paging at the first chance
             self._wait_for_frames()
             step = _CHUNK_PAGING if self.vm._smart_paging else _CHUNK
             end = min(n, start + step)
@@ -499,12 +502,21 @@ class VM:
 
     # -- host-side primitives (called with the host lock held) -------------------------------
 
+    @property
+    def _soft(self) -> bool:
+        """May the host hold this VM below what it uses (paging to its file)? Only while it
+        restarts on Smart Paging, until its boot completes. After the boot a leftover file only
+        shrinks: the VM is never taken below its demand again, and drains when it can."""
+        guest = self._guest
+        booting = guest is not None and not guest.booted.is_set()
+        return self._restarting or (self._smart_paging and booting)
+
     def _claim(self, *, starting: bool = False) -> Claim:
         """This VM's claim on host memory for the balancer (pages)."""
         s = self._settings
         ps = self._host.page_size
         with self._lock:
-            soft = self._restarting or self._smart_paging
+            soft = self._soft
             resident = 0
             if not soft and self._memory is not None:
                 resident = self._memory.stats.resident
@@ -533,7 +545,7 @@ class VM:
             memory = self._memory
             if memory is None or memory.closed:
                 return
-            if pages < self._assigned and not (self._smart_paging or self._restarting):
+            if pages < self._assigned and not self._soft:
                 pages = max(pages, self._demand, memory.stats.resident)
             if pages == self._assigned:
                 return
