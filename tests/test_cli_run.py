@@ -177,12 +177,13 @@ def test_ram_backed_folder_is_flagged():
     assert any("RAM-backed" in w and "nothing real is measured" in w for w in warnings)
 
 
-def test_sigint_stops_cleanly_and_leaves_no_file(disk_dir):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_stops_cleanly_and_leaves_no_file(disk_dir, signum):
     paging = disk_dir / "sp"
     paging.mkdir()
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vmmem.cli", "run", fast_scenario(disk_dir, boot=8.0),
+        [sys.executable, "-m", "vmmem.cli", "run", fast_scenario(disk_dir, boot=4.0),
          "--scale", "8", "--paging-dir", str(paging), "--json", str(disk_dir / "part.json")],
         cwd=disk_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -191,7 +192,7 @@ def test_sigint_stops_cleanly_and_leaves_no_file(disk_dir):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no Smart Paging file appeared"
             time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -209,3 +210,27 @@ def test_example_scenarios_plan_clean_at_their_scale():
     for name in ("article.toml", "mixed-priority.toml", "static-and-dynamic.toml"):
         s = load_scenario(os.path.join(ROOT, "examples", name))
         assert s.scaled(4).vms
+
+
+def test_a_vm_that_cannot_start_fails_the_run(disk_dir, monkeypatch):
+    monkeypatch.chdir(disk_dir)
+    path = disk_dir / "short.toml"
+    path.write_text("""
+[host]
+memory = "96MB"
+balancer_interval = 0.05
+[[vm]]
+name = "vm"
+count = 2
+startup = "64MB"
+minimum = "64MB"
+[vm.workload]
+boot_seconds = 0.1
+""")
+    r = CliRunner().invoke(cli, ["run", str(path), "--json", "fail.json"])
+    assert r.exit_code == 1, r.output
+    assert "Not enough memory in the system to start the virtual machine" in r.stdout
+    data = json.loads((disk_dir / "fail.json").read_text())
+    check_against_schema(data)
+    assert data["outcome"] == "failed" and "vm2" in data["error"]
+    assert paging_files(disk_dir) == []

@@ -213,6 +213,14 @@ def run_report(console: Console, result) -> None:
                   sp_dur, dev, fin)
     if boots:
         console.print(t)
+    plan = result.plan or {}
+    if plan.get("events") and result.storm_event() is not None:
+        predicted = next((e["smart_paging_total_bytes"] for e in plan["events"]
+                          if e["index"] == result.storm_event()), None)
+        measured = result.storm_summary()["smart_paging_peak_bytes"]
+        if predicted is not None:
+            console.print(f"Smart Paging for the storm: planned {mb(predicted)}, measured peak "
+                          f"{mb(measured)} (sum over VMs)")
     for w in result.warnings:
         console.print(f"[bold yellow]warning:[/bold yellow] {w}")
     if result.leftover_files:

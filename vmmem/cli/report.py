@@ -168,7 +168,9 @@ class RunResult:
         st = self.storm_summary()
         if st["event"] is None:
             return "no VM restarted, so Smart Paging never came into play"
-        where = ", ".join(sorted({loc["path"] for loc in self.locations})) or "?"
+        folders = self.settings.get("paging_folders") or [loc["path"] for loc in self.locations]
+        where = (os.path.commonpath(folders) if len(folders) > 1 else
+                 (folders[0] if folders else "?"))
         kinds = ", ".join(sorted({_kind(loc) for loc in self.locations}))
         left = ("every Smart Paging file is gone" if not self.leftover_files
                 else f"{len(self.leftover_files)} Smart Paging file(s) were left and removed")
