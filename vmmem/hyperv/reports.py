@@ -6,7 +6,9 @@ Host was made). Every class has `as_dict()` with plain values for JSON.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
+
+from ..memory import LatencyHistogram
 
 __all__ = ["BootReport", "TimelineSample", "VMStatus", "memory_status"]
 
@@ -99,6 +101,9 @@ class BootReport:
     device: str | None  # block device under paging_dir (psutil counter key)
     device_read_bytes: int | None  # that device's counters over the boot window
     device_write_bytes: int | None
+    # Page-in latencies over the boot window (for a CDF); left out of as_dict().
+    page_in_latency: LatencyHistogram | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "page_in_latency"}

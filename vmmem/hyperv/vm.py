@@ -191,6 +191,16 @@ class _Guest:
             return
         self._check()
         if self.observe_file() and vm._assigned >= vm._demand:
+            # Bring the committed pages back a chunk at a time, so status reads and the
+            # balancer never wait behind the whole drain (the core holds its mutex per call);
+            # then drain() only forgets the file copies and deletes the file.
+            with vm._lock:
+                pages = np.flatnonzero(self.committed).astype(np.uint32)
+            for start in range(0, len(pages), _CHUNK_PAGING):
+                self._check()
+                if vm._assigned < vm._demand:
+                    return  # the balancer moved in between; try again next time
+                self.memory.replay(pages[start : start + _CHUNK_PAGING])
             try:
                 self.memory.drain()
             except OutOfFramesError:
@@ -717,6 +727,7 @@ class VM:
             device=boot.device.counter_key if boot.device is not None else None,
             device_read_bytes=io_read,
             device_write_bytes=io_write,
+            page_in_latency=page_in,
         )
         guest.booted.set()
         with self._cv:
