@@ -54,9 +54,12 @@ def plot_run(result: RunResult, path: str) -> None:
     for b in result.storm_boots():
         ax_mem.axvline(b["started_at"], color="red", alpha=0.15)
         ax_sp.axvline(b["started_at"], color="red", alpha=0.15)
+    ax_mem.set_ylim(0, capacity * 1.4)  # head room for the legend above the lines
     ax_mem.set_ylabel("assigned memory (MB)\n(dotted: demand)")
     ax_mem.legend(fontsize="small", ncol=2, loc="upper right")
     ax_mem.grid(alpha=0.3)
+    top = max((max(d["paging"], default=0) for d in per_vm.values()), default=0)
+    ax_sp.set_ylim(0, max(top, 1) * 1.35)
     ax_sp.set_ylabel("Smart Paging file (MB)")
     ax_sp.set_xlabel("time (s)")
     ax_sp.grid(alpha=0.3)
