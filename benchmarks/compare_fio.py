@@ -1,0 +1,259 @@
+"""vmmem's page-in and page-out rates beside fio's 4 KiB QD1 direct random read and write IOPS,
+measured in one run on the same folder.
+
+A fault served from disk cannot beat the disk's own 4 KiB random read at queue depth 1 with
+direct I/O, and a write-back cannot beat its random write: fio measures those bounds, vmmem
+measures its paging core against them, and the ratio says how much the emulator costs on top of
+the disk (the goal is at least 0.9).
+
+    python benchmarks/compare_fio.py [--dir DIR] [--pages N] [--seconds S] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+import vmmem
+from vmmem import devices
+
+PAGE = 4096
+CHUNK = 2048  # accesses / evictions per call, so the clock is checked often enough
+
+
+def run_fio(filename: str, rw: str, size: int, seconds: float) -> dict[str, Any]:
+    """One fio job, 4 KiB, QD1, O_DIRECT, psync: IOPS and completion-latency percentiles."""
+    cmd = [
+        "fio", "--name=vmmem-compare", f"--filename={filename}", f"--rw={rw}", "--bs=4k",
+        "--iodepth=1", "--direct=1", "--ioengine=psync", f"--size={size}",
+        f"--runtime={seconds}", "--time_based", "--numjobs=1", "--randrepeat=0",
+        "--norandommap", "--output-format=json",
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    job = json.loads(out[out.index("{"):])["jobs"][0]
+    side = job["read" if "read" in rw else "write"]
+    pct = side.get("clat_ns", {}).get("percentile", {})
+    return {
+        "iops": side["iops"],
+        "ios": side["total_ios"],
+        "p50_us": pct.get("50.000000", 0) / 1e3,
+        "p99_us": pct.get("99.000000", 0) / 1e3,
+        "command": " ".join(cmd),
+    }
+
+
+def lay_out_fio_file(filename: str, size: int) -> None:
+    """Writes the whole file once, so that fio's random jobs hit allocated blocks."""
+    subprocess.run(
+        ["fio", "--name=layout", f"--filename={filename}", "--rw=write", "--bs=1m",
+         "--direct=1", "--ioengine=psync", f"--size={size}", "--output-format=json"],
+        check=True, capture_output=True, text=True,
+    )
+
+
+def lay_out_paging_file(mem: vmmem.GuestMemory) -> None:
+    """Every page written and paged out once, in page order: slot i holds page i."""
+    mem.frame_limit = mem.pages
+    mem.replay(np.arange(mem.pages, dtype=np.uint32), np.ones(mem.pages, dtype=bool))
+    mem.frame_limit = 0
+
+
+def vmmem_page_ins(mem: vmmem.GuestMemory, seconds: float,
+                   rng: np.random.Generator) -> dict[str, Any]:
+    """Random read faults over a clean, paged-out file, one thread, direct backend."""
+    mem.frame_limit = 0
+    mem.frame_limit = 256  # a few frames: nearly every access faults; evictions are clean drops
+    mem.reset_stats()
+    info = devices.device_for_path(mem.paging_dir)
+    before = devices.io_counters(info)
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        mem.replay(rng.integers(0, mem.pages, size=CHUNK, dtype=np.uint32))
+    elapsed = time.perf_counter() - start
+    after = devices.io_counters(info)
+    s = mem.stats
+    assert s.page_outs == 0, "the page-in run must not write"
+    return {
+        "ios": s.page_ins,
+        "seconds": elapsed,
+        "hist": s.page_in_latency,
+        "device_bytes": None if before is None else (after - before).read_bytes,
+        "paged_bytes": s.bytes_read,
+    }
+
+
+def vmmem_page_outs(mem: vmmem.GuestMemory, seconds: float,
+                    rng: np.random.Generator) -> dict[str, Any]:
+    """Random dirty evictions into existing slots: a batch of random pages is faulted in with a
+    write (not timed), then evicted by lowering the frame limit to 0 (timed)."""
+    info = devices.device_for_path(mem.paging_dir)
+    ios, elapsed, device_bytes = 0, 0.0, 0
+    counts, total_ns = None, 0
+    while elapsed < seconds:
+        mem.frame_limit = CHUNK
+        batch = rng.choice(mem.pages, size=CHUNK, replace=False).astype(np.uint32)
+        mem.replay(batch, np.ones(CHUNK, dtype=bool))
+        mem.reset_stats()
+        before = devices.io_counters(info)
+        start = time.perf_counter()
+        mem.frame_limit = 0
+        elapsed += time.perf_counter() - start
+        after = devices.io_counters(info)
+        s = mem.stats
+        assert s.page_outs == CHUNK and s.file_pages == mem.pages  # existing slots only
+        ios += s.page_outs
+        device_bytes += 0 if before is None else (after - before).write_bytes
+        hist = s.page_out_latency
+        counts = hist.counts if counts is None else counts + hist.counts
+        total_ns += hist.total_ns
+    return {
+        "ios": ios,
+        "seconds": elapsed,
+        "hist": vmmem.LatencyHistogram(counts, total_ns),
+        "device_bytes": device_bytes if devices.io_counters(info) is not None else None,
+        "paged_bytes": ios * PAGE,
+    }
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over the rounds: IOPS = all I/Os / all time, latency from the merged histogram."""
+    ios = sum(r["ios"] for r in runs)
+    seconds = sum(r["seconds"] for r in runs)
+    hist = vmmem.LatencyHistogram(sum(r["hist"].counts for r in runs),
+                                  sum(r["hist"].total_ns for r in runs))
+    device = [r["device_bytes"] for r in runs]
+    return {
+        "iops": ios / seconds,
+        "ios": ios,
+        "seconds": seconds,
+        "p50_us": hist.percentile(50) * 1e6,
+        "p99_us": hist.percentile(99) * 1e6,
+        "mean_us": hist.mean * 1e6,
+        "device_bytes": None if None in device else sum(device),
+        "paged_bytes": sum(r["paged_bytes"] for r in runs),
+        "rounds_iops": [r["ios"] / r["seconds"] for r in runs],
+    }
+
+
+def _fio_summary(runs: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    ios = sum(r["ios"] for r in runs)
+    return {
+        "iops": ios / (seconds * len(runs)),
+        "ios": ios,
+        "p50_us": float(np.median([r["p50_us"] for r in runs])),
+        "p99_us": float(np.median([r["p99_us"] for r in runs])),
+        "rounds_iops": [r["iops"] for r in runs],
+        "command": runs[0]["command"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", default=None,
+                        help="folder to measure (default: a new folder under the system temp dir)")
+    parser.add_argument("--pages", type=int, default=65536,
+                        help="file size in 4 KiB pages, for fio and vmmem alike (default 65536 "
+                             "= 256 MiB)")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="seconds per measurement, split over the rounds (default 20)")
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="interleaved rounds of fio and vmmem (default 10)")
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write the results as JSON ('-' = stdout)")
+    args = parser.parse_args(argv)
+
+    if shutil.which("fio") is None:
+        print("fio is not installed (e.g. apt-get install fio)", file=sys.stderr)
+        return 2
+    own_dir = args.dir is None
+    folder = tempfile.mkdtemp(prefix="vmmem-fio-") if own_dir else os.path.abspath(args.dir)
+    info = devices.device_for_path(folder)
+    size = args.pages * PAGE
+    fio_file = os.path.join(folder, "vmmem-fio.tmp")
+    results: dict[str, Any] = {
+        "folder": folder, "device": info.device, "model": info.model, "fstype": info.fstype,
+        "rotational": info.rotational, "ram_backed": info.ram_backed, "pages": args.pages,
+        "file_bytes": size, "seconds": args.seconds, "rounds": args.rounds,
+    }
+    if info.ram_backed:
+        print(f"warning: {folder} is RAM-backed: these numbers measure no disk", file=sys.stderr)
+    print(f"folder {folder}: {info.describe()}", file=sys.stderr)
+    try:
+        print(f"laying out a {size >> 20} MiB fio file and a {size >> 20} MiB paging file ...",
+              file=sys.stderr)
+        lay_out_fio_file(fio_file, size)
+        with vmmem.FramePool(size) as pool, \
+                vmmem.GuestMemory(pool, size, frame_limit=0, paging_dir=folder,
+                                  backend="direct", policy="lru", name="fio-compare") as mem:
+            lay_out_paging_file(mem)
+            os.sync()
+            rng = np.random.default_rng(1)
+            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in
+                                                     ("fr", "vr", "fw", "vw")}
+            # Rounds interleave fio and vmmem, so drift in the device's speed hits both alike.
+            per_round = args.seconds / args.rounds
+            for n in range(args.rounds):
+                print(f"round {n + 1}/{args.rounds}: fio randread, vmmem page-ins, "
+                      "fio randwrite, vmmem page-outs ...", file=sys.stderr)
+                runs["fr"].append(run_fio(fio_file, "randread", size, per_round))
+                runs["vr"].append(vmmem_page_ins(mem, per_round, rng))
+                runs["fw"].append(run_fio(fio_file, "randwrite", size, per_round))
+                runs["vw"].append(vmmem_page_outs(mem, per_round, rng))
+            results["fio_randread"] = _fio_summary(runs["fr"], per_round)
+            results["vmmem_page_in"] = _summary(runs["vr"])
+            results["fio_randwrite"] = _fio_summary(runs["fw"], per_round)
+            results["vmmem_page_out"] = _summary(runs["vw"])
+    finally:
+        if os.path.exists(fio_file):
+            os.unlink(fio_file)
+        if own_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    read_ratio = results["vmmem_page_in"]["iops"] / results["fio_randread"]["iops"]
+    write_ratio = results["vmmem_page_out"]["iops"] / results["fio_randwrite"]["iops"]
+    results["page_in_ratio"] = read_ratio
+    results["page_out_ratio"] = write_ratio
+    results["goal_ratio"] = 0.9
+
+    rows = [
+        ("4 KiB random read, QD1", results["fio_randread"], results["vmmem_page_in"], read_ratio),
+        ("4 KiB random write, QD1", results["fio_randwrite"], results["vmmem_page_out"],
+         write_ratio),
+    ]
+    print(f"\n{info.describe()}")
+    print(f"{'':26}{'fio IOPS':>10}{'vmmem IOPS':>12}{'ratio':>7}   "
+          f"{'fio p50/p99 us':>16}{'vmmem p50/p99 us':>19}")
+    for label, fio, vm, ratio in rows:
+        verdict = "ok" if ratio >= 0.9 else "BELOW 0.9"
+        print(f"{label:26}{fio['iops']:>10.0f}{vm['iops']:>12.0f}{ratio:>7.2f}   "
+              f"{fio['p50_us']:>7.0f} /{fio['p99_us']:>7.0f}"
+              f"{vm['p50_us']:>10.0f} /{vm['p99_us']:>7.0f}   {verdict}")
+    pin, pout = results["vmmem_page_in"], results["vmmem_page_out"]
+    if pin["device_bytes"] is not None and pout["device_bytes"] is not None:
+        print(f"device counters: read {pin['device_bytes'] / 2**20:.0f} MiB during "
+              f"{pin['paged_bytes'] / 2**20:.0f} MiB of page-ins, wrote "
+              f"{pout['device_bytes'] / 2**20:.0f} MiB during "
+              f"{pout['paged_bytes'] / 2**20:.0f} MiB of page-outs")
+    else:
+        print("device counters: none for this folder (no block device); device I/O unconfirmed")
+    if args.json:
+        text = json.dumps(results, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
