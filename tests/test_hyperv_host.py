@@ -312,3 +312,23 @@ def test_reserve_is_never_given_out(disk_dir: Path) -> None:
             assert sum(s.memory_assigned for s in sample.vms) <= 200 * MB
             assert sample.available_memory >= 0
         assert all(vm.status.memory_status == "OK" for vm in vms)
+
+
+def test_user_trace_boots_on_smart_paging_and_idle_demand_is_settable(disk_dir: Path) -> None:
+    rng = np.random.default_rng(1)
+    pages = np.concatenate([np.arange(128 * 256), rng.integers(0, 128 * 256, 4000)])
+    writes = np.ones(len(pages), bool)
+    workload = [Trace(pages.astype(np.uint32), writes, boot=True, name="recorded-boot"),
+                Idle(demand="40MB", touch_interval=0.05)]
+    with Host("176MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+        vm1 = article_vm(host, "vm1", workload=workload)
+        vm2 = article_vm(host, "vm2", workload=workload)
+        host.start_all(30)
+        assert mb(vm1.status.memory_demand) == 40 and mb(vm1.status.memory_assigned) == 48
+        host.restart()  # 176 MB for 2 x 128
+        reports = host.wait_booted(60)
+        assert all(r.smart_paging and r.page_outs > 0 and r.page_ins > 0 for r in reports)
+        assert all(r.page_in_latency is not None and r.page_in_latency.count == r.page_ins
+                   for r in reports)
+        host.wait_settled(60)
+        assert vm2.status.memory_status == "OK" and vm2.phase == "idle"
