@@ -177,3 +177,20 @@ def test_cli_scenario_shows_and_exports(tmp_path):
     assert r.exit_code == 0 and r.stdout == ARTICLE_SCENARIO_TOML
     r = CliRunner().invoke(cli, ["scenario", "--scale", "0.5"])
     assert r.exit_code == EXIT_USAGE
+
+
+LAYER_BAD = [
+    ('name = "a/b"\nstartup = "512MB"', "vm[0]", "cannot be used"),
+    ('name = "x"\nstartup = "512MB"\n[vm.workload.boot]\nhot_fraction = 2.0',
+     "vm[0].workload.boot", "hot_fraction"),
+    ('name = "x"\nstartup = "512MB"\n[vm.workload.boot]\nchunk_pages = 0',
+     "vm[0].workload.boot", "chunk_pages"),
+]
+
+
+@pytest.mark.parametrize("vm_body,key,expected", LAYER_BAD, ids=[b[2] for b in LAYER_BAD])
+def test_the_hyperv_layers_own_checks_run_at_load_time(tmp_path, vm_body, key, expected):
+    path = _write(tmp_path, f'[host]\nmemory = "1400MB"\n[[vm]]\n{vm_body}\n')
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    assert str(err.value).startswith(f"{path}: {key}: ") and expected in str(err.value)

@@ -552,9 +552,35 @@ def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[V
                             idle=idle_params)
 
     names = [name] if count == 1 else [f"{name}{i}" for i in range(1, count + 1)]
+    _check_with_hyperv(r, key, names[0], startup, minimum, maximum, buffer, priority, dynamic,
+                       workload)
     return [VMSpec(name=n, startup=startup, minimum=minimum, maximum=maximum, buffer=buffer,
                    priority=priority, dynamic=dynamic, smart_paging_path=paging,
                    workload=workload) for n in names]
+
+
+def _check_with_hyperv(r: _Reader, key: str, name: str, startup: int, minimum: int | None,
+                       maximum: int | None, buffer: int | None, priority: int, dynamic: bool,
+                       workload: WorkloadSpec) -> None:
+    """The Hyper-V layer's own checks (settings, workload phases), located at this [[vm]]:
+    whatever the layer would refuse at run time is refused here, before anything runs."""
+    from vmmem.hyperv import Boot, Idle, validate_settings
+
+    try:
+        validate_settings(name, startup, minimum, maximum, buffer, priority, dynamic)
+    except SettingsError as e:
+        raise r.fail(key, str(e)) from None
+    boot = dict(workload.boot)
+    if workload.boot_seconds is not None:
+        boot["cpu_time"] = workload.boot_seconds
+    idle = dict(workload.idle)
+    if workload.idle_demand is not None:
+        idle["demand"] = workload.idle_demand
+    for table, phase, kwargs in (("boot", Boot, boot), ("idle", Idle, idle)):
+        try:
+            phase(**kwargs)
+        except SettingsError as e:
+            raise r.fail(f"{key}.workload.{table}", str(e)) from None
 
 
 def _phase_params(r: _Reader, raw: Any, key: str, allowed: dict[str, type]) -> dict[str, Any]:
