@@ -14,13 +14,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
 from vmmem.cli import render
 from vmmem.cli.scenario import Scenario, ScenarioError, load_scenario
+
+if TYPE_CHECKING:
+    from vmmem.cli.report import CompareResult, RunResult
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "cli",
            "main"]
@@ -296,7 +300,7 @@ def _check_paging_dir(paging_dir: str | None) -> None:
 
 
 def _execute(s: Scenario, paging_dir: str | None, backend: str, quiet: bool,
-             label: str = ""):
+             label: str = "") -> RunResult:
     """Run one scenario with live progress; LocationRefused becomes exit code 3."""
     from vmmem.cli.plan import plan_scenario
     from vmmem.cli.runner import LocationRefused, run_scenario
@@ -355,13 +359,14 @@ def run_cmd(scenario: str | None, scale: float, paging_dir: str | None, json_pat
               "interrupted": EXIT_INTERRUPTED}[result.outcome])
 
 
-def _plot_run(result, path: str) -> None:
+def _plot_run(result: RunResult, path: str) -> None:
     from vmmem.cli.plots import plot_run
 
     plot_run(result, path)
 
 
-def _save(data: dict[str, Any], json_path: str | None, plot_path: str | None, plot) -> None:
+def _save(data: dict[str, Any], json_path: str | None, plot_path: str | None,
+          plot: Callable[[str], None]) -> None:
     """Write the JSON and the plot (also for partial results)."""
     if json_path:
         _write_json(json_path, data)
@@ -462,7 +467,7 @@ def compare_cmd(paths: tuple[str, ...], scale: float, json_path: str | None,
               "interrupted": EXIT_INTERRUPTED}[cmp.outcome])
 
 
-def _plot_compare(cmp, path: str) -> None:
+def _plot_compare(cmp: CompareResult, path: str) -> None:
     from vmmem.cli.plots import plot_compare
 
     plot_compare(cmp, path)

@@ -12,6 +12,8 @@ from vmmem.cli.scenario import MB, Scenario, mb
 if TYPE_CHECKING:
     from vmmem.cli.disks import ProbeResult
     from vmmem.cli.plan import Plan
+    from vmmem.cli.report import CompareResult, RunResult
+    from vmmem.cli.runner import VMProgress
     from vmmem.devices import DeviceInfo
 
 __all__ = ["disks", "gib", "plan", "scenario", "seconds"]
@@ -141,7 +143,7 @@ def disks(console: Console, infos: list[DeviceInfo],
 # runs
 
 
-def progress_table(vms: list, available: int, elapsed: float, title: str) -> Table:
+def progress_table(vms: list[VMProgress], available: int, elapsed: float, title: str) -> Table:
     """The live view: one row per VM (a runner.VMProgress each)."""
     t = Table(title=f"{title}   [dim]{elapsed:.1f} s, host free {mb(available)}[/dim]",
               title_justify="left")
@@ -172,7 +174,7 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} x"
 
 
-def run_report(console: Console, result) -> None:
+def run_report(console: Console, result: RunResult) -> None:
     """The table per VM for the restart boots, the settings line, and the verdict."""
     s = result.scenario
     scale = f" (scaled 1/{s['scale']:g})" if s.get("scale", 1) != 1 else ""
@@ -230,7 +232,7 @@ def run_report(console: Console, result) -> None:
     console.print(f"[{style}]{result.verdict()}[/{style}]")
 
 
-def compare_report(console: Console, cmp) -> None:
+def compare_report(console: Console, cmp: CompareResult) -> None:
     """The side-by-side table of locations, and the summary line."""
     base = cmp.baseline.storm_summary() if cmp.baseline else None
     t = Table(title="the same boot storm, Smart Paging on each location", title_justify="left")

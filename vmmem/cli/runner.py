@@ -20,7 +20,7 @@ from typing import Any
 
 from vmmem.cli.disks import describe_location
 from vmmem.cli.report import RunResult, merge_cdf
-from vmmem.cli.scenario import MB, Scenario, mb
+from vmmem.cli.scenario import MB, Scenario, VMSpec, mb
 from vmmem.devices import DeviceInfo, device_for_path, io_counters
 
 __all__ = ["LocationRefused", "ProgressSink", "VMProgress", "check_locations", "paging_folders",
@@ -154,7 +154,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 # the run
 
 
-def _workload(v: Any) -> list[Any]:
+def _workload(v: VMSpec) -> list[Any]:
     from vmmem.hyperv import Boot, Idle
 
     w = v.workload
