@@ -79,7 +79,11 @@ def throttled_hdd(workdir: str) -> Iterator[tuple[str, str]]:
     try:
         if _run("mkfs.ext4", "-q", "-F", image).returncode:
             pytest.skip("mkfs.ext4 failed")
-        r = _run("losetup", "--find", "--show", image)
+        # Direct I/O from the loop device to its file, so the host's page cache cannot answer
+        # for it; older losetup or backing filesystems refuse it, then the plain form.
+        r = _run("losetup", "--find", "--show", "--direct-io=on", image)
+        if r.returncode:
+            r = _run("losetup", "--find", "--show", image)
         if r.returncode:
             pytest.skip(f"no loop device: {r.stderr.strip()}")
         dev = r.stdout.strip()

@@ -6,6 +6,8 @@ again later.
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -101,7 +103,9 @@ def plot_compare(cmp: CompareResult, path: str) -> None:
             continue
         kind = "RAM" if r["ram_backed"] else {True: "rotational", False: "SSD"}.get(
             r["rotational"], "?")
-        names.append(f"{r['location']}\n{r['device'] or r['fstype']} ({kind})")
+        where = "\n".join(textwrap.wrap(r["location"], 24, break_on_hyphens=False)
+                           ) or r["location"]
+        names.append(f"{where}\n{r['device'] or r['fstype']} ({kind})")
         values.append(r["boot_time"])
         colors.append("tab:red" if r["rotational"] else "tab:blue")
     ax_bar.bar(range(len(values)), values, color=colors)
