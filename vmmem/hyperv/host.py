@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ..errors import NotEnoughMemoryError, SettingsError, VmmemError
 from ..memory import BACKENDS, POLICIES, FramePool
@@ -20,7 +21,7 @@ from .balancer import BalancerThread, allocate
 from .reports import BootReport, TimelineSample, VMStatus
 from .settings import MEMORY_ALIGNMENT, VMSettings, validate_settings
 from .vm import VM
-from .workloads import Workload, as_phases
+from .workloads import Workload, as_phases, boot_phase_count
 
 __all__ = ["DEFAULT_FOLDER", "Host"]
 
@@ -169,7 +170,11 @@ class Host:
                 )
             vm._power_on("start")
             try:
-                claims = others + [vm._claim()]
+                # Hyper-V starts every VM with its Startup RAM, whatever the guest then uses.
+                own = vm._claim()
+                own = replace(own, floor=max(own.floor, startup), need=max(own.need, startup),
+                              want=max(own.want, startup))
+                claims = others + [own]
                 self._apply(allocate(self._capacity_pages, claims, unit))
                 if vm._assigned < startup:
                     raise NotEnoughMemoryError(
@@ -214,7 +219,8 @@ class Host:
                 for vm in vms:
                     vm._restarting = False
                     startup = vm.settings.startup // self.page_size
-                    vm._smart_paging = vm.settings.dynamic and vm._assigned < startup
+                    vm._smart_paging = (vm.settings.dynamic and vm._assigned < startup
+                                        and boot_phase_count(vm.workload) > 0)
             except BaseException:
                 for vm in vms:
                     vm._power_off()
