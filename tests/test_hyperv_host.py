@@ -96,6 +96,7 @@ def test_article_scenario_quarter_size(disk_dir: Path) -> None:
         assert set(sample) == {"time", "available_memory", "vms"}
         assert host.available_memory == 350 * MB - 4 * 76 * MB
     assert not folder.exists()  # close() removes the folders it made, when empty
+    assert len(host.timeline) > 10  # still readable after the run
 
 
 def test_start_from_off_on_short_host_fails_and_makes_no_file(disk_dir: Path) -> None:
@@ -332,3 +333,18 @@ def test_user_trace_boots_on_smart_paging_and_idle_demand_is_settable(disk_dir: 
                    for r in reports)
         host.wait_settled(60)
         assert vm2.status.memory_status == "OK" and vm2.phase == "idle"
+
+
+def test_mmap_backend_smart_paging_reaches_the_device_and_drains(disk_dir: Path) -> None:
+    folder = disk_dir / "vms"
+    with Host("200MB", smart_paging_path=folder, balancer_interval=TICK,
+              backend="mmap") as host:
+        vms = [article_vm(host, "vm1"), article_vm(host, "vm2")]
+        host.start_all(30)
+        host.restart()  # 200 MB for 2 x 128
+        for r in host.wait_booted(60):
+            assert r.smart_paging and r.page_outs > 0
+            assert r.device_write_bytes is not None and r.device_write_bytes >= r.bytes_written
+        host.wait_settled(60)
+        assert paging_files(folder) == []
+        assert all(vm.status.memory_status == "OK" for vm in vms)
