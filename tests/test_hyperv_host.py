@@ -70,9 +70,12 @@ def test_article_scenario_quarter_size(disk_dir: Path) -> None:
         reports = host.wait_booted(60)
         assert all(r.smart_paging and r.kind == "host-restart" for r in reports)
         assert sum(r.assigned_at_boot for r in reports) == 350 * MB
-        gap = 4 * 128 - 350  # 162 MB bridged by the Smart Paging files in all
+        gap = 4 * 128 - 350  # 162 MB to bridge with the Smart Paging files in all
+        assert mb(sum(r.startup_bytes - r.assigned_at_boot for r in reports)) == gap
+        # Measured: what lived only in the files at their peak. A VM that finishes first
+        # frees memory for the others before their peak, so allow for some skew.
         bridged = mb(sum(r.smart_paging_peak_bytes for r in reports))
-        assert 0.8 * gap <= bridged <= 1.05 * gap, bridged
+        assert 0.6 * gap <= bridged <= 1.05 * gap, bridged
         for r in reports:
             assert r.page_outs > 0 and r.bytes_written == r.page_outs * 4096
             assert r.baseline is not None and r.slowdown is not None
