@@ -178,6 +178,8 @@ class RunResult:
             return (f"no Smart Paging: the restart of {st['vms']} VM(s) took "
                     f"{seconds(st['boot_time'])} (baseline {seconds(st['baseline'])})")
         slow = f"{st['slowdown']:.1f} x slower" if st["slowdown"] else "slowdown unknown"
+        if any(loc.get("ram_backed") for loc in self.locations):
+            left += " (the files were in RAM: this measured no disk)"
         return (f"the boot storm took {seconds(st['boot_time'])} instead of "
                 f"{seconds(st['baseline'])} ({slow}) with {mb(st['smart_paging_peak_bytes'])} "
                 f"of Smart Paging for {st['smart_paging_vms']} VM(s) on {where} ({kinds}); "
