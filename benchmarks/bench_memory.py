@@ -45,15 +45,22 @@ def test_rss_stays_within_pool_plus_metadata(benchmark, disk_dir, guest_gib):
             peak = rss()
             budget = pool_bytes + META_PER_PAGE * mem.pages + FEW_MB
             used = peak - baseline
-            benchmark.extra_info.update({
-                "guest_bytes": mem.size, "guest_pages": mem.pages, "pool_bytes": pool_bytes,
-                "rss_growth_bytes": used, "budget_bytes": budget,
-                "pool_rss_bytes": after_pool - baseline,
-                "metadata_bytes_per_page": (used - (after_pool - baseline)) / mem.pages,
-            })
-            print(f"\n{guest_gib} GiB guest on a 256 MiB pool: RSS grew {used / MiB:.1f} MiB "
-                  f"(budget {budget / MiB:.1f} MiB; pool {(after_pool - baseline) / MiB:.1f} "
-                  f"MiB, metadata {(used - (after_pool - baseline)) / mem.pages:.1f} B/page)")
+            benchmark.extra_info.update(
+                {
+                    "guest_bytes": mem.size,
+                    "guest_pages": mem.pages,
+                    "pool_bytes": pool_bytes,
+                    "rss_growth_bytes": used,
+                    "budget_bytes": budget,
+                    "pool_rss_bytes": after_pool - baseline,
+                    "metadata_bytes_per_page": (used - (after_pool - baseline)) / mem.pages,
+                }
+            )
+            print(
+                f"\n{guest_gib} GiB guest on a 256 MiB pool: RSS grew {used / MiB:.1f} MiB "
+                f"(budget {budget / MiB:.1f} MiB; pool {(after_pool - baseline) / MiB:.1f} "
+                f"MiB, metadata {(used - (after_pool - baseline)) / mem.pages:.1f} B/page)"
+            )
             assert used <= budget
             assert after_pool - baseline >= 0.95 * pool_bytes  # the pool is really committed
 
@@ -74,7 +81,9 @@ def test_64_gib_guest_created_in_well_under_a_second(benchmark, disk_dir):
         assert mem.read(64 * 2**30 - 8, 8) == b"the end."
         mem.close()
         benchmark.extra_info.update({"create_seconds": created, "rss_growth_bytes": grown})
-        print(f"\n64 GiB guest: created in {created * 1e3:.2f} ms "
-              f"(median create+close {benchmark.stats.stats.median * 1e3:.2f} ms), "
-              f"RSS grew {grown / MiB:.2f} MiB")
+        print(
+            f"\n64 GiB guest: created in {created * 1e3:.2f} ms "
+            f"(median create+close {benchmark.stats.stats.median * 1e3:.2f} ms), "
+            f"RSS grew {grown / MiB:.2f} MiB"
+        )
         assert grown < FEW_MB

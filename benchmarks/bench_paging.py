@@ -21,26 +21,42 @@ BATCH = 4096  # transfers timed per round
 
 def laid_out(pool: vmmem.FramePool, folder, backend: str) -> vmmem.GuestMemory:
     """A guest whose every page was written and paged out once: a full paging file."""
-    mem = vmmem.GuestMemory(pool, PAGES * PAGE, frame_limit=PAGES, paging_dir=folder,
-                            backend=backend, name=f"bench-{backend}")
+    mem = vmmem.GuestMemory(
+        pool,
+        PAGES * PAGE,
+        frame_limit=PAGES,
+        paging_dir=folder,
+        backend=backend,
+        name=f"bench-{backend}",
+    )
     mem.replay(np.arange(PAGES, dtype=np.uint32), np.ones(PAGES, dtype=bool))
     mem.frame_limit = 0
     return mem
 
 
-def _record(benchmark, kind: str, s: vmmem.MemoryStats, hist: vmmem.LatencyHistogram,
-            ios: int, device: devices.IOCounters | None) -> None:
+def _record(
+    benchmark,
+    kind: str,
+    s: vmmem.MemoryStats,
+    hist: vmmem.LatencyHistogram,
+    ios: int,
+    device: devices.IOCounters | None,
+) -> None:
     rate = ios / benchmark.stats.stats.median
-    benchmark.extra_info.update({
-        f"{kind}_per_s": rate,
-        f"{kind}_p50_us": hist.percentile(50) * 1e6,
-        f"{kind}_p99_us": hist.percentile(99) * 1e6,
-        "device_read_bytes": None if device is None else device.read_bytes,
-        "device_write_bytes": None if device is None else device.write_bytes,
-        "paged_bytes": s.bytes_read + s.bytes_written,
-    })
-    print(f"\n{kind}: {rate:,.0f}/s, p50 {hist.percentile(50) * 1e6:.0f} us, "
-          f"p99 {hist.percentile(99) * 1e6:.0f} us")
+    benchmark.extra_info.update(
+        {
+            f"{kind}_per_s": rate,
+            f"{kind}_p50_us": hist.percentile(50) * 1e6,
+            f"{kind}_p99_us": hist.percentile(99) * 1e6,
+            "device_read_bytes": None if device is None else device.read_bytes,
+            "device_write_bytes": None if device is None else device.write_bytes,
+            "paged_bytes": s.bytes_read + s.bytes_written,
+        }
+    )
+    print(
+        f"\n{kind}: {rate:,.0f}/s, p50 {hist.percentile(50) * 1e6:.0f} us, "
+        f"p99 {hist.percentile(99) * 1e6:.0f} us"
+    )
 
 
 @pytest.mark.parametrize("backend", ["direct", "mmap"])
@@ -61,8 +77,14 @@ def test_page_in_rate(benchmark, disk_dir, backend):
         after = devices.io_counters(info)
         s = mem.stats
         assert s.page_ins == 5 * BATCH and s.page_outs == 0
-        _record(benchmark, "page_ins", s, s.page_in_latency, BATCH,
-                None if before is None else after - before)
+        _record(
+            benchmark,
+            "page_ins",
+            s,
+            s.page_in_latency,
+            BATCH,
+            None if before is None else after - before,
+        )
         mem.close()
 
 
@@ -89,6 +111,12 @@ def test_page_out_rate(benchmark, disk_dir, backend):
         after = devices.io_counters(info)
         s = mem.stats
         assert s.page_outs == 5 * BATCH
-        _record(benchmark, "page_outs", s, s.page_out_latency, BATCH,
-                None if before is None else after - before)
+        _record(
+            benchmark,
+            "page_outs",
+            s,
+            s.page_out_latency,
+            BATCH,
+            None if before is None else after - before,
+        )
         mem.close()

@@ -33,13 +33,24 @@ CHUNK = 2048  # accesses / evictions per call, so the clock is checked often eno
 def run_fio(filename: str, rw: str, size: int, seconds: float) -> dict[str, Any]:
     """One fio job, 4 KiB, QD1, O_DIRECT, psync: IOPS and completion-latency percentiles."""
     cmd = [
-        "fio", "--name=vmmem-compare", f"--filename={filename}", f"--rw={rw}", "--bs=4k",
-        "--iodepth=1", "--direct=1", "--ioengine=psync", f"--size={size}",
-        f"--runtime={seconds}", "--time_based", "--numjobs=1", "--randrepeat=0",
-        "--norandommap", "--output-format=json",
+        "fio",
+        "--name=vmmem-compare",
+        f"--filename={filename}",
+        f"--rw={rw}",
+        "--bs=4k",
+        "--iodepth=1",
+        "--direct=1",
+        "--ioengine=psync",
+        f"--size={size}",
+        f"--runtime={seconds}",
+        "--time_based",
+        "--numjobs=1",
+        "--randrepeat=0",
+        "--norandommap",
+        "--output-format=json",
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    job = json.loads(out[out.index("{"):])["jobs"][0]
+    job = json.loads(out[out.index("{") :])["jobs"][0]
     side = job["read" if "read" in rw else "write"]
     pct = side.get("clat_ns", {}).get("percentile", {})
     return {
@@ -54,9 +65,20 @@ def run_fio(filename: str, rw: str, size: int, seconds: float) -> dict[str, Any]
 def lay_out_fio_file(filename: str, size: int) -> None:
     """Writes the whole file once, so that fio's random jobs hit allocated blocks."""
     subprocess.run(
-        ["fio", "--name=layout", f"--filename={filename}", "--rw=write", "--bs=1m",
-         "--direct=1", "--ioengine=psync", f"--size={size}", "--output-format=json"],
-        check=True, capture_output=True, text=True,
+        [
+            "fio",
+            "--name=layout",
+            f"--filename={filename}",
+            "--rw=write",
+            "--bs=1m",
+            "--direct=1",
+            "--ioengine=psync",
+            f"--size={size}",
+            "--output-format=json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -67,8 +89,9 @@ def lay_out_paging_file(mem: vmmem.GuestMemory) -> None:
     mem.frame_limit = 0
 
 
-def vmmem_page_ins(mem: vmmem.GuestMemory, seconds: float,
-                   rng: np.random.Generator) -> dict[str, Any]:
+def vmmem_page_ins(
+    mem: vmmem.GuestMemory, seconds: float, rng: np.random.Generator
+) -> dict[str, Any]:
     """Random read faults over a clean, paged-out file, one thread, direct backend."""
     mem.frame_limit = 0
     mem.frame_limit = 256  # a few frames: nearly every access faults; evictions are clean drops
@@ -91,8 +114,9 @@ def vmmem_page_ins(mem: vmmem.GuestMemory, seconds: float,
     }
 
 
-def vmmem_page_outs(mem: vmmem.GuestMemory, seconds: float,
-                    rng: np.random.Generator) -> dict[str, Any]:
+def vmmem_page_outs(
+    mem: vmmem.GuestMemory, seconds: float, rng: np.random.Generator
+) -> dict[str, Any]:
     """Random dirty evictions into existing slots: a batch of random pages is faulted in with a
     write (not timed), then evicted by lowering the frame limit to 0 (timed)."""
     info = devices.device_for_path(mem.paging_dir)
@@ -128,8 +152,9 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals over the rounds: IOPS = all I/Os / all time, latency from the merged histogram."""
     ios = sum(r["ios"] for r in runs)
     seconds = sum(r["seconds"] for r in runs)
-    hist = vmmem.LatencyHistogram(sum(r["hist"].counts for r in runs),
-                                  sum(r["hist"].total_ns for r in runs))
+    hist = vmmem.LatencyHistogram(
+        sum(r["hist"].counts for r in runs), sum(r["hist"].total_ns for r in runs)
+    )
     device = [r["device_bytes"] for r in runs]
     return {
         "iops": ios / seconds,
@@ -158,17 +183,29 @@ def _fio_summary(runs: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", default=None,
-                        help="folder to measure (default: a new folder under the system temp dir)")
-    parser.add_argument("--pages", type=int, default=65536,
-                        help="file size in 4 KiB pages, for fio and vmmem alike (default 65536 "
-                             "= 256 MiB)")
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="seconds per measurement, split over the rounds (default 20)")
-    parser.add_argument("--rounds", type=int, default=10,
-                        help="interleaved rounds of fio and vmmem (default 10)")
-    parser.add_argument("--json", metavar="FILE",
-                        help="also write the results as JSON ('-' = stdout)")
+    parser.add_argument(
+        "--dir",
+        default=None,
+        help="folder to measure (default: a new folder under the system temp dir)",
+    )
+    parser.add_argument(
+        "--pages",
+        type=int,
+        default=65536,
+        help="file size in 4 KiB pages, for fio and vmmem alike (default 65536 = 256 MiB)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="seconds per measurement, split over the rounds (default 20)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="interleaved rounds of fio and vmmem (default 10)"
+    )
+    parser.add_argument(
+        "--json", metavar="FILE", help="also write the results as JSON ('-' = stdout)"
+    )
     args = parser.parse_args(argv)
 
     if shutil.which("fio") is None:
@@ -180,30 +217,50 @@ def main(argv: list[str] | None = None) -> int:
     size = args.pages * PAGE
     fio_file = os.path.join(folder, "vmmem-fio.tmp")
     results: dict[str, Any] = {
-        "folder": folder, "device": info.device, "model": info.model, "fstype": info.fstype,
-        "rotational": info.rotational, "ram_backed": info.ram_backed, "pages": args.pages,
-        "file_bytes": size, "seconds": args.seconds, "rounds": args.rounds,
+        "folder": folder,
+        "device": info.device,
+        "model": info.model,
+        "fstype": info.fstype,
+        "rotational": info.rotational,
+        "ram_backed": info.ram_backed,
+        "pages": args.pages,
+        "file_bytes": size,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
     }
     if info.ram_backed:
         print(f"warning: {folder} is RAM-backed: these numbers measure no disk", file=sys.stderr)
     print(f"folder {folder}: {info.describe()}", file=sys.stderr)
     try:
-        print(f"laying out a {size >> 20} MiB fio file and a {size >> 20} MiB paging file ...",
-              file=sys.stderr)
+        print(
+            f"laying out a {size >> 20} MiB fio file and a {size >> 20} MiB paging file ...",
+            file=sys.stderr,
+        )
         lay_out_fio_file(fio_file, size)
-        with vmmem.FramePool(size) as pool, \
-                vmmem.GuestMemory(pool, size, frame_limit=0, paging_dir=folder,
-                                  backend="direct", policy="lru", name="fio-compare") as mem:
+        with (
+            vmmem.FramePool(size) as pool,
+            vmmem.GuestMemory(
+                pool,
+                size,
+                frame_limit=0,
+                paging_dir=folder,
+                backend="direct",
+                policy="lru",
+                name="fio-compare",
+            ) as mem,
+        ):
             lay_out_paging_file(mem)
             os.sync()
             rng = np.random.default_rng(1)
-            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in
-                                                     ("fr", "vr", "fw", "vw")}
+            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("fr", "vr", "fw", "vw")}
             # Rounds interleave fio and vmmem, so drift in the device's speed hits both alike.
             per_round = args.seconds / args.rounds
             for n in range(args.rounds):
-                print(f"round {n + 1}/{args.rounds}: fio randread, vmmem page-ins, "
-                      "fio randwrite, vmmem page-outs ...", file=sys.stderr)
+                print(
+                    f"round {n + 1}/{args.rounds}: fio randread, vmmem page-ins, "
+                    "fio randwrite, vmmem page-outs ...",
+                    file=sys.stderr,
+                )
                 runs["fr"].append(run_fio(fio_file, "randread", size, per_round))
                 runs["vr"].append(vmmem_page_ins(mem, per_round, rng))
                 runs["fw"].append(run_fio(fio_file, "randwrite", size, per_round))
@@ -226,23 +283,33 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [
         ("4 KiB random read, QD1", results["fio_randread"], results["vmmem_page_in"], read_ratio),
-        ("4 KiB random write, QD1", results["fio_randwrite"], results["vmmem_page_out"],
-         write_ratio),
+        (
+            "4 KiB random write, QD1",
+            results["fio_randwrite"],
+            results["vmmem_page_out"],
+            write_ratio,
+        ),
     ]
     print(f"\n{info.describe()}")
-    print(f"{'':26}{'fio IOPS':>10}{'vmmem IOPS':>12}{'ratio':>7}   "
-          f"{'fio p50/p99 us':>16}{'vmmem p50/p99 us':>19}")
+    print(
+        f"{'':26}{'fio IOPS':>10}{'vmmem IOPS':>12}{'ratio':>7}   "
+        f"{'fio p50/p99 us':>16}{'vmmem p50/p99 us':>19}"
+    )
     for label, fio, vm, ratio in rows:
         verdict = "ok" if ratio >= 0.9 else "BELOW 0.9"
-        print(f"{label:26}{fio['iops']:>10.0f}{vm['iops']:>12.0f}{ratio:>7.2f}   "
-              f"{fio['p50_us']:>7.0f} /{fio['p99_us']:>7.0f}"
-              f"{vm['p50_us']:>10.0f} /{vm['p99_us']:>7.0f}   {verdict}")
+        print(
+            f"{label:26}{fio['iops']:>10.0f}{vm['iops']:>12.0f}{ratio:>7.2f}   "
+            f"{fio['p50_us']:>7.0f} /{fio['p99_us']:>7.0f}"
+            f"{vm['p50_us']:>10.0f} /{vm['p99_us']:>7.0f}   {verdict}"
+        )
     pin, pout = results["vmmem_page_in"], results["vmmem_page_out"]
     if pin["device_bytes"] is not None and pout["device_bytes"] is not None:
-        print(f"device counters: read {pin['device_bytes'] / 2**20:.0f} MiB during "
-              f"{pin['paged_bytes'] / 2**20:.0f} MiB of page-ins, wrote "
-              f"{pout['device_bytes'] / 2**20:.0f} MiB during "
-              f"{pout['paged_bytes'] / 2**20:.0f} MiB of page-outs")
+        print(
+            f"device counters: read {pin['device_bytes'] / 2**20:.0f} MiB during "
+            f"{pin['paged_bytes'] / 2**20:.0f} MiB of page-ins, wrote "
+            f"{pout['device_bytes'] / 2**20:.0f} MiB during "
+            f"{pout['paged_bytes'] / 2**20:.0f} MiB of page-outs"
+        )
     else:
         print("device counters: none for this folder (no block device); device I/O unconfirmed")
     if args.json:

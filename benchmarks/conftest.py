@@ -14,8 +14,11 @@ from vmmem import devices
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
     # bench_*.py are benchmarks; a file named on the command line is collected by pytest itself.
-    if (file_path.suffix == ".py" and file_path.name.startswith("bench_")
-            and not parent.session.isinitpath(file_path)):
+    if (
+        file_path.suffix == ".py"
+        and file_path.name.startswith("bench_")
+        and not parent.session.isinitpath(file_path)
+    ):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
 
@@ -27,4 +30,3 @@ def disk_dir(tmp_path: Path) -> Path:
     if info.ram_backed:
         pytest.skip(f"{tmp_path} is RAM-backed: {info.describe()}")
     return tmp_path
-

@@ -52,8 +52,9 @@ def mounted(fstype_args: list[str], source: str, mountpoint: Path) -> Iterator[P
     if not is_root() or shutil.which("mount") is None:
         pytest.skip("mounting needs root and mount(8)")
     mountpoint.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", *fstype_args, source, str(mountpoint)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", *fstype_args, source, str(mountpoint)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount here: {result.stderr.strip()}")
     try:
@@ -67,8 +68,9 @@ def loop_device(image: Path) -> Iterator[str]:
     """Attaches image to a free loop device, yields /dev/loopN, always detaches."""
     if not is_root() or shutil.which("losetup") is None:
         pytest.skip("loop devices need root and losetup(8)")
-    result = subprocess.run(["losetup", "--find", "--show", str(image)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot attach a loop device: {result.stderr.strip()}")
     dev = result.stdout.strip()
@@ -87,11 +89,13 @@ def small_ext4(size_bytes: int, workdir: Path) -> Iterator[Path]:
     with open(image, "wb") as f:
         f.truncate(size_bytes)
     # No journal and no reserved blocks: every free block can hold paging-file data.
-    mk = subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0", "-b", "4096",
-                         str(image)], capture_output=True, text=True)
+    mk = subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0", "-b", "4096", str(image)],
+        capture_output=True,
+        text=True,
+    )
     if mk.returncode != 0:
         pytest.skip(f"mkfs.ext4 failed: {mk.stderr.strip()}")
     with loop_device(image) as dev, mounted([], dev, workdir / "mnt") as mnt:
         yield mnt
     image.unlink(missing_ok=True)
-

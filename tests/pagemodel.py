@@ -13,8 +13,17 @@ from dataclasses import dataclass, field
 
 ZERO, CLEAN, DIRTY, PAGED_OUT = "ZERO", "CLEAN", "DIRTY", "PAGED_OUT"
 
-COUNTERS = ("accesses", "hits", "zero_fills", "page_ins", "page_outs", "clean_drops",
-            "bytes_read", "bytes_written", "releases")
+COUNTERS = (
+    "accesses",
+    "hits",
+    "zero_fills",
+    "page_ins",
+    "page_outs",
+    "clean_drops",
+    "bytes_read",
+    "bytes_written",
+    "releases",
+)
 
 
 class ModelOutOfFrames(Exception):
@@ -76,7 +85,7 @@ class ModelMemory:
         for page in range(gpa // self.page_size, (gpa + n - 1) // self.page_size + 1):
             out += self.contents(page)
         start = gpa % self.page_size
-        return bytes(out[start:start + n])
+        return bytes(out[start : start + n])
 
     # ---- the mechanism ------------------------------------------------------------------
     def _victim(self) -> int:
@@ -169,9 +178,9 @@ class ModelMemory:
         for page in self._touched(gpa, len(data)):
             self.access(page, True)
             start = (gpa + pos) % self.page_size
-            chunk = data[pos:pos + self.page_size - start]
+            chunk = data[pos : pos + self.page_size - start]
             d = self.data.setdefault(page, bytearray(self.page_size))
-            d[start:start + len(chunk)] = chunk
+            d[start : start + len(chunk)] = chunk
             pos += len(chunk)
 
     def set_frame_limit(self, n: int) -> None:

@@ -23,9 +23,12 @@ POOL_FRAMES = 64
 def test_page_outs_and_page_ins_reach_the_device(disk_dir, backend):
     info = devices.device_for_path(disk_dir)
     rng = np.random.default_rng(1)
-    with vmmem.FramePool(POOL_FRAMES * PAGE) as pool, \
-            vmmem.GuestMemory(pool, GUEST_PAGES * PAGE, frame_limit=POOL_FRAMES,
-                              paging_dir=disk_dir, backend=backend) as mem:
+    with (
+        vmmem.FramePool(POOL_FRAMES * PAGE) as pool,
+        vmmem.GuestMemory(
+            pool, GUEST_PAGES * PAGE, frame_limit=POOL_FRAMES, paging_dir=disk_dir, backend=backend
+        ) as mem,
+    ):
         before = devices.io_counters(info)
         mem.replay(np.arange(GUEST_PAGES, dtype=np.uint32), np.ones(GUEST_PAGES, dtype=bool))
         mem.frame_limit = 0  # every page out
@@ -61,9 +64,12 @@ def test_rewrites_of_dirty_pages_reach_the_device_again(disk_dir, backend):
     """A page written, paged out, faulted in, written again and evicted is written again."""
     info = devices.device_for_path(disk_dir)
     pages = 512
-    with vmmem.FramePool(POOL_FRAMES * PAGE) as pool, \
-            vmmem.GuestMemory(pool, pages * PAGE, frame_limit=POOL_FRAMES,
-                              paging_dir=disk_dir, backend=backend) as mem:
+    with (
+        vmmem.FramePool(POOL_FRAMES * PAGE) as pool,
+        vmmem.GuestMemory(
+            pool, pages * PAGE, frame_limit=POOL_FRAMES, paging_dir=disk_dir, backend=backend
+        ) as mem,
+    ):
         all_pages = np.arange(pages, dtype=np.uint32)
         mem.replay(all_pages, np.ones(pages, dtype=bool))
         mem.frame_limit = 0
@@ -100,9 +106,13 @@ def test_exact_device_io_on_a_private_loop_device(tmp_path, backend):
     than it paged (read-ahead or a page cache serving page-ins would break one or the other)."""
     pages = 1024
     slack = 2 * 2**20  # filesystem metadata
-    with small_ext4(64 * 2**20, tmp_path) as mnt, vmmem.FramePool(pages * PAGE) as pool, \
-            vmmem.GuestMemory(pool, pages * PAGE, frame_limit=pages, paging_dir=mnt,
-                              backend=backend) as mem:
+    with (
+        small_ext4(64 * 2**20, tmp_path) as mnt,
+        vmmem.FramePool(pages * PAGE) as pool,
+        vmmem.GuestMemory(
+            pool, pages * PAGE, frame_limit=pages, paging_dir=mnt, backend=backend
+        ) as mem,
+    ):
         info = devices.device_for_path(mnt)
         assert info.device.startswith("loop") and info.has_counters
         mem.replay(np.arange(pages, dtype=np.uint32), np.ones(pages, dtype=bool))

@@ -150,8 +150,21 @@ def test_list_filesystems_is_writable_real_places():
     if os.access("/", os.W_OK):
         assert "/" in mountpoints
     for f in found:
-        assert f.fstype not in {"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue",
-                                "debugfs", "tracefs", "overlay"} or f.mountpoint == "/"
+        assert (
+            f.fstype
+            not in {
+                "proc",
+                "sysfs",
+                "cgroup",
+                "cgroup2",
+                "devpts",
+                "mqueue",
+                "debugfs",
+                "tracefs",
+                "overlay",
+            }
+            or f.mountpoint == "/"
+        )
         assert not f.mountpoint.startswith(("/proc", "/sys"))
         assert os.access(f.mountpoint, os.W_OK)
         assert f.total_bytes > 0
@@ -177,6 +190,7 @@ def test_real_partitions_resolve_to_their_disk():
 
 
 # ---- sysfs layouts this machine lacks: a copy of the real shape, walked by the same code ------
+
 
 def _fake_sysfs(root: Path) -> Path:
     """A sysfs tree shaped like a real one with a partitioned NVMe SSD, a SATA HDD, a

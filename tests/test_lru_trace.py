@@ -80,9 +80,12 @@ READ_TRACE = zipf_trace(100_000, GUEST_PAGES, 1.2, seed=20240601)
 @pytest.mark.parametrize("frames", [1, 7, 100, 600, 1999, 2000])
 def test_lru_read_trace_miss_count_is_exact(disk_dir, frames):
     expected = lru_simulate(READ_TRACE, None, frames)
-    with vmmem.FramePool(GUEST_PAGES * PAGE) as pool, \
-            vmmem.GuestMemory(pool, GUEST_PAGES * PAGE, frame_limit=frames,
-                              paging_dir=disk_dir, policy="lru") as mem:
+    with (
+        vmmem.FramePool(GUEST_PAGES * PAGE) as pool,
+        vmmem.GuestMemory(
+            pool, GUEST_PAGES * PAGE, frame_limit=frames, paging_dir=disk_dir, policy="lru"
+        ) as mem,
+    ):
         mem.replay(READ_TRACE)
         s = mem.stats
     assert s.accesses == len(READ_TRACE)
@@ -97,9 +100,12 @@ def test_lru_read_trace_miss_count_is_exact(disk_dir, frames):
 @pytest.mark.parametrize("frames", [1, 7, 100, 600, 1999, 2000])
 def test_clock_read_trace_miss_count_is_exact(disk_dir, frames):
     misses = clock_simulate(READ_TRACE, frames)
-    with vmmem.FramePool(GUEST_PAGES * PAGE) as pool, \
-            vmmem.GuestMemory(pool, GUEST_PAGES * PAGE, frame_limit=frames,
-                              paging_dir=disk_dir, policy="clock") as mem:
+    with (
+        vmmem.FramePool(GUEST_PAGES * PAGE) as pool,
+        vmmem.GuestMemory(
+            pool, GUEST_PAGES * PAGE, frame_limit=frames, paging_dir=disk_dir, policy="clock"
+        ) as mem,
+    ):
         mem.replay(READ_TRACE)
         s = mem.stats
     assert s.zero_fills == misses
@@ -118,9 +124,17 @@ def test_lru_write_trace_page_ins_and_outs_are_exact(disk_dir, backend, frames):
     trace = zipf_trace(6_000, pages, 1.1, seed=7)
     writes = (np.random.default_rng(8).random(len(trace)) < 0.3).astype(np.uint8)
     expected = lru_simulate(trace, writes, frames)
-    with vmmem.FramePool(frames * PAGE) as pool, \
-            vmmem.GuestMemory(pool, pages * PAGE, frame_limit=frames, paging_dir=disk_dir,
-                              backend=backend, policy="lru") as mem:
+    with (
+        vmmem.FramePool(frames * PAGE) as pool,
+        vmmem.GuestMemory(
+            pool,
+            pages * PAGE,
+            frame_limit=frames,
+            paging_dir=disk_dir,
+            backend=backend,
+            policy="lru",
+        ) as mem,
+    ):
         mem.replay(trace, writes)
         s = mem.stats
         # Every write incremented its page's first 8 bytes: the counts must all be there.

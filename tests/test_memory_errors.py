@@ -22,8 +22,10 @@ PAGE = 4096
 
 # ---- settings --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("size", [0, -4096, 4095, 4097, "0MB", "-1MB", "1.5KiB", "lots", None,
-                                  2**70])
+
+@pytest.mark.parametrize(
+    "size", [0, -4096, 4095, 4097, "0MB", "-1MB", "1.5KiB", "lots", None, 2**70]
+)
 def test_bad_pool_size(size):
     with pytest.raises(vmmem.SettingsError) as info:
         vmmem.FramePool(size)
@@ -38,8 +40,10 @@ def test_bad_page_size(page_size):
 
 
 def test_larger_page_size_works(disk_dir):
-    with vmmem.FramePool("256KiB", page_size=16384) as pool, \
-            vmmem.GuestMemory(pool, "1MiB", frame_limit=2, paging_dir=disk_dir) as mem:
+    with (
+        vmmem.FramePool("256KiB", page_size=16384) as pool,
+        vmmem.GuestMemory(pool, "1MiB", frame_limit=2, paging_dir=disk_dir) as mem,
+    ):
         mem.write(3 * 16384 + 5, b"big pages")
         mem.replay(np.arange(10, dtype=np.uint32), np.ones(10, dtype=bool))
         assert mem.stats.bytes_written == mem.stats.page_outs * 16384
@@ -77,14 +81,17 @@ def test_frame_limit_above_pool_says_what_is_allowed(pool, disk_dir):
 
 
 def test_default_frame_limit_is_what_fits(pool, disk_dir):
-    with vmmem.GuestMemory(pool, 8 * PAGE, paging_dir=disk_dir) as small, \
-            vmmem.GuestMemory(pool, 64 * PAGE, paging_dir=disk_dir) as large:
+    with (
+        vmmem.GuestMemory(pool, 8 * PAGE, paging_dir=disk_dir) as small,
+        vmmem.GuestMemory(pool, 64 * PAGE, paging_dir=disk_dir) as large,
+    ):
         assert small.frame_limit == 8
         assert large.frame_limit == 16
 
 
-@pytest.mark.parametrize("kwargs", [{"backend": "o_direct"}, {"backend": ""},
-                                    {"policy": "fifo"}, {"policy": "LRU "}])
+@pytest.mark.parametrize(
+    "kwargs", [{"backend": "o_direct"}, {"backend": ""}, {"policy": "fifo"}, {"policy": "LRU "}]
+)
 def test_bad_backend_or_policy_names_the_choices(pool, disk_dir, kwargs):
     with pytest.raises(vmmem.SettingsError) as info:
         vmmem.GuestMemory(pool, 8 * PAGE, paging_dir=disk_dir, **kwargs)
@@ -104,14 +111,16 @@ def test_pool_larger_than_host_ram():
 
 # ---- guest addresses -------------------------------------------------------------------------
 
+
 @pytest.fixture
 def mem(pool, disk_dir):
     with vmmem.GuestMemory(pool, 8 * PAGE, frame_limit=4, paging_dir=disk_dir) as m:
         yield m
 
 
-@pytest.mark.parametrize("gpa,n", [(8 * PAGE, 1), (8 * PAGE - 1, 2), (-1, 1), (0, 8 * PAGE + 1),
-                                   (2**64, 1)])
+@pytest.mark.parametrize(
+    "gpa,n", [(8 * PAGE, 1), (8 * PAGE - 1, 2), (-1, 1), (0, 8 * PAGE + 1), (2**64, 1)]
+)
 def test_read_out_of_range(mem, gpa, n):
     with pytest.raises(vmmem.GuestAddressError) as info:
         mem.read(gpa, n)
@@ -130,8 +139,14 @@ def test_write_out_of_range_changes_nothing(mem):
     assert mem.read(8 * PAGE, 0) == b""  # an empty read at the end is fine too
 
 
-@pytest.mark.parametrize("trace", [np.array([0, 8], dtype=np.int64), np.array([-1], np.int64),
-                                   np.array([1, 2, 2**31], dtype=np.uint32)])
+@pytest.mark.parametrize(
+    "trace",
+    [
+        np.array([0, 8], dtype=np.int64),
+        np.array([-1], np.int64),
+        np.array([1, 2, 2**31], dtype=np.uint32),
+    ],
+)
 def test_replay_out_of_range(mem, trace):
     with pytest.raises(vmmem.GuestAddressError, match="outside"):
         mem.replay(trace)
@@ -145,8 +160,9 @@ def test_replay_stops_at_the_bad_page_having_done_the_ones_before(mem):
     assert mem.page_state(2) == vmmem.PageState.ZERO
 
 
-@pytest.mark.parametrize("bad", [np.zeros((2, 2), np.uint32), np.array([0.5, 1.0]),
-                                 np.array(["1"])])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((2, 2), np.uint32), np.array([0.5, 1.0]), np.array(["1"])]
+)
 def test_replay_needs_a_flat_integer_array(mem, bad):
     with pytest.raises(vmmem.SettingsError):
         mem.replay(bad)
@@ -182,6 +198,7 @@ def test_closed_guest_and_pool_refuse_calls(pool, disk_dir):
 
 # ---- no frames -------------------------------------------------------------------------------
 
+
 def test_frame_limit_zero_gives_no_frame(mem):
     mem.frame_limit = 0
     with pytest.raises(vmmem.OutOfFramesError):
@@ -192,8 +209,10 @@ def test_frame_limit_zero_gives_no_frame(mem):
 
 
 def test_pool_exhausted_by_others(pool, disk_dir):
-    with vmmem.GuestMemory(pool, 32 * PAGE, paging_dir=disk_dir, name="hog") as hog, \
-            vmmem.GuestMemory(pool, 8 * PAGE, frame_limit=8, paging_dir=disk_dir) as guest:
+    with (
+        vmmem.GuestMemory(pool, 32 * PAGE, paging_dir=disk_dir, name="hog") as hog,
+        vmmem.GuestMemory(pool, 8 * PAGE, frame_limit=8, paging_dir=disk_dir) as guest,
+    ):
         hog.replay(np.arange(16, dtype=np.uint32))
         assert pool.free_frames == 0
         with pytest.raises(vmmem.OutOfFramesError) as info:
@@ -213,12 +232,16 @@ def test_drain_without_room_changes_nothing(pool, disk_dir):
         with pytest.raises(vmmem.OutOfFramesError, match="frame limit"):
             m.drain()
         after = m.stats
-        assert (after.resident, after.file_pages, after.page_ins) == \
-            (before.resident, before.file_pages, before.page_ins)
+        assert (after.resident, after.file_pages, after.page_ins) == (
+            before.resident,
+            before.file_pages,
+            before.page_ins,
+        )
         assert m.paging_file.exists
 
 
 # ---- paging-file failures --------------------------------------------------------------------
+
 
 def test_missing_folder(pool, tmp_path):
     missing = tmp_path / "not" / "there"
@@ -275,8 +298,7 @@ def test_folder_turned_read_only_fails_the_page_out_and_keeps_the_page(pool, tmp
     source = tmp_path / "src"
     source.mkdir()
     with _read_only_bind(source, tmp_path / "rw") as mnt:
-        with vmmem.GuestMemory(pool, 8 * PAGE, frame_limit=2, paging_dir=mnt,
-                               backend=backend) as m:
+        with vmmem.GuestMemory(pool, 8 * PAGE, frame_limit=2, paging_dir=mnt, backend=backend) as m:
             m.write(0, b"A" * PAGE)
             m.write(PAGE, b"B" * PAGE)
             r = subprocess.run(["mount", "-o", "remount,ro,bind", str(mnt)], capture_output=True)
@@ -340,8 +362,12 @@ def test_permission_denied(tmp_path):
     folder = tmp_path / "paging"
     folder.mkdir()
     try:
-        r = subprocess.run([sys.executable, "-c", _EACCES_CHILD, str(folder)],
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-c", _EACCES_CHILD, str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if r.returncode == 3:
             pytest.skip("cannot drop capabilities here")
         assert r.returncode == 0, r.stderr
@@ -363,20 +389,23 @@ def _fill_until_full(full: vmmem.GuestMemory, pages: int) -> list[bytes]:
     """Distinct content in every page; returns what each page holds."""
     contents = []
     for p in range(pages):
-        data = (p.to_bytes(4, "little") * (PAGE // 4))
+        data = p.to_bytes(4, "little") * (PAGE // 4)
         full.write(p * PAGE, data)
         contents.append(data)
     return contents
 
 
-def _check_enospc(pool: vmmem.FramePool, full_dir: Path, healthy_dir: Path, backend: str,
-                  pages: int) -> None:
-    healthy = vmmem.GuestMemory(pool, 64 * PAGE, frame_limit=8, paging_dir=healthy_dir,
-                                backend=backend, name="healthy")
+def _check_enospc(
+    pool: vmmem.FramePool, full_dir: Path, healthy_dir: Path, backend: str, pages: int
+) -> None:
+    healthy = vmmem.GuestMemory(
+        pool, 64 * PAGE, frame_limit=8, paging_dir=healthy_dir, backend=backend, name="healthy"
+    )
     healthy.replay(np.arange(64, dtype=np.uint32), np.ones(64, dtype=bool))
     healthy_before = healthy.stats
-    full = vmmem.GuestMemory(pool, pages * PAGE, frame_limit=pages, paging_dir=full_dir,
-                             backend=backend, name="full")
+    full = vmmem.GuestMemory(
+        pool, pages * PAGE, frame_limit=pages, paging_dir=full_dir, backend=backend, name="full"
+    )
     try:
         contents = _fill_until_full(full, pages)
         with pytest.raises(vmmem.PagingFileError) as info:
@@ -397,8 +426,11 @@ def _check_enospc(pool: vmmem.FramePool, full_dir: Path, healthy_dir: Path, back
         # The other guest on the same pool saw nothing of it.
         after = healthy.stats
         assert (after.accesses, after.page_outs, after.page_ins, after.resident) == (
-            healthy_before.accesses, healthy_before.page_outs, healthy_before.page_ins,
-            healthy_before.resident)
+            healthy_before.accesses,
+            healthy_before.page_outs,
+            healthy_before.page_ins,
+            healthy_before.resident,
+        )
         assert int.from_bytes(healthy.read(0, 8), "little") == 1
     finally:
         full.close()
@@ -421,8 +453,10 @@ def test_enospc_on_a_tiny_ext4_keeps_memory_intact(tmp_path, disk_dir, backend):
 def test_enospc_on_a_tiny_tmpfs_keeps_memory_intact(tmp_path, disk_dir, backend):
     healthy = disk_dir / "healthy"
     healthy.mkdir()
-    with mounted(["-t", "tmpfs", "-o", "size=64k"], "tmpfs", tmp_path / "tiny") as mnt, \
-            vmmem.FramePool(128 * PAGE) as pool:
+    with (
+        mounted(["-t", "tmpfs", "-o", "size=64k"], "tmpfs", tmp_path / "tiny") as mnt,
+        vmmem.FramePool(128 * PAGE) as pool,
+    ):
         with pytest.warns(vmmem.RamBackedWarning, match="RAM"):
             vmmem.GuestMemory(pool, 8 * PAGE, paging_dir=mnt).close()
         with pytest.warns(vmmem.RamBackedWarning):
@@ -444,9 +478,10 @@ def test_no_direct_io_suggests_mmap(pool, tmp_path):
                 assert os.listdir(mnt) == []
             else:
                 pytest.skip("this kernel's ramfs accepts O_DIRECT")
-        with pytest.warns(vmmem.RamBackedWarning), \
-                vmmem.GuestMemory(pool, 8 * PAGE, frame_limit=1, paging_dir=mnt,
-                                  backend="mmap") as m:
+        with (
+            pytest.warns(vmmem.RamBackedWarning),
+            vmmem.GuestMemory(pool, 8 * PAGE, frame_limit=1, paging_dir=mnt, backend="mmap") as m,
+        ):
             m.write(0, b"a")
             m.write(PAGE, b"b")  # the mmap backend works there
             assert m.read(0, 1) == b"a"

@@ -41,18 +41,31 @@ class PagingMachine(RuleBasedStateMachine):
         super().__init__()
         self.folder = tempfile.mkdtemp(prefix="vmmem-model-")
         self.pool = vmmem.FramePool(POOL_FRAMES * PAGE)
-        self.mem = vmmem.GuestMemory(self.pool, GUEST_PAGES * PAGE, frame_limit=POOL_FRAMES // 2,
-                                     paging_dir=self.folder, backend=self.backend,
-                                     policy=self.policy, name="guest")
-        self.neighbour = vmmem.GuestMemory(self.pool, NEIGHBOUR_PAGES * PAGE,
-                                           frame_limit=NEIGHBOUR_PAGES, paging_dir=self.folder,
-                                           backend=self.backend, policy=self.policy,
-                                           name="neighbour")
+        self.mem = vmmem.GuestMemory(
+            self.pool,
+            GUEST_PAGES * PAGE,
+            frame_limit=POOL_FRAMES // 2,
+            paging_dir=self.folder,
+            backend=self.backend,
+            policy=self.policy,
+            name="guest",
+        )
+        self.neighbour = vmmem.GuestMemory(
+            self.pool,
+            NEIGHBOUR_PAGES * PAGE,
+            frame_limit=NEIGHBOUR_PAGES,
+            paging_dir=self.folder,
+            backend=self.backend,
+            policy=self.policy,
+            name="neighbour",
+        )
         self.model_pool = ModelPool(POOL_FRAMES)
-        self.model = ModelMemory(self.model_pool, GUEST_PAGES, PAGE, self.policy,
-                                 frame_limit=POOL_FRAMES // 2)
-        self.neighbour_model = ModelMemory(self.model_pool, NEIGHBOUR_PAGES, PAGE, self.policy,
-                                           frame_limit=NEIGHBOUR_PAGES)
+        self.model = ModelMemory(
+            self.model_pool, GUEST_PAGES, PAGE, self.policy, frame_limit=POOL_FRAMES // 2
+        )
+        self.neighbour_model = ModelMemory(
+            self.model_pool, NEIGHBOUR_PAGES, PAGE, self.policy, frame_limit=NEIGHBOUR_PAGES
+        )
 
     @initialize()
     def start(self) -> None:
@@ -61,7 +74,7 @@ class PagingMachine(RuleBasedStateMachine):
     # ---- rules --------------------------------------------------------------------------
     @rule(gpa=write_at, data=st.binary(min_size=0, max_size=24))
     def write(self, gpa: int, data: bytes) -> None:
-        data = data[:GUEST_BYTES - gpa]
+        data = data[: GUEST_BYTES - gpa]
         try:
             self.model.write(gpa, data)
         except ModelOutOfFrames:
@@ -81,9 +94,12 @@ class PagingMachine(RuleBasedStateMachine):
         else:
             assert self.mem.read(gpa, n) == expected
 
-    @rule(accesses=st.lists(st.tuples(st.integers(0, GUEST_PAGES - 1), st.booleans()),
-                            min_size=1, max_size=40),
-          with_flags=st.booleans())
+    @rule(
+        accesses=st.lists(
+            st.tuples(st.integers(0, GUEST_PAGES - 1), st.booleans()), min_size=1, max_size=40
+        ),
+        with_flags=st.booleans(),
+    )
     def replay(self, accesses: list[tuple[int, bool]], with_flags: bool) -> None:
         pages = np.array([p for p, _ in accesses], dtype=np.uint32)
         writes = np.array([w for _, w in accesses], dtype=np.uint8) if with_flags else None
@@ -198,13 +214,18 @@ class PagingMachine(RuleBasedStateMachine):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-MODEL_SETTINGS = settings(max_examples=60, stateful_step_count=50, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+MODEL_SETTINGS = settings(
+    max_examples=60,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def _machine(backend: str, policy: str) -> type[RuleBasedStateMachine]:
-    return type(f"Paging_{backend}_{policy}", (PagingMachine,),
-                {"backend": backend, "policy": policy})
+    return type(
+        f"Paging_{backend}_{policy}", (PagingMachine,), {"backend": backend, "policy": policy}
+    )
 
 
 TestLruDirect = MODEL_SETTINGS(_machine("direct", "lru")).TestCase

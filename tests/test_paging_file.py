@@ -20,8 +20,9 @@ def files_in(folder) -> list[str]:
 
 @pytest.mark.parametrize("backend", ["direct", "mmap"])
 def test_file_appears_at_first_page_out_and_not_before(disk_dir, pool, backend):
-    with vmmem.GuestMemory(pool, 64 * PAGE, frame_limit=4, paging_dir=disk_dir,
-                           backend=backend) as mem:
+    with vmmem.GuestMemory(
+        pool, 64 * PAGE, frame_limit=4, paging_dir=disk_dir, backend=backend
+    ) as mem:
         # Reads fault in zero pages; evicting those is a clean drop: still no file.
         mem.replay(np.arange(64, dtype=np.uint32))
         assert mem.stats.clean_drops == 60
@@ -42,8 +43,9 @@ def test_file_appears_at_first_page_out_and_not_before(disk_dir, pool, backend):
 
 @pytest.mark.parametrize("backend", ["direct", "mmap"])
 def test_file_deleted_when_release_empties_it(disk_dir, pool, backend):
-    with vmmem.GuestMemory(pool, 64 * PAGE, frame_limit=8, paging_dir=disk_dir,
-                           backend=backend) as mem:
+    with vmmem.GuestMemory(
+        pool, 64 * PAGE, frame_limit=8, paging_dir=disk_dir, backend=backend
+    ) as mem:
         mem.replay(np.arange(16, dtype=np.uint32), np.ones(16, dtype=bool))
         assert mem.stats.file_pages == 8
         path = mem.paging_file.path
@@ -89,8 +91,10 @@ def test_file_deleted_on_close(disk_dir, pool):
 
 
 def test_context_manager_deletes_file_even_on_error(disk_dir, pool):
-    with pytest.raises(RuntimeError), \
-            vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir) as mem:
+    with (
+        pytest.raises(RuntimeError),
+        vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir) as mem,
+    ):
         mem.replay(np.arange(8, dtype=np.uint32), np.ones(8, dtype=bool))
         assert mem.paging_file.exists
         raise RuntimeError("the guest crashed")
@@ -100,8 +104,9 @@ def test_context_manager_deletes_file_even_on_error(disk_dir, pool):
 @pytest.mark.parametrize("backend", ["direct", "mmap"])
 def test_forgotten_guest_leaves_no_file(disk_dir, pool, backend):
     def forget() -> str:
-        mem = vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir,
-                                backend=backend)
+        mem = vmmem.GuestMemory(
+            pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir, backend=backend
+        )
         mem.replay(np.arange(8, dtype=np.uint32), np.ones(8, dtype=bool))
         assert os.path.exists(mem.paging_file.path)
         return mem.paging_file.path
@@ -128,9 +133,10 @@ def test_file_size_follows_pages_and_peak(disk_dir, pool):
 
 
 def test_each_guest_has_its_own_file(disk_dir, pool):
-    with vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir, name="vm1") as a, \
-            vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir,
-                              name="vm1") as b:
+    with (
+        vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir, name="vm1") as a,
+        vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir, name="vm1") as b,
+    ):
         for mem in (a, b):
             mem.replay(np.arange(4, dtype=np.uint32), np.ones(4, dtype=bool))
         assert a.paging_file.path != b.paging_file.path

@@ -49,17 +49,28 @@ def test_guests_replaying_in_threads_match_the_model(disk_dir, backend, policy):
     guests = 3
     pages, limit, n, chunks = 600, 48, 12_000, 6
     with vmmem.FramePool(guests * limit * PAGE) as pool:
-        mems = [vmmem.GuestMemory(pool, pages * PAGE, frame_limit=limit, paging_dir=disk_dir,
-                                  backend=backend, policy=policy, name=f"vm{i}")
-                for i in range(guests)]
+        mems = [
+            vmmem.GuestMemory(
+                pool,
+                pages * PAGE,
+                frame_limit=limit,
+                paging_dir=disk_dir,
+                backend=backend,
+                policy=policy,
+                name=f"vm{i}",
+            )
+            for i in range(guests)
+        ]
         work = [traces(seed, pages, n) for seed in range(guests)]
 
         def job(mem, trace, writes):
             def run():
                 # Several calls, so the threads interleave between calls as well as within.
-                for part, flags in zip(np.array_split(trace, chunks),
-                                       np.array_split(writes, chunks), strict=True):
+                for part, flags in zip(
+                    np.array_split(trace, chunks), np.array_split(writes, chunks), strict=True
+                ):
                     mem.replay(part, flags)
+
             return run
 
         run_in_threads([job(m, t, w) for m, (t, w) in zip(mems, work, strict=True)])
@@ -87,14 +98,24 @@ def test_guests_competing_for_a_short_pool(disk_dir, backend):
     empty. Counts then depend on timing, but contents and the books must still balance."""
     guests, pages, n = 3, 400, 10_000
     with vmmem.FramePool(64 * PAGE) as pool:
-        mems = [vmmem.GuestMemory(pool, pages * PAGE, frame_limit=48, paging_dir=disk_dir,
-                                  backend=backend, name=f"vm{i}") for i in range(guests)]
+        mems = [
+            vmmem.GuestMemory(
+                pool,
+                pages * PAGE,
+                frame_limit=48,
+                paging_dir=disk_dir,
+                backend=backend,
+                name=f"vm{i}",
+            )
+            for i in range(guests)
+        ]
         # Each guest first holds one page, so none can ever find itself without a frame.
         for mem in mems:
             mem.replay(np.array([0], np.uint32))
         work = [traces(seed + 10, pages, n) for seed in range(guests)]
-        run_in_threads([lambda m=m, t=t, w=w: m.replay(t, w)
-                        for m, (t, w) in zip(mems, work, strict=True)])
+        run_in_threads(
+            [lambda m=m, t=t, w=w: m.replay(t, w) for m, (t, w) in zip(mems, work, strict=True)]
+        )
         resident = 0
         for mem, (trace, writes) in zip(mems, work, strict=True):
             s = mem.stats

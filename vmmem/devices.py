@@ -34,12 +34,39 @@ __all__ = [
 RAM_FILESYSTEMS = frozenset({"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"})
 
 # Kernel and virtual filesystems nobody pages to: never listed by list_filesystems().
-PSEUDO_FILESYSTEMS = frozenset({
-    "proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs", "tracefs",
-    "securityfs", "pstore", "bpf", "configfs", "fusectl", "autofs", "binfmt_misc",
-    "rpc_pipefs", "nsfs", "efivarfs", "selinuxfs", "hugetlbfs", "devtmpfs", "fuse.gvfsd-fuse",
-    "fuse.portal", "squashfs", "iso9660", "ramfs", "nfsd", "overlay", "aufs",
-})
+PSEUDO_FILESYSTEMS = frozenset(
+    {
+        "proc",
+        "sysfs",
+        "cgroup",
+        "cgroup2",
+        "devpts",
+        "mqueue",
+        "debugfs",
+        "tracefs",
+        "securityfs",
+        "pstore",
+        "bpf",
+        "configfs",
+        "fusectl",
+        "autofs",
+        "binfmt_misc",
+        "rpc_pipefs",
+        "nsfs",
+        "efivarfs",
+        "selinuxfs",
+        "hugetlbfs",
+        "devtmpfs",
+        "fuse.gvfsd-fuse",
+        "fuse.portal",
+        "squashfs",
+        "iso9660",
+        "ramfs",
+        "nfsd",
+        "overlay",
+        "aufs",
+    }
+)
 
 # Block devices whose "disk" is RAM.
 _RAM_DEVICE_PREFIXES = ("zram", "ram", "pmem")
@@ -104,8 +131,7 @@ class DeviceInfo:
             where = self.fstype
         facts = ", ".join(x for x in (self.model, self.kind) if x)
         counters = "" if self.has_counters else "; no device counters"
-        return (f"{self.path}: {where} ({facts}), {self.free_bytes / 2**30:.1f} GiB free"
-                f"{counters}")
+        return f"{self.path}: {where} ({facts}), {self.free_bytes / 2**30:.1f} GiB free{counters}"
 
 
 @dataclass(frozen=True)
@@ -142,8 +168,8 @@ def _unescape(field: str) -> str:
     # mountinfo writes space, tab, newline and backslash as \ooo octal escapes.
     out, i = [], 0
     while i < len(field):
-        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
             i += 4
         else:
             out.append(field[i])
@@ -160,14 +186,16 @@ def mounts(mountinfo: str = "/proc/self/mountinfo") -> list[Mount]:
             sep = fields.index("-")
             major, minor = (int(x) for x in fields[2].split(":"))
             opts = fields[5].split(",")
-            result.append(Mount(
-                mountpoint=_unescape(fields[4]),
-                fstype=fields[sep + 1],
-                source=_unescape(fields[sep + 2]) if len(fields) > sep + 2 else "",
-                major=major,
-                minor=minor,
-                read_only="ro" in opts,
-            ))
+            result.append(
+                Mount(
+                    mountpoint=_unescape(fields[4]),
+                    fstype=fields[sep + 1],
+                    source=_unescape(fields[sep + 2]) if len(fields) > sep + 2 else "",
+                    major=major,
+                    minor=minor,
+                    read_only="ro" in opts,
+                )
+            )
     return result
 
 
@@ -295,13 +323,15 @@ def _device_ram_backed(disk: str, sysfs: str, depth: int = 0) -> bool:
     if backing:
         # A loop device over a file on tmpfs is RAM too.
         try:
-            return device_for_path(os.path.dirname(backing) or "/", sysfs=sysfs,
-                                   _depth=depth + 1).ram_backed
+            return device_for_path(
+                os.path.dirname(backing) or "/", sysfs=sysfs, _depth=depth + 1
+            ).ram_backed
         except OSError:
             return False
     slaves = _slaves(disk, sysfs)
     return bool(slaves) and all(
-        _device_ram_backed(_whole_disk(s, sysfs), sysfs, depth + 1) for s in slaves)
+        _device_ram_backed(_whole_disk(s, sysfs), sysfs, depth + 1) for s in slaves
+    )
 
 
 def _counter_keys() -> set[str]:
@@ -312,8 +342,9 @@ def _counter_keys() -> set[str]:
 # public API
 
 
-def _info(path: str, mount: Mount, st_dev: int | None, sysfs: str, keys: set[str],
-          depth: int = 0) -> DeviceInfo:
+def _info(
+    path: str, mount: Mount, st_dev: int | None, sysfs: str, keys: set[str], depth: int = 0
+) -> DeviceInfo:
     name = None
     if mount.major != 0:
         name = _block_name_from_devnum(mount.major, mount.minor, sysfs)
@@ -348,8 +379,9 @@ def _info(path: str, mount: Mount, st_dev: int | None, sysfs: str, keys: set[str
     )
 
 
-def device_for_path(path: str | os.PathLike[str], *, sysfs: str = "/sys",
-                    _depth: int = 0) -> DeviceInfo:
+def device_for_path(
+    path: str | os.PathLike[str], *, sysfs: str = "/sys", _depth: int = 0
+) -> DeviceInfo:
     """Facts about the filesystem and block device that hold ``path`` (which must exist).
 
     Raises FileNotFoundError if the path does not exist.
@@ -377,8 +409,10 @@ def list_filesystems(*, sysfs: str = "/sys") -> list[DeviceInfo]:
             continue
         if m.read_only:
             continue
-        if any(_is_under(m.mountpoint, p) for p in ("/proc", "/sys", "/dev")) and \
-                m.mountpoint != "/dev/shm":
+        if (
+            any(_is_under(m.mountpoint, p) for p in ("/proc", "/sys", "/dev"))
+            and m.mountpoint != "/dev/shm"
+        ):
             continue
         if not os.path.isdir(m.mountpoint) or not os.access(m.mountpoint, os.W_OK):
             continue
@@ -407,6 +441,9 @@ def io_counters(info: DeviceInfo | str | os.PathLike[str]) -> IOCounters | None:
     c = per_disk.get(info.counter_key)
     if c is None:
         return None
-    return IOCounters(read_bytes=c.read_bytes, write_bytes=c.write_bytes,
-                      read_count=c.read_count, write_count=c.write_count)
-
+    return IOCounters(
+        read_bytes=c.read_bytes,
+        write_bytes=c.write_bytes,
+        read_count=c.read_count,
+        write_count=c.write_count,
+    )
