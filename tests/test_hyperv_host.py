@@ -351,3 +351,20 @@ def test_mmap_backend_smart_paging_reaches_the_device_and_drains(disk_dir: Path)
         host.wait_settled(60)
         assert paging_files(folder) == []
         assert all(vm.status.memory_status == "OK" for vm in vms)
+
+
+def test_default_smart_paging_folder_is_the_vms_own(disk_dir: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(disk_dir)
+    with Host("128MB", balancer_interval=TICK) as host:
+        assert host.folder == str(disk_dir / "vmmem-vms")
+        vm = host.add_vm("web01", startup="64MB", minimum="32MB", workload=FAST)
+        assert vm.smart_paging_path == str(disk_dir / "vmmem-vms" / "web01")
+        vm.start()
+        vm.wait_booted(30)
+        assert (disk_dir / "vmmem-vms" / "web01").is_dir()
+        assert vm.status.smart_paging_file_path == vm.smart_paging_path  # not in use: the folder
+        vm.stop()
+        assert vm.state == "Off" and vm.status.memory_assigned == 0
+        assert host.available_memory == 128 * MB
+    assert not (disk_dir / "vmmem-vms").exists()
