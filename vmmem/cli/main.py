@@ -6,7 +6,7 @@ Exit codes (also in ``vmmem --help`` and docs/CLI.md):
     1    the run failed (a VM could not start, a paging-file error, ...)
     2    usage or scenario error (bad option, bad or missing scenario file)
     3    a Smart Paging location was refused (missing, not writable, not enough free space)
-    130  interrupted (Ctrl-C): partial results printed, no Smart Paging file left behind
+    130  interrupted (Ctrl-C or SIGTERM): partial results printed, no Smart Paging file left
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ Exit codes:
   1    the run failed (a VM could not start, a paging-file error)
   2    usage or scenario error
   3    a Smart Paging location was refused (missing, read-only, too little free space)
-  130  interrupted with Ctrl-C (partial results printed, no Smart Paging file left)"""
+  130  interrupted by Ctrl-C or SIGTERM (partial results printed, no Smart Paging
+       file left)"""
 
 
 class CliFailure(click.ClickException):

@@ -221,8 +221,8 @@ def run_report(console: Console, result: RunResult) -> None:
                           if e["index"] == result.storm_event()), None)
         measured = result.storm_summary()["smart_paging_peak_bytes"]
         if predicted is not None:
-            console.print(f"Smart Paging for the storm: planned {mb(predicted)}, measured peak "
-                          f"{mb(measured)} (sum over VMs)")
+            console.print(f"Smart Paging for the storm: planned {mb(predicted)} (at the instant "
+                          f"of the restart), measured peak {mb(measured)} (sum over VMs)")
     for w in result.warnings:
         console.print(f"[bold yellow]warning:[/bold yellow] {w}")
     if result.leftover_files:
