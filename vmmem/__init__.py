@@ -16,6 +16,7 @@ from .errors import (
     SettingsError,
     VmmemError,
 )
+from .hyperv import VM, Boot, BootReport, Host, Idle, TimelineSample, Trace, VMStatus
 from .memory import (
     FramePool,
     GuestMemory,
@@ -33,7 +34,15 @@ __all__ = [
     "KB",
     "MB",
     "TB",
+    "VM",
+    "Boot",
+    "BootReport",
     "FramePool",
+    "Host",
+    "Idle",
+    "TimelineSample",
+    "Trace",
+    "VMStatus",
     "GuestAddressError",
     "GuestMemory",
     "LatencyHistogram",
