@@ -264,6 +264,10 @@ static int file_create(vmm_mem *m)
             unlink(m->path);
             return -err;
         }
+        /* No read-around: a fault must read just its page from the device, or the
+         * neighbours it drags into the page cache make later page-ins a lie. */
+        madvise(map, (size_t)m->npages << m->pool->page_shift, MADV_RANDOM);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
         m->map = map;
     }
     m->fd = fd;
@@ -306,9 +310,13 @@ static int file_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
             return rc;
         uint8_t *dst = m->map + off;
         memcpy(dst, src, ps);
-        /* msync makes the write reach the device; then drop the page from
-         * this mapping and from the page cache so a page-in must read it. */
-        if (msync(dst, ps, MS_SYNC) != 0)
+        /* Write the page's data to the device and wait for it (msync would also
+         * force a journal commit for the fallocated extent: metadata a paging file
+         * deleted after use does not need); then drop the page from this mapping
+         * and from the page cache so a page-in must read it. */
+        if (sync_file_range(m->fd, off, (off_t)ps,
+                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                SYNC_FILE_RANGE_WAIT_AFTER) != 0)
             return -errno;
         madvise(dst, ps, MADV_DONTNEED);
         posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED);
