@@ -15,7 +15,7 @@ import threading
 import uuid
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,6 +149,16 @@ class LatencyHistogram:
     def __init__(self, counts: np.ndarray, total_ns: int) -> None:
         self.counts = counts
         self.total_ns = total_ns
+
+    @classmethod
+    def merge(cls, histograms: Iterable[LatencyHistogram]) -> LatencyHistogram:
+        """One histogram of all the samples of several (e.g. every VM of a boot storm)."""
+        counts = np.zeros(_HIST_BUCKETS, dtype=np.uint64)
+        total = 0
+        for hist in histograms:
+            counts += hist.counts
+            total += hist.total_ns
+        return cls(counts, total)
 
     @property
     def count(self) -> int:

@@ -18,8 +18,7 @@ from typing import Any
 
 import psutil
 
-__all__ = ["SCHEMA_VERSION", "CompareResult", "RunResult", "machine_facts", "now_iso",
-           "merge_cdf"]
+__all__ = ["SCHEMA_VERSION", "CompareResult", "RunResult", "machine_facts", "now_iso"]
 
 SCHEMA_VERSION = 1
 STORM_KINDS = ("host-restart", "restart", "reset")
@@ -56,24 +55,6 @@ def machine_facts() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "vmmem_version": vmmem_version,
     }
-
-
-def merge_cdf(hists: list[tuple[list[int], int]], bucket_upper_s: list[float]
-              ) -> dict[str, list[float]]:
-    """One latency CDF from several histograms (counts per bucket, same buckets)."""
-    if not hists:
-        return {"seconds": [], "fraction": []}
-    total = [sum(c[i] for c, _ in hists) for i in range(len(hists[0][0]))]
-    n = sum(total)
-    if n == 0:
-        return {"seconds": [], "fraction": []}
-    used = [i for i, c in enumerate(total) if c]
-    seconds, fraction, running = [], [], 0
-    for i in range(used[0], used[-1] + 1):
-        running += total[i]
-        seconds.append(bucket_upper_s[i])
-        fraction.append(running / n)
-    return {"seconds": seconds, "fraction": fraction}
 
 
 @dataclass

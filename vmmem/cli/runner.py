@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmmem.cli.disks import describe_location
-from vmmem.cli.report import RunResult, merge_cdf
+from vmmem.cli.report import STORM_KINDS, RunResult
 from vmmem.cli.scenario import MB, Scenario, VMSpec, mb
 from vmmem.devices import DeviceInfo, device_for_path, io_counters
+from vmmem.memory import LatencyHistogram
 
 __all__ = ["LocationRefused", "ProgressSink", "VMProgress", "check_locations", "paging_folders",
            "run_scenario", "sigterm_as_interrupt"]
@@ -237,9 +238,6 @@ def run_scenario(s: Scenario, *, paging_dir: str | None = None,
     t0 = time.monotonic()
     host = None
     tracker: _Tracker | None = None
-    hist_before: dict[str, Any] = {}
-    storm_hists: list[tuple[list[int], int]] = []
-    buckets: list[float] | None = None
 
     def poll(until: Callable[[], bool], timeout: float | None = None) -> bool:
         """Show progress until ``until()`` holds; False on timeout."""
@@ -268,29 +266,6 @@ def run_scenario(s: Scenario, *, paging_dir: str | None = None,
             return True
         except TimeoutError:
             return False
-
-    def snap_hist(names: list[str]) -> None:
-        for n in names:
-            mem = host.vms[n].memory
-            if mem is not None:
-                h = mem.stats.page_in_latency
-                hist_before[n] = (id(mem), h.counts.copy(), h.total_ns)
-
-    def take_hist(names: list[str]) -> None:
-        nonlocal buckets
-        from vmmem.memory import _BUCKET_LOWER_NS
-
-        buckets = [float(x) / 1e9 for x in _BUCKET_LOWER_NS[1:]]
-        for n in names:
-            mem = host.vms[n].memory
-            if mem is None:
-                continue
-            h = mem.stats.page_in_latency
-            counts, total = h.counts.copy(), h.total_ns
-            prev = hist_before.get(n)
-            if prev is not None and prev[0] == id(mem) and (counts >= prev[1]).all():
-                counts, total = counts - prev[1], total - prev[2]
-            storm_hists.append(([int(c) for c in counts], int(total)))
 
     try:
         with sigterm_as_interrupt():
@@ -322,19 +297,15 @@ def run_scenario(s: Scenario, *, paging_dir: str | None = None,
                     poll(lambda end=end: time.monotonic() >= end)
                 elif e.action == "restart-host":
                     names = [n for n, vm in host.vms.items() if vm.state == "Running"]
-                    snap_hist(names)
                     host.restart()
                     for n in names:
                         tracker.mark(n)
                     poll(booted(names))
-                    take_hist(names)
                 elif e.action == "restart":
                     for n in e.vms:
-                        snap_hist([n])
                         tracker.mark(n)
                         host.vms[n].restart()
                         poll(booted([n]))
-                        take_hist([n])
                 elif e.action == "settle":
                     if not poll(settled, timeout=e.seconds):
                         note = (f"not settled after {e.seconds:g} s: Smart Paging still in use "
@@ -372,8 +343,6 @@ def run_scenario(s: Scenario, *, paging_dir: str | None = None,
                 except OSError:
                     pass
             result.leftover_files = left
-            if buckets is not None:
-                result.fault_latency_cdf = merge_cdf(storm_hists, buckets)
     return result
 
 
@@ -412,6 +381,11 @@ def _final(host: Any, result: RunResult) -> None:
             old = by_key.get((d["vm"], d["started_at"]))
             if old is not None:
                 old.update(d)
+    # The storm's fault-latency CDF: each restart boot's histogram covers exactly that boot.
+    latencies = [rep.page_in_latency for vm in host.vms.values() for rep in vm.boot_reports
+                 if rep.kind in STORM_KINDS and rep.page_in_latency is not None]
+    seconds, fraction = LatencyHistogram.merge(latencies).cdf()
+    result.fault_latency_cdf = {"seconds": seconds.tolist(), "fraction": fraction.tolist()}
     result.final_status = [st.as_dict() for st in host.status]
     result.timeline = [_slim_sample(x.as_dict()) for x in host.timeline]
 
