@@ -54,13 +54,14 @@ def _record(
         }
     )
     print(
-        f"\n{kind}: {rate:,.0f}/s, p50 {hist.percentile(50) * 1e6:.0f} us, "
-        f"p99 {hist.percentile(99) * 1e6:.0f} us"
+        f"\n{kind} ({benchmark.extra_info['backend']}): {rate:,.0f}/s, "
+        f"p50 {hist.percentile(50) * 1e6:.0f} us, p99 {hist.percentile(99) * 1e6:.0f} us"
     )
 
 
 @pytest.mark.parametrize("backend", ["direct", "mmap"])
 def test_page_in_rate(benchmark, disk_dir, backend):
+    benchmark.extra_info["backend"] = backend
     rng = np.random.default_rng(1)
     info = devices.device_for_path(disk_dir)
     with vmmem.FramePool(PAGES * PAGE) as pool:
@@ -90,6 +91,7 @@ def test_page_in_rate(benchmark, disk_dir, backend):
 
 @pytest.mark.parametrize("backend", ["direct", "mmap"])
 def test_page_out_rate(benchmark, disk_dir, backend):
+    benchmark.extra_info["backend"] = backend
     rng = np.random.default_rng(2)
     info = devices.device_for_path(disk_dir)
     with vmmem.FramePool(PAGES * PAGE) as pool:
