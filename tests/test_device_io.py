@@ -7,6 +7,8 @@ happen is the page cache absorbing the paging, which would leave the device coun
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from conftest import small_ext4
@@ -99,6 +101,25 @@ def test_release_and_clean_drops_cost_no_paging_io(disk_dir, pool):
         assert not mem.paging_file.exists
 
 
+def settled_delta(
+    info: devices.DeviceInfo, before: devices.IOCounters, reads: int = 0, writes: int = 0
+) -> devices.IOCounters:
+    """Counters since `before`, once the request counts have caught up.
+
+    The block layer adds a request's bytes before it wakes the waiting task but counts the
+    request itself just after, so a read of /proc/diskstats right after the last transfer
+    may miss its count (never its bytes): wait briefly for the counts we expect.
+    """
+    deadline = time.monotonic() + 2.0
+    while True:
+        delta = devices.io_counters(info) - before
+        if (delta.read_count >= reads and delta.write_count >= writes) or (
+            time.monotonic() > deadline
+        ):
+            return delta
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("backend", ["direct", "mmap"])
 def test_exact_device_io_on_a_private_loop_device(tmp_path, backend):
     """On a loop device no other process uses, the counters can be held to the core's figures:
@@ -118,7 +139,7 @@ def test_exact_device_io_on_a_private_loop_device(tmp_path, backend):
         mem.replay(np.arange(pages, dtype=np.uint32), np.ones(pages, dtype=bool))
         before = devices.io_counters(info)
         mem.frame_limit = 0
-        wrote = devices.io_counters(info) - before
+        wrote = settled_delta(info, before, writes=pages)
         assert mem.stats.page_outs == pages
         assert wrote.write_count >= pages
         assert pages * PAGE <= wrote.write_bytes <= pages * PAGE + slack
@@ -128,7 +149,7 @@ def test_exact_device_io_on_a_private_loop_device(tmp_path, backend):
         order = np.random.default_rng(3).permutation(pages).astype(np.uint32)
         before = devices.io_counters(info)
         mem.replay(order)
-        read = devices.io_counters(info) - before
+        read = settled_delta(info, before, reads=pages)
         s = mem.stats
         assert s.page_ins == pages
         assert read.read_count >= s.page_ins, "page-ins were served without device reads"

@@ -51,7 +51,6 @@ def test_io_counters_see_direct_writes(tmp_path):
     write_direct(tmp_path / "probe", 64 * PAGE)
     delta = devices.io_counters(tmp_path) - before  # a path works as well as a DeviceInfo
     assert delta.write_bytes >= 64 * PAGE
-    assert delta.write_count >= 1
     assert isinstance(delta, devices.IOCounters)
 
 
