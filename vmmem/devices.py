@@ -423,7 +423,10 @@ def list_filesystems(*, sysfs: str = "/sys") -> list[DeviceInfo]:
         top = _mount_of(m.mountpoint, st_dev, table)
         if top is not m:  # hidden under a later mount on the same point
             continue
-        seen[m.mountpoint] = _info(m.mountpoint, m, st_dev, sysfs, keys)
+        info = _info(m.mountpoint, m, st_dev, sysfs, keys)
+        if info.total_bytes == 0:  # unmounted while we looked, or no space at all
+            continue
+        seen[m.mountpoint] = info
     return sorted(seen.values(), key=lambda d: d.mountpoint)
 
 
