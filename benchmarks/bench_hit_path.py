@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import vmmem
+from vmmem.traces import zipf_trace
 
 PAGE = 4096
 WORKING_SET = 50_000
@@ -22,10 +23,6 @@ ACCESSES = 10_000_000
 GOAL = 30e6
 
 
-def zipf_trace(n: int, pages: int, a: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    ranks = rng.zipf(a, size=n) % pages
-    return rng.permutation(pages).astype(np.uint32)[ranks]
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,11 @@ import numpy as np
 import pytest
 
 import vmmem
+from vmmem.traces import zipf_trace
 
 PAGE = 4096
 
 
-def zipf_trace(n: int, pages: int, a: float, seed: int) -> np.ndarray:
-    """A skewed trace: page ranks drawn from Zipf(a), folded into range and shuffled."""
-    rng = np.random.default_rng(seed)
-    ranks = rng.zipf(a, size=n) % pages
-    return rng.permutation(pages).astype(np.uint32)[ranks]
 
 
 def lru_simulate(trace: np.ndarray, writes: np.ndarray | None, frames: int) -> dict[str, int]:
