@@ -23,8 +23,6 @@ ACCESSES = 10_000_000
 GOAL = 30e6
 
 
-
-
 @pytest.fixture(scope="module")
 def trace() -> np.ndarray:
     return zipf_trace(ACCESSES, WORKING_SET, 1.1, seed=42)

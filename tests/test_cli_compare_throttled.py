@@ -121,13 +121,20 @@ def test_compare_ranks_the_throttled_device_slower(disk_dir):
             scenario = disk_dir / "tiny.toml"
             scenario.write_text(TINY)
             out_json = disk_dir / "cmp.json"
-            env = dict(os.environ,
-                       PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
             # The shell joins the throttled cgroup, then becomes vmmem (threads inherit it).
-            cmd = (f'echo $$ > {cgroup}/cgroup.procs && exec "{sys.executable}" -m vmmem.cli '
-                   f"compare {ssd} {hdd} {scenario} --no-baseline -q --json {out_json}")
-            r = subprocess.run(["sh", "-c", cmd], cwd=disk_dir, env=env, capture_output=True,
-                               text=True, timeout=120)
+            cmd = (
+                f'echo $$ > {cgroup}/cgroup.procs && exec "{sys.executable}" -m vmmem.cli '
+                f"compare {ssd} {hdd} {scenario} --no-baseline -q --json {out_json}"
+            )
+            r = subprocess.run(
+                ["sh", "-c", cmd],
+                cwd=disk_dir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert r.returncode == 0, r.stderr + r.stdout
             data = json.loads(out_json.read_text())
             with open(os.path.join(ROOT, "docs", "json-schema.json"), encoding="utf-8") as f:

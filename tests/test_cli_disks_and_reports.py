@@ -74,31 +74,92 @@ def _tiny_run() -> RunResult:
     boots = []
     for i, n in enumerate(["vm1", "vm2"]):
         for kind, t, sp in (("start", 1.0, 0), ("host-restart", 2.5, 20 * 2**20)):
-            boots.append({
-                "vm": n, "kind": kind, "event": 0 if kind == "start" else 2,
-                "started_at": 5.0 * (kind != "start") + i, "boot_time": t, "baseline": 1.0,
-                "slowdown": t, "startup_bytes": 64 * 2**20, "assigned_at_boot": 44 * 2**20,
-                "smart_paging": bool(sp), "page_ins": 10, "page_outs": 100,
-                "bytes_read": 40960, "bytes_written": 409600, "fault_p50": 1e-4,
-                "fault_p99": 5e-4, "page_out_p50": 1e-4, "page_out_p99": 4e-4,
-                "smart_paging_peak_bytes": sp, "smart_paging_seconds": 2.0 if sp else 0.0,
-                "smart_paging_ended": True, "paging_dir": "/tmp/x", "device": "vda",
-                "device_read_bytes": 1 << 20, "device_write_bytes": 1 << 20})
-    timeline = [{"time": t / 10, "available_memory": 0, "vms": [
-        {"name": n, "state": "Running", "phase": "idle", "memory_assigned": (40 + t) * 2**20,
-         "memory_demand": 32 * 2**20, "memory_status": "OK",
-         "smart_paging_bytes": (t % 7) * 2**20} for n in ("vm1", "vm2")]} for t in range(60)]
+            boots.append(
+                {
+                    "vm": n,
+                    "kind": kind,
+                    "event": 0 if kind == "start" else 2,
+                    "started_at": 5.0 * (kind != "start") + i,
+                    "boot_time": t,
+                    "baseline": 1.0,
+                    "slowdown": t,
+                    "startup_bytes": 64 * 2**20,
+                    "assigned_at_boot": 44 * 2**20,
+                    "smart_paging": bool(sp),
+                    "page_ins": 10,
+                    "page_outs": 100,
+                    "bytes_read": 40960,
+                    "bytes_written": 409600,
+                    "fault_p50": 1e-4,
+                    "fault_p99": 5e-4,
+                    "page_out_p50": 1e-4,
+                    "page_out_p99": 4e-4,
+                    "smart_paging_peak_bytes": sp,
+                    "smart_paging_seconds": 2.0 if sp else 0.0,
+                    "smart_paging_ended": True,
+                    "paging_dir": "/tmp/x",
+                    "device": "vda",
+                    "device_read_bytes": 1 << 20,
+                    "device_write_bytes": 1 << 20,
+                }
+            )
+    timeline = [
+        {
+            "time": t / 10,
+            "available_memory": 0,
+            "vms": [
+                {
+                    "name": n,
+                    "state": "Running",
+                    "phase": "idle",
+                    "memory_assigned": (40 + t) * 2**20,
+                    "memory_demand": 32 * 2**20,
+                    "memory_status": "OK",
+                    "smart_paging_bytes": (t % 7) * 2**20,
+                }
+                for n in ("vm1", "vm2")
+            ],
+        }
+        for t in range(60)
+    ]
     return RunResult(
-        scenario=s.to_dict(), boots=boots, timeline=timeline, duration=6.0,
-        settings={"backend": "direct", "policy": "lru", "page_size": 4096,
-                  "host_folder": "/tmp/x", "paging_folders": ["/tmp/x"]},
-        locations=[{"path": "/tmp/x", "mountpoint": "/", "fstype": "ext4", "source": "/dev/vda",
-                    "device": "vda", "disk": "vda", "model": "virtio disk", "rotational": True,
-                    "kind": "HDD", "ram_backed": False, "free_bytes": 1 << 40,
-                    "total_bytes": 1 << 41, "has_counters": True, "backing_file": None,
-                    "device_io": {"read_bytes": 1 << 22, "write_bytes": 1 << 22,
-                                  "read_count": 10, "write_count": 10}}],
-        fault_latency_cdf={"seconds": [1e-4, 2e-4, 5e-4], "fraction": [0.5, 0.9, 1.0]})
+        scenario=s.to_dict(),
+        boots=boots,
+        timeline=timeline,
+        duration=6.0,
+        settings={
+            "backend": "direct",
+            "policy": "lru",
+            "page_size": 4096,
+            "host_folder": "/tmp/x",
+            "paging_folders": ["/tmp/x"],
+        },
+        locations=[
+            {
+                "path": "/tmp/x",
+                "mountpoint": "/",
+                "fstype": "ext4",
+                "source": "/dev/vda",
+                "device": "vda",
+                "disk": "vda",
+                "model": "virtio disk",
+                "rotational": True,
+                "kind": "HDD",
+                "ram_backed": False,
+                "free_bytes": 1 << 40,
+                "total_bytes": 1 << 41,
+                "has_counters": True,
+                "backing_file": None,
+                "device_io": {
+                    "read_bytes": 1 << 22,
+                    "write_bytes": 1 << 22,
+                    "read_count": 10,
+                    "write_count": 10,
+                },
+            }
+        ],
+        fault_latency_cdf={"seconds": [1e-4, 2e-4, 5e-4], "fraction": [0.5, 0.9, 1.0]},
+    )
 
 
 def test_report_objects_render_save_and_show_again(tmp_path):
@@ -118,8 +179,9 @@ def test_report_objects_render_save_and_show_again(tmp_path):
     slow = RunResult.from_dict(d)
     slow.boots = [dict(b, boot_time=b["boot_time"] * 4) for b in slow.boots]
     cmp = CompareResult(baseline=None, runs={"/mnt/ssd": run, "/mnt/hdd": slow})
-    assert cmp.summary().startswith("the boot storm ran 4.0 x slower with Smart Paging on "
-                                    "/mnt/hdd than on /mnt/ssd")
+    assert cmp.summary().startswith(
+        "the boot storm ran 4.0 x slower with Smart Paging on /mnt/hdd than on /mnt/ssd"
+    )
     c = cmp.to_dict()
     assert not validate(c, RESULT_SCHEMA)
     path = tmp_path / "cmp.json"
@@ -145,8 +207,9 @@ def test_help_teaches_with_examples(command):
 
 
 def test_top_help_lists_exit_codes_and_module_entry_point():
-    r = subprocess.run([sys.executable, "-m", "vmmem.cli", "--help"], capture_output=True,
-                       text=True, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "vmmem.cli", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
     assert r.returncode == 0
     for code in ("0 ", "1 ", "2 ", "3 ", "130"):
         assert code in r.stdout

@@ -64,8 +64,10 @@ def test_roomy_host_needs_nothing():
 
 
 def test_restart_of_one_vm_fits_while_the_others_idle():
-    s = dataclasses.replace(article_scenario(), events=(
-        Event("start", ("vm1", "vm2", "vm3", "vm4")), Event("restart", ("vm2",))))
+    s = dataclasses.replace(
+        article_scenario(),
+        events=(Event("start", ("vm1", "vm2", "vm3", "vm4")), Event("restart", ("vm2",))),
+    )
     p = plan_scenario(s)
     assert not p.needs_smart_paging  # 1400 - 3 x 250 = 650 >= 512
 
@@ -105,16 +107,31 @@ def test_move_vm_picks_one_when_one_is_enough():
 
 
 @settings(max_examples=60, deadline=None)
-@given(host_mb=st.integers(300, 4000), n=st.integers(1, 6),
-       startups=st.lists(st.integers(16, 512), min_size=6, max_size=6),
-       prios=st.lists(st.integers(0, 100), min_size=6, max_size=6))
+@given(
+    host_mb=st.integers(300, 4000),
+    n=st.integers(1, 6),
+    startups=st.lists(st.integers(16, 512), min_size=6, max_size=6),
+    prios=st.lists(st.integers(0, 100), min_size=6, max_size=6),
+)
 def test_plan_never_hands_out_more_than_the_host_has(host_mb, n, startups, prios):
-    vms = tuple(VMSpec(f"v{i}", startup=startups[i] * 2 * MB, minimum=32 * MB,
-                       maximum=2048 * MB, buffer=20, priority=prios[i],
-                       workload=WorkloadSpec(idle_demand=startups[i] * MB))
-                for i in range(n))
-    s = Scenario("h", host_memory=host_mb * 2 * MB, vms=vms,
-                 events=(Event("start", tuple(v.name for v in vms)), Event("restart-host")))
+    vms = tuple(
+        VMSpec(
+            f"v{i}",
+            startup=startups[i] * 2 * MB,
+            minimum=32 * MB,
+            maximum=2048 * MB,
+            buffer=20,
+            priority=prios[i],
+            workload=WorkloadSpec(idle_demand=startups[i] * MB),
+        )
+        for i in range(n)
+    )
+    s = Scenario(
+        "h",
+        host_memory=host_mb * 2 * MB,
+        vms=vms,
+        events=(Event("start", tuple(v.name for v in vms)), Event("restart-host")),
+    )
     p = plan_scenario(s)
     for e in p.events:
         if e.action == "restart-host":  # simultaneous boots share the host
@@ -139,12 +156,17 @@ def test_cli_plan_text_and_json():
     assert r.exit_code == 0
     d = json.loads(r.stdout)
     assert d["needs_smart_paging"] and d["available_bytes"] == 176 * MB
-    assert {x["kind"] for x in d["remedies"]} == {"add-memory", "reduce-startup",
-                                                 "minimum-equals-startup", "move-vm"}
+    assert {x["kind"] for x in d["remedies"]} == {
+        "add-memory",
+        "reduce-startup",
+        "minimum-equals-startup",
+        "move-vm",
+    }
 
 
 def test_cli_plan_warns_when_scale_changes_the_story():
-    r = CliRunner().invoke(cli, ["plan", os.path.join(ROOT, "examples", "static-and-dynamic.toml"),
-                                 "--scale", "8"])
+    r = CliRunner().invoke(
+        cli, ["plan", os.path.join(ROOT, "examples", "static-and-dynamic.toml"), "--scale", "8"]
+    )
     assert r.exit_code == 0
     assert "cannot start although it does at full size" in r.stderr

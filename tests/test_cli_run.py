@@ -96,8 +96,21 @@ def test_run_end_to_end(disk_dir, monkeypatch):
     monkeypatch.chdir(disk_dir)
     paging = disk_dir / "sp"
     paging.mkdir()
-    r = CliRunner().invoke(cli, ["run", fast_scenario(disk_dir), "--scale", "8", "--paging-dir",
-                                 str(paging), "--json", "run.json", "--plot", "run.png"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            fast_scenario(disk_dir),
+            "--scale",
+            "8",
+            "--paging-dir",
+            str(paging),
+            "--json",
+            "run.json",
+            "--plot",
+            "run.png",
+        ],
+    )
     assert r.exit_code == 0, r.output
     out = r.stdout
     assert "host-restart" in out and "the boot storm took" in out
@@ -127,8 +140,22 @@ def test_compare_end_to_end(disk_dir, monkeypatch):
     a, b = disk_dir / "a", disk_dir / "b"
     a.mkdir()
     b.mkdir()
-    r = CliRunner().invoke(cli, ["compare", str(a), str(b), fast_scenario(disk_dir, boot=1.0),
-                                 "--scale", "8", "--json", "cmp.json", "--plot", "cmp.png", "-q"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "compare",
+            str(a),
+            str(b),
+            fast_scenario(disk_dir, boot=1.0),
+            "--scale",
+            "8",
+            "--json",
+            "cmp.json",
+            "--plot",
+            "cmp.png",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "baseline (enough memory)" in r.stdout and "the boot storm" in r.stdout
     data = json.loads((disk_dir / "cmp.json").read_text())
@@ -149,8 +176,12 @@ def test_refuses_a_folder_without_room(disk_dir, tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("mounting a small filesystem needs root")
     mnt = tmp_path_factory.mktemp("small")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here")
     try:
         r = CliRunner().invoke(cli, ["run", "--scale", "8", "--paging-dir", str(mnt)])
@@ -183,9 +214,25 @@ def test_interrupt_stops_cleanly_and_leaves_no_file(disk_dir, signum):
     paging.mkdir()
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vmmem.cli", "run", fast_scenario(disk_dir, boot=4.0),
-         "--scale", "8", "--paging-dir", str(paging), "--json", str(disk_dir / "part.json")],
-        cwd=disk_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "vmmem.cli",
+            "run",
+            fast_scenario(disk_dir, boot=4.0),
+            "--scale",
+            "8",
+            "--paging-dir",
+            str(paging),
+            "--json",
+            str(disk_dir / "part.json"),
+        ],
+        cwd=disk_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not paging_files(paging):  # interrupt in the middle of the storm

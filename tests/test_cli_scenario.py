@@ -101,10 +101,16 @@ BAD = [
     ('startup = "512MB"\npriority = 101', "vm[0].priority", "from 0 to 100"),
     ('startup = "512MB"\ndynamic = false\nminimum = "256MB"', "vm[0].minimum", "static VM"),
     ('startup = "512MB"\nmemory = "1GB"', "vm[0].memory", "unknown key"),
-    ('startup = "512MB"\n[vm.workload]\nidle_demand = "1GB"', "vm[0].workload.idle_demand",
-     "at most Startup RAM"),
-    ('startup = "512MB"\n[vm.workload.boot]\nhot_fraction = "x"',
-     "vm[0].workload.boot.hot_fraction", "a number"),
+    (
+        'startup = "512MB"\n[vm.workload]\nidle_demand = "1GB"',
+        "vm[0].workload.idle_demand",
+        "at most Startup RAM",
+    ),
+    (
+        'startup = "512MB"\n[vm.workload.boot]\nhot_fraction = "x"',
+        "vm[0].workload.boot.hot_fraction",
+        "a number",
+    ),
 ]
 
 
@@ -120,24 +126,28 @@ def test_bad_vm_settings_are_located(tmp_path, vm_body, key, expected):
 
 BAD_WHOLE = [
     ('[[vm]]\nname = "a"\nstartup = "512MB"\n', "host", "missing"),
-    ('[host]\nmemory = "1401MB"\n' + GOOD_VM.split("[[vm]]")[1].join(["[[vm]]", ""]),
-     "host.memory", "multiple of 2 MB"),
-    ('[host]\nmemory = "1400MB"\nreserve = "2000MB"\n[[vm]]\nname="a"\nstartup="512MB"\n',
-     "host.reserve", "less than host.memory"),
+    (
+        '[host]\nmemory = "1401MB"\n' + GOOD_VM.split("[[vm]]")[1].join(["[[vm]]", ""]),
+        "host.memory",
+        "multiple of 2 MB",
+    ),
+    (
+        '[host]\nmemory = "1400MB"\nreserve = "2000MB"\n[[vm]]\nname="a"\nstartup="512MB"\n',
+        "host.reserve",
+        "less than host.memory",
+    ),
     ('[host]\nmemory = "1400MB"\n', "vm", "at least one [[vm]]"),
     (GOOD_VM + '[[vm]]\nname = "vm1"\nstartup = "512MB"\n', "vm", "unique"),
     (GOOD_VM + '[[event]]\naction = "reboot"\n', "event[0].action", "expected one of"),
     (GOOD_VM + '[[event]]\naction = "start"\nvms = ["vm9"]\n', "event[0].vms", "unknown VM"),
-    (GOOD_VM + '[[event]]\naction = "restart"\nvms = ["vm1"]\n', "event[0].vms",
-     "not running yet"),
+    (GOOD_VM + '[[event]]\naction = "restart"\nvms = ["vm1"]\n', "event[0].vms", "not running yet"),
     (GOOD_VM + '[[event]]\naction = "idle"\n', "event[0].seconds", "missing"),
     (GOOD_VM + '[[event]]\naction = "idle"\nseconds = -1\n', "event[0].seconds", ">= 0"),
     (GOOD_VM + '[[event]]\naction = "restart-host"\n', "event[0].action", "no VM is running"),
 ]
 
 
-@pytest.mark.parametrize("text,key,expected", BAD_WHOLE,
-                         ids=[b[1] + ":" + b[2] for b in BAD_WHOLE])
+@pytest.mark.parametrize("text,key,expected", BAD_WHOLE, ids=[b[1] + ":" + b[2] for b in BAD_WHOLE])
 def test_bad_scenarios_are_located(tmp_path, text, key, expected):
     path = _write(tmp_path, text)
     with pytest.raises(ScenarioError) as err:
@@ -181,10 +191,16 @@ def test_cli_scenario_shows_and_exports(tmp_path):
 
 LAYER_BAD = [
     ('name = "a/b"\nstartup = "512MB"', "vm[0]", "cannot be used"),
-    ('name = "x"\nstartup = "512MB"\n[vm.workload.boot]\nhot_fraction = 2.0',
-     "vm[0].workload.boot", "hot_fraction"),
-    ('name = "x"\nstartup = "512MB"\n[vm.workload.boot]\nchunk_pages = 0',
-     "vm[0].workload.boot", "chunk_pages"),
+    (
+        'name = "x"\nstartup = "512MB"\n[vm.workload.boot]\nhot_fraction = 2.0',
+        "vm[0].workload.boot",
+        "hot_fraction",
+    ),
+    (
+        'name = "x"\nstartup = "512MB"\n[vm.workload.boot]\nchunk_pages = 0',
+        "vm[0].workload.boot",
+        "chunk_pages",
+    ),
 ]
 
 

@@ -11,20 +11,41 @@ MB = 256  # pages of 4 KiB in a MB: every size below is in 4 KiB pages
 UNIT = 2 * MB  # the 2 MB block
 
 
-def running(name: str, demand_mb: float, *, buffer: int = 20, priority: int = 50,
-            minimum_mb: int = 32, maximum_mb: int = 2048, assigned_mb: float | None = None
-            ) -> Claim:
+def running(
+    name: str,
+    demand_mb: float,
+    *,
+    buffer: int = 20,
+    priority: int = 50,
+    minimum_mb: int = 32,
+    maximum_mb: int = 2048,
+    assigned_mb: float | None = None,
+) -> Claim:
     demand = int(demand_mb * MB)
-    return claim_for(name, demand=demand, minimum=minimum_mb * MB, maximum=maximum_mb * MB,
-                     buffer=buffer, priority=priority,
-                     assigned=int((assigned_mb if assigned_mb is not None else demand_mb) * MB))
+    return claim_for(
+        name,
+        demand=demand,
+        minimum=minimum_mb * MB,
+        maximum=maximum_mb * MB,
+        buffer=buffer,
+        priority=priority,
+        assigned=int((assigned_mb if assigned_mb is not None else demand_mb) * MB),
+    )
 
 
-def restarting(name: str, startup_mb: int = 512, *, priority: int = 50, buffer: int = 20,
-               minimum_mb: int = 32) -> Claim:
-    return claim_for(name, demand=startup_mb * MB, minimum=minimum_mb * MB,
-                     maximum=2048 * MB, buffer=buffer, priority=priority, assigned=0,
-                     smart_paging=True)
+def restarting(
+    name: str, startup_mb: int = 512, *, priority: int = 50, buffer: int = 20, minimum_mb: int = 32
+) -> Claim:
+    return claim_for(
+        name,
+        demand=startup_mb * MB,
+        minimum=minimum_mb * MB,
+        maximum=2048 * MB,
+        buffer=buffer,
+        priority=priority,
+        assigned=0,
+        smart_paging=True,
+    )
 
 
 def in_mb(allocation: dict[str, int]) -> dict[str, float]:
@@ -87,8 +108,17 @@ def test_restarting_vms_get_their_minimum_before_any_need() -> None:
 
 
 def test_static_vm_always_has_startup() -> None:
-    static = claim_for("static", demand=0, minimum=0, maximum=0, buffer=0, priority=0,
-                       assigned=0, dynamic=False, startup=256 * MB)
+    static = claim_for(
+        "static",
+        demand=0,
+        minimum=0,
+        maximum=0,
+        buffer=0,
+        priority=0,
+        assigned=0,
+        dynamic=False,
+        startup=256 * MB,
+    )
     alloc = in_mb(allocate(300 * MB, [static, restarting("dyn", 128, priority=100)], UNIT))
     assert alloc == {"static": 256, "dyn": 44}
 
@@ -102,19 +132,31 @@ def test_equal_priorities_share_equally_with_whole_blocks() -> None:
 
 claim_strategy = st.builds(
     lambda name, demand, extra_min, buffer, priority, soft, held: claim_for(
-        name, demand=demand * UNIT, minimum=(16 + extra_min) * UNIT,
-        maximum=(16 + extra_min + demand + 64) * UNIT, buffer=buffer, priority=priority,
-        assigned=held * UNIT, smart_paging=soft),
-    st.just(""), st.integers(0, 200), st.integers(0, 50), st.integers(5, 2000),
-    st.integers(0, 100), st.booleans(), st.integers(0, 300),
+        name,
+        demand=demand * UNIT,
+        minimum=(16 + extra_min) * UNIT,
+        maximum=(16 + extra_min + demand + 64) * UNIT,
+        buffer=buffer,
+        priority=priority,
+        assigned=held * UNIT,
+        smart_paging=soft,
+    ),
+    st.just(""),
+    st.integers(0, 200),
+    st.integers(0, 50),
+    st.integers(5, 2000),
+    st.integers(0, 100),
+    st.booleans(),
+    st.integers(0, 300),
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(claim_strategy, min_size=1, max_size=6), st.integers(0, 3000))
 def test_allocation_invariants(raw: list[Claim], capacity_units: int) -> None:
-    claims = [Claim(f"vm{i}", c.priority, c.floor, c.minimum, c.need, c.want)
-              for i, c in enumerate(raw)]
+    claims = [
+        Claim(f"vm{i}", c.priority, c.floor, c.minimum, c.need, c.want) for i, c in enumerate(raw)
+    ]
     capacity = capacity_units * UNIT
     alloc = allocate(capacity, claims, UNIT)
     floors = sum(c.floor for c in claims)

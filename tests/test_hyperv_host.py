@@ -27,8 +27,13 @@ FAST = [Boot(cpu_per_page=5e-6), Idle(touch_interval=0.05, touches=64)]
 
 
 def article_vm(host: Host, name: str, workload: list[Workload] = FAST, **kw: object):
-    args: dict[str, object] = {"startup": "128MB", "minimum": "32MB", "maximum": "512MB",
-                               "buffer": 20, "workload": workload}
+    args: dict[str, object] = {
+        "startup": "128MB",
+        "minimum": "32MB",
+        "maximum": "512MB",
+        "buffer": 20,
+        "workload": workload,
+    }
     args.update(kw)
     return host.add_vm(name, **args)  # type: ignore[arg-type]
 
@@ -110,9 +115,11 @@ def test_start_from_off_on_short_host_fails_and_makes_no_file(disk_dir: Path) ->
         vm1.wait_booted(30)
         host.wait_settled(30)  # vm1 idles at 76 MB; its floor (demand) is 64 MB
         vm2 = article_vm(host, "vm2", startup="160MB")
-        with pytest.raises(NotEnoughMemoryError,
-                           match="Not enough memory in the system to start the virtual machine "
-                                 "'vm2'.*160 MB.*136 MB"):
+        with pytest.raises(
+            NotEnoughMemoryError,
+            match="Not enough memory in the system to start the virtual machine "
+            "'vm2'.*160 MB.*136 MB",
+        ):
             vm2.start()
         assert vm2.state == "Off" and vm2.status.memory_assigned == 0
         assert not (folder / "vm2").exists() and paging_files(folder) == []
@@ -180,8 +187,13 @@ def test_running_vm_short_of_memory_waits_and_never_pages(disk_dir: Path) -> Non
     # (pressure > 100, Warning), and no paging file is ever made for a running VM.
     trace = Trace(np.arange(0, 200 * 256, dtype=np.uint32), np.ones(200 * 256, bool))
     with Host("128MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
-        vm = host.add_vm("vm1", startup="32MB", minimum="32MB", maximum="512MB",
-                         workload=[Boot(cpu_per_page=0), trace])
+        vm = host.add_vm(
+            "vm1",
+            startup="32MB",
+            minimum="32MB",
+            maximum="512MB",
+            workload=[Boot(cpu_per_page=0), trace],
+        )
         vm.start()
         vm.wait_booted(30)
         deadline = time.monotonic() + 20
@@ -254,18 +266,23 @@ def quiet_loop_fs(tmp_path: Path) -> Iterator[Path]:
     with open(image, "wb") as f:
         f.truncate(96 * MB)
     # Inode tables and journal written now, not by a background thread during the test.
-    mk = subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
-                         str(image)], capture_output=True, text=True)
+    mk = subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(image)],
+        capture_output=True,
+        text=True,
+    )
     if mk.returncode != 0:
         pytest.skip(f"mkfs.ext4 failed: {mk.stderr.strip()}")
-    attach = subprocess.run(["losetup", "--find", "--show", str(image)],
-                            capture_output=True, text=True)
+    attach = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True
+    )
     if attach.returncode != 0:
         pytest.skip(f"cannot attach a loop device: {attach.stderr.strip()}")
     dev = attach.stdout.strip()
     try:
-        mount = subprocess.run(["mount", "-o", "noatime", dev, str(mnt)],
-                               capture_output=True, text=True)
+        mount = subprocess.run(
+            ["mount", "-o", "noatime", dev, str(mnt)], capture_output=True, text=True
+        )
         if mount.returncode != 0:
             pytest.skip(f"cannot mount {dev}: {mount.stderr.strip()}")
         try:
@@ -282,8 +299,14 @@ def test_ballooning_causes_no_device_io(quiet_loop_fs: Path) -> None:
     info = devices.device_for_path(folder)
     assert info.device is not None and info.device.startswith("loop") and info.has_counters
     with Host("256MB", smart_paging_path=quiet_loop_fs, balancer_interval=TICK) as host:
-        vm = host.add_vm("vm1", startup="128MB", minimum="32MB", maximum="512MB",
-                         smart_paging_path=folder, workload=FAST)
+        vm = host.add_vm(
+            "vm1",
+            startup="128MB",
+            minimum="32MB",
+            maximum="512MB",
+            smart_paging_path=folder,
+            workload=FAST,
+        )
         os.sync()
         before = devices.io_counters(info)
         vm.start()
@@ -299,8 +322,9 @@ def test_ballooning_causes_no_device_io(quiet_loop_fs: Path) -> None:
 
 
 def test_reserve_is_never_given_out(disk_dir: Path) -> None:
-    with Host("300MB", reserve="100MB", smart_paging_path=disk_dir / "vms",
-              balancer_interval=TICK) as host:
+    with Host(
+        "300MB", reserve="100MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK
+    ) as host:
         assert host.capacity == host.pool.size == 200 * MB  # the reserve is not even in the pool
         big = article_vm(host, "big", startup="256MB")
         with pytest.raises(NotEnoughMemoryError, match="Not enough memory in the system"):
@@ -322,8 +346,10 @@ def test_user_trace_boots_on_smart_paging_and_idle_demand_is_settable(disk_dir: 
     rng = np.random.default_rng(1)
     pages = np.concatenate([np.arange(128 * 256), rng.integers(0, 128 * 256, 4000)])
     writes = np.ones(len(pages), bool)
-    workload = [Trace(pages.astype(np.uint32), writes, boot=True, name="recorded-boot"),
-                Idle(demand="40MB", touch_interval=0.05)]
+    workload = [
+        Trace(pages.astype(np.uint32), writes, boot=True, name="recorded-boot"),
+        Idle(demand="40MB", touch_interval=0.05),
+    ]
     with Host("176MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
         vm1 = article_vm(host, "vm1", workload=workload)
         vm2 = article_vm(host, "vm2", workload=workload)
@@ -332,16 +358,16 @@ def test_user_trace_boots_on_smart_paging_and_idle_demand_is_settable(disk_dir: 
         host.restart()  # 176 MB for 2 x 128
         reports = host.wait_booted(60)
         assert all(r.smart_paging and r.page_outs > 0 and r.page_ins > 0 for r in reports)
-        assert all(r.page_in_latency is not None and r.page_in_latency.count == r.page_ins
-                   for r in reports)
+        assert all(
+            r.page_in_latency is not None and r.page_in_latency.count == r.page_ins for r in reports
+        )
         host.wait_settled(60)
         assert vm2.status.memory_status == "OK" and vm2.phase == "idle"
 
 
 def test_mmap_backend_smart_paging_reaches_the_device_and_drains(disk_dir: Path) -> None:
     folder = disk_dir / "vms"
-    with Host("200MB", smart_paging_path=folder, balancer_interval=TICK,
-              backend="mmap") as host:
+    with Host("200MB", smart_paging_path=folder, balancer_interval=TICK, backend="mmap") as host:
         vms = [article_vm(host, "vm1"), article_vm(host, "vm2")]
         host.start_all(30)
         host.restart()  # 200 MB for 2 x 128
@@ -353,8 +379,9 @@ def test_mmap_backend_smart_paging_reaches_the_device_and_drains(disk_dir: Path)
         assert all(vm.status.memory_status == "OK" for vm in vms)
 
 
-def test_default_smart_paging_folder_is_the_vms_own(disk_dir: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_smart_paging_folder_is_the_vms_own(
+    disk_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(disk_dir)
     with Host("128MB", balancer_interval=TICK) as host:
         assert host.folder == str(disk_dir / "vmmem-vms")

@@ -24,7 +24,12 @@ def refused(match: str, **kwargs: object) -> None:
 def test_defaults_are_hyper_v_defaults() -> None:
     s = validate_settings("vm1", "1024MB")
     assert (s.minimum, s.maximum, s.buffer, s.priority, s.dynamic) == (
-        512 * MB, 1 * TB, 20, 50, True)
+        512 * MB,
+        1 * TB,
+        20,
+        50,
+        True,
+    )
     assert validate_settings("vm1", "256MB").minimum == 256 * MB  # capped at Startup
 
 
@@ -42,8 +47,11 @@ def test_sizes_must_be_multiples_of_2mb() -> None:
 
 
 def test_startup_at_least_32mb() -> None:
-    refused(r"Startup RAM \(-StartupBytes\) of 30 MB is too small.*at least 32 MB",
-            startup="30MB", minimum="30MB")
+    refused(
+        r"Startup RAM \(-StartupBytes\) of 30 MB is too small.*at least 32 MB",
+        startup="30MB",
+        minimum="30MB",
+    )
 
 
 def test_minimum_at_least_32mb() -> None:

@@ -14,8 +14,6 @@ from vmmem.traces import zipf_trace
 PAGE = 4096
 
 
-
-
 def lru_simulate(trace: np.ndarray, writes: np.ndarray | None, frames: int) -> dict[str, int]:
     """Misses and dirty write-backs of LRU with `frames` frames."""
     cache: OrderedDict[int, bool] = OrderedDict()  # page -> dirty

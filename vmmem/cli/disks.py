@@ -34,7 +34,7 @@ class ProbeResult:
     read_p99_us: float | None
     write_p50_us: float | None
     write_p99_us: float | None
-    device_read_bytes: int | None      # what the device's own counters saw during the probe
+    device_read_bytes: int | None  # what the device's own counters saw during the probe
     device_write_bytes: int | None
     error: str | None = None
 
@@ -47,23 +47,37 @@ class ProbeResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "path": self.path, "read_iops": self.read_iops, "write_iops": self.write_iops,
-            "read_p50_us": self.read_p50_us, "read_p99_us": self.read_p99_us,
-            "write_p50_us": self.write_p50_us, "write_p99_us": self.write_p99_us,
+            "path": self.path,
+            "read_iops": self.read_iops,
+            "write_iops": self.write_iops,
+            "read_p50_us": self.read_p50_us,
+            "read_p99_us": self.read_p99_us,
+            "write_p50_us": self.write_p50_us,
+            "write_p99_us": self.write_p99_us,
             "device_read_bytes": self.device_read_bytes,
             "device_write_bytes": self.device_write_bytes,
-            "reached_device": self.reached_device, "error": self.error,
+            "reached_device": self.reached_device,
+            "error": self.error,
         }
 
 
 def describe_location(info: DeviceInfo) -> dict[str, Any]:
     """The device facts of a folder, for JSON."""
     return {
-        "path": info.path, "mountpoint": info.mountpoint, "fstype": info.fstype,
-        "source": info.source, "device": info.device, "disk": info.disk, "model": info.model,
-        "rotational": info.rotational, "kind": info.kind, "ram_backed": info.ram_backed,
-        "free_bytes": info.free_bytes, "total_bytes": info.total_bytes,
-        "has_counters": info.has_counters, "backing_file": info.backing_file,
+        "path": info.path,
+        "mountpoint": info.mountpoint,
+        "fstype": info.fstype,
+        "source": info.source,
+        "device": info.device,
+        "disk": info.disk,
+        "model": info.model,
+        "rotational": info.rotational,
+        "kind": info.kind,
+        "ram_backed": info.ram_backed,
+        "free_bytes": info.free_bytes,
+        "total_bytes": info.total_bytes,
+        "has_counters": info.has_counters,
+        "backing_file": info.backing_file,
     }
 
 
@@ -89,8 +103,18 @@ def probe(folder: str, seconds: float = 1.0, file_size: int = 16 * 2**20) -> Pro
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o600)
         except OSError as e:
-            return ProbeResult(path, None, None, None, None, None, None, None, None,
-                               error=f"cannot open with O_DIRECT: {e.strerror}")
+            return ProbeResult(
+                path,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                error=f"cannot open with O_DIRECT: {e.strerror}",
+            )
         try:
             # Fill the file for real (random bytes, so no filesystem can skip the blocks).
             buf.write(os.urandom(len(buf)))
@@ -98,8 +122,18 @@ def probe(folder: str, seconds: float = 1.0, file_size: int = 16 * 2**20) -> Pro
                 os.pwritev(fd, [buf], off)
             os.fsync(fd)
         except OSError as e:
-            return ProbeResult(path, None, None, None, None, None, None, None, None,
-                               error=f"cannot write the probe file: {e.strerror}")
+            return ProbeResult(
+                path,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                error=f"cannot write the probe file: {e.strerror}",
+            )
         view = memoryview(buf)[:BLOCK]
         blocks = file_size // BLOCK
         rng = random.Random(0x5EED)

@@ -26,8 +26,15 @@ from vmmem.cli.scenario import Scenario, ScenarioError, load_scenario
 if TYPE_CHECKING:
     from vmmem.cli.report import CompareResult, RunResult
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "cli",
-           "main"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "cli",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -92,15 +99,23 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
 
 scenario_argument = click.argument(
-    "scenario", required=False, type=click.Path(dir_okay=False), metavar="[SCENARIO.toml]")
+    "scenario", required=False, type=click.Path(dir_okay=False), metavar="[SCENARIO.toml]"
+)
 scale_option = click.option(
-    "--scale", type=click.FloatRange(min=1.0), default=1.0, show_default=True, metavar="F",
+    "--scale",
+    type=click.FloatRange(min=1.0),
+    default=1.0,
+    show_default=True,
+    metavar="F",
     help="Shrink every size by F (rounded to Hyper-V's rules: multiples of 2 MB, Startup and "
-         "Minimum at least 32 MB) and boot times with it, for quick runs.")
+    "Minimum at least 32 MB) and boot times with it, for quick runs.",
+)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             epilog=EXIT_CODES_HELP)
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
 @click.version_option(package_name="vmmem", message="vmmem %(version)s")
 def cli() -> None:
     """Hyper-V Dynamic Memory and Smart Paging on real RAM and real disks.
@@ -131,8 +146,12 @@ def cli() -> None:
 @cli.command("scenario")
 @scenario_argument
 @scale_option
-@click.option("--toml", "as_toml", is_flag=True,
-              help="Print the built-in article scenario as TOML (a starting point for your own).")
+@click.option(
+    "--toml",
+    "as_toml",
+    is_flag=True,
+    help="Print the built-in article scenario as TOML (a starting point for your own).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the validated settings as JSON.")
 def scenario_cmd(scenario: str | None, scale: float, as_toml: bool, as_json: bool) -> None:
     """Check a scenario file and show what it holds, without running anything.
@@ -145,6 +164,7 @@ def scenario_cmd(scenario: str | None, scale: float, as_toml: bool, as_json: boo
     """
     if as_toml:
         from vmmem.cli.scenario import ARTICLE_SCENARIO_TOML
+
         click.echo(ARTICLE_SCENARIO_TOML, nl=False)
         return
     s = _load(scenario, scale)
@@ -190,13 +210,22 @@ def plan_cmd(scenario: str | None, scale: float, as_json: bool) -> None:
 
 
 @cli.command("disks")
-@click.argument("folders", nargs=-1, type=click.Path(exists=True, file_okay=False),
-                metavar="[FOLDER]...")
-@click.option("--probe", is_flag=True,
-              help="Measure 4 KiB random reads and writes at queue depth 1 with O_DIRECT in each "
-                   "location (about a second each; a scratch file is written and deleted).")
-@click.option("--seconds", type=click.FloatRange(min=0.1, max=60), default=1.0,
-              show_default=True, help="Probe time per location.")
+@click.argument(
+    "folders", nargs=-1, type=click.Path(exists=True, file_okay=False), metavar="[FOLDER]..."
+)
+@click.option(
+    "--probe",
+    is_flag=True,
+    help="Measure 4 KiB random reads and writes at queue depth 1 with O_DIRECT in each "
+    "location (about a second each; a scratch file is written and deleted).",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0.1, max=60),
+    default=1.0,
+    show_default=True,
+    help="Probe time per location.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def disks_cmd(folders: tuple[str, ...], probe: bool, seconds: float, as_json: bool) -> None:
     """Where a Smart Paging file could go: writable filesystems and their devices.
@@ -264,8 +293,11 @@ class _LiveProgress:
     def event_done(self, index: int, description: str, took: float, note: str = "") -> None:
         if not self.quiet:
             extra = f" ({note})" if note else ""
-            self.console.print(f"  done: {description} in {render.seconds(took)}{extra}",
-                               style="dim", highlight=False)
+            self.console.print(
+                f"  done: {description} in {render.seconds(took)}{extra}",
+                style="dim",
+                highlight=False,
+            )
 
     def update(self, vms: list, available: int, elapsed: float) -> None:
         if self.live is not None:
@@ -282,13 +314,20 @@ class _LiveProgress:
 
 
 paging_dir_option = click.option(
-    "--paging-dir", type=click.Path(file_okay=False), metavar="DIR",
+    "--paging-dir",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
     help="Put every VM's Smart Paging file in DIR (Set-VM -SmartPagingFilePath on all). "
-         "Default: each VM's folder under ./vmmem-vms, as Hyper-V keeps them with the VM.")
+    "Default: each VM's folder under ./vmmem-vms, as Hyper-V keeps them with the VM.",
+)
 backend_option = click.option(
-    "--backend", type=click.Choice(["direct", "mmap"]), default="direct", show_default=True,
+    "--backend",
+    type=click.Choice(["direct", "mmap"]),
+    default="direct",
+    show_default=True,
     help="How paging reaches the disk: O_DIRECT pread/pwrite, or a mapping flushed and dropped "
-         "from the page cache.")
+    "from the page cache.",
+)
 
 
 def _check_paging_dir(paging_dir: str | None) -> None:
@@ -300,8 +339,9 @@ def _check_paging_dir(paging_dir: str | None) -> None:
         raise CliFailure(f"Smart Paging folder {paging_dir} is not writable", EXIT_REFUSED)
 
 
-def _execute(s: Scenario, paging_dir: str | None, backend: str, quiet: bool,
-             label: str = "") -> RunResult:
+def _execute(
+    s: Scenario, paging_dir: str | None, backend: str, quiet: bool, label: str = ""
+) -> RunResult:
     """Run one scenario with live progress; LocationRefused becomes exit code 3."""
     from vmmem.cli.plan import plan_scenario
     from vmmem.cli.runner import LocationRefused, run_scenario
@@ -310,8 +350,13 @@ def _execute(s: Scenario, paging_dir: str | None, backend: str, quiet: bool,
     if label and not quiet:
         sink.console.print(f"[bold]{label}[/bold]")
     try:
-        return run_scenario(s, paging_dir=paging_dir, progress=sink, backend=backend,
-                            plan=plan_scenario(s).to_dict())
+        return run_scenario(
+            s,
+            paging_dir=paging_dir,
+            progress=sink,
+            backend=backend,
+            plan=plan_scenario(s).to_dict(),
+        )
     except LocationRefused as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
     finally:
@@ -322,16 +367,32 @@ def _execute(s: Scenario, paging_dir: str | None, backend: str, quiet: bool,
 @scenario_argument
 @scale_option
 @paging_dir_option
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Write every figure, the settings, and the machine and device facts to FILE "
-                   "(layout: docs/json-schema.json).")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
-              help="Draw assigned memory and Smart Paging bytes per VM over time, and the boot "
-                   "times.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Write every figure, the settings, and the machine and device facts to FILE "
+    "(layout: docs/json-schema.json).",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE.png",
+    help="Draw assigned memory and Smart Paging bytes per VM over time, and the boot times.",
+)
 @backend_option
 @click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
-def run_cmd(scenario: str | None, scale: float, paging_dir: str | None, json_path: str | None,
-            plot_path: str | None, backend: str, quiet: bool) -> None:
+def run_cmd(
+    scenario: str | None,
+    scale: float,
+    paging_dir: str | None,
+    json_path: str | None,
+    plot_path: str | None,
+    backend: str,
+    quiet: bool,
+) -> None:
     """Run a boot storm for real and measure what Smart Paging costs.
 
     Builds the host (its memory committed as real RAM), starts the VMs one
@@ -356,8 +417,9 @@ def run_cmd(scenario: str | None, scale: float, paging_dir: str | None, json_pat
     result = _execute(s, paging_dir, backend, quiet)
     render.run_report(_console(), result)
     _save(result.to_dict(), json_path, plot_path, lambda path: _plot_run(result, path))
-    sys.exit({"ok": EXIT_OK, "failed": EXIT_FAILED,
-              "interrupted": EXIT_INTERRUPTED}[result.outcome])
+    sys.exit(
+        {"ok": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[result.outcome]
+    )
 
 
 def _plot_run(result: RunResult, path: str) -> None:
@@ -366,8 +428,9 @@ def _plot_run(result: RunResult, path: str) -> None:
     plot_run(result, path)
 
 
-def _save(data: dict[str, Any], json_path: str | None, plot_path: str | None,
-          plot: Callable[[str], None]) -> None:
+def _save(
+    data: dict[str, Any], json_path: str | None, plot_path: str | None, plot: Callable[[str], None]
+) -> None:
     """Write the JSON and the plot (also for partial results)."""
     if json_path:
         _write_json(json_path, data)
@@ -394,19 +457,44 @@ def baseline_scenario(s: Scenario) -> Scenario:
 
 
 @cli.command("compare")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True),
-                metavar="DIR [DIR]... [SCENARIO.toml]")
+@click.argument(
+    "paths",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True),
+    metavar="DIR [DIR]... [SCENARIO.toml]",
+)
 @scale_option
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Write every run's figures, the table and the summary to FILE.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
-              help="Draw the boot time per location and the fault-latency CDFs.")
-@click.option("--no-baseline", is_flag=True,
-              help="Skip the baseline run (the same storm on a host with enough memory).")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Write every run's figures, the table and the summary to FILE.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE.png",
+    help="Draw the boot time per location and the fault-latency CDFs.",
+)
+@click.option(
+    "--no-baseline",
+    is_flag=True,
+    help="Skip the baseline run (the same storm on a host with enough memory).",
+)
 @backend_option
 @click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
-def compare_cmd(paths: tuple[str, ...], scale: float, json_path: str | None,
-                plot_path: str | None, no_baseline: bool, backend: str, quiet: bool) -> None:
+def compare_cmd(
+    paths: tuple[str, ...],
+    scale: float,
+    json_path: str | None,
+    plot_path: str | None,
+    no_baseline: bool,
+    backend: str,
+    quiet: bool,
+) -> None:
     """The same boot storm with the Smart Paging files on each DIR in turn.
 
     Runs the scenario once per folder (every VM's Smart Paging file there),
@@ -432,11 +520,11 @@ def compare_cmd(paths: tuple[str, ...], scale: float, json_path: str | None,
     scenario_files = [p for p in paths if os.path.isfile(p)]
     folders = [p for p in paths if os.path.isdir(p)]
     if len(scenario_files) > 1:
-        raise CliFailure("give at most one scenario file, got: " + ", ".join(scenario_files),
-                         EXIT_USAGE)
+        raise CliFailure(
+            "give at most one scenario file, got: " + ", ".join(scenario_files), EXIT_USAGE
+        )
     if not folders:
-        raise CliFailure("give at least one folder to put the Smart Paging files in",
-                         EXIT_USAGE)
+        raise CliFailure("give at least one folder to put the Smart Paging files in", EXIT_USAGE)
     s = _load(scenario_files[0] if scenario_files else None, scale)
     for folder in folders:
         _check_paging_dir(folder)
@@ -450,10 +538,18 @@ def compare_cmd(paths: tuple[str, ...], scale: float, json_path: str | None,
     t0 = time.monotonic()
     steps = ([] if no_baseline else [None]) + folders
     for i, folder in enumerate(steps):
-        label = (f"[{i + 1}/{len(steps)}] baseline: enough memory, no Smart Paging"
-                 if folder is None else f"[{i + 1}/{len(steps)}] Smart Paging on {folder}")
-        run = _execute(baseline_scenario(s) if folder is None else s,
-                       folders[0] if folder is None else folder, backend, quiet, label)
+        label = (
+            f"[{i + 1}/{len(steps)}] baseline: enough memory, no Smart Paging"
+            if folder is None
+            else f"[{i + 1}/{len(steps)}] Smart Paging on {folder}"
+        )
+        run = _execute(
+            baseline_scenario(s) if folder is None else s,
+            folders[0] if folder is None else folder,
+            backend,
+            quiet,
+            label,
+        )
         if folder is None:
             cmp.baseline = run
         else:
@@ -464,8 +560,7 @@ def compare_cmd(paths: tuple[str, ...], scale: float, json_path: str | None,
     cmp.duration = time.monotonic() - t0
     render.compare_report(_console(), cmp)
     _save(cmp.to_dict(), json_path, plot_path, lambda path: _plot_compare(cmp, path))
-    sys.exit({"ok": EXIT_OK, "failed": EXIT_FAILED,
-              "interrupted": EXIT_INTERRUPTED}[cmp.outcome])
+    sys.exit({"ok": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[cmp.outcome])
 
 
 def _plot_compare(cmp: CompareResult, path: str) -> None:
@@ -479,10 +574,14 @@ def _plot_compare(cmp: CompareResult, path: str) -> None:
 
 
 @cli.command("show")
-@click.argument("result_file", type=click.Path(exists=True, dir_okay=False),
-                metavar="RESULT.json")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
-              help="Draw the run's or the comparison's plot again.")
+@click.argument("result_file", type=click.Path(exists=True, dir_okay=False), metavar="RESULT.json")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE.png",
+    help="Draw the run's or the comparison's plot again.",
+)
 def show_cmd(result_file: str, plot_path: str | None) -> None:
     """Print (and plot) a result saved with --json, without running anything.
 
@@ -501,12 +600,12 @@ def show_cmd(result_file: str, plot_path: str | None) -> None:
         raise CliFailure(f"{result_file}: not a vmmem result: {e}", EXIT_USAGE) from None
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind not in ("vmmem-run", "vmmem-compare"):
-        raise CliFailure(f"{result_file}: not a vmmem result (no kind vmmem-run or "
-                         "vmmem-compare)", EXIT_USAGE)
+        raise CliFailure(
+            f"{result_file}: not a vmmem result (no kind vmmem-run or vmmem-compare)", EXIT_USAGE
+        )
     problems = validate(data, RESULT_SCHEMA)
     if problems:
-        raise CliFailure(f"{result_file}: does not match the schema: {problems[0]}",
-                         EXIT_USAGE)
+        raise CliFailure(f"{result_file}: does not match the schema: {problems[0]}", EXIT_USAGE)
     if kind == "vmmem-run":
         run = RunResult.from_dict(data)
         render.run_report(_console(), run)
@@ -528,4 +627,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])
-

@@ -36,10 +36,10 @@ class EventPlan:
     index: int
     description: str
     action: str
-    available: int                       # memory the booting VMs can get, in all
-    needed: int                          # Startup RAM of the booting VMs, in all
-    assigned: dict[str, int] = field(default_factory=dict)   # what each booting VM gets
-    paging: dict[str, int] = field(default_factory=dict)     # gap bridged by Smart Paging
+    available: int  # memory the booting VMs can get, in all
+    needed: int  # Startup RAM of the booting VMs, in all
+    assigned: dict[str, int] = field(default_factory=dict)  # what each booting VM gets
+    paging: dict[str, int] = field(default_factory=dict)  # gap bridged by Smart Paging
     start_failures: tuple[str, ...] = ()  # VMs Hyper-V would refuse to start from Off
 
     @property
@@ -51,11 +51,11 @@ class EventPlan:
 class Remedy:
     """One of the article's ways to avoid Smart Paging, checked by planning the changed host."""
 
-    kind: str            # "add-memory", "reduce-startup", "minimum-equals-startup", "move-vm"
+    kind: str  # "add-memory", "reduce-startup", "minimum-equals-startup", "move-vm"
     summary: str
     works: bool
     vms: tuple[str, ...] = ()
-    amount: int = 0      # bytes, for add-memory / reduce-startup
+    amount: int = 0  # bytes, for add-memory / reduce-startup
     caveat: str = ""
 
 
@@ -64,7 +64,7 @@ class Plan:
     scenario: Scenario
     events: tuple[EventPlan, ...]
     remedies: tuple[Remedy, ...]
-    idle_assigned: dict[str, int]        # where each VM settles once idle
+    idle_assigned: dict[str, int]  # where each VM settles once idle
 
     @property
     def needs_smart_paging(self) -> bool:
@@ -85,16 +85,19 @@ class Plan:
     def verdict(self) -> str:
         s = self.scenario
         if self.start_failures:
-            return (f"{', '.join(self.start_failures)} cannot start: Not enough memory in the "
-                    "system to start the virtual machine")
+            return (
+                f"{', '.join(self.start_failures)} cannot start: Not enough memory in the "
+                "system to start the virtual machine"
+            )
         if not self.needs_smart_paging:
-            return (f"no Smart Paging: every restart fits in {mb(s.available)} of host "
-                    "memory")
+            return f"no Smart Paging: every restart fits in {mb(s.available)} of host memory"
         worst = max(self.events, key=lambda e: e.paging_total)
         users = [n for n, b in worst.paging.items() if b]
-        return (f"Smart Paging needed: {worst.description} needs {mb(worst.needed)} for "
-                f"{len(worst.paging)} boot(s) but the host can give {mb(worst.available)}; "
-                f"{mb(worst.paging_total)} goes to Smart Paging files for {len(users)} VM(s)")
+        return (
+            f"Smart Paging needed: {worst.description} needs {mb(worst.needed)} for "
+            f"{len(worst.paging)} boot(s) but the host can give {mb(worst.available)}; "
+            f"{mb(worst.paging_total)} goes to Smart Paging files for {len(users)} VM(s)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,8 +123,14 @@ class Plan:
                 for e in self.events
             ],
             "remedies": [
-                {"kind": r.kind, "summary": r.summary, "works": r.works, "vms": list(r.vms),
-                 "amount_bytes": r.amount, "caveat": r.caveat}
+                {
+                    "kind": r.kind,
+                    "summary": r.summary,
+                    "works": r.works,
+                    "vms": list(r.vms),
+                    "amount_bytes": r.amount,
+                    "caveat": r.caveat,
+                }
                 for r in self.remedies
             ],
         }
@@ -132,18 +141,25 @@ def _floor_align(n: int) -> int:
 
 
 PAGE = 4096
-UNIT_PAGES = ALIGN // PAGE   # the balancer hands out 2 MB blocks
+UNIT_PAGES = ALIGN // PAGE  # the balancer hands out 2 MB blocks
 
 
 def _claim(v: VMSpec, *, booting: bool) -> Claim:
     """The balancer's claim for ``v`` (pages): booting on a restart, or idle and running."""
     demand = v.startup if booting else v.idle_demand
     return claim_for(
-        v.name, demand=demand // PAGE, minimum=v.effective_minimum // PAGE,
-        maximum=v.effective_maximum // PAGE, buffer=v.effective_buffer, priority=v.priority,
-        assigned=(v.startup if booting else v.idle_target) // PAGE, dynamic=v.dynamic,
-        startup=v.startup // PAGE, smart_paging=booting and v.dynamic,
-        resident=0 if booting else demand // PAGE)
+        v.name,
+        demand=demand // PAGE,
+        minimum=v.effective_minimum // PAGE,
+        maximum=v.effective_maximum // PAGE,
+        buffer=v.effective_buffer,
+        priority=v.priority,
+        assigned=(v.startup if booting else v.idle_target) // PAGE,
+        dynamic=v.dynamic,
+        startup=v.startup // PAGE,
+        smart_paging=booting and v.dynamic,
+        resident=0 if booting else demand // PAGE,
+    )
 
 
 def _allocate(available: int, booting: list[VMSpec], idle: list[VMSpec]) -> dict[str, int]:
@@ -194,14 +210,27 @@ def _walk(s: Scenario) -> tuple[list[EventPlan], dict[str, int]]:
                 assigned[name] = v.startup
                 running.append(v)
             idle = _settle(running, available)
-            plans.append(EventPlan(i, desc, e.action, available, sum(
-                s.vm(n).startup for n in e.vms), assigned, {}, tuple(failures)))
+            plans.append(
+                EventPlan(
+                    i,
+                    desc,
+                    e.action,
+                    available,
+                    sum(s.vm(n).startup for n in e.vms),
+                    assigned,
+                    {},
+                    tuple(failures),
+                )
+            )
         elif e.action == "restart-host":
             booting = list(running)
             got = divide_for_boot(booting, available)
             paging = {v.name: v.startup - got[v.name] for v in booting}
-            plans.append(EventPlan(i, desc, e.action, available,
-                                   sum(v.startup for v in booting), got, paging))
+            plans.append(
+                EventPlan(
+                    i, desc, e.action, available, sum(v.startup for v in booting), got, paging
+                )
+            )
             idle = _settle(running, available)
         elif e.action == "restart":
             # One after another: each restarts while the others idle, shrunk to their demand.
@@ -212,9 +241,20 @@ def _walk(s: Scenario) -> tuple[list[EventPlan], dict[str, int]]:
                 give = min(v.startup, _allocate(available, [v], others)[name])
                 got[name] = give
                 paging[name] = v.startup - give
-            plans.append(EventPlan(i, desc, e.action, max(available - sum(
-                _reclaim_floor(r) for r in running if r.name not in e.vms), 0),
-                sum(s.vm(n).startup for n in e.vms), got, paging))
+            plans.append(
+                EventPlan(
+                    i,
+                    desc,
+                    e.action,
+                    max(
+                        available - sum(_reclaim_floor(r) for r in running if r.name not in e.vms),
+                        0,
+                    ),
+                    sum(s.vm(n).startup for n in e.vms),
+                    got,
+                    paging,
+                )
+            )
             idle = _settle(running, available)
         else:
             plans.append(EventPlan(i, desc, e.action, available, 0))
@@ -235,26 +275,41 @@ def _remedies(s: Scenario, plans: list[EventPlan]) -> list[Remedy]:
     extra = round_up(worst, ALIGN)
     while not _fits(s.with_host_memory(s.host_memory + extra)) and extra < 64 * s.host_memory:
         extra += ALIGN
-    reserve_note = (f" (or {mb(min(extra, s.host_reserve))} of it from a smaller host "
-                    "reserve)" if s.host_reserve else "")
-    out.append(Remedy(
-        "add-memory",
-        f"give VMs {mb(extra)} more host memory ({mb(s.available)} -> "
-        f"{mb(s.available + extra)}){reserve_note}",
-        _fits(s.with_host_memory(s.host_memory + extra)), amount=extra))
+    reserve_note = (
+        f" (or {mb(min(extra, s.host_reserve))} of it from a smaller host reserve)"
+        if s.host_reserve
+        else ""
+    )
+    out.append(
+        Remedy(
+            "add-memory",
+            f"give VMs {mb(extra)} more host memory ({mb(s.available)} -> "
+            f"{mb(s.available + extra)}){reserve_note}",
+            _fits(s.with_host_memory(s.host_memory + extra)),
+            amount=extra,
+        )
+    )
     total_startup = sum(v.startup for v in s.vms)
-    out.append(Remedy(
-        "reduce-startup",
-        f"oversubscribe less: cut total Startup RAM by {mb(extra)} "
-        f"({mb(total_startup)} -> {mb(total_startup - extra)}), e.g. fewer or "
-        "smaller VMs on this host",
-        True, amount=extra,
-        caveat="each guest still needs its Startup RAM to boot"))
+    out.append(
+        Remedy(
+            "reduce-startup",
+            f"oversubscribe less: cut total Startup RAM by {mb(extra)} "
+            f"({mb(total_startup)} -> {mb(total_startup - extra)}), e.g. fewer or "
+            "smaller VMs on this host",
+            True,
+            amount=extra,
+            caveat="each guest still needs its Startup RAM to boot",
+        )
+    )
 
     # 2. Minimum = Startup for the VMs that page: they then never give the memory away.
-    changed = dataclasses.replace(s, vms=tuple(
-        dataclasses.replace(v, minimum=v.startup) if v.name in users and v.dynamic else v
-        for v in s.vms))
+    changed = dataclasses.replace(
+        s,
+        vms=tuple(
+            dataclasses.replace(v, minimum=v.startup) if v.name in users and v.dynamic else v
+            for v in s.vms
+        ),
+    )
     plans2, _ = _walk(changed)
     failures = [n for p in plans2 for n in p.start_failures]
     still = sorted({n for p in plans2 for n, b in p.paging.items() if b})
@@ -263,15 +318,22 @@ def _remedies(s: Scenario, plans: list[EventPlan]) -> list[Remedy]:
         caveat = "those VMs never balloon below Startup RAM: idle memory is no longer reclaimed"
     elif failures:
         need = sum(v.startup if v.name in users else _reclaim_floor(v) for v in s.vms)
-        caveat = (f"then {', '.join(failures)} could not start on this host (Not enough memory "
-                  f"in the system to start the virtual machine): that needs "
-                  f"{mb(need)}, the host has {mb(s.available)}")
+        caveat = (
+            f"then {', '.join(failures)} could not start on this host (Not enough memory "
+            f"in the system to start the virtual machine): that needs "
+            f"{mb(need)}, the host has {mb(s.available)}"
+        )
     else:
         caveat = f"{', '.join(still)} would still page"
-    out.append(Remedy(
-        "minimum-equals-startup",
-        f"set Minimum RAM = Startup RAM on {', '.join(users)}", works, vms=tuple(users),
-        caveat=caveat))
+    out.append(
+        Remedy(
+            "minimum-equals-startup",
+            f"set Minimum RAM = Startup RAM on {', '.join(users)}",
+            works,
+            vms=tuple(users),
+            caveat=caveat,
+        )
+    )
 
     # 3. Move a VM off the host (live migration): the cheapest single VM that is enough.
     singles = []
@@ -281,10 +343,15 @@ def _remedies(s: Scenario, plans: list[EventPlan]) -> list[Remedy]:
             singles.append(v)
     if singles:
         pick = min(singles, key=lambda v: (v.priority, v.startup, v.name))
-        out.append(Remedy(
-            "move-vm", f"live-migrate {pick.name} (priority {pick.priority}, Startup "
-            f"{mb(pick.startup)}) to another host before the restart", True,
-            vms=(pick.name,)))
+        out.append(
+            Remedy(
+                "move-vm",
+                f"live-migrate {pick.name} (priority {pick.priority}, Startup "
+                f"{mb(pick.startup)}) to another host before the restart",
+                True,
+                vms=(pick.name,),
+            )
+        )
     else:
         moved: list[str] = []
         for v in sorted(s.vms, key=lambda v: (v.priority, -v.startup, v.name)):
@@ -293,10 +360,15 @@ def _remedies(s: Scenario, plans: list[EventPlan]) -> list[Remedy]:
             if rest is None or _fits(rest):
                 break
         rest = _without(s, moved)
-        out.append(Remedy(
-            "move-vm", f"live-migrate {', '.join(moved)} to another host before the restart",
-            rest is not None and _fits(rest), vms=tuple(moved),
-            caveat="no single VM is enough"))
+        out.append(
+            Remedy(
+                "move-vm",
+                f"live-migrate {', '.join(moved)} to another host before the restart",
+                rest is not None and _fits(rest),
+                vms=tuple(moved),
+                caveat="no single VM is enough",
+            )
+        )
     return out
 
 
@@ -321,7 +393,6 @@ def plan_scenario(s: Scenario) -> Plan:
     return Plan(scenario=s, events=tuple(plans), remedies=tuple(remedies), idle_assigned=idle)
 
 
-
 def scale_warnings(original: Scenario, scaled: Scenario) -> list[str]:
     """Where --scale changed the story: Hyper-V's 32 MB floor on Startup and Minimum RAM does
     not shrink, so a hard scale can make VMs that start at full size fail to start, or change
@@ -332,12 +403,16 @@ def scale_warnings(original: Scenario, scaled: Scenario) -> list[str]:
     out = []
     new_failures = [v for v in small.start_failures if v not in full.start_failures]
     if new_failures:
-        out.append(f"at --scale {scaled.scale / original.scale:g}, {', '.join(new_failures)} "
-                   "cannot start although it does at full size (Startup and Minimum RAM "
-                   "cannot go below 32 MB); use a smaller --scale")
+        out.append(
+            f"at --scale {scaled.scale / original.scale:g}, {', '.join(new_failures)} "
+            "cannot start although it does at full size (Startup and Minimum RAM "
+            "cannot go below 32 MB); use a smaller --scale"
+        )
     elif full.needs_smart_paging != small.needs_smart_paging:
-        out.append(f"at --scale {scaled.scale / original.scale:g} the scenario "
-                   f"{'needs' if small.needs_smart_paging else 'no longer needs'} Smart Paging "
-                   "unlike at full size (sizes round to 2 MB, 32 MB at least); use a smaller "
-                   "--scale")
+        out.append(
+            f"at --scale {scaled.scale / original.scale:g} the scenario "
+            f"{'needs' if small.needs_smart_paging else 'no longer needs'} Smart Paging "
+            "unlike at full size (sizes round to 2 MB, 32 MB at least); use a smaller "
+            "--scale"
+        )
     return out

@@ -37,7 +37,8 @@ def plot_run(result: RunResult, path: str) -> None:
     """Assigned memory and Smart Paging bytes per VM over time, and the boot times."""
     times, per_vm = _series(result)
     fig, (ax_mem, ax_sp, ax_boot) = plt.subplots(
-        3, 1, figsize=(10, 10), gridspec_kw={"height_ratios": [3, 2, 2]})
+        3, 1, figsize=(10, 10), gridspec_kw={"height_ratios": [3, 2, 2]}
+    )
     s = result.scenario
     scale = f", scaled 1/{s['scale']:g}" if s.get("scale", 1) != 1 else ""
     fig.suptitle(f"vmmem run: {s['name']}{scale}")
@@ -49,8 +50,9 @@ def plot_run(result: RunResult, path: str) -> None:
         ax_sp.plot(times, d["paging"], color=c, label=name)
     capacity = (s["host"]["memory_bytes"] - s["host"]["reserve_bytes"]) / MB
     if times:
-        ax_mem.axhline(capacity, color="black", linestyle="--", linewidth=1,
-                       label="host memory for VMs")
+        ax_mem.axhline(
+            capacity, color="black", linestyle="--", linewidth=1, label="host memory for VMs"
+        )
         total = [sum(d["assigned"][k] for d in per_vm.values()) for k in range(len(times))]
         ax_mem.plot(times, total, color="gray", linewidth=2, alpha=0.6, label="all VMs")
     for b in result.storm_boots():
@@ -71,15 +73,22 @@ def plot_run(result: RunResult, path: str) -> None:
     boots = result.boots
     labels = [f"{b['vm']}\n{b['kind']}" for b in boots]
     x = range(len(boots))
-    ax_boot.bar(x, [b["boot_time"] for b in boots],
-                color=["tab:red" if b.get("smart_paging_peak_bytes") else "tab:blue"
-                       for b in boots])
+    ax_boot.bar(
+        x,
+        [b["boot_time"] for b in boots],
+        color=["tab:red" if b.get("smart_paging_peak_bytes") else "tab:blue" for b in boots],
+    )
     for i, b in enumerate(boots):
         if b.get("baseline"):
             ax_boot.plot([i - 0.4, i + 0.4], [b["baseline"]] * 2, color="black")
         if b.get("slowdown") and b.get("smart_paging_peak_bytes"):
-            ax_boot.annotate(f"{b['slowdown']:.1f} x", (i, b["boot_time"]), ha="center",
-                             va="bottom", fontsize="small")
+            ax_boot.annotate(
+                f"{b['slowdown']:.1f} x",
+                (i, b["boot_time"]),
+                ha="center",
+                va="bottom",
+                fontsize="small",
+            )
     ax_boot.set_xticks(list(x), labels, fontsize="x-small")
     ax_boot.set_ylabel("boot time (s)\nred: Smart Paging;\nline: baseline")
     ax_boot.grid(alpha=0.3, axis="y")
@@ -101,10 +110,12 @@ def plot_compare(cmp: CompareResult, path: str) -> None:
     for r in cmp.rows():
         if r["boot_time"] is None:
             continue
-        kind = "RAM" if r["ram_backed"] else {True: "rotational", False: "SSD"}.get(
-            r["rotational"], "?")
-        where = "\n".join(textwrap.wrap(r["location"], 24, break_on_hyphens=False)
-                           ) or r["location"]
+        kind = (
+            "RAM"
+            if r["ram_backed"]
+            else {True: "rotational", False: "SSD"}.get(r["rotational"], "?")
+        )
+        where = "\n".join(textwrap.wrap(r["location"], 24, break_on_hyphens=False)) or r["location"]
         names.append(f"{where}\n{r['device'] or r['fstype']} ({kind})")
         values.append(r["boot_time"])
         colors.append("tab:red" if r["rotational"] else "tab:blue")
@@ -117,8 +128,7 @@ def plot_compare(cmp: CompareResult, path: str) -> None:
     for loc, run in cmp.runs.items():
         cdf = run.fault_latency_cdf
         if cdf["seconds"]:
-            ax_cdf.step([s * 1e6 for s in cdf["seconds"]], cdf["fraction"], where="post",
-                        label=loc)
+            ax_cdf.step([s * 1e6 for s in cdf["seconds"]], cdf["fraction"], where="post", label=loc)
     ax_cdf.set_xscale("log")
     ax_cdf.set_xlabel("page-in (fault) latency (us)")
     ax_cdf.set_ylabel("fraction of faults")

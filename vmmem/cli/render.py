@@ -41,22 +41,39 @@ def scenario(console: Console, s: Scenario) -> None:
     console.print(f"[bold]{s.name}[/bold]" + (f": {s.description}" if s.description else ""))
     scale = f", scaled 1/{s.scale:g}" if s.scale != 1 else ""
     console.print(f"source {s.source}{scale}")
-    console.print(f"host: {mb(s.host_memory)} for VMs, reserve {mb(s.host_reserve)}, "
-                  f"balancer every {s.balancer_interval:g} s")
+    console.print(
+        f"host: {mb(s.host_memory)} for VMs, reserve {mb(s.host_reserve)}, "
+        f"balancer every {s.balancer_interval:g} s"
+    )
     t = Table(title="VMs", title_justify="left")
-    for col in ("VM", "memory", "Startup", "Minimum", "Maximum", "Buffer", "Priority",
-                "idle demand", "boot (enough RAM)", "Smart Paging folder"):
-        t.add_column(col, justify="left" if col in ("VM", "memory", "Smart Paging folder")
-                     else "right")
+    for col in (
+        "VM",
+        "memory",
+        "Startup",
+        "Minimum",
+        "Maximum",
+        "Buffer",
+        "Priority",
+        "idle demand",
+        "boot (enough RAM)",
+        "Smart Paging folder",
+    ):
+        t.add_column(
+            col, justify="left" if col in ("VM", "memory", "Smart Paging folder") else "right"
+        )
     for v in s.vms:
         t.add_row(
-            v.name, "dynamic" if v.dynamic else "static", mb(v.startup),
+            v.name,
+            "dynamic" if v.dynamic else "static",
+            mb(v.startup),
             _opt_mb(v.minimum, "-" if not v.dynamic else "(Startup)"),
             _opt_mb(v.maximum, "-" if not v.dynamic else "(Startup)"),
             f"{v.buffer} %" if v.buffer is not None else ("-" if not v.dynamic else "20 %"),
-            str(v.priority), mb(v.idle_demand),
+            str(v.priority),
+            mb(v.idle_demand),
             seconds(v.workload.boot_seconds) if v.workload.boot_seconds else "default",
-            v.smart_paging_path or s.smart_paging_path or "(VM's folder)")
+            v.smart_paging_path or s.smart_paging_path or "(VM's folder)",
+        )
     console.print(t)
     console.print("events:")
     for i, e in enumerate(s.events):
@@ -66,8 +83,10 @@ def scenario(console: Console, s: Scenario) -> None:
 def plan(console: Console, p: Plan) -> None:
     s = p.scenario
     scale = f" (scaled 1/{s.scale:g})" if s.scale != 1 else ""
-    console.print(f"[bold]plan for {s.name}[/bold]{scale}: {len(s.vms)} VMs, "
-                  f"{mb(s.available)} of host memory for VMs")
+    console.print(
+        f"[bold]plan for {s.name}[/bold]{scale}: {len(s.vms)} VMs, "
+        f"{mb(s.available)} of host memory for VMs"
+    )
     t = Table(title="per event", title_justify="left")
     for col in ("#", "event", "needs", "host can give", "Smart Paging", "per VM"):
         t.add_column(col, justify="left" if col in ("event", "per VM") else "right")
@@ -80,25 +99,38 @@ def plan(console: Console, p: Plan) -> None:
             per_vm = ", ".join(f"{n} {mb(b)}" for n, b in e.paging.items() if b)
         else:
             per_vm = "-"
-        t.add_row(str(e.index), e.description, mb(e.needed), mb(e.available),
-                  mb(e.paging_total) if e.paging_total else "none", per_vm)
+        t.add_row(
+            str(e.index),
+            e.description,
+            mb(e.needed),
+            mb(e.available),
+            mb(e.paging_total) if e.paging_total else "none",
+            per_vm,
+        )
     console.print(t)
     idle = ", ".join(f"{n} {mb(b)}" for n, b in p.idle_assigned.items())
-    console.print(f"idle, the VMs settle at: {idle} "
-                  f"({mb(sum(p.idle_assigned.values()))} of {mb(s.available)})")
-    style = "bold red" if p.start_failures else ("bold yellow" if p.needs_smart_paging
-                                                  else "bold green")
+    console.print(
+        f"idle, the VMs settle at: {idle} "
+        f"({mb(sum(p.idle_assigned.values()))} of {mb(s.available)})"
+    )
+    style = (
+        "bold red"
+        if p.start_failures
+        else ("bold yellow" if p.needs_smart_paging else "bold green")
+    )
     console.print(f"[{style}]{p.verdict()}[/{style}]")
     if p.remedies:
-        console.print("\n[bold]ways to avoid Smart Paging[/bold] (each checked by planning the "
-                      "changed host):")
+        console.print(
+            "\n[bold]ways to avoid Smart Paging[/bold] (each checked by planning the changed host):"
+        )
         for r in p.remedies:
             mark = "[green]works[/green]" if r.works else "[red]not enough[/red]"
             console.print(f"  - {r.summary}: {mark}" + (f"; {r.caveat}" if r.caveat else ""))
 
 
-def disks(console: Console, infos: list[DeviceInfo],
-          probes: dict[str, ProbeResult] | None = None) -> None:
+def disks(
+    console: Console, infos: list[DeviceInfo], probes: dict[str, ProbeResult] | None = None
+) -> None:
     probes = probes or {}
     t = Table(title="where a Smart Paging file could go", title_justify="left")
     cols = ["folder", "device", "model", "kind", "filesystem", "free"]
@@ -106,8 +138,10 @@ def disks(console: Console, infos: list[DeviceInfo],
         cols += ["4K read QD1", "4K write QD1", "read p99", "reached device"]
     cols.append("note")
     for c in cols:
-        t.add_column(c, justify="right" if c in ("free", "4K read QD1", "4K write QD1",
-                                                 "read p99") else "left")
+        t.add_column(
+            c,
+            justify="right" if c in ("free", "4K read QD1", "4K write QD1", "read p99") else "left",
+        )
     for d in infos:
         note = ""
         if d.ram_backed:
@@ -125,18 +159,26 @@ def disks(console: Console, infos: list[DeviceInfo],
                 note = (note + "; " if note else "") + pr.error
             else:
                 reached = {True: "yes", False: "NO", None: "unknown"}[pr.reached_device]
-                row += [f"{pr.read_iops:,.0f} IOPS", f"{pr.write_iops:,.0f} IOPS",
-                        f"{pr.read_p99_us:,.0f} us", reached]
+                row += [
+                    f"{pr.read_iops:,.0f} IOPS",
+                    f"{pr.write_iops:,.0f} IOPS",
+                    f"{pr.read_p99_us:,.0f} us",
+                    reached,
+                ]
         row.append(note)
         t.add_row(*row)
     console.print(t)
     if any(d.ram_backed for d in infos):
-        console.print("[bold red]warning:[/bold red] RAM-backed folders (tmpfs, /dev/shm, zram) "
-                      "hold a Smart Paging file in RAM: nothing real is measured there.")
+        console.print(
+            "[bold red]warning:[/bold red] RAM-backed folders (tmpfs, /dev/shm, zram) "
+            "hold a Smart Paging file in RAM: nothing real is measured there."
+        )
     if any(d.kind == "HDD" and not d.ram_backed for d in infos):
-        console.print("kind comes from the kernel's rotational flag; virtual disks often "
-                      "report rotational whatever is underneath, so --probe tells more.",
-                      style="dim")
+        console.print(
+            "kind comes from the kernel's rotational flag; virtual disks often "
+            "report rotational whatever is underneath, so --probe tells more.",
+            style="dim",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,20 +187,42 @@ def disks(console: Console, infos: list[DeviceInfo],
 
 def progress_table(vms: list[VMProgress], available: int, elapsed: float, title: str) -> Table:
     """The live view: one row per VM (a runner.VMProgress each)."""
-    t = Table(title=f"{title}   [dim]{elapsed:.1f} s, host free {mb(available)}[/dim]",
-              title_justify="left")
-    for c in ("VM", "state", "phase", "assigned", "demand", "status", "Smart Paging",
-              "boot elapsed", "ETA"):
-        t.add_column(c, justify="right" if c in ("assigned", "demand", "Smart Paging",
-                                                 "boot elapsed", "ETA") else "left")
+    t = Table(
+        title=f"{title}   [dim]{elapsed:.1f} s, host free {mb(available)}[/dim]",
+        title_justify="left",
+    )
+    for c in (
+        "VM",
+        "state",
+        "phase",
+        "assigned",
+        "demand",
+        "status",
+        "Smart Paging",
+        "boot elapsed",
+        "ETA",
+    ):
+        t.add_column(
+            c,
+            justify="right"
+            if c in ("assigned", "demand", "Smart Paging", "boot elapsed", "ETA")
+            else "left",
+        )
     for v in vms:
         status = v.memory_status or "-"
         if status == "Paging":
             status = "[bold yellow]Paging[/bold yellow]"
-        t.add_row(v.name, v.state, v.phase, mb(v.memory_assigned), mb(v.memory_demand), status,
-                  mb(v.smart_paging_bytes) if v.smart_paging_bytes else "-",
-                  seconds(v.boot_elapsed), seconds(v.boot_eta) if v.boot_eta is not None
-                  else "-")
+        t.add_row(
+            v.name,
+            v.state,
+            v.phase,
+            mb(v.memory_assigned),
+            mb(v.memory_demand),
+            status,
+            mb(v.smart_paging_bytes) if v.smart_paging_bytes else "-",
+            seconds(v.boot_elapsed),
+            seconds(v.boot_eta) if v.boot_eta is not None else "-",
+        )
     return t
 
 
@@ -178,56 +242,93 @@ def run_report(console: Console, result: RunResult) -> None:
     """The table per VM for the restart boots, the settings line, and the verdict."""
     s = result.scenario
     scale = f" (scaled 1/{s['scale']:g})" if s.get("scale", 1) != 1 else ""
-    console.print(f"[bold]{s['name']}[/bold]{scale}: {len(s['vms'])} VMs on "
-                  f"{mb(s['host']['memory_bytes'] - s['host']['reserve_bytes'])}, "
-                  f"ran {seconds(result.duration)}")
+    console.print(
+        f"[bold]{s['name']}[/bold]{scale}: {len(s['vms'])} VMs on "
+        f"{mb(s['host']['memory_bytes'] - s['host']['reserve_bytes'])}, "
+        f"ran {seconds(result.duration)}"
+    )
     for loc in result.locations:
         io = loc.get("device_io")
-        io_txt = (f"device read {mb(io['read_bytes'])}, wrote {mb(io['write_bytes'])}"
-                  if io else "no device counters")
-        console.print(f"Smart Paging on {loc['path']}: {loc['fstype']} on "
-                      f"{loc.get('device') or '-'} ({loc.get('model') or '?'}, "
-                      f"{'RAM' if loc.get('ram_backed') else loc.get('kind')}); {io_txt}")
+        io_txt = (
+            f"device read {mb(io['read_bytes'])}, wrote {mb(io['write_bytes'])}"
+            if io
+            else "no device counters"
+        )
+        console.print(
+            f"Smart Paging on {loc['path']}: {loc['fstype']} on "
+            f"{loc.get('device') or '-'} ({loc.get('model') or '?'}, "
+            f"{'RAM' if loc.get('ram_backed') else loc.get('kind')}); {io_txt}"
+        )
     boots = result.storm_boots() or result.boots
     final = {st["name"]: st for st in result.final_status}
     t = Table(title="restart boots" if result.storm_boots() else "boots", title_justify="left")
-    for c in ("VM", "event", "boot time", "baseline", "slowdown", "page-ins/outs",
-              "fault p50/p99", "SP peak", "SP time", "device r/w", "final status"):
-        t.add_column(c, justify="left" if c in ("VM", "event", "final status") else "right",
-                     no_wrap=c != "final status")
+    for c in (
+        "VM",
+        "event",
+        "boot time",
+        "baseline",
+        "slowdown",
+        "page-ins/outs",
+        "fault p50/p99",
+        "SP peak",
+        "SP time",
+        "device r/w",
+        "final status",
+    ):
+        t.add_column(
+            c,
+            justify="left" if c in ("VM", "event", "final status") else "right",
+            no_wrap=c != "final status",
+        )
     for b in boots:
         st = final.get(b["vm"], {})
         fin = st.get("memory_status") or st.get("state") or "-"
         if st.get("smart_paging_file_in_use"):
             fin += " (file in use)"
-        sp_dur = seconds(b.get("smart_paging_seconds")) if b.get("smart_paging_peak_bytes") \
-            else "-"
+        sp_dur = seconds(b.get("smart_paging_seconds")) if b.get("smart_paging_peak_bytes") else "-"
         if b.get("smart_paging_peak_bytes") and not b.get("smart_paging_ended"):
             sp_dur += "+"
         dev = "-"
         if b.get("device_read_bytes") is not None:
             dev = f"{b['device_read_bytes'] / MB:,.0f}/{b['device_write_bytes'] / MB:,.0f} MB"
-        t.add_row(b["vm"], b.get("kind", "?"), seconds(b.get("boot_time")),
-                  seconds(b.get("baseline")), _ratio(b.get("slowdown")),
-                  f"{b.get('page_ins', 0):,}/{b.get('page_outs', 0):,}",
-                  f"{_ms(b.get('fault_p50'))}/{_ms(b.get('fault_p99'))}",
-                  mb(b["smart_paging_peak_bytes"]) if b.get("smart_paging_peak_bytes") else "-",
-                  sp_dur, dev, fin)
+        t.add_row(
+            b["vm"],
+            b.get("kind", "?"),
+            seconds(b.get("boot_time")),
+            seconds(b.get("baseline")),
+            _ratio(b.get("slowdown")),
+            f"{b.get('page_ins', 0):,}/{b.get('page_outs', 0):,}",
+            f"{_ms(b.get('fault_p50'))}/{_ms(b.get('fault_p99'))}",
+            mb(b["smart_paging_peak_bytes"]) if b.get("smart_paging_peak_bytes") else "-",
+            sp_dur,
+            dev,
+            fin,
+        )
     if boots:
         console.print(t)
     plan = result.plan or {}
     if plan.get("events") and result.storm_event() is not None:
-        predicted = next((e["smart_paging_total_bytes"] for e in plan["events"]
-                          if e["index"] == result.storm_event()), None)
+        predicted = next(
+            (
+                e["smart_paging_total_bytes"]
+                for e in plan["events"]
+                if e["index"] == result.storm_event()
+            ),
+            None,
+        )
         measured = result.storm_summary()["smart_paging_peak_bytes"]
         if predicted is not None:
-            console.print(f"Smart Paging for the storm: planned {mb(predicted)} (at the instant "
-                          f"of the restart), measured peak {mb(measured)} (sum over VMs)")
+            console.print(
+                f"Smart Paging for the storm: planned {mb(predicted)} (at the instant "
+                f"of the restart), measured peak {mb(measured)} (sum over VMs)"
+            )
     for w in result.warnings:
         console.print(f"[bold yellow]warning:[/bold yellow] {w}")
     if result.leftover_files:
-        console.print(f"[bold red]{len(result.leftover_files)} Smart Paging file(s) were left "
-                      "behind by the host and have been deleted[/bold red]")
+        console.print(
+            f"[bold red]{len(result.leftover_files)} Smart Paging file(s) were left "
+            "behind by the host and have been deleted[/bold red]"
+        )
     style = {"ok": "bold", "failed": "bold red", "interrupted": "bold yellow"}[result.outcome]
     console.print(f"[{style}]{result.verdict()}[/{style}]")
 
@@ -236,24 +337,59 @@ def compare_report(console: Console, cmp: CompareResult) -> None:
     """The side-by-side table of locations, and the summary line."""
     base = cmp.baseline.storm_summary() if cmp.baseline else None
     t = Table(title="the same boot storm, Smart Paging on each location", title_justify="left")
-    for c in ("location", "device", "model", "rotational", "filesystem", "boot time",
-              "slowdown", "fault p50", "fault p90", "fault p99", "SP peak", "device I/O"):
-        t.add_column(c, justify="right" if c in ("boot time", "slowdown", "fault p50",
-                                                 "fault p90", "fault p99", "SP peak")
-                     else "left")
+    for c in (
+        "location",
+        "device",
+        "model",
+        "rotational",
+        "filesystem",
+        "boot time",
+        "slowdown",
+        "fault p50",
+        "fault p90",
+        "fault p99",
+        "SP peak",
+        "device I/O",
+    ):
+        t.add_column(
+            c,
+            justify="right"
+            if c in ("boot time", "slowdown", "fault p50", "fault p90", "fault p99", "SP peak")
+            else "left",
+        )
     if base:
-        t.add_row("baseline (enough memory)", "-", "-", "-", "-", seconds(base["boot_time"]),
-                  "1.00 x", "-", "-", "-", "-", "-")
+        t.add_row(
+            "baseline (enough memory)",
+            "-",
+            "-",
+            "-",
+            "-",
+            seconds(base["boot_time"]),
+            "1.00 x",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+        )
     for r in cmp.rows():
         rot = {True: "yes", False: "no"}.get(r["rotational"], "?")
         if r["ram_backed"]:
             rot = "RAM"
         confirmed = {True: "yes", False: "NO", None: "-"}[r["device_io_confirmed"]]
-        t.add_row(r["location"], r["device"] or "-", r["model"] or "-", rot, r["fstype"] or "-",
-                  seconds(r["boot_time"]) if r["outcome"] == "ok" else r["outcome"],
-                  _ratio(r["slowdown"]), _ms(r["fault_p50"]), _ms(r["fault_p90"]),
-                  _ms(r["fault_p99"]),
-                  mb(r["smart_paging_peak_bytes"]) if r["smart_paging_peak_bytes"] else "-",
-                  confirmed)
+        t.add_row(
+            r["location"],
+            r["device"] or "-",
+            r["model"] or "-",
+            rot,
+            r["fstype"] or "-",
+            seconds(r["boot_time"]) if r["outcome"] == "ok" else r["outcome"],
+            _ratio(r["slowdown"]),
+            _ms(r["fault_p50"]),
+            _ms(r["fault_p90"]),
+            _ms(r["fault_p99"]),
+            mb(r["smart_paging_peak_bytes"]) if r["smart_paging_peak_bytes"] else "-",
+            confirmed,
+        )
     console.print(t)
     console.print(f"[bold]{cmp.summary()}[/bold]")

@@ -41,6 +41,7 @@ def machine_facts() -> dict[str, Any]:
         pass
     try:
         from importlib.metadata import version
+
         vmmem_version = version("vmmem")
     except Exception:  # not installed as a distribution (running from a source tree)
         vmmem_version = None
@@ -61,21 +62,22 @@ def machine_facts() -> dict[str, Any]:
 class RunResult:
     """One scenario run. Sizes in bytes, times in seconds; see docs/json-schema.json."""
 
-    scenario: dict[str, Any]                 # Scenario.to_dict()
-    outcome: str = "ok"                      # "ok", "failed", "interrupted"
+    scenario: dict[str, Any]  # Scenario.to_dict()
+    outcome: str = "ok"  # "ok", "failed", "interrupted"
     error: str | None = None
     started: str = field(default_factory=now_iso)
     duration: float = 0.0
     machine: dict[str, Any] = field(default_factory=machine_facts)
-    settings: dict[str, Any] = field(default_factory=dict)   # backend, policy, page size ...
-    plan: dict[str, Any] | None = None       # the prediction (Plan.to_dict()), for comparison
+    settings: dict[str, Any] = field(default_factory=dict)  # backend, policy, page size ...
+    plan: dict[str, Any] | None = None  # the prediction (Plan.to_dict()), for comparison
     events: list[dict[str, Any]] = field(default_factory=list)
-    boots: list[dict[str, Any]] = field(default_factory=list)     # BootReport.as_dict() + event
+    boots: list[dict[str, Any]] = field(default_factory=list)  # BootReport.as_dict() + event
     final_status: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     locations: list[dict[str, Any]] = field(default_factory=list)  # device facts + I/O
     fault_latency_cdf: dict[str, list[float]] = field(
-        default_factory=lambda: {"seconds": [], "fraction": []})
+        default_factory=lambda: {"seconds": [], "fraction": []}
+    )
     leftover_files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -96,10 +98,20 @@ class RunResult:
         ev = self.storm_event()
         boots = [b for b in self.storm_boots() if b.get("event") == ev]
         if not boots:
-            return {"event": None, "vms": 0, "boot_time": None, "baseline": None,
-                    "slowdown": None, "smart_paging_vms": 0, "smart_paging_peak_bytes": 0,
-                    "smart_paging_seconds": None, "page_ins": 0, "page_outs": 0,
-                    "fault_p50": None, "fault_p99": None}
+            return {
+                "event": None,
+                "vms": 0,
+                "boot_time": None,
+                "baseline": None,
+                "slowdown": None,
+                "smart_paging_vms": 0,
+                "smart_paging_peak_bytes": 0,
+                "smart_paging_seconds": None,
+                "page_ins": 0,
+                "page_outs": 0,
+                "fault_p50": None,
+                "fault_p99": None,
+            }
         times = [b["boot_time"] for b in boots if b.get("boot_time") is not None]
         bases = [b["baseline"] for b in boots if b.get("baseline")]
         boot_time = max(times) if times else None
@@ -115,8 +127,9 @@ class RunResult:
             "slowdown": (boot_time / baseline) if boot_time and baseline else None,
             "smart_paging_vms": len(paging),
             "smart_paging_peak_bytes": sum(b.get("smart_paging_peak_bytes") or 0 for b in boots),
-            "smart_paging_seconds": max((b.get("smart_paging_seconds") or 0 for b in paging),
-                                        default=None),
+            "smart_paging_seconds": max(
+                (b.get("smart_paging_seconds") or 0 for b in paging), default=None
+            ),
             "page_ins": sum(b.get("page_ins") or 0 for b in boots),
             "page_outs": sum(b.get("page_outs") or 0 for b in boots),
             "fault_p50": max(p50) if p50 else None,
@@ -150,21 +163,29 @@ class RunResult:
         if st["event"] is None:
             return "no VM restarted, so Smart Paging never came into play"
         folders = self.settings.get("paging_folders") or [loc["path"] for loc in self.locations]
-        where = (os.path.commonpath(folders) if len(folders) > 1 else
-                 (folders[0] if folders else "?"))
+        where = (
+            os.path.commonpath(folders) if len(folders) > 1 else (folders[0] if folders else "?")
+        )
         kinds = ", ".join(sorted({_kind(loc) for loc in self.locations}))
-        left = ("every Smart Paging file is gone" if not self.leftover_files
-                else f"{len(self.leftover_files)} Smart Paging file(s) were left and removed")
+        left = (
+            "every Smart Paging file is gone"
+            if not self.leftover_files
+            else f"{len(self.leftover_files)} Smart Paging file(s) were left and removed"
+        )
         if not st["smart_paging_vms"]:
-            return (f"no Smart Paging: the restart of {st['vms']} VM(s) took "
-                    f"{seconds(st['boot_time'])} (baseline {seconds(st['baseline'])})")
+            return (
+                f"no Smart Paging: the restart of {st['vms']} VM(s) took "
+                f"{seconds(st['boot_time'])} (baseline {seconds(st['baseline'])})"
+            )
         slow = f"{st['slowdown']:.1f} x slower" if st["slowdown"] else "slowdown unknown"
         if any(loc.get("ram_backed") for loc in self.locations):
             left += " (the files were in RAM: this measured no disk)"
-        return (f"the boot storm took {seconds(st['boot_time'])} instead of "
-                f"{seconds(st['baseline'])} ({slow}) with {mb(st['smart_paging_peak_bytes'])} "
-                f"of Smart Paging for {st['smart_paging_vms']} VM(s) on {where} ({kinds}); "
-                f"{left}")
+        return (
+            f"the boot storm took {seconds(st['boot_time'])} instead of "
+            f"{seconds(st['baseline'])} ({slow}) with {mb(st['smart_paging_peak_bytes'])} "
+            f"of Smart Paging for {st['smart_paging_vms']} VM(s) on {where} ({kinds}); "
+            f"{left}"
+        )
 
     # --- JSON --------------------------------------------------------------------------------
 
@@ -195,13 +216,23 @@ class RunResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunResult:
         return cls(
-            scenario=d["scenario"], outcome=d["outcome"], error=d.get("error"),
-            started=d["started"], duration=d["duration"], machine=d["machine"],
-            settings=d.get("settings", {}), plan=d.get("plan"), events=d.get("events", []),
-            boots=d.get("boots", []), final_status=d.get("final_status", []),
-            timeline=d.get("timeline", []), locations=d.get("locations", []),
+            scenario=d["scenario"],
+            outcome=d["outcome"],
+            error=d.get("error"),
+            started=d["started"],
+            duration=d["duration"],
+            machine=d["machine"],
+            settings=d.get("settings", {}),
+            plan=d.get("plan"),
+            events=d.get("events", []),
+            boots=d.get("boots", []),
+            final_status=d.get("final_status", []),
+            timeline=d.get("timeline", []),
+            locations=d.get("locations", []),
             fault_latency_cdf=d.get("fault_latency_cdf", {"seconds": [], "fraction": []}),
-            leftover_files=d.get("leftover_files", []), warnings=d.get("warnings", []))
+            leftover_files=d.get("leftover_files", []),
+            warnings=d.get("warnings", []),
+        )
 
 
 def _kind(loc: dict[str, Any]) -> str:
@@ -219,7 +250,7 @@ class CompareResult:
     """The same scenario with the Smart Paging folder on each location, plus the baseline."""
 
     baseline: RunResult | None
-    runs: dict[str, RunResult]             # location -> run
+    runs: dict[str, RunResult]  # location -> run
     outcome: str = "ok"
     error: str | None = None
     started: str = field(default_factory=now_iso)
@@ -233,28 +264,32 @@ class CompareResult:
         out = []
         for path, run in self.runs.items():
             st = run.storm_summary()
-            loc = next((x for x in run.locations if x.get("path") == path),
-                       run.locations[0] if run.locations else {})
+            loc = next(
+                (x for x in run.locations if x.get("path") == path),
+                run.locations[0] if run.locations else {},
+            )
             slowdown = (st["boot_time"] / base_time) if st["boot_time"] and base_time else None
-            out.append({
-                "location": path,
-                "device": loc.get("device"),
-                "model": loc.get("model"),
-                "rotational": loc.get("rotational"),
-                "ram_backed": loc.get("ram_backed"),
-                "fstype": loc.get("fstype"),
-                "outcome": run.outcome,
-                "boot_time": st["boot_time"],
-                "own_baseline": st["baseline"],
-                "slowdown": slowdown,
-                "smart_paging_peak_bytes": st["smart_paging_peak_bytes"],
-                "page_ins": st["page_ins"],
-                "page_outs": st["page_outs"],
-                "fault_p50": st["fault_p50"],
-                "fault_p99": st["fault_p99"],
-                "fault_p90": _cdf_percentile(run.fault_latency_cdf, 90),
-                "device_io_confirmed": run.device_io_confirmed(),
-            })
+            out.append(
+                {
+                    "location": path,
+                    "device": loc.get("device"),
+                    "model": loc.get("model"),
+                    "rotational": loc.get("rotational"),
+                    "ram_backed": loc.get("ram_backed"),
+                    "fstype": loc.get("fstype"),
+                    "outcome": run.outcome,
+                    "boot_time": st["boot_time"],
+                    "own_baseline": st["baseline"],
+                    "slowdown": slowdown,
+                    "smart_paging_peak_bytes": st["smart_paging_peak_bytes"],
+                    "page_ins": st["page_ins"],
+                    "page_outs": st["page_outs"],
+                    "fault_p50": st["fault_p50"],
+                    "fault_p99": st["fault_p99"],
+                    "fault_p90": _cdf_percentile(run.fault_latency_cdf, 90),
+                    "device_io_confirmed": run.device_io_confirmed(),
+                }
+            )
         return out
 
     def summary(self) -> str:
@@ -267,18 +302,24 @@ class CompareResult:
         base_txt = f" (without Smart Paging: {seconds(base)})" if base else ""
         if len(rows) == 1:
             r = rows[0]
-            return (f"the boot storm took {seconds(r['boot_time'])} with Smart Paging on "
-                    f"{r['location']}{base_txt}")
+            return (
+                f"the boot storm took {seconds(r['boot_time'])} with Smart Paging on "
+                f"{r['location']}{base_txt}"
+            )
         slow = max(rows, key=lambda r: r["boot_time"])
         fast = min(rows, key=lambda r: r["boot_time"])
         ratio = slow["boot_time"] / fast["boot_time"]
         if ratio < 1.1:
-            return (f"the boot storm took about as long with Smart Paging on "
-                    f"{' and '.join(r['location'] for r in rows)} ({seconds(slow['boot_time'])} "
-                    f"at most, {ratio:.2f} x){base_txt}")
-        return (f"the boot storm ran {ratio:.1f} x slower with Smart Paging on "
-                f"{slow['location']} than on {fast['location']} ({seconds(slow['boot_time'])} "
-                f"vs {seconds(fast['boot_time'])}){base_txt}")
+            return (
+                f"the boot storm took about as long with Smart Paging on "
+                f"{' and '.join(r['location'] for r in rows)} ({seconds(slow['boot_time'])} "
+                f"at most, {ratio:.2f} x){base_txt}"
+            )
+        return (
+            f"the boot storm ran {ratio:.1f} x slower with Smart Paging on "
+            f"{slow['location']} than on {fast['location']} ({seconds(slow['boot_time'])} "
+            f"vs {seconds(fast['boot_time'])}){base_txt}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -300,8 +341,12 @@ class CompareResult:
         return cls(
             baseline=RunResult.from_dict(d["baseline"]) if d.get("baseline") else None,
             runs={r["location"]: RunResult.from_dict(r["run"]) for r in d["runs"]},
-            outcome=d["outcome"], error=d.get("error"), started=d["started"],
-            duration=d["duration"], machine=d["machine"])
+            outcome=d["outcome"],
+            error=d.get("error"),
+            started=d["started"],
+            duration=d["duration"],
+            machine=d["machine"],
+        )
 
 
 def _cdf_percentile(cdf: dict[str, list[float]], p: float) -> float | None:

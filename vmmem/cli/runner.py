@@ -24,12 +24,19 @@ from vmmem.cli.scenario import MB, Scenario, VMSpec, mb
 from vmmem.devices import DeviceInfo, device_for_path, io_counters
 from vmmem.memory import LatencyHistogram
 
-__all__ = ["LocationRefused", "ProgressSink", "VMProgress", "check_locations", "paging_folders",
-           "run_scenario", "sigterm_as_interrupt"]
+__all__ = [
+    "LocationRefused",
+    "ProgressSink",
+    "VMProgress",
+    "check_locations",
+    "paging_folders",
+    "run_scenario",
+    "sigterm_as_interrupt",
+]
 
-POLL = 0.1           # seconds between progress polls
+POLL = 0.1  # seconds between progress polls
 PAGING_FILE_GLOB = "*.slp"
-DEFAULT_HOST_FOLDER = "vmmem-vms"   # the Hyper-V layer's default, under the current folder
+DEFAULT_HOST_FOLDER = "vmmem-vms"  # the Hyper-V layer's default, under the current folder
 
 
 class LocationRefused(Exception):
@@ -47,8 +54,8 @@ class VMProgress:
     memory_demand: int
     memory_status: str
     smart_paging_bytes: int
-    boot_elapsed: float | None     # seconds into the current boot, None when not booting
-    boot_eta: float | None         # seconds left, estimated from the boot's progress
+    boot_elapsed: float | None  # seconds into the current boot, None when not booting
+    boot_eta: float | None  # seconds left, estimated from the boot's progress
 
 
 class ProgressSink:
@@ -56,8 +63,7 @@ class ProgressSink:
 
     def event_started(self, index: int, count: int, description: str) -> None: ...
 
-    def event_done(self, index: int, description: str, seconds: float, note: str = "") -> None:
-        ...
+    def event_done(self, index: int, description: str, seconds: float, note: str = "") -> None: ...
 
     def update(self, vms: list[VMProgress], available: int, elapsed: float) -> None: ...
 
@@ -98,8 +104,9 @@ def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], li
     by_fs: dict[str, tuple[DeviceInfo, list[str]]] = {}
     for name, folder in folders.items():
         if s.vm(name).smart_paging_path and not os.path.isdir(folder):
-            raise LocationRefused(f"Smart Paging folder {folder} (VM {name}) does not exist or "
-                                  "is not a folder")
+            raise LocationRefused(
+                f"Smart Paging folder {folder} (VM {name}) does not exist or is not a folder"
+            )
         anchor = _existing_ancestor(folder)
         if not os.path.isdir(anchor) or not os.access(anchor, os.W_OK | os.X_OK):
             raise LocationRefused(f"Smart Paging folder {folder} (VM {name}) is not writable")
@@ -116,14 +123,18 @@ def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], li
                 f"not enough free space for the Smart Paging files on {info.mountpoint} "
                 f"({info.fstype}): the worst case needs {mb(need)} ({', '.join(names)}: up to "
                 f"their Startup RAM each, plus 64 MB), {mb(info.free_bytes)} is free. "
-                "Choose another folder with --paging-dir, or a smaller --scale.")
+                "Choose another folder with --paging-dir, or a smaller --scale."
+            )
         if info.ram_backed:
             warnings.append(
                 f"{info.mountpoint} is RAM-backed ({info.fstype}): the Smart Paging files of "
-                f"{', '.join(names)} live in RAM there, so nothing real is measured")
+                f"{', '.join(names)} live in RAM there, so nothing real is measured"
+            )
         elif not info.has_counters:
-            warnings.append(f"{info.mountpoint} ({info.fstype}) has no block-device counters: "
-                            "the run cannot confirm that paging reached a device")
+            warnings.append(
+                f"{info.mountpoint} ({info.fstype}) has no block-device counters: "
+                "the run cannot confirm that paging reached a device"
+            )
         infos.append(info)
     return infos, warnings
 
@@ -138,8 +149,10 @@ def leftover_files(folders: list[str]) -> list[str]:
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM like Ctrl-C while a run is going, so it too cleans up (main thread only)."""
+
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
+
     try:
         old = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
@@ -187,9 +200,19 @@ class _Tracker:
             if st.phase == "boot" and name in self.boot_started:
                 elapsed = now - self.boot_started[name]
                 eta = self._eta(vm, elapsed)
-            out.append(VMProgress(name, st.state, st.phase, st.memory_assigned,
-                                  st.memory_demand, st.memory_status,
-                                  st.smart_paging_bytes, elapsed, eta))
+            out.append(
+                VMProgress(
+                    name,
+                    st.state,
+                    st.phase,
+                    st.memory_assigned,
+                    st.memory_demand,
+                    st.memory_status,
+                    st.smart_paging_bytes,
+                    elapsed,
+                    eta,
+                )
+            )
         return out
 
     @staticmethod
@@ -209,10 +232,16 @@ class _Tracker:
         return max(0.0, elapsed * (1 - done) / done)
 
 
-def run_scenario(s: Scenario, *, paging_dir: str | None = None,
-                 progress: ProgressSink | None = None, backend: str = "direct",
-                 policy: str = "lru", plan: dict[str, Any] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> RunResult:
+def run_scenario(
+    s: Scenario,
+    *,
+    paging_dir: str | None = None,
+    progress: ProgressSink | None = None,
+    backend: str = "direct",
+    policy: str = "lru",
+    plan: dict[str, Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RunResult:
     """Run ``s`` on a new Host and return what it measured.
 
     ``paging_dir`` puts every VM's Smart Paging file there (Set-VM -SmartPagingFilePath on all).
@@ -229,9 +258,18 @@ def run_scenario(s: Scenario, *, paging_dir: str | None = None,
     host_folder = os.path.abspath(s.smart_paging_path or DEFAULT_HOST_FOLDER)
     infos, warnings = check_locations(s, host_folder)
     folders = sorted(set(paging_folders(s, host_folder).values()))
-    result = RunResult(scenario=s.to_dict(), plan=plan, warnings=list(warnings),
-                       settings={"backend": backend, "policy": policy, "page_size": 4096,
-                                 "host_folder": host_folder, "paging_folders": folders})
+    result = RunResult(
+        scenario=s.to_dict(),
+        plan=plan,
+        warnings=list(warnings),
+        settings={
+            "backend": backend,
+            "policy": policy,
+            "page_size": 4096,
+            "host_folder": host_folder,
+            "paging_folders": folders,
+        },
+    )
     for w in warnings:
         progress.message(f"warning: {w}")
     before = {i.mountpoint: io_counters(i) for i in infos}
@@ -244,8 +282,7 @@ def run_scenario(s: Scenario, *, paging_dir: str | None = None,
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if tracker is not None:
-                progress.update(tracker.snapshot(), host.available_memory,
-                                time.monotonic() - t0)
+                progress.update(tracker.snapshot(), host.available_memory, time.monotonic() - t0)
             if until():
                 return True
             if should_stop is not None and should_stop():
@@ -269,12 +306,22 @@ def run_scenario(s: Scenario, *, paging_dir: str | None = None,
 
     try:
         with sigterm_as_interrupt():
-            host = Host(s.host_memory, reserve=s.host_reserve, smart_paging_path=host_folder,
-                        balancer_interval=s.balancer_interval, backend=backend, policy=policy)
+            host = Host(
+                s.host_memory,
+                reserve=s.host_reserve,
+                smart_paging_path=host_folder,
+                balancer_interval=s.balancer_interval,
+                backend=backend,
+                policy=policy,
+            )
             for v in s.vms:
                 kwargs: dict[str, Any] = dict(
-                    startup=v.startup, priority=v.priority, dynamic=v.dynamic,
-                    smart_paging_path=v.smart_paging_path, workload=_workload(v))
+                    startup=v.startup,
+                    priority=v.priority,
+                    dynamic=v.dynamic,
+                    smart_paging_path=v.smart_paging_path,
+                    workload=_workload(v),
+                )
                 if v.dynamic:
                     kwargs.update(minimum=v.minimum, maximum=v.maximum, buffer=v.buffer)
                 host.add_vm(v.name, **kwargs)
@@ -308,11 +355,20 @@ def run_scenario(s: Scenario, *, paging_dir: str | None = None,
                         poll(booted([n]))
                 elif e.action == "settle":
                     if not poll(settled, timeout=e.seconds):
-                        note = (f"not settled after {e.seconds:g} s: Smart Paging still in use "
-                                "or a VM not at its buffer")
+                        note = (
+                            f"not settled after {e.seconds:g} s: Smart Paging still in use "
+                            "or a VM not at its buffer"
+                        )
                 took = time.monotonic() - started
-                result.events.append({"index": i, "action": e.action, "description": desc,
-                                      "seconds": took, "note": note})
+                result.events.append(
+                    {
+                        "index": i,
+                        "action": e.action,
+                        "description": desc,
+                        "seconds": took,
+                        "note": note,
+                    }
+                )
                 progress.event_done(i, desc, took, note)
                 _collect_boots(host, result, boots_before, i)
     except KeyboardInterrupt:
@@ -332,9 +388,16 @@ def run_scenario(s: Scenario, *, paging_dir: str | None = None,
             for info in infos:
                 loc = describe_location(info)
                 b, a = before.get(info.mountpoint), after.get(info.mountpoint)
-                loc["device_io"] = None if b is None or a is None else {
-                    "read_bytes": (a - b).read_bytes, "write_bytes": (a - b).write_bytes,
-                    "read_count": (a - b).read_count, "write_count": (a - b).write_count}
+                loc["device_io"] = (
+                    None
+                    if b is None or a is None
+                    else {
+                        "read_bytes": (a - b).read_bytes,
+                        "write_bytes": (a - b).write_bytes,
+                        "read_count": (a - b).read_count,
+                        "write_count": (a - b).write_count,
+                    }
+                )
                 result.locations.append(loc)
             left = leftover_files(folders)
             for f in left:  # the host should have deleted them; never leave one behind
@@ -365,7 +428,7 @@ def _collect_boots(host: Any, result: RunResult, before: dict[str, int], event: 
     """Add the boots that event made (their reports keep updating until Smart Paging ends, so
     they are refreshed once more at the end)."""
     for n, vm in host.vms.items():
-        for rep in vm.boot_reports[before.get(n, 0):]:
+        for rep in vm.boot_reports[before.get(n, 0) :]:
             d = rep.as_dict()
             d["event"] = event
             result.boots.append(d)
@@ -382,19 +445,32 @@ def _final(host: Any, result: RunResult) -> None:
             if old is not None:
                 old.update(d)
     # The storm's fault-latency CDF: each restart boot's histogram covers exactly that boot.
-    latencies = [rep.page_in_latency for vm in host.vms.values() for rep in vm.boot_reports
-                 if rep.kind in STORM_KINDS and rep.page_in_latency is not None]
+    latencies = [
+        rep.page_in_latency
+        for vm in host.vms.values()
+        for rep in vm.boot_reports
+        if rep.kind in STORM_KINDS and rep.page_in_latency is not None
+    ]
     seconds, fraction = LatencyHistogram.merge(latencies).cdf()
     result.fault_latency_cdf = {"seconds": seconds.tolist(), "fraction": fraction.tolist()}
     result.final_status = [st.as_dict() for st in host.status]
     result.timeline = [_slim_sample(x.as_dict()) for x in host.timeline]
 
 
-_TIMELINE_FIELDS = ("name", "state", "phase", "memory_assigned", "memory_demand",
-                    "memory_status", "smart_paging_bytes")
+_TIMELINE_FIELDS = (
+    "name",
+    "state",
+    "phase",
+    "memory_assigned",
+    "memory_demand",
+    "memory_status",
+    "smart_paging_bytes",
+)
 
 
 def _slim_sample(d: dict[str, Any]) -> dict[str, Any]:
-    return {"time": d["time"], "available_memory": d["available_memory"],
-            "vms": [{k: v.get(k) for k in _TIMELINE_FIELDS} for v in d["vms"]]}
-
+    return {
+        "time": d["time"],
+        "available_memory": d["available_memory"],
+        "vms": [{k: v.get(k) for k in _TIMELINE_FIELDS} for v in d["vms"]],
+    }

@@ -83,18 +83,26 @@ __all__ = [
 ]
 
 MB = 2**20
-MIN_STARTUP = 32 * MB          # Hyper-V: Startup and Minimum RAM are at least 32 MB
-MAX_MEMORY = 12 * 2**40        # Hyper-V: Maximum RAM up to 12 TB
-ALIGN = 2 * MB                 # Hyper-V: sizes are multiples of 2 MB
+MIN_STARTUP = 32 * MB  # Hyper-V: Startup and Minimum RAM are at least 32 MB
+MAX_MEMORY = 12 * 2**40  # Hyper-V: Maximum RAM up to 12 TB
+ALIGN = 2 * MB  # Hyper-V: sizes are multiples of 2 MB
 
-IDLE_FRACTION = 0.48828125     # the Hyper-V layer's Idle default: 250 MB of 512 MB
+IDLE_FRACTION = 0.48828125  # the Hyper-V layer's Idle default: 250 MB of 512 MB
 
 # Settings of the Boot and Idle phases a scenario may pass on (docs/HYPERV.md), and their types.
-BOOT_PARAMS = {"cpu_per_page": float, "hot_fraction": float, "hot_ratio": float,
-               "revisit_ratio": float, "write_ratio": float, "chunk_pages": int, "seed": int}
+BOOT_PARAMS = {
+    "cpu_per_page": float,
+    "hot_fraction": float,
+    "hot_ratio": float,
+    "revisit_ratio": float,
+    "write_ratio": float,
+    "chunk_pages": int,
+    "seed": int,
+}
 IDLE_PARAMS = {"touch_interval": float, "touches": int, "write_ratio": float, "seed": int}
 
 EVENT_ACTIONS = ("start", "idle", "restart-host", "restart", "settle")
+
 
 class ScenarioError(ValueError):
     """A scenario that cannot run: names the file, the key and what was expected."""
@@ -184,7 +192,7 @@ class Event:
 
     action: str
     vms: tuple[str, ...] = ()
-    seconds: float | None = None   # idle: how long; settle: the timeout
+    seconds: float | None = None  # idle: how long; settle: the timeout
 
     def describe(self) -> str:
         names = ", ".join(self.vms)
@@ -233,23 +241,34 @@ class Scenario:
         Idle and settle times are wall-clock waits and are kept.
         """
         if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 1):
-            raise ScenarioError(self.source, "--scale",
-                                f"expected a number >= 1, got {factor!r}")
+            raise ScenarioError(self.source, "--scale", f"expected a number >= 1, got {factor!r}")
         if factor == 1:
             return self
         vms = []
         for v in self.vms:
             w = v.workload
             startup = scale_size(v.startup, factor, floor=MIN_STARTUP)
-            minimum = (None if v.minimum is None
-                       else min(scale_size(v.minimum, factor, floor=MIN_STARTUP), startup))
-            maximum = (None if v.maximum is None
-                       else max(scale_size(v.maximum, factor, floor=MIN_STARTUP), startup))
+            minimum = (
+                None
+                if v.minimum is None
+                else min(scale_size(v.minimum, factor, floor=MIN_STARTUP), startup)
+            )
+            maximum = (
+                None
+                if v.maximum is None
+                else max(scale_size(v.maximum, factor, floor=MIN_STARTUP), startup)
+            )
             demand = None if w.idle_demand is None else scale_size(w.idle_demand, factor)
             boot = None if w.boot_seconds is None else w.boot_seconds / factor
-            vms.append(dataclasses.replace(
-                v, startup=startup, minimum=minimum, maximum=maximum,
-                workload=dataclasses.replace(w, idle_demand=demand, boot_seconds=boot)))
+            vms.append(
+                dataclasses.replace(
+                    v,
+                    startup=startup,
+                    minimum=minimum,
+                    maximum=maximum,
+                    workload=dataclasses.replace(w, idle_demand=demand, boot_seconds=boot),
+                )
+            )
         return dataclasses.replace(
             self,
             host_memory=scale_size(self.host_memory, factor),
@@ -262,8 +281,10 @@ class Scenario:
         """Every VM's Smart Paging file in ``path`` (like Set-VM -SmartPagingFilePath on all)."""
         p = os.fspath(path)
         return dataclasses.replace(
-            self, smart_paging_path=p,
-            vms=tuple(dataclasses.replace(v, smart_paging_path=p) for v in self.vms))
+            self,
+            smart_paging_path=p,
+            vms=tuple(dataclasses.replace(v, smart_paging_path=p) for v in self.vms),
+        )
 
     def with_host_memory(self, memory: int) -> Scenario:
         return dataclasses.replace(self, host_memory=memory)
@@ -314,8 +335,7 @@ class Scenario:
                 for v in self.vms
             ],
             "events": [
-                {"action": e.action, "vms": list(e.vms), "seconds": e.seconds}
-                for e in self.events
+                {"action": e.action, "vms": list(e.vms), "seconds": e.seconds} for e in self.events
             ],
         }
 
@@ -349,6 +369,7 @@ def scale_size(value: int, factor: float, floor: int = ALIGN) -> int:
 # ---------------------------------------------------------------------------------------------
 # parsing
 
+
 class _Reader:
     """Reads typed values out of a TOML table, raising located ScenarioErrors."""
 
@@ -362,27 +383,41 @@ class _Reader:
         for k in table:
             if k not in allowed:
                 where = f"{prefix}.{k}" if prefix else k
-                raise self.fail(where, "unknown key; expected one of: "
-                                + ", ".join(sorted(allowed)))
+                raise self.fail(
+                    where, "unknown key; expected one of: " + ", ".join(sorted(allowed))
+                )
 
     def table(self, value: Any, key: str) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(key, f"expected a table, got {_show(value)}")
         return value
 
-    def size(self, value: Any, key: str, *, minimum: int = 0, hyperv: bool = True,
-             what: str = "a size") -> int:
+    def size(
+        self, value: Any, key: str, *, minimum: int = 0, hyperv: bool = True, what: str = "a size"
+    ) -> int:
         n = _parse_size(value)
         if n is None:
-            raise self.fail(key, f'expected {what} such as "512MB" or "1.5GB", got {_show(value)}'
-                            + (" (a bare number is bytes)" if isinstance(value, int) else ""))
+            raise self.fail(
+                key,
+                f'expected {what} such as "512MB" or "1.5GB", got {_show(value)}'
+                + (" (a bare number is bytes)" if isinstance(value, int) else ""),
+            )
         if hyperv and n % MB:
-            raise self.fail(key, f"expected {what} in whole MB (Hyper-V), got {_show(value)}"
-                            + (" (a bare number is bytes; write e.g. \"512MB\")"
-                               if isinstance(value, int) else ""))
+            raise self.fail(
+                key,
+                f"expected {what} in whole MB (Hyper-V), got {_show(value)}"
+                + (
+                    ' (a bare number is bytes; write e.g. "512MB")'
+                    if isinstance(value, int)
+                    else ""
+                ),
+            )
         if hyperv and n % ALIGN:
-            raise self.fail(key, f"expected {what} that is a multiple of 2 MB (Hyper-V: "
-                            f'"not properly aligned"), got {_show(value)}')
+            raise self.fail(
+                key,
+                f"expected {what} that is a multiple of 2 MB (Hyper-V: "
+                f'"not properly aligned"), got {_show(value)}',
+            )
         if n < minimum:
             raise self.fail(key, f"expected at least {minimum // MB} MB, got {_show(value)}")
         return n
@@ -393,8 +428,13 @@ class _Reader:
         return value
 
     def number(self, value: Any, key: str, *, positive: bool = True) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or (positive and value <= 0) or value < 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or (positive and value <= 0)
+            or value < 0
+        ):
             kind = "a number of seconds above 0" if positive else "a number of seconds >= 0"
             raise self.fail(key, f"expected {kind}, got {_show(value)}")
         return float(value)
@@ -435,8 +475,18 @@ def _parse_size(value: Any) -> int | None:
 
 _TOP_KEYS = {"name", "description", "host", "vm", "event"}
 _HOST_KEYS = {"memory", "reserve", "smart_paging_path", "balancer_interval"}
-_VM_KEYS = {"name", "count", "startup", "minimum", "maximum", "buffer", "priority", "dynamic",
-            "smart_paging_path", "workload"}
+_VM_KEYS = {
+    "name",
+    "count",
+    "startup",
+    "minimum",
+    "maximum",
+    "buffer",
+    "priority",
+    "dynamic",
+    "smart_paging_path",
+    "workload",
+}
 _WORKLOAD_KEYS = {"boot_seconds", "idle_demand", "boot", "idle"}
 _EVENT_KEYS = {"action", "vms", "seconds", "timeout"}
 
@@ -445,8 +495,9 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
     """A validated Scenario from a parsed TOML document. Raises ScenarioError."""
     r = _Reader(source)
     r.check_keys(data, _TOP_KEYS, "")
-    name = r.string(data.get("name", os.path.splitext(os.path.basename(source))[0] or "scenario"),
-                    "name")
+    name = r.string(
+        data.get("name", os.path.splitext(os.path.basename(source))[0] or "scenario"), "name"
+    )
     description = data.get("description", "")
     if not isinstance(description, str):
         raise r.fail("description", f"expected a string, got {_show(description)}")
@@ -460,8 +511,10 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
     memory = r.size(host["memory"], "host.memory", minimum=ALIGN)
     reserve = r.size(host.get("reserve", 0), "host.reserve")
     if reserve >= memory:
-        raise r.fail("host.reserve", f"expected less than host.memory ({memory // MB} MB), "
-                     f"got {reserve // MB} MB")
+        raise r.fail(
+            "host.reserve",
+            f"expected less than host.memory ({memory // MB} MB), got {reserve // MB} MB",
+        )
     host_paging = host.get("smart_paging_path")
     if host_paging is not None:
         host_paging = r.string(host_paging, "host.smart_paging_path")
@@ -482,17 +535,30 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
 
     raw_events = data.get("event")
     if raw_events is None:
-        events = (Event("start", tuple(names)), Event("idle", seconds=3.0),
-                  Event("restart-host"), Event("settle", seconds=120.0))
+        events = (
+            Event("start", tuple(names)),
+            Event("idle", seconds=3.0),
+            Event("restart-host"),
+            Event("settle", seconds=120.0),
+        )
     else:
         if not isinstance(raw_events, list) or not raw_events:
             raise r.fail("event", "expected one or more [[event]] tables")
-        events = tuple(_parse_event(r, raw, f"event[{i}]", names)
-                       for i, raw in enumerate(raw_events))
+        events = tuple(
+            _parse_event(r, raw, f"event[{i}]", names) for i, raw in enumerate(raw_events)
+        )
     _check_event_order(r, events, names)
-    return Scenario(name=name, description=description, source=source, host_memory=memory,
-                    host_reserve=reserve, smart_paging_path=host_paging,
-                    balancer_interval=interval, vms=tuple(vms), events=events)
+    return Scenario(
+        name=name,
+        description=description,
+        source=source,
+        host_memory=memory,
+        host_reserve=reserve,
+        smart_paging_path=host_paging,
+        balancer_interval=interval,
+        vms=tuple(vms),
+        events=events,
+    )
 
 
 def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[VMSpec]:
@@ -509,15 +575,20 @@ def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[V
     if not dynamic:
         for k in ("minimum", "maximum", "buffer"):
             if k in t:
-                raise r.fail(f"{key}.{k}", "not allowed for a static VM (dynamic = false): "
-                             "Hyper-V refuses Minimum, Maximum and Buffer without Dynamic "
-                             "Memory; remove it or set dynamic = true")
+                raise r.fail(
+                    f"{key}.{k}",
+                    "not allowed for a static VM (dynamic = false): "
+                    "Hyper-V refuses Minimum, Maximum and Buffer without Dynamic "
+                    "Memory; remove it or set dynamic = true",
+                )
     minimum = maximum = buffer = None
     if "minimum" in t:
         minimum = r.size(t["minimum"], f"{key}.minimum", minimum=MIN_STARTUP, what="Minimum RAM")
         if minimum > startup:
-            raise r.fail(f"{key}.minimum", f"expected at most Startup RAM ({startup // MB} MB), "
-                         f"got {minimum // MB} MB")
+            raise r.fail(
+                f"{key}.minimum",
+                f"expected at most Startup RAM ({startup // MB} MB), got {minimum // MB} MB",
+            )
     if "maximum" in t:
         maximum = r.size(t["maximum"], f"{key}.maximum", minimum=startup, what="Maximum RAM")
         if maximum > MAX_MEMORY:
@@ -535,33 +606,64 @@ def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[V
         boot = r.number(w["boot_seconds"], f"{key}.workload.boot_seconds")
     demand = None
     if "idle_demand" in w:
-        demand = r.size(w["idle_demand"], f"{key}.workload.idle_demand", minimum=MB,
-                        hyperv=False, what="the idle guest's committed memory")
+        demand = r.size(
+            w["idle_demand"],
+            f"{key}.workload.idle_demand",
+            minimum=MB,
+            hyperv=False,
+            what="the idle guest's committed memory",
+        )
         if demand > startup and dynamic:
-            raise r.fail(f"{key}.workload.idle_demand",
-                         f"expected at most Startup RAM ({startup // MB} MB) for an idle guest, "
-                         f"got {demand // MB} MB")
+            raise r.fail(
+                f"{key}.workload.idle_demand",
+                f"expected at most Startup RAM ({startup // MB} MB) for an idle guest, "
+                f"got {demand // MB} MB",
+            )
         if dynamic and demand > (maximum if maximum is not None else startup):
             raise r.fail(f"{key}.workload.idle_demand", "expected at most Maximum RAM")
     boot_params = _phase_params(r, w.get("boot", {}), f"{key}.workload.boot", BOOT_PARAMS)
     idle_params = _phase_params(r, w.get("idle", {}), f"{key}.workload.idle", IDLE_PARAMS)
     if "cpu_per_page" in boot_params and boot is not None:
-        raise r.fail(f"{key}.workload.boot.cpu_per_page",
-                     "give either boot_seconds or boot.cpu_per_page, not both")
-    workload = WorkloadSpec(boot_seconds=boot, idle_demand=demand, boot=boot_params,
-                            idle=idle_params)
+        raise r.fail(
+            f"{key}.workload.boot.cpu_per_page",
+            "give either boot_seconds or boot.cpu_per_page, not both",
+        )
+    workload = WorkloadSpec(
+        boot_seconds=boot, idle_demand=demand, boot=boot_params, idle=idle_params
+    )
 
     names = [name] if count == 1 else [f"{name}{i}" for i in range(1, count + 1)]
-    _check_with_hyperv(r, key, names[0], startup, minimum, maximum, buffer, priority, dynamic,
-                       workload)
-    return [VMSpec(name=n, startup=startup, minimum=minimum, maximum=maximum, buffer=buffer,
-                   priority=priority, dynamic=dynamic, smart_paging_path=paging,
-                   workload=workload) for n in names]
+    _check_with_hyperv(
+        r, key, names[0], startup, minimum, maximum, buffer, priority, dynamic, workload
+    )
+    return [
+        VMSpec(
+            name=n,
+            startup=startup,
+            minimum=minimum,
+            maximum=maximum,
+            buffer=buffer,
+            priority=priority,
+            dynamic=dynamic,
+            smart_paging_path=paging,
+            workload=workload,
+        )
+        for n in names
+    ]
 
 
-def _check_with_hyperv(r: _Reader, key: str, name: str, startup: int, minimum: int | None,
-                       maximum: int | None, buffer: int | None, priority: int, dynamic: bool,
-                       workload: WorkloadSpec) -> None:
+def _check_with_hyperv(
+    r: _Reader,
+    key: str,
+    name: str,
+    startup: int,
+    minimum: int | None,
+    maximum: int | None,
+    buffer: int | None,
+    priority: int,
+    dynamic: bool,
+    workload: WorkloadSpec,
+) -> None:
     """The Hyper-V layer's own checks (settings, workload phases), located at this [[vm]]:
     whatever the layer would refuse at run time is refused here, before anything runs."""
     from vmmem.hyperv import Boot, Idle, validate_settings
@@ -590,7 +692,8 @@ def _phase_params(r: _Reader, raw: Any, key: str, allowed: dict[str, type]) -> d
     for k, v in t.items():
         kind = allowed[k]
         ok = (not isinstance(v, bool)) and (
-            isinstance(v, int) if kind is int else isinstance(v, (int, float)))
+            isinstance(v, int) if kind is int else isinstance(v, (int, float))
+        )
         if not ok or v < 0 or (isinstance(v, float) and not math.isfinite(v)):
             what = "a whole number >= 0" if kind is int else "a number >= 0"
             raise r.fail(f"{key}.{k}", f"expected {what}, got {_show(v)}")
@@ -605,8 +708,9 @@ def _parse_event(r: _Reader, raw: Any, key: str, names: list[str]) -> Event:
         raise r.fail(f"{key}.action", "missing: expected one of " + ", ".join(EVENT_ACTIONS))
     action = t["action"]
     if action not in EVENT_ACTIONS:
-        raise r.fail(f"{key}.action", f"expected one of {', '.join(EVENT_ACTIONS)}, "
-                     f"got {_show(action)}")
+        raise r.fail(
+            f"{key}.action", f"expected one of {', '.join(EVENT_ACTIONS)}, got {_show(action)}"
+        )
     vms: tuple[str, ...] = ()
     if action in ("start", "restart"):
         raw_vms = t.get("vms", "all")
@@ -615,12 +719,14 @@ def _parse_event(r: _Reader, raw: Any, key: str, names: list[str]) -> Event:
         elif isinstance(raw_vms, list) and raw_vms and all(isinstance(v, str) for v in raw_vms):
             for v in raw_vms:
                 if v not in names:
-                    raise r.fail(f"{key}.vms", f'unknown VM "{v}"; the scenario has: '
-                                 + ", ".join(names))
+                    raise r.fail(
+                        f"{key}.vms", f'unknown VM "{v}"; the scenario has: ' + ", ".join(names)
+                    )
             vms = tuple(raw_vms)
         else:
-            raise r.fail(f"{key}.vms", f'expected "all" or a list of VM names, got '
-                         f"{_show(raw_vms)}")
+            raise r.fail(
+                f"{key}.vms", f'expected "all" or a list of VM names, got {_show(raw_vms)}'
+            )
     elif "vms" in t:
         raise r.fail(f"{key}.vms", f'not used by "{action}" (it concerns the whole host)')
     seconds = None
@@ -631,8 +737,9 @@ def _parse_event(r: _Reader, raw: Any, key: str, names: list[str]) -> Event:
     elif action == "settle":
         seconds = r.number(t.get("timeout", 120.0), f"{key}.timeout")
     for k in ("seconds", "timeout"):
-        if k in t and not ((k == "seconds" and action == "idle")
-                           or (k == "timeout" and action == "settle")):
+        if k in t and not (
+            (k == "seconds" and action == "idle") or (k == "timeout" and action == "settle")
+        ):
             raise r.fail(f"{key}.{k}", f'not used by "{action}"')
     return Event(action, vms, seconds)
 
@@ -649,8 +756,10 @@ def _check_event_order(r: _Reader, events: tuple[Event, ...], names: list[str]) 
         elif e.action == "restart":
             for v in e.vms:
                 if v not in running:
-                    raise r.fail(f"event[{i}].vms", f'"{v}" is not running yet: start it in an '
-                                 'earlier "start" event')
+                    raise r.fail(
+                        f"event[{i}].vms",
+                        f'"{v}" is not running yet: start it in an earlier "start" event',
+                    )
         elif e.action == "restart-host" and not running:
             raise r.fail(f"event[{i}].action", 'no VM is running yet: add a "start" event first')
 

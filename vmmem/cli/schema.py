@@ -23,8 +23,9 @@ _TYPES = {
 }
 
 
-def validate(instance: Any, schema: dict[str, Any], root: dict[str, Any] | None = None,
-             path: str = "$") -> list[str]:
+def validate(
+    instance: Any, schema: dict[str, Any], root: dict[str, Any] | None = None, path: str = "$"
+) -> list[str]:
     """Problems found in ``instance`` against ``schema`` (empty: valid)."""
     root = root if root is not None else schema
     if "$ref" in schema:
@@ -49,8 +50,10 @@ def validate(instance: Any, schema: dict[str, Any], root: dict[str, Any] | None 
         ok = [r for r in results if not r]
         if len(ok) != 1:
             best = min(results, key=len)
-            errors.append(f"{path}: matches {len(ok)} of the oneOf choices, expected 1"
-                          + (f" ({best[0]})" if best else ""))
+            errors.append(
+                f"{path}: matches {len(ok)} of the oneOf choices, expected 1"
+                + (f" ({best[0]})" if best else "")
+            )
     if _TYPES["number"](instance):
         if "minimum" in schema and instance < schema["minimum"]:
             errors.append(f"{path}: {instance} is below {schema['minimum']}")
@@ -99,114 +102,265 @@ def _arr(items: dict[str, Any]) -> dict[str, Any]:
 
 
 _STATUS = {
-    "name": _str, "state": {"enum": ["Off", "Running"]}, "phase": _str,
-    "memory_assigned": _int, "memory_demand": _int,
+    "name": _str,
+    "state": {"enum": ["Off", "Running"]},
+    "phase": _str,
+    "memory_assigned": _int,
+    "memory_demand": _int,
     "memory_status": {"enum": ["OK", "Low", "Warning", "Paging", ""]},
     "smart_paging_bytes": _int,
 }
 
 _DEFS: dict[str, Any] = {
-    "machine": _obj({
-        "hostname": _str, "system": _str, "kernel": _str, "machine": _str,
-        "cpu_model": _nstr, "cpus": _nint, "memory_total_bytes": _int, "python": _str,
-        "vmmem_version": _nstr}, "The machine the figures come from."),
-    "scenario": _obj({
-        "name": _str, "description": _str, "source": _str,
-        "scale": {"type": "number", "minimum": 1},
-        "host": _obj({"memory_bytes": _int, "reserve_bytes": _int,
-                      "smart_paging_path": _nstr, "balancer_interval": _num}),
-        "vms": _arr(_obj({
-            "name": _str, "startup_bytes": _int, "minimum_bytes": _nint,
-            "maximum_bytes": _nint, "buffer": _nint,
-            "priority": {"type": "integer", "minimum": 0, "maximum": 100},
-            "dynamic": _bool, "smart_paging_path": _nstr,
-            "workload": _obj({"boot_seconds": _nnum, "idle_demand_bytes": _nint,
-                              "boot": {"type": "object"}, "idle": {"type": "object"}})})),
-        "events": _arr(_obj({
-            "action": {"enum": ["start", "idle", "restart-host", "restart", "settle"]},
-            "vms": _arr(_str), "seconds": _nnum})),
-    }, "The settings as validated (sizes in bytes; null: Hyper-V's default)."),
-    "location": _obj({
-        "path": _str, "mountpoint": _str, "fstype": _str, "source": _str,
-        "device": _nstr, "disk": _nstr, "model": _nstr, "rotational": _nbool,
-        "kind": {"enum": ["RAM", "HDD", "SSD", "unknown"]}, "ram_backed": _bool,
-        "free_bytes": _int, "total_bytes": _int, "has_counters": _bool,
-        "backing_file": _nstr,
-        "device_io": {"oneOf": [{"type": "null"}, _obj({
-            "read_bytes": {"type": "integer"}, "write_bytes": {"type": "integer"},
-            "read_count": {"type": "integer"}, "write_count": {"type": "integer"}})]},
-    }, "A filesystem holding Smart Paging files; device_io: its device's own counters over "
-       "the whole run (null: no block device, e.g. tmpfs)."),
-    "boot": _obj({
-        "vm": _str, "kind": {"enum": ["start", "restart", "reset", "host-restart"]},
-        "event": _int, "started_at": _num, "boot_time": _num, "baseline": _nnum,
-        "slowdown": _nnum, "startup_bytes": _int, "assigned_at_boot": _int,
-        "smart_paging": _bool, "page_ins": _int, "page_outs": _int, "bytes_read": _int,
-        "bytes_written": _int, "fault_p50": _nnum, "fault_p99": _nnum,
-        "page_out_p50": _nnum, "page_out_p99": _nnum, "smart_paging_peak_bytes": _int,
-        "smart_paging_seconds": _num, "smart_paging_ended": _bool, "paging_dir": _str,
-        "device": _nstr, "device_read_bytes": _nint, "device_write_bytes": _nint,
-    }, "One boot: the Hyper-V layer's BootReport (docs/HYPERV.md) and the index of the "
-       "scenario event that caused it. Times in seconds (started_at on the host clock)."),
-    "status": _obj(dict(_STATUS, memory_startup=_int, pressure=_num,
-                        smart_paging_file_in_use=_bool, smart_paging_file_path=_nstr),
-                   "A VM as Get-VM shows it."),
-    "sample": _obj({"time": _num, "available_memory": _int, "vms": _arr(_obj(dict(_STATUS)))},
-                   "The host at one balancer tick."),
-    "cdf": _obj({"seconds": _arr(_num),
-                 "fraction": _arr({"type": "number", "minimum": 0, "maximum": 1})},
-                "Page-in (fault) latency over the restart boots: the fraction of faults at or "
-                "below each latency."),
-    "summary": _obj({
-        "event": _nint, "vms": _int, "boot_time": _nnum, "baseline": _nnum,
-        "slowdown": _nnum, "smart_paging_vms": _int, "smart_paging_peak_bytes": _int,
-        "smart_paging_seconds": _nnum, "page_ins": _int, "page_outs": _int,
-        "fault_p50": _nnum, "fault_p99": _nnum, "device_io_confirmed": _nbool,
-    }, "The storm (the first restart event): boot_time is its slowest boot, baseline the "
-       "slowest full-memory boot of the same VMs."),
-    "event": _obj({"index": _int, "action": _str, "description": _str, "seconds": _num,
-                   "note": _str}),
-    "compare_row": _obj({
-        "location": _str, "device": _nstr, "model": _nstr, "rotational": _nbool,
-        "ram_backed": _nbool, "fstype": _nstr, "outcome": _OUTCOME, "boot_time": _nnum,
-        "own_baseline": _nnum, "slowdown": _nnum, "smart_paging_peak_bytes": _int,
-        "page_ins": _int, "page_outs": _int, "fault_p50": _nnum, "fault_p90": _nnum,
-        "fault_p99": _nnum, "device_io_confirmed": _nbool,
-    }, "One location; slowdown = its storm time / the baseline run's storm time."),
+    "machine": _obj(
+        {
+            "hostname": _str,
+            "system": _str,
+            "kernel": _str,
+            "machine": _str,
+            "cpu_model": _nstr,
+            "cpus": _nint,
+            "memory_total_bytes": _int,
+            "python": _str,
+            "vmmem_version": _nstr,
+        },
+        "The machine the figures come from.",
+    ),
+    "scenario": _obj(
+        {
+            "name": _str,
+            "description": _str,
+            "source": _str,
+            "scale": {"type": "number", "minimum": 1},
+            "host": _obj(
+                {
+                    "memory_bytes": _int,
+                    "reserve_bytes": _int,
+                    "smart_paging_path": _nstr,
+                    "balancer_interval": _num,
+                }
+            ),
+            "vms": _arr(
+                _obj(
+                    {
+                        "name": _str,
+                        "startup_bytes": _int,
+                        "minimum_bytes": _nint,
+                        "maximum_bytes": _nint,
+                        "buffer": _nint,
+                        "priority": {"type": "integer", "minimum": 0, "maximum": 100},
+                        "dynamic": _bool,
+                        "smart_paging_path": _nstr,
+                        "workload": _obj(
+                            {
+                                "boot_seconds": _nnum,
+                                "idle_demand_bytes": _nint,
+                                "boot": {"type": "object"},
+                                "idle": {"type": "object"},
+                            }
+                        ),
+                    }
+                )
+            ),
+            "events": _arr(
+                _obj(
+                    {
+                        "action": {"enum": ["start", "idle", "restart-host", "restart", "settle"]},
+                        "vms": _arr(_str),
+                        "seconds": _nnum,
+                    }
+                )
+            ),
+        },
+        "The settings as validated (sizes in bytes; null: Hyper-V's default).",
+    ),
+    "location": _obj(
+        {
+            "path": _str,
+            "mountpoint": _str,
+            "fstype": _str,
+            "source": _str,
+            "device": _nstr,
+            "disk": _nstr,
+            "model": _nstr,
+            "rotational": _nbool,
+            "kind": {"enum": ["RAM", "HDD", "SSD", "unknown"]},
+            "ram_backed": _bool,
+            "free_bytes": _int,
+            "total_bytes": _int,
+            "has_counters": _bool,
+            "backing_file": _nstr,
+            "device_io": {
+                "oneOf": [
+                    {"type": "null"},
+                    _obj(
+                        {
+                            "read_bytes": {"type": "integer"},
+                            "write_bytes": {"type": "integer"},
+                            "read_count": {"type": "integer"},
+                            "write_count": {"type": "integer"},
+                        }
+                    ),
+                ]
+            },
+        },
+        "A filesystem holding Smart Paging files; device_io: its device's own counters over "
+        "the whole run (null: no block device, e.g. tmpfs).",
+    ),
+    "boot": _obj(
+        {
+            "vm": _str,
+            "kind": {"enum": ["start", "restart", "reset", "host-restart"]},
+            "event": _int,
+            "started_at": _num,
+            "boot_time": _num,
+            "baseline": _nnum,
+            "slowdown": _nnum,
+            "startup_bytes": _int,
+            "assigned_at_boot": _int,
+            "smart_paging": _bool,
+            "page_ins": _int,
+            "page_outs": _int,
+            "bytes_read": _int,
+            "bytes_written": _int,
+            "fault_p50": _nnum,
+            "fault_p99": _nnum,
+            "page_out_p50": _nnum,
+            "page_out_p99": _nnum,
+            "smart_paging_peak_bytes": _int,
+            "smart_paging_seconds": _num,
+            "smart_paging_ended": _bool,
+            "paging_dir": _str,
+            "device": _nstr,
+            "device_read_bytes": _nint,
+            "device_write_bytes": _nint,
+        },
+        "One boot: the Hyper-V layer's BootReport (docs/HYPERV.md) and the index of the "
+        "scenario event that caused it. Times in seconds (started_at on the host clock).",
+    ),
+    "status": _obj(
+        dict(
+            _STATUS,
+            memory_startup=_int,
+            pressure=_num,
+            smart_paging_file_in_use=_bool,
+            smart_paging_file_path=_nstr,
+        ),
+        "A VM as Get-VM shows it.",
+    ),
+    "sample": _obj(
+        {"time": _num, "available_memory": _int, "vms": _arr(_obj(dict(_STATUS)))},
+        "The host at one balancer tick.",
+    ),
+    "cdf": _obj(
+        {"seconds": _arr(_num), "fraction": _arr({"type": "number", "minimum": 0, "maximum": 1})},
+        "Page-in (fault) latency over the restart boots: the fraction of faults at or "
+        "below each latency.",
+    ),
+    "summary": _obj(
+        {
+            "event": _nint,
+            "vms": _int,
+            "boot_time": _nnum,
+            "baseline": _nnum,
+            "slowdown": _nnum,
+            "smart_paging_vms": _int,
+            "smart_paging_peak_bytes": _int,
+            "smart_paging_seconds": _nnum,
+            "page_ins": _int,
+            "page_outs": _int,
+            "fault_p50": _nnum,
+            "fault_p99": _nnum,
+            "device_io_confirmed": _nbool,
+        },
+        "The storm (the first restart event): boot_time is its slowest boot, baseline the "
+        "slowest full-memory boot of the same VMs.",
+    ),
+    "event": _obj(
+        {"index": _int, "action": _str, "description": _str, "seconds": _num, "note": _str}
+    ),
+    "compare_row": _obj(
+        {
+            "location": _str,
+            "device": _nstr,
+            "model": _nstr,
+            "rotational": _nbool,
+            "ram_backed": _nbool,
+            "fstype": _nstr,
+            "outcome": _OUTCOME,
+            "boot_time": _nnum,
+            "own_baseline": _nnum,
+            "slowdown": _nnum,
+            "smart_paging_peak_bytes": _int,
+            "page_ins": _int,
+            "page_outs": _int,
+            "fault_p50": _nnum,
+            "fault_p90": _nnum,
+            "fault_p99": _nnum,
+            "device_io_confirmed": _nbool,
+        },
+        "One location; slowdown = its storm time / the baseline run's storm time.",
+    ),
 }
-_DEFS["run"] = _obj({
-    "kind": {"const": "vmmem-run"}, "schema_version": {"const": 1}, "outcome": _OUTCOME,
-    "error": _nstr, "verdict": _str, "started": _str, "duration": _num,
-    "machine": {"$ref": "#/$defs/machine"},
-    "settings": _obj({"backend": {"enum": ["direct", "mmap"]}, "policy": _str,
-                      "page_size": _int, "host_folder": _str, "paging_folders": _arr(_str)}),
-    "scenario": {"$ref": "#/$defs/scenario"},
-    "plan": {"type": ["object", "null"],
-             "description": "What `vmmem plan` predicted for the same scenario."},
-    "summary": {"$ref": "#/$defs/summary"},
-    "events": _arr({"$ref": "#/$defs/event"}),
-    "boots": _arr({"$ref": "#/$defs/boot"}),
-    "final_status": _arr({"$ref": "#/$defs/status"}),
-    "locations": _arr({"$ref": "#/$defs/location"}),
-    "fault_latency_cdf": {"$ref": "#/$defs/cdf"},
-    "timeline": _arr({"$ref": "#/$defs/sample"}),
-    "leftover_files": _arr(_str), "warnings": _arr(_str),
-}, "`vmmem run --json FILE`.")
-_DEFS["compare"] = _obj({
-    "kind": {"const": "vmmem-compare"}, "schema_version": {"const": 1}, "outcome": _OUTCOME,
-    "error": _nstr, "summary": _str, "started": _str, "duration": _num,
-    "machine": {"$ref": "#/$defs/machine"},
-    "rows": _arr({"$ref": "#/$defs/compare_row"}),
-    "baseline": {"oneOf": [{"type": "null"}, {"$ref": "#/$defs/run"}]},
-    "runs": _arr(_obj({"location": _str, "run": {"$ref": "#/$defs/run"}})),
-}, "`vmmem compare --json FILE`.")
+_DEFS["run"] = _obj(
+    {
+        "kind": {"const": "vmmem-run"},
+        "schema_version": {"const": 1},
+        "outcome": _OUTCOME,
+        "error": _nstr,
+        "verdict": _str,
+        "started": _str,
+        "duration": _num,
+        "machine": {"$ref": "#/$defs/machine"},
+        "settings": _obj(
+            {
+                "backend": {"enum": ["direct", "mmap"]},
+                "policy": _str,
+                "page_size": _int,
+                "host_folder": _str,
+                "paging_folders": _arr(_str),
+            }
+        ),
+        "scenario": {"$ref": "#/$defs/scenario"},
+        "plan": {
+            "type": ["object", "null"],
+            "description": "What `vmmem plan` predicted for the same scenario.",
+        },
+        "summary": {"$ref": "#/$defs/summary"},
+        "events": _arr({"$ref": "#/$defs/event"}),
+        "boots": _arr({"$ref": "#/$defs/boot"}),
+        "final_status": _arr({"$ref": "#/$defs/status"}),
+        "locations": _arr({"$ref": "#/$defs/location"}),
+        "fault_latency_cdf": {"$ref": "#/$defs/cdf"},
+        "timeline": _arr({"$ref": "#/$defs/sample"}),
+        "leftover_files": _arr(_str),
+        "warnings": _arr(_str),
+    },
+    "`vmmem run --json FILE`.",
+)
+_DEFS["compare"] = _obj(
+    {
+        "kind": {"const": "vmmem-compare"},
+        "schema_version": {"const": 1},
+        "outcome": _OUTCOME,
+        "error": _nstr,
+        "summary": _str,
+        "started": _str,
+        "duration": _num,
+        "machine": {"$ref": "#/$defs/machine"},
+        "rows": _arr({"$ref": "#/$defs/compare_row"}),
+        "baseline": {"oneOf": [{"type": "null"}, {"$ref": "#/$defs/run"}]},
+        "runs": _arr(_obj({"location": _str, "run": {"$ref": "#/$defs/run"}})),
+    },
+    "`vmmem compare --json FILE`.",
+)
 
 RESULT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "vmmem run and compare results",
     "description": "What `vmmem run --json` and `vmmem compare --json` write (`kind` says "
-                   "which). Sizes are bytes, times seconds. Objects may gain fields in later "
-                   "versions; schema_version changes when a field changes meaning.",
+    "which). Sizes are bytes, times seconds. Objects may gain fields in later "
+    "versions; schema_version changes when a field changes meaning.",
     "oneOf": [{"$ref": "#/$defs/run"}, {"$ref": "#/$defs/compare"}],
     "$defs": _DEFS,
 }

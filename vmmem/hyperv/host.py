@@ -55,12 +55,13 @@ class Host:
                 f"host memory of {format_size(self.memory)} less a reserve of "
                 f"{format_size(self.reserve)} leaves nothing for VMs (at least 2 MB needed)"
             )
-        if isinstance(balancer_interval, bool) or not isinstance(balancer_interval,
-                                                                 (int, float)) \
-                or balancer_interval <= 0:
+        if (
+            isinstance(balancer_interval, bool)
+            or not isinstance(balancer_interval, (int, float))
+            or balancer_interval <= 0
+        ):
             raise SettingsError(
-                f"balancer_interval must be a positive number of seconds, got "
-                f"{balancer_interval!r}"
+                f"balancer_interval must be a positive number of seconds, got {balancer_interval!r}"
             )
         if backend not in BACKENDS:
             raise SettingsError(f"backend {backend!r} is not known; use one of {sorted(BACKENDS)}")
@@ -87,8 +88,10 @@ class Host:
         self._balancer.start()
 
     def __repr__(self) -> str:
-        return (f"Host({format_size(self.memory)}, reserve={format_size(self.reserve)}, "
-                f"{len(self._vms)} VMs, folder={self.folder!r})")
+        return (
+            f"Host({format_size(self.memory)}, reserve={format_size(self.reserve)}, "
+            f"{len(self._vms)} VMs, folder={self.folder!r})"
+        )
 
     def __enter__(self) -> Host:
         return self
@@ -120,8 +123,9 @@ class Host:
     ) -> VM:
         """A new VM, Off. Raises SettingsError (creating nothing) on a bad setting."""
         self._check_open()
-        settings = validate_settings(name, startup, minimum, maximum, buffer, priority,
-                                     dynamic, smart_paging_path)
+        settings = validate_settings(
+            name, startup, minimum, maximum, buffer, priority, dynamic, smart_paging_path
+        )
         phases = as_phases(workload)
         self._check_workload(settings, phases)
         with self._lock:
@@ -172,8 +176,12 @@ class Host:
             try:
                 # Hyper-V starts every VM with its Startup RAM, whatever the guest then uses.
                 own = vm._claim()
-                own = replace(own, floor=max(own.floor, startup), need=max(own.need, startup),
-                              want=max(own.want, startup))
+                own = replace(
+                    own,
+                    floor=max(own.floor, startup),
+                    need=max(own.need, startup),
+                    want=max(own.want, startup),
+                )
                 claims = others + [own]
                 self._apply(allocate(self._capacity_pages, claims, unit))
                 if vm._assigned < startup:
@@ -205,8 +213,7 @@ class Host:
             for vm in vms:
                 if vm.state != "Running":
                     raise VmmemError(
-                        f"the virtual machine {vm.name!r} is off: start it instead of "
-                        "restarting it"
+                        f"the virtual machine {vm.name!r} is off: start it instead of restarting it"
                     )
             for vm in vms:
                 vm._power_off()
@@ -219,8 +226,11 @@ class Host:
                 for vm in vms:
                     vm._restarting = False
                     startup = vm.settings.startup // self.page_size
-                    vm._smart_paging = (vm.settings.dynamic and vm._assigned < startup
-                                        and boot_phase_count(vm.workload) > 0)
+                    vm._smart_paging = (
+                        vm.settings.dynamic
+                        and vm._assigned < startup
+                        and boot_phase_count(vm.workload) > 0
+                    )
             except BaseException:
                 for vm in vms:
                     vm._power_off()
@@ -268,15 +278,22 @@ class Host:
             for vm in running:
                 vm._raise_if_failed()
             statuses = [vm.status for vm in running]
-            if all(vm.booted for vm in running) and all(
-                not st.smart_paging_file_in_use and not vm._smart_paging
-                and st.memory_status in ("OK", "")
-                for vm, st in zip(running, statuses, strict=True)
-            ) and self._balanced():
+            if (
+                all(vm.booted for vm in running)
+                and all(
+                    not st.smart_paging_file_in_use
+                    and not vm._smart_paging
+                    and st.memory_status in ("OK", "")
+                    for vm, st in zip(running, statuses, strict=True)
+                )
+                and self._balanced()
+            ):
                 return
             if deadline is not None and time.monotonic() > deadline:
-                detail = ", ".join(f"{s.name}: {s.phase} {s.memory_status or '-'} "
-                                   f"{format_size(s.memory_assigned)}" for s in statuses)
+                detail = ", ".join(
+                    f"{s.name}: {s.phase} {s.memory_status or '-'} {format_size(s.memory_assigned)}"
+                    for s in statuses
+                )
                 raise TimeoutError(f"the host did not settle within {timeout} s ({detail})")
             time.sleep(min(0.05, self.balancer_interval / 2))
 
@@ -327,8 +344,9 @@ class Host:
 
     def _sample(self) -> None:
         self._timeline.append(
-            TimelineSample(self.clock(), self.available_memory,
-                           tuple(vm.status for vm in self._vms.values()))
+            TimelineSample(
+                self.clock(), self.available_memory, tuple(vm.status for vm in self._vms.values())
+            )
         )
 
     # -- what callers read -------------------------------------------------------------------
@@ -374,8 +392,10 @@ class Host:
 
     def _remove_made_folders(self) -> None:
         for folder in sorted(self._made_folders, key=len, reverse=True):
-            if any(vm.state == "Running" and vm.smart_paging_path == folder
-                   for vm in self._vms.values()):
+            if any(
+                vm.state == "Running" and vm.smart_paging_path == folder
+                for vm in self._vms.values()
+            ):
                 continue
             try:
                 os.rmdir(folder)

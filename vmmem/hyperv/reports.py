@@ -105,5 +105,4 @@ class BootReport:
     page_in_latency: LatencyHistogram | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name != "page_in_latency"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "page_in_latency"}

@@ -158,8 +158,11 @@ def validate_settings(
         raise SettingsError(f"{PS_NAMES['smart_paging_path']} must be a folder, got ''")
 
     if not dynamic:
-        given = [key for key, v in (("minimum", minimum), ("maximum", maximum),
-                                    ("buffer", buffer)) if v is not None]
+        given = [
+            key
+            for key, v in (("minimum", minimum), ("maximum", maximum), ("buffer", buffer))
+            if v is not None
+        ]
         if given:
             names = ", ".join(PS_NAMES[k] for k in given)
             raise SettingsError(
@@ -169,10 +172,12 @@ def validate_settings(
             )
         return VMSettings(name, startup_b, startup_b, startup_b, 0, priority_v, False, path)
 
-    minimum_b = min(DEFAULT_MINIMUM, startup_b) if minimum is None else check_size(
-        "minimum", minimum)
-    maximum_b = max(DEFAULT_MAXIMUM, startup_b) if maximum is None else check_size(
-        "maximum", maximum)
+    minimum_b = (
+        min(DEFAULT_MINIMUM, startup_b) if minimum is None else check_size("minimum", minimum)
+    )
+    maximum_b = (
+        max(DEFAULT_MAXIMUM, startup_b) if maximum is None else check_size("maximum", maximum)
+    )
     buffer_v = DEFAULT_BUFFER if buffer is None else _check_int("buffer", buffer, 5, 2000)
     if minimum_b < MINIMUM_RAM:
         raise SettingsError(

@@ -236,8 +236,10 @@ class VM:
 
     def __repr__(self) -> str:
         s = self._settings
-        return (f"VM({s.name!r}, {self._state}, startup={format_size(s.startup)}, "
-                f"assigned={format_size(self._assigned * self._host.page_size)})")
+        return (
+            f"VM({s.name!r}, {self._state}, startup={format_size(s.startup)}, "
+            f"assigned={format_size(self._assigned * self._host.page_size)})"
+        )
 
     # -- settings ----------------------------------------------------------------------------
 
@@ -344,8 +346,11 @@ class VM:
                         "raise it"
                     )
             kwargs: dict[str, object] = {
-                "name": s.name, "startup": s.startup, "priority": s.priority,
-                "dynamic": s.dynamic, "smart_paging_path": s.smart_paging_path,
+                "name": s.name,
+                "startup": s.startup,
+                "priority": s.priority,
+                "dynamic": s.dynamic,
+                "smart_paging_path": s.smart_paging_path,
             }
             if s.dynamic:
                 kwargs.update(minimum=s.minimum, maximum=s.maximum, buffer=s.buffer)
@@ -362,7 +367,7 @@ class VM:
 
     @property
     def state(self) -> str:
-        """"Off" or "Running", as Get-VM shows it."""
+        """ "Off" or "Running", as Get-VM shows it."""
         return self._state
 
     @property
@@ -435,8 +440,7 @@ class VM:
     def baseline(self) -> float | None:
         """Seconds of a boot with all its Startup RAM: given, or measured on this VM's last
         such boot."""
-        return self._baseline_given if self._baseline_given is not None else \
-            self._baseline_measured
+        return self._baseline_given if self._baseline_given is not None else self._baseline_measured
 
     @baseline.setter
     def baseline(self, seconds: float | None) -> None:
@@ -465,8 +469,12 @@ class VM:
         else:
             seconds = (boot.file_deleted_at or time.monotonic()) - boot.file_created_at
         ended = boot.file_created_at is None or boot.file_deleted_at is not None
-        if self._boots and boot is self._boots[-1] and self._smart_paging and \
-                self._state == "Running":
+        if (
+            self._boots
+            and boot is self._boots[-1]
+            and self._smart_paging
+            and self._state == "Running"
+        ):
             ended = False
         return replace(
             boot.report,
@@ -486,13 +494,13 @@ class VM:
         with self._lock:
             memory = self._memory
             if self._state != "Running" or memory is None:
-                return VMStatus(s.name, "Off", self._phase, 0, 0, s.startup, 0.0, "", False,
-                                None, 0, 0)
+                return VMStatus(
+                    s.name, "Off", self._phase, 0, 0, s.startup, 0.0, "", False, None, 0, 0
+                )
             stats = memory.stats
             in_use = stats.file_created > stats.file_deleted
             assigned, demand = self._assigned * ps, self._demand * ps
-            paged_out = max(0, stats.zero_fills - stats.releases - stats.resident) if in_use \
-                else 0
+            paged_out = max(0, stats.zero_fills - stats.releases - stats.resident) if in_use else 0
             return VMStatus(
                 name=s.name,
                 state="Running",
@@ -501,10 +509,17 @@ class VM:
                 memory_demand=demand,
                 memory_startup=s.startup,
                 pressure=round(demand / assigned * 100, 1) if assigned else 0.0,
-                memory_status=memory_status(running=True, dynamic=s.dynamic, paging=in_use,
-                                            assigned=assigned, demand=demand, buffer=s.buffer),
+                memory_status=memory_status(
+                    running=True,
+                    dynamic=s.dynamic,
+                    paging=in_use,
+                    assigned=assigned,
+                    demand=demand,
+                    buffer=s.buffer,
+                ),
                 smart_paging_file_in_use=in_use,
-                smart_paging_file_path=memory.paging_file.path if in_use
+                smart_paging_file_path=memory.paging_file.path
+                if in_use
                 else self.smart_paging_path,
                 smart_paging_bytes=paged_out * ps,
                 smart_paging_file_size=stats.file_size,

@@ -240,8 +240,7 @@ class Trace(Workload):
         limit, what = (startup_pages, "Startup RAM") if self.boot else (guest_pages, "Maximum RAM")
         if top >= limit:
             raise SettingsError(
-                f"Trace {self.name!r} touches page {top}, outside the VM's {what} of {limit} "
-                "pages"
+                f"Trace {self.name!r} touches page {top}, outside the VM's {what} of {limit} pages"
             )
 
     def run(self, guest: Guest) -> None:
@@ -285,4 +284,3 @@ def boot_phase_count(phases: Sequence[Workload]) -> int:
             break
         count += 1
     return count
-
