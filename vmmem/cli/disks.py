@@ -1,26 +1,29 @@
 """``vmmem disks``: where a Smart Paging file could go, and (``--probe``) how fast that place is.
 
-The probe is what a page fault costs there at best: 4 KiB random reads and writes, one at a time
-(queue depth 1), with O_DIRECT so the page cache cannot answer for the device, on a scratch file
-written in full first (a preallocated but never-written file reads as zeros without touching the
-disk). It runs about a second per folder and deletes its file whatever happens.
+The probe runs vmmem's own fault path there: a small guest with few frames pages 4 KiB pages in
+and out of a real Smart Paging file, one at a time (queue depth 1), with O_DIRECT, timed inside
+the C fault path. That is what a page fault costs in that folder. It first writes the whole
+file (a never-written file could read as zeros without touching the disk), runs about a second
+per folder, and the guest deletes its file whatever happens.
 """
 
 from __future__ import annotations
 
-import mmap
-import os
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from vmmem.devices import DeviceInfo, IOCounters, device_for_path, io_counters, list_filesystems
+import numpy as np
 
-__all__ = ["ProbeResult", "describe_location", "list_locations", "probe", "PROBE_FILE_PREFIX"]
+from vmmem.devices import DeviceInfo, device_for_path, io_counters, list_filesystems
+from vmmem.errors import VmmemError
+from vmmem.memory import FramePool, GuestMemory
 
-PROBE_FILE_PREFIX = ".vmmem-probe-"
-BLOCK = 4096
+__all__ = ["ProbeResult", "describe_location", "list_locations", "probe"]
+
+PAGE = 4096
+PROBE_FRAMES = 64  # so nearly every access to the probe guest is a fault
+PROBE_CHUNK = 256  # accesses per replay call, between deadline checks
 
 
 @dataclass(frozen=True)
@@ -28,14 +31,14 @@ class ProbeResult:
     """4 KiB QD1 random I/O measured with O_DIRECT in one folder."""
 
     path: str
-    read_iops: float | None
-    write_iops: float | None
-    read_p50_us: float | None
-    read_p99_us: float | None
-    write_p50_us: float | None
-    write_p99_us: float | None
-    device_read_bytes: int | None  # what the device's own counters saw during the probe
-    device_write_bytes: int | None
+    read_iops: float | None = None  # page-ins per second of page-in time
+    write_iops: float | None = None  # page-outs per second of page-out time
+    read_p50_us: float | None = None
+    read_p99_us: float | None = None
+    write_p50_us: float | None = None
+    write_p99_us: float | None = None
+    device_read_bytes: int | None = None  # what the device's own counters saw during the probe
+    device_write_bytes: int | None = None
     error: str | None = None
 
     @property
@@ -88,95 +91,41 @@ def list_locations(paths: list[str] | None = None) -> list[DeviceInfo]:
     return list_filesystems()
 
 
-def _percentile(sorted_values: list[float], p: float) -> float:
-    i = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
-    return sorted_values[i]
-
-
 def probe(folder: str, seconds: float = 1.0, file_size: int = 16 * 2**20) -> ProbeResult:
-    """Measure 4 KiB QD1 random reads then writes in ``folder`` for about ``seconds`` in all."""
+    """Page 4 KiB pages in and out of a Smart Paging file in ``folder`` for about ``seconds``."""
     info = device_for_path(folder)
-    path = os.path.join(os.fspath(folder), f"{PROBE_FILE_PREFIX}{os.getpid()}")
-    buf = mmap.mmap(-1, 2**20)  # page-aligned, as O_DIRECT wants
-    fd = -1
+    pages = file_size // PAGE
+    rng = np.random.default_rng(0x5EED)
+    path = folder
     try:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o600)
-        except OSError as e:
-            return ProbeResult(
-                path,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                error=f"cannot open with O_DIRECT: {e.strerror}",
-            )
-        try:
-            # Fill the file for real (random bytes, so no filesystem can skip the blocks).
-            buf.write(os.urandom(len(buf)))
-            for off in range(0, file_size, len(buf)):
-                os.pwritev(fd, [buf], off)
-            os.fsync(fd)
-        except OSError as e:
-            return ProbeResult(
-                path,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                error=f"cannot write the probe file: {e.strerror}",
-            )
-        view = memoryview(buf)[:BLOCK]
-        blocks = file_size // BLOCK
-        rng = random.Random(0x5EED)
-        before = io_counters(info)
-        try:
-            reads = _timed(lambda off: os.preadv(fd, [view], off), blocks, rng, seconds / 2)
-            writes = _timed(lambda off: os.pwritev(fd, [view], off), blocks, rng, seconds / 2)
-        finally:
-            view.release()
-        os.fsync(fd)
-        after = io_counters(info)
-        delta: IOCounters | None = (after - before) if before and after else None
-        return ProbeResult(
-            path=path,
-            read_iops=len(reads) / sum(reads) if reads else None,
-            write_iops=len(writes) / sum(writes) if writes else None,
-            read_p50_us=_percentile(sorted(reads), 50) * 1e6 if reads else None,
-            read_p99_us=_percentile(sorted(reads), 99) * 1e6 if reads else None,
-            write_p50_us=_percentile(sorted(writes), 50) * 1e6 if writes else None,
-            write_p99_us=_percentile(sorted(writes), 99) * 1e6 if writes else None,
-            device_read_bytes=delta.read_bytes if delta else None,
-            device_write_bytes=delta.write_bytes if delta else None,
-        )
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        buf.close()
-
-
-def _timed(op, blocks: int, rng: random.Random, seconds: float) -> list[float]:
-    """Latencies (s) of random 4 KiB operations done one at a time for about ``seconds``."""
-    out: list[float] = []
-    deadline = time.perf_counter() + seconds
-    clock = time.perf_counter
-    while True:
-        off = rng.randrange(blocks) * BLOCK
-        t0 = clock()
-        op(off)
-        t1 = clock()
-        out.append(t1 - t0)
-        if t1 >= deadline or len(out) >= 200_000:
-            return out
+        with (
+            FramePool(PROBE_FRAMES * PAGE) as pool,
+            GuestMemory(
+                pool, pages * PAGE, PROBE_FRAMES, folder, backend="direct", name="vmmem-probe"
+            ) as mem,
+        ):
+            path = mem.paging_file.path
+            every_page = np.arange(pages, dtype=np.uint32)
+            mem.replay(every_page, np.ones(pages, dtype=np.uint8))  # the whole file, written
+            mem.reset_stats()
+            before = io_counters(info)
+            writes = np.ones(PROBE_CHUNK, dtype=np.uint8)  # every victim is dirty: a page-out
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                mem.replay(rng.integers(0, pages, PROBE_CHUNK, dtype=np.uint32), writes)
+            stats = mem.stats
+            after = io_counters(info)
+    except (VmmemError, OSError) as e:
+        return ProbeResult(path, error=str(e))
+    reads, writes_ = stats.page_in_latency, stats.page_out_latency
+    return ProbeResult(
+        path=path,
+        read_iops=stats.page_ins / (stats.page_in_ns / 1e9) if stats.page_in_ns else None,
+        write_iops=stats.page_outs / (stats.page_out_ns / 1e9) if stats.page_out_ns else None,
+        read_p50_us=reads.percentile(50) * 1e6 if reads.count else None,
+        read_p99_us=reads.percentile(99) * 1e6 if reads.count else None,
+        write_p50_us=writes_.percentile(50) * 1e6 if writes_.count else None,
+        write_p99_us=writes_.percentile(99) * 1e6 if writes_.count else None,
+        device_read_bytes=(after - before).read_bytes if before and after else None,
+        device_write_bytes=(after - before).write_bytes if before and after else None,
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from rich.console import Console
 
 from vmmem.cli import render
 from vmmem.cli.scenario import Scenario, ScenarioError, load_scenario
+from vmmem.errors import RamBackedWarning
 
 if TYPE_CHECKING:
     from vmmem.cli.report import CompareResult, RunResult
@@ -618,6 +620,9 @@ def show_cmd(result_file: str, plot_path: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    # Every command names RAM-backed folders in its own output; the library's warning would
+    # only repeat it as a Python traceback line.
+    warnings.simplefilter("ignore", RamBackedWarning)
     try:
         cli.main(args=argv, prog_name="vmmem", standalone_mode=True)
     except KeyboardInterrupt:  # only reached outside a command's own handling
