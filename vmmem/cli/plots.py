@@ -6,8 +6,6 @@ again later.
 
 from __future__ import annotations
 
-import textwrap
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -98,6 +96,17 @@ def plot_run(result: RunResult, path: str) -> None:
     plt.close(fig)
 
 
+def _wrap_path(path: str, width: int = 18) -> str:
+    """A path over lines of about `width` characters, broken after a '/' (paths have no
+    spaces for textwrap to break at)."""
+    lines = [""]
+    for part in path.replace("/", "/\0").split("\0"):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(line for line in lines if line)
+
+
 def plot_compare(cmp: CompareResult, path: str) -> None:
     """Boot time of the storm per location (and the baseline), and the fault-latency CDFs."""
     fig, (ax_bar, ax_cdf) = plt.subplots(1, 2, figsize=(12, 5))
@@ -115,7 +124,7 @@ def plot_compare(cmp: CompareResult, path: str) -> None:
             if r["ram_backed"]
             else {True: "rotational", False: "SSD"}.get(r["rotational"], "?")
         )
-        where = "\n".join(textwrap.wrap(r["location"], 24, break_on_hyphens=False)) or r["location"]
+        where = _wrap_path(r["location"])
         names.append(f"{where}\n{r['device'] or r['fstype']} ({kind})")
         values.append(r["boot_time"])
         colors.append("tab:red" if r["rotational"] else "tab:blue")
