@@ -129,9 +129,14 @@ class DeviceInfo:
             where = f"{self.fstype} ({self.source})"
         else:
             where = self.fstype
-        facts = ", ".join(x for x in (self.model, self.kind) if x)
+        facts = ", ".join(x for x in (self.model, KIND_WORDS.get(self.kind, self.kind)) if x)
         counters = "" if self.has_counters else "; no device counters"
         return f"{self.path}: {where} ({facts}), {self.free_bytes / 2**30:.1f} GiB free{counters}"
+
+
+# The kernel's rotational flag, in words that do not overclaim: virtual disks often say
+# "rotational" whatever is underneath.
+KIND_WORDS = {"HDD": "rotational", "SSD": "non-rotational"}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vmmem.cli.scenario import MB, Scenario, mb
+from vmmem.devices import KIND_WORDS
 
 if TYPE_CHECKING:
     from vmmem.cli.disks import ProbeResult
@@ -148,7 +149,7 @@ def disks(
             note = "[bold red]RAM-backed: measures nothing[/bold red]"
         elif not d.has_counters:
             note = "no device counters: I/O cannot be confirmed"
-        kind = {"HDD": "rotational", "SSD": "non-rotational"}.get(d.kind, d.kind)
+        kind = KIND_WORDS.get(d.kind, d.kind)
         row = [d.path, d.device or "-", d.model or "-", kind, d.fstype, gib(d.free_bytes)]
         if probes:
             pr = probes.get(d.path)
@@ -257,7 +258,8 @@ def run_report(console: Console, result: RunResult) -> None:
         console.print(
             f"Smart Paging on {loc['path']}: {loc['fstype']} on "
             f"{loc.get('device') or '-'} ({loc.get('model') or '?'}, "
-            f"{'RAM' if loc.get('ram_backed') else loc.get('kind')}); {io_txt}"
+            f"{'RAM' if loc.get('ram_backed') else KIND_WORDS.get(loc['kind'], loc['kind'])}); "
+            f"{io_txt}"
         )
     boots = result.storm_boots() or result.boots
     final = {st["name"]: st for st in result.final_status}
