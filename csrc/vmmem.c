@@ -461,6 +461,7 @@ static uint32_t pick_victim(vmm_mem *m)
 /* Brings page p into a frame: a free one within the limit, else a victim. */
 static int fault(vmm_mem *m, uint32_t p, uint32_t *out)
 {
+    uint64_t t0 = now_ns(), outs_before = m->st.page_outs;
     uint32_t f = NONE;
     if (m->resident < m->frame_limit)
         f = pool_alloc(m->pool);
@@ -474,15 +475,17 @@ static int fault(vmm_mem *m, uint32_t p, uint32_t *out)
     }
     pte *e = &m->pt[p];
     uint8_t *dst = frame_addr(m->pool, f);
+    int paged_in = 0;
     if (e->slot1) {
-        uint64_t t0 = now_ns();
+        uint64_t t_in = now_ns();
         int rc = file_read(m, e->slot1 - 1, dst);
         if (rc) {
             /* The victim (if any) is already out; keep the frame for later. */
             pool_free(m->pool, f);
             return rc;
         }
-        record(m->st.page_in_hist, &m->st.page_in_ns, t0);
+        record(m->st.page_in_hist, &m->st.page_in_ns, t_in);
+        paged_in = 1;
         m->st.page_ins++;
         m->st.bytes_read += m->pool->page_size;
     } else {
@@ -495,6 +498,10 @@ static int fault(vmm_mem *m, uint32_t p, uint32_t *out)
     list_push_head(m, f);
     e->frame1 = f + 1;
     m->resident++;
+    if (paged_in || m->st.page_outs != outs_before) {
+        record(m->st.fault_hist, &m->st.fault_ns, t0);
+        m->st.disk_faults++;
+    }
     *out = f;
     return VMM_OK;
 }

@@ -69,8 +69,11 @@ typedef struct vmm_stats {
     uint64_t file_deleted;  /* times the file was deleted because it became empty */
     uint64_t page_in_ns;    /* total time spent in page-in I/O */
     uint64_t page_out_ns;   /* total time spent in page-out I/O */
+    uint64_t disk_faults;   /* faults that waited on the file: victim write-back and/or page-in */
+    uint64_t fault_ns;      /* total time of those faults, from the fault to the frame ready */
     uint64_t page_in_hist[328];
     uint64_t page_out_hist[328];
+    uint64_t fault_hist[328]; /* what a guest waits for a fault that touches the disk */
 } vmm_stats;
 
 /* ---- frame pool ---- */

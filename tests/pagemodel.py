@@ -23,6 +23,7 @@ COUNTERS = (
     "bytes_read",
     "bytes_written",
     "releases",
+    "disk_faults",
 )
 
 
@@ -129,6 +130,7 @@ class ModelMemory:
             else:
                 self.referenced[page] = True
         else:
+            outs_before = self.counters["page_outs"]
             if self.resident < self.frame_limit and self.pool.free > 0:
                 self.pool.free -= 1
             elif self.resident > 0:
@@ -141,6 +143,9 @@ class ModelMemory:
                 self.counters["bytes_read"] += self.page_size
             else:
                 self.counters["zero_fills"] += 1
+            # A fault waits on the disk if it wrote its victim back or read its page in.
+            if self.slot[page] or self.counters["page_outs"] != outs_before:
+                self.counters["disk_faults"] += 1
             self.state[page] = CLEAN
             self.order[page] = None
             self.referenced[page] = False

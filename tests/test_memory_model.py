@@ -181,6 +181,7 @@ class PagingMachine(RuleBasedStateMachine):
         assert stats.file_pages_peak == self.model.file_pages_peak
         assert stats.page_in_latency.count == self.model.counters["page_ins"]
         assert stats.page_out_latency.count == self.model.counters["page_outs"]
+        assert stats.fault_latency.count == self.model.counters["disk_faults"]
         if self.model.file_exists:
             assert stats.file_size >= self.model.file_pages * PAGE
         else:

@@ -143,3 +143,19 @@ def test_each_guest_has_its_own_file(disk_dir, pool):
         assert len(files_in(disk_dir)) == 2
         a.close()
         assert files_in(disk_dir) == [os.path.basename(b.paging_file.path)]
+
+
+def test_fault_latency_is_what_the_guest_waits_write_back_and_page_in(disk_dir):
+    """A fault's time covers its victim's write-back and its own page-in, nested inside it."""
+    frames, pages = 16, 64
+    trace = np.tile(np.arange(pages, dtype=np.uint32), 2)  # pass 2: write back + page in
+    with (
+        vmmem.FramePool(frames * PAGE) as pool,
+        vmmem.GuestMemory(pool, pages * PAGE, frame_limit=frames, paging_dir=disk_dir) as mem,
+    ):
+        mem.replay(trace, np.ones(trace.size, dtype=bool))
+        s = mem.stats
+    assert s.page_outs == 2 * pages - frames and s.page_ins == pages
+    # Pass 1's first 16 faults found free frames (no I/O); every later fault wrote or read.
+    assert s.disk_faults == s.fault_latency.count == 2 * pages - frames
+    assert s.fault_ns >= s.page_in_ns + s.page_out_ns

@@ -223,8 +223,12 @@ class MemoryStats:
     file_deleted: int
     page_in_ns: int
     page_out_ns: int
+    disk_faults: int  # faults that waited on the file (victim write-back and/or page-in)
+    fault_ns: int
     page_in_latency: LatencyHistogram = field(repr=False)
     page_out_latency: LatencyHistogram = field(repr=False)
+    # What a guest waits for a fault that touches the disk: from the fault to its frame ready.
+    fault_latency: LatencyHistogram = field(repr=False)
 
     @property
     def faults(self) -> int:
@@ -237,7 +241,11 @@ class MemoryStats:
             for name in self.__dataclass_fields__
             if not name.endswith("_latency")
         }
-        for kind, hist in (("page_in", self.page_in_latency), ("page_out", self.page_out_latency)):
+        for kind, hist in (
+            ("page_in", self.page_in_latency),
+            ("page_out", self.page_out_latency),
+            ("fault", self.fault_latency),
+        ):
             for p in (50, 90, 99):
                 out[f"{kind}_p{p}_s"] = hist.percentile(p)
         return out
@@ -501,12 +509,15 @@ class GuestMemory:
         raw = ffi.new("vmm_stats *")
         self._call(lib.vmm_mem_stats, raw, doing="reading counters")
         values = {name: int(getattr(raw, name)) for name in _COUNTERS}
-        hist_in = np.frombuffer(ffi.buffer(raw.page_in_hist), dtype=np.uint64).copy()
-        hist_out = np.frombuffer(ffi.buffer(raw.page_out_hist), dtype=np.uint64).copy()
+
+        def histogram(counts: Any, total_ns: int) -> LatencyHistogram:
+            return LatencyHistogram(np.frombuffer(ffi.buffer(counts), np.uint64).copy(), total_ns)
+
         return MemoryStats(
             **values,
-            page_in_latency=LatencyHistogram(hist_in, values["page_in_ns"]),
-            page_out_latency=LatencyHistogram(hist_out, values["page_out_ns"]),
+            page_in_latency=histogram(raw.page_in_hist, values["page_in_ns"]),
+            page_out_latency=histogram(raw.page_out_hist, values["page_out_ns"]),
+            fault_latency=histogram(raw.fault_hist, values["fault_ns"]),
         )
 
     def reset_stats(self) -> None:

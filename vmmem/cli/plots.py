@@ -139,7 +139,7 @@ def plot_compare(cmp: CompareResult, path: str) -> None:
         if cdf["seconds"]:
             ax_cdf.step([s * 1e6 for s in cdf["seconds"]], cdf["fraction"], where="post", label=loc)
     ax_cdf.set_xscale("log")
-    ax_cdf.set_xlabel("page-in (fault) latency (us)")
+    ax_cdf.set_xlabel("fault latency (us): victim write-back + page-in")
     ax_cdf.set_ylabel("fraction of faults")
     ax_cdf.set_ylim(0, 1.02)
     ax_cdf.grid(alpha=0.3, which="both")

@@ -445,11 +445,12 @@ def _final(host: Any, result: RunResult) -> None:
             if old is not None:
                 old.update(d)
     # The storm's fault-latency CDF: each restart boot's histogram covers exactly that boot.
+    # A fault that waited on the disk: the victim's write-back plus the page-in.
     latencies = [
-        rep.page_in_latency
+        rep.fault_latency
         for vm in host.vms.values()
         for rep in vm.boot_reports
-        if rep.kind in STORM_KINDS and rep.page_in_latency is not None
+        if rep.kind in STORM_KINDS and rep.fault_latency is not None
     ]
     seconds, fraction = LatencyHistogram.merge(latencies).cdf()
     result.fault_latency_cdf = {"seconds": seconds.tolist(), "fraction": fraction.tolist()}

@@ -254,8 +254,8 @@ _DEFS: dict[str, Any] = {
     ),
     "cdf": _obj(
         {"seconds": _arr(_num), "fraction": _arr({"type": "number", "minimum": 0, "maximum": 1})},
-        "Page-in (fault) latency over the restart boots: the fraction of faults at or "
-        "below each latency.",
+        "Fault latency over the restart boots (faults that waited on the disk: the victim's "
+        "write-back plus the page-in): the fraction of faults at or below each latency.",
     ),
     "summary": _obj(
         {

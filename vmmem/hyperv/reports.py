@@ -89,7 +89,7 @@ class BootReport:
     page_outs: int
     bytes_read: int
     bytes_written: int
-    fault_p50: float | None  # s, page-in latency
+    fault_p50: float | None  # s, a fault that waited on the disk: victim write-back + page-in
     fault_p99: float | None
     page_out_p50: float | None
     page_out_p99: float | None
@@ -101,8 +101,11 @@ class BootReport:
     device: str | None  # block device under paging_dir (psutil counter key)
     device_read_bytes: int | None  # that device's counters over the boot window
     device_write_bytes: int | None
-    # Page-in latencies over the boot window (for a CDF); left out of as_dict().
+    # Latency histograms over the boot window (for CDFs); left out of as_dict().
     page_in_latency: LatencyHistogram | None = field(default=None, repr=False, compare=False)
+    fault_latency: LatencyHistogram | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "page_in_latency"}
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if not f.name.endswith("_latency")
+        }

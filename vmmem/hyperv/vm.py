@@ -715,7 +715,7 @@ class VM:
             if now is not None:
                 delta = now - boot.io_start
                 io_read, io_write = delta.read_bytes, delta.write_bytes
-        page_in, page_out = stats.page_in_latency, stats.page_out_latency
+        faults, page_out = stats.fault_latency, stats.page_out_latency
         boot.report = BootReport(
             vm=self.name,
             kind=boot.kind,
@@ -730,8 +730,8 @@ class VM:
             page_outs=stats.page_outs,
             bytes_read=stats.bytes_read,
             bytes_written=stats.bytes_written,
-            fault_p50=page_in.percentile(50) if page_in.count else None,
-            fault_p99=page_in.percentile(99) if page_in.count else None,
+            fault_p50=faults.percentile(50) if faults.count else None,
+            fault_p99=faults.percentile(99) if faults.count else None,
             page_out_p50=page_out.percentile(50) if page_out.count else None,
             page_out_p99=page_out.percentile(99) if page_out.count else None,
             smart_paging_peak_bytes=boot.peak_paged_out * guest.page_size,
@@ -742,7 +742,8 @@ class VM:
             device=boot.device.counter_key if boot.device is not None else None,
             device_read_bytes=io_read,
             device_write_bytes=io_write,
-            page_in_latency=page_in,
+            page_in_latency=stats.page_in_latency,
+            fault_latency=faults,
         )
         guest.booted.set()
         with self._cv:
