@@ -284,9 +284,10 @@ class CompareResult:
                     "smart_paging_peak_bytes": st["smart_paging_peak_bytes"],
                     "page_ins": st["page_ins"],
                     "page_outs": st["page_outs"],
-                    "fault_p50": st["fault_p50"],
-                    "fault_p99": st["fault_p99"],
+                    # All three from the storm's merged faults, so they are of one sample.
+                    "fault_p50": _cdf_percentile(run.fault_latency_cdf, 50),
                     "fault_p90": _cdf_percentile(run.fault_latency_cdf, 90),
+                    "fault_p99": _cdf_percentile(run.fault_latency_cdf, 99),
                     "device_io_confirmed": run.device_io_confirmed(),
                 }
             )
