@@ -57,6 +57,7 @@ Hyper-V; a bare integer is bytes)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import tomllib
@@ -64,6 +65,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmmem.errors import SettingsError
+from vmmem.hyperv.settings import VMSettings, validate_settings
 from vmmem.sizes import parse_size
 
 __all__ = [
@@ -147,26 +149,34 @@ class VMSpec:
     smart_paging_path: str | None = None
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
 
-    # Effective values: what Hyper-V uses when a dynamic VM leaves a setting out.
+    # Effective values: what Hyper-V uses when a dynamic VM leaves a setting out, taken from
+    # the Hyper-V layer's own validation so the defaults live in one place.
+    @functools.cached_property
+    def settings(self) -> VMSettings:
+        return validate_settings(
+            self.name,
+            self.startup,
+            self.minimum,
+            self.maximum,
+            self.buffer,
+            self.priority,
+            self.dynamic,
+            self.smart_paging_path,
+        )
+
     @property
     def effective_minimum(self) -> int:
         """Minimum RAM; Hyper-V's default is 512 MB, or Startup RAM if that is less."""
-        if not self.dynamic:
-            return self.startup
-        return self.minimum if self.minimum is not None else min(512 * MB, self.startup)
+        return self.settings.minimum
 
     @property
     def effective_maximum(self) -> int:
         """Maximum RAM; Hyper-V's default is 1 TB."""
-        if not self.dynamic:
-            return self.startup
-        return self.maximum if self.maximum is not None else max(2**40, self.startup)
+        return self.settings.maximum
 
     @property
     def effective_buffer(self) -> int:
-        if not self.dynamic:
-            return 0
-        return self.buffer if self.buffer is not None else 20
+        return self.settings.buffer
 
     @property
     def idle_demand(self) -> int:
