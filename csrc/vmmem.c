@@ -76,6 +76,7 @@ struct vmm_mem {
     uint64_t nfree_slots;
     uint32_t head, tail;
     uint64_t resident, frame_limit;
+    uint64_t drain_cursor; /* where a partial drain resumes */
     vmm_stats st;
 };
 
@@ -732,25 +733,33 @@ int vmm_mem_release(vmm_mem *m, uint64_t first, uint64_t count)
     return VMM_OK;
 }
 
-int vmm_mem_drain(vmm_mem *m)
+int vmm_mem_drain(vmm_mem *m, uint64_t max_pages, uint64_t *left)
 {
     if (!m)
         return VMM_EINVAL;
     pthread_mutex_lock(&m->lock);
     int rc = VMM_OK;
+    /* A scan of the page table: drain is rare, and a counter kept on the fault path
+     * would cost every fault for it. */
     uint64_t paged_out = 0;
     for (uint64_t p = 0; p < m->npages && m->st.file_pages; p++)
         if (m->pt[p].slot1 && !m->pt[p].frame1)
             paged_out++;
     if (m->resident + paged_out > m->frame_limit || paged_out > vmm_pool_free_frames(m->pool)) {
+        if (left)
+            *left = m->st.file_pages;
         pthread_mutex_unlock(&m->lock);
         return VMM_EFRAMES;
     }
     frame_meta *meta = m->pool->meta;
-    for (uint64_t p = 0; p < m->npages && m->st.file_pages; p++) {
+    uint64_t done = 0, p = m->drain_cursor < m->npages ? m->drain_cursor : 0;
+    for (uint64_t scanned = 0; scanned < m->npages && m->st.file_pages;
+         scanned++, p = p + 1 < m->npages ? p + 1 : 0) {
         pte *e = &m->pt[p];
         if (!e->slot1)
             continue;
+        if (max_pages && done == max_pages)
+            break; /* resume here next call: the caller lets others at the lock */
         uint32_t f;
         if (e->frame1) {
             f = e->frame1 - 1;
@@ -778,8 +787,14 @@ int vmm_mem_drain(vmm_mem *m)
         meta[f].flags = F_DIRTY;
         slot_free(m, e->slot1 - 1);
         e->slot1 = 0;
+        done++;
     }
+    m->drain_cursor = p;
     file_delete_if_empty(m);
+    if (m->st.file_pages == 0)
+        m->drain_cursor = 0;
+    if (left)
+        *left = m->st.file_pages;
     pthread_mutex_unlock(&m->lock);
     return rc;
 }

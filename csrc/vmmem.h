@@ -117,10 +117,13 @@ int vmm_mem_replay(vmm_mem *mem, const uint32_t *pages, const uint8_t *writes,
 int vmm_mem_release(vmm_mem *mem, uint64_t first, uint64_t count);
 
 /* Empties the paging file: brings every paged-out page back into a frame and
- * forgets the file copies of resident pages (they become dirty), then
- * deletes the file. Fails with VMM_EFRAMES, changing nothing, when the
- * frame limit cannot hold every page. */
-int vmm_mem_drain(vmm_mem *mem);
+ * forgets the file copies of resident pages (they become dirty), in page
+ * order; deletes the file once it holds no page. Fails with VMM_EFRAMES,
+ * changing nothing, when the frame limit (or the pool) cannot hold every page.
+ * max_pages > 0 stops after that many pages, so a caller can let others at the
+ * guest's lock between calls; the next call resumes where this one stopped.
+ * *left (may be NULL) receives the pages still in the file. */
+int vmm_mem_drain(vmm_mem *mem, uint64_t max_pages, uint64_t *left);
 
 /* Fills *out with a consistent snapshot of the counters. */
 int vmm_mem_stats(vmm_mem *mem, vmm_stats *out);

@@ -159,3 +159,30 @@ def test_fault_latency_is_what_the_guest_waits_write_back_and_page_in(disk_dir):
     # Pass 1's first 16 faults found free frames (no I/O); every later fault wrote or read.
     assert s.disk_faults == s.fault_latency.count == 2 * pages - frames
     assert s.fault_ns >= s.page_in_ns + s.page_out_ns
+
+
+def test_drain_in_chunks_resumes_and_deletes_the_file_at_the_end(disk_dir):
+    frames, pages = 16, 64
+    with (
+        vmmem.FramePool(pages * PAGE) as pool,
+        vmmem.GuestMemory(pool, pages * PAGE, frame_limit=frames, paging_dir=disk_dir) as mem,
+    ):
+        for page in range(pages):
+            mem.write(page * PAGE, page.to_bytes(4, "little") * 8)
+        assert mem.stats.file_pages == pages - frames
+        with pytest.raises(vmmem.OutOfFramesError):
+            mem.drain(max_pages=10)  # the limit cannot hold every page: nothing changes
+        assert mem.stats.file_pages == pages - frames and mem.stats.page_ins == 0
+
+        mem.frame_limit = pages
+        lefts = []
+        while not lefts or lefts[-1]:
+            lefts.append(mem.drain(max_pages=10))
+            assert mem.paging_file.exists == (lefts[-1] > 0)
+        assert lefts == [38, 28, 18, 8, 0]
+        assert mem.stats.page_ins == pages - frames and not os.path.exists(mem.paging_file.path)
+        for page in range(pages):
+            assert mem.read(page * PAGE, 32) == page.to_bytes(4, "little") * 8
+            assert mem.page_state(page) is vmmem.PageState.DIRTY  # the frame is the only copy
+        with pytest.raises(vmmem.SettingsError):
+            mem.drain(max_pages=0)

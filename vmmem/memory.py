@@ -490,9 +490,17 @@ class GuestMemory:
             )
         self._call(lib.vmm_mem_release, first_page, count, doing="releasing pages")
 
-    def drain(self) -> None:
-        """Bring every paged-out page back into frames and delete the paging file."""
-        self._call(lib.vmm_mem_drain, doing="draining the Smart Paging file")
+    def drain(self, max_pages: int | None = None) -> int:
+        """Bring every paged-out page back into frames and delete the paging file; returns the
+        pages left in the file (0: it is gone). Raises OutOfFramesError, changing nothing, if
+        the frame limit or the pool cannot hold every page. With max_pages, stop after that
+        many pages (the next call resumes), so other threads get at this guest in between."""
+        limit = 0 if max_pages is None else _as_count(max_pages, "max_pages")
+        if limit < 0 or max_pages == 0:
+            raise SettingsError(f"max_pages must be a positive number of pages, got {max_pages}")
+        left = ffi.new("uint64_t *")
+        self._call(lib.vmm_mem_drain, limit, left, doing="draining the Smart Paging file")
+        return int(left[0])
 
     def page_state(self, page: int) -> PageState:
         page = _as_count(page, "page")

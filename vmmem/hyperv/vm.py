@@ -191,20 +191,17 @@ class _Guest:
             return
         self._check()
         if self.observe_file() and vm._assigned >= vm._demand:
-            # Bring the committed pages back a chunk at a time, so status reads and the
-            # balancer never wait behind the whole drain (the core holds its mutex per call);
-            # then drain() only forgets the file copies and deletes the file.
-            with vm._lock:
-                pages = np.flatnonzero(self.committed).astype(np.uint32)
-            for start in range(0, len(pages), _CHUNK_PAGING):
+            # A chunk at a time, so status reads and the balancer never wait behind the
+            # whole drain (the core holds the guest's mutex for each call).
+            left = 1
+            while left:
                 self._check()
                 if vm._assigned < vm._demand:
                     return  # the balancer moved in between; try again next time
-                self.memory.replay(pages[start : start + _CHUNK_PAGING])
-            try:
-                self.memory.drain()
-            except OutOfFramesError:
-                return  # the balancer moved in between; try again next time
+                try:
+                    left = self.memory.drain(max_pages=_CHUNK_PAGING)
+                except OutOfFramesError:
+                    return  # the balancer moved in between; try again next time
         with vm._lock:
             if not self.observe_file():
                 vm._smart_paging = False
