@@ -186,3 +186,22 @@ def test_drain_in_chunks_resumes_and_deletes_the_file_at_the_end(disk_dir):
             assert mem.page_state(page) is vmmem.PageState.DIRTY  # the frame is the only copy
         with pytest.raises(vmmem.SettingsError):
             mem.drain(max_pages=0)
+
+
+@pytest.mark.parametrize("backend", ["direct", "mmap"])
+def test_large_pages_page_out_and_back_whole(disk_dir, backend):
+    """2 MB pages (the x86 large page) go to the file and back whole, on both backends."""
+    large = 2 * 2**20
+    with (
+        vmmem.FramePool("4MB", page_size="2MB") as pool,
+        vmmem.GuestMemory(pool, "16MB", paging_dir=disk_dir, backend=backend) as mem,
+    ):
+        assert (mem.page_size, mem.pages, mem.frame_limit) == (large, 8, 2)
+        pattern = [bytes([page + 1]) * 4096 + os.urandom(64) for page in range(8)]
+        for page, data in enumerate(pattern):
+            mem.write(page * large + large - len(data), data)  # the page's last bytes
+        s = mem.stats
+        assert s.page_outs == 6 and s.bytes_written == 6 * large
+        for page, data in enumerate(pattern):
+            assert mem.read(page * large + large - len(data), len(data)) == data
+        assert mem.stats.bytes_read == mem.stats.page_ins * large > 0
