@@ -36,7 +36,7 @@
 #define VMM_ENODIRECT -10007 /* the paging folder's filesystem refused O_DIRECT */
 
 #define VMM_BACKEND_DIRECT 0 /* O_DIRECT pread/pwrite between frame and file */
-#define VMM_BACKEND_MMAP 1   /* shared mapping, msync + cache drop on every transfer */
+#define VMM_BACKEND_MMAP 1   /* shared mapping, written back and dropped from the cache on every transfer */
 
 #define VMM_POLICY_LRU 0     /* exact LRU, O(1) per access and per eviction */
 #define VMM_POLICY_CLOCK 1   /* second chance: referenced bit, FIFO hand */

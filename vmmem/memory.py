@@ -299,7 +299,7 @@ class GuestMemory:
     """One VM's guest-physical memory: a page table over `size` bytes, in frames up to
     `frame_limit` pages, the rest in a Smart Paging file in `paging_dir`.
 
-    backend: "direct" (O_DIRECT pread/pwrite) or "mmap" (msync + page-cache drop); both
+    backend: "direct" (O_DIRECT pread/pwrite) or "mmap" (sync_file_range + page-cache drop); both
     reach the device. policy: "lru" (exact) or "clock" (second chance).
     """
 
