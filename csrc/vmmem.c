@@ -301,7 +301,37 @@ static int file_reserve(vmm_mem *m, uint64_t end)
     return VMM_OK;
 }
 
-static int file_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
+/* mmap backend: drop a slot from this mapping and from the page cache, so the next
+ * access to it must read the device. */
+static void drop_cached(vmm_mem *m, off_t off)
+{
+    size_t ps = m->pool->page_size;
+    madvise(m->map + off, ps, MADV_DONTNEED);
+    posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED);
+}
+
+/* direct backend: one whole page between a frame and the file, retried on EINTR and
+ * short transfers. A transfer of nothing means the disk is full (write) or the file
+ * is shorter than a slot we wrote, i.e. it was tampered with (read). */
+static int direct_transfer(vmm_mem *m, uint8_t *buf, off_t off, int write)
+{
+    size_t ps = m->pool->page_size, done = 0;
+    while (done < ps) {
+        ssize_t n = write ? pwrite(m->fd, buf + done, ps - done, off + (off_t)done)
+                          : pread(m->fd, buf + done, ps - done, off + (off_t)done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return write ? -ENOSPC : -EIO;
+        done += (size_t)n;
+    }
+    return VMM_OK;
+}
+
+static int file_write(vmm_mem *m, uint32_t slot, uint8_t *src)
 {
     size_t ps = m->pool->page_size;
     off_t off = (off_t)slot * (off_t)ps;
@@ -309,32 +339,20 @@ static int file_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
         int rc = file_reserve(m, (uint64_t)off + ps);
         if (rc)
             return rc;
-        uint8_t *dst = m->map + off;
-        memcpy(dst, src, ps);
+        memcpy(m->map + off, src, ps);
         /* Write the page's data to the device and wait for it (msync would also
          * force a journal commit for the fallocated extent: metadata a paging file
-         * deleted after use does not need); then drop the page from this mapping
-         * and from the page cache so a page-in must read it. */
+         * deleted after use does not need). */
         if (sync_file_range(m->fd, off, (off_t)ps,
                             SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
                                 SYNC_FILE_RANGE_WAIT_AFTER) != 0)
             return -errno;
-        madvise(dst, ps, MADV_DONTNEED);
-        posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED);
+        drop_cached(m, off);
         return VMM_OK;
     }
-    size_t done = 0;
-    while (done < ps) {
-        ssize_t w = pwrite(m->fd, src + done, ps - done, off + (off_t)done);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (w == 0)
-            return -ENOSPC;
-        done += (size_t)w;
-    }
+    int rc = direct_transfer(m, src, off, 1);
+    if (rc)
+        return rc;
     uint64_t end = (uint64_t)off + ps;
     if (end > m->st.file_size)
         m->st.file_size = end;
@@ -346,25 +364,11 @@ static int file_read(vmm_mem *m, uint32_t slot, uint8_t *dst)
     size_t ps = m->pool->page_size;
     off_t off = (off_t)slot * (off_t)ps;
     if (m->backend == VMM_BACKEND_MMAP) {
-        uint8_t *src = m->map + off;
-        memcpy(dst, src, ps); /* faults the page in from the device */
-        madvise(src, ps, MADV_DONTNEED);
-        posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED);
+        memcpy(dst, m->map + off, ps); /* faults the page in from the device */
+        drop_cached(m, off);
         return VMM_OK;
     }
-    size_t done = 0;
-    while (done < ps) {
-        ssize_t r = pread(m->fd, dst + done, ps - done, off + (off_t)done);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (r == 0)
-            return -EIO; /* the file is shorter than a slot we wrote: it was tampered with */
-        done += (size_t)r;
-    }
-    return VMM_OK;
+    return direct_transfer(m, dst, off, 0);
 }
 
 static void slot_free(vmm_mem *m, uint32_t slot)
