@@ -243,7 +243,7 @@ static void file_delete(vmm_mem *m)
 
 static int file_create(vmm_mem *m)
 {
-    int flags = O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC;
+    int flags = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
     if (m->backend == VMM_BACKEND_DIRECT)
         flags |= O_DIRECT;
     int fd = open(m->path, flags, 0600);

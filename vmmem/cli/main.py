@@ -270,6 +270,57 @@ def disks_cmd(folders: tuple[str, ...], probe: bool, seconds: float, as_json: bo
 
 
 # ---------------------------------------------------------------------------------------------
+# clean
+
+
+@cli.command("clean")
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False), metavar="[FOLDER]...")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def clean_cmd(folders: tuple[str, ...], as_json: bool) -> None:
+    """Remove what vmmem runs that did not finish left behind.
+
+    A run that was killed (SIGKILL, a crash, a power cut) cannot delete its
+    Smart Paging files. Every run keeps a lock file (vmmem-run-ID.lock) in
+    each folder it uses, listing what it made there; once its process is
+    gone, the files it lists are removed here if they are still provably its
+    own (regular files, in that folder, owned by you). Nothing else is ever
+    touched: not your files, not symlinks, not a live run's files. `vmmem
+    run` does the same for the folders it is about to use.
+
+    Looks in each FOLDER and its direct subfolders (default: ./vmmem-vms,
+    the host folder, with one subfolder per VM).
+
+    \b
+    Examples:
+      vmmem clean
+      vmmem clean /mnt/ssd/paging --json
+    """
+    from vmmem.workspace import clean
+
+    reports = []
+    for folder in folders or ("vmmem-vms",):
+        if not os.path.isdir(folder):
+            if folders:
+                raise CliFailure(f"{folder}: no such folder", EXIT_USAGE)
+            continue
+        reports += clean(folder)
+    if as_json:
+        click.echo(json.dumps({"folders": [r.to_dict() for r in reports]}, indent=2))
+        return
+    if not reports:
+        click.echo(f"nothing left by earlier runs in {', '.join(folders or ('vmmem-vms',))}")
+    for rep in reports:
+        for run in rep.earlier:
+            gone = [f for f in rep.removed if f in run.files]
+            click.echo(f"{rep.folder}: {run.describe()}: removed {len(gone)} Smart Paging file(s)")
+        for run in rep.live:
+            click.echo(
+                f"{rep.folder}: in use by a live run, pid {run.pid} (started "
+                f"{run.started_text}): left alone"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
 # run
 
 

@@ -326,10 +326,12 @@ def run_report(console: Console, result: RunResult) -> None:
             )
     for w in result.warnings:
         console.print(f"[bold yellow]warning:[/bold yellow] {w}")
+    for note in result.earlier_runs:
+        console.print(f"[yellow]{note}[/yellow]")
     if result.leftover_files:
         console.print(
-            f"[bold red]{len(result.leftover_files)} Smart Paging file(s) were left "
-            "behind by the host and have been deleted[/bold red]"
+            f"[bold red]{len(result.leftover_files)} of this run's Smart Paging file(s) were "
+            "still there when their VM stopped, and have been deleted[/bold red]"
         )
     style = {"ok": "bold", "failed": "bold red", "interrupted": "bold yellow"}[result.outcome]
     console.print(f"[{style}]{result.verdict()}[/{style}]")

@@ -79,6 +79,7 @@ class RunResult:
         default_factory=lambda: {"seconds": [], "fraction": []}
     )
     leftover_files: list[str] = field(default_factory=list)
+    earlier_runs: list[str] = field(default_factory=list)  # what dead runs left, removed
     warnings: list[str] = field(default_factory=list)
 
     # --- derived figures --------------------------------------------------------------------
@@ -210,6 +211,7 @@ class RunResult:
             "fault_latency_cdf": self.fault_latency_cdf,
             "timeline": self.timeline,
             "leftover_files": self.leftover_files,
+            "earlier_runs": self.earlier_runs,
             "warnings": self.warnings,
         }
 
@@ -231,6 +233,7 @@ class RunResult:
             locations=d.get("locations", []),
             fault_latency_cdf=d.get("fault_latency_cdf", {"seconds": [], "fraction": []}),
             leftover_files=d.get("leftover_files", []),
+            earlier_runs=d.get("earlier_runs", []),
             warnings=d.get("warnings", []),
         )
 

@@ -9,7 +9,6 @@ afterwards for anything left.
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
 import time
@@ -28,6 +27,7 @@ __all__ = [
     "LocationRefused",
     "ProgressSink",
     "VMProgress",
+    "check_folders_free",
     "check_locations",
     "paging_folders",
     "run_scenario",
@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 POLL = 0.1  # seconds between progress polls
-PAGING_FILE_GLOB = "*.slp"
 DEFAULT_HOST_FOLDER = "vmmem-vms"  # the Hyper-V layer's default, under the current folder
 
 
@@ -139,11 +138,27 @@ def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], li
     return infos, warnings
 
 
-def leftover_files(folders: list[str]) -> list[str]:
-    found = []
+def check_folders_free(folders: list[str]) -> list[str]:
+    """Refuse folders another live run holds (LocationRefused, naming its pid); remove what
+    runs that died left there, provably theirs. Returns messages for people."""
+    from vmmem.workspace import active_runs, earlier_runs, remove_earlier_run
+
     for f in folders:
-        found.extend(glob.glob(os.path.join(glob.escape(f), PAGING_FILE_GLOB)))
-    return sorted(found)
+        live = active_runs(f)
+        if live:
+            who = ", ".join(f"pid {r.pid} (started {r.started_text})" for r in live)
+            raise LocationRefused(
+                f"the Smart Paging folder {f} is in use by another vmmem run: {who}. Two runs "
+                "on one folder would measure each other's disk I/O; wait for it to finish, or "
+                "use another --paging-dir"
+            )
+    notes = []
+    for f in folders:
+        for run in earlier_runs(f):
+            removed = remove_earlier_run(run)
+            what = f"{len(removed)} Smart Paging file(s) removed" if removed else "no file left"
+            notes.append(f"{f}: {run.describe()}: {what}")
+    return notes
 
 
 @contextmanager
@@ -270,6 +285,9 @@ def run_scenario(
             "paging_folders": folders,
         },
     )
+    for note in check_folders_free(folders):
+        result.earlier_runs.append(note)
+        progress.message(note)
     for w in warnings:
         progress.message(f"warning: {w}")
     before = {i.mountpoint: io_counters(i) for i in infos}
@@ -399,13 +417,9 @@ def run_scenario(
                     }
                 )
                 result.locations.append(loc)
-            left = leftover_files(folders)
-            for f in left:  # the host should have deleted them; never leave one behind
-                try:
-                    os.unlink(f)
-                except OSError:
-                    pass
-            result.leftover_files = left
+            # The host deletes its own files and nothing else; any it found still there
+            # (a guest that did not delete its file) it deleted, and names here.
+            result.leftover_files = host.left_behind if host is not None else []
     return result
 
 

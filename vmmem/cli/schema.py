@@ -334,6 +334,7 @@ _DEFS["run"] = _obj(
         "fault_latency_cdf": {"$ref": "#/$defs/cdf"},
         "timeline": _arr({"$ref": "#/$defs/sample"}),
         "leftover_files": _arr(_str),
+        "earlier_runs": _arr(_str),
         "warnings": _arr(_str),
     },
     "`vmmem run --json FILE`.",

@@ -17,6 +17,7 @@ from dataclasses import replace
 from ..errors import NotEnoughMemoryError, SettingsError, VmmemError
 from ..memory import BACKENDS, POLICIES, FramePool
 from ..sizes import SizeLike, format_size, parse_size
+from ..workspace import Workspace
 from .balancer import BalancerThread, allocate
 from .reports import BootReport, TimelineSample, VMStatus
 from .settings import MEMORY_ALIGNMENT, VMSettings, validate_settings
@@ -81,7 +82,9 @@ class Host:
         self._lock = threading.RLock()
         self._vms: dict[str, VM] = {}
         self._timeline: list[TimelineSample] = []
-        self._made_folders: list[str] = []
+        # What this host makes on disk (folders, lock files, paging files), and only that,
+        # is what it deletes.
+        self.workspace = Workspace()
         self._t0 = time.monotonic()
         self._closed = False
         self._balancer = BalancerThread(self._tick, self.balancer_interval, "vmmem-balancer")
@@ -375,33 +378,27 @@ class Host:
     # -- folders and shutdown ----------------------------------------------------------------
 
     def _make_folder(self, folder: str) -> None:
-        """Create a Smart Paging folder (and missing parents), remembering what we made so
-        close() can remove it again if it is empty."""
-        missing = []
-        path = os.path.abspath(folder)
-        while not os.path.exists(path):
-            missing.append(path)
-            parent = os.path.dirname(path)
-            if parent == path:
-                break
-            path = parent
-        os.makedirs(folder, exist_ok=True)
-        for made in reversed(missing):
-            if made not in self._made_folders:
-                self._made_folders.append(made)
+        """Claim a Smart Paging folder for this host's run: made (0700) if missing, locked,
+        with a manifest of what the run puts there."""
+        self.workspace.claim(folder)
 
     def _remove_made_folders(self) -> None:
-        for folder in sorted(self._made_folders, key=len, reverse=True):
-            if any(
-                vm.state == "Running" and vm.smart_paging_path == folder
-                for vm in self._vms.values()
-            ):
-                continue
-            try:
-                os.rmdir(folder)
-            except OSError:
-                continue  # not empty (the user's files) or already gone
-            self._made_folders.remove(folder)
+        """Release the folders no running VM uses: this run's files, lock file and the
+        folders it made (if empty) go; nothing else is touched."""
+        in_use = {
+            os.path.abspath(vm.smart_paging_path)
+            for vm in self._vms.values()
+            if vm.state == "Running"
+        }
+        for folder in self.workspace.folders:
+            if folder not in in_use:
+                self.workspace.release(folder)
+
+    @property
+    def left_behind(self) -> list[str]:
+        """Paging files of this host that were still on disk when their folder was released
+        (the core deletes each on close, so this should stay empty); they were deleted."""
+        return list(self.workspace.left_behind)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -591,6 +591,7 @@ class VM:
             policy=self._host.policy,
             name=self.name,
         )
+        self._host.workspace.record_file(memory.paging_file.path)
         with self._lock:
             self.error = None
             self._memory = memory

@@ -1,0 +1,453 @@
+"""What a run owns on disk: the folders it made, the Smart Paging files it may create, and a
+lock file per folder that says so, so that a run deletes exactly what it made and nothing else.
+
+Every folder a run uses gets a lock file `vmmem-run-<run id>.lock`, created with
+O_CREAT|O_EXCL|O_NOFOLLOW (0600) and held with flock for the run's life. It is a manifest in
+JSON lines: the first line names the run (tool, run id, pid, start time, host name), each further
+line a path the run made there (a folder, or a Smart Paging file it is about to create). Lines are
+only ever appended, so a run killed mid-write leaves at most one torn last line, which is ignored.
+
+- A run deletes the files in its own manifest, the lock file, and the folders it made when they
+  are empty. Never by pattern, never through a symlink (every check is lstat, every delete unlink
+  or rmdir of a path the run listed).
+- A lock file whose flock can be taken belongs to a run that is no longer alive (the kernel drops
+  flock when a process dies, SIGKILL included): an *earlier run that did not finish*. Its listed
+  files are removed only when they are still provably its own: regular files (not symlinks),
+  directly in that folder, owned by the same user, named as the core names paging files.
+- A lock file whose flock is held belongs to a live run (this process's included: flock is per
+  open file). Callers decide what to do; the command line refuses to share a folder, since two
+  runs on one disk would measure each other's I/O.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import stat
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from .errors import VmmemError
+
+__all__ = [
+    "LOCK_PREFIX",
+    "EarlierRun",
+    "FolderInUseError",
+    "Workspace",
+    "CleanReport",
+    "active_runs",
+    "clean",
+    "earlier_runs",
+    "remove_earlier_run",
+]
+
+LOCK_PREFIX = "vmmem-run-"
+LOCK_SUFFIX = ".lock"
+TOOL = "vmmem"
+FOLDER_MODE = 0o700  # the folders hold guest memory
+PAGING_SUFFIX = ".slp"
+
+
+class FolderInUseError(VmmemError):
+    """Another live vmmem run holds a folder this one would use."""
+
+    def __init__(self, folder: str, runs: list[EarlierRun]) -> None:
+        who = ", ".join(f"pid {r.pid} (run {r.run_id}, started {r.started_text})" for r in runs)
+        super().__init__(
+            f"the folder {folder} is in use by another vmmem run: {who}. Two runs on one "
+            "folder would measure each other's disk I/O; wait for it to finish, or choose "
+            "another folder"
+        )
+        self.folder = folder
+        self.runs = runs
+
+
+@dataclass
+class EarlierRun:
+    """A run's lock file found in a folder, and what its manifest lists."""
+
+    folder: str
+    lock_path: str
+    run_id: str
+    pid: int
+    started: float  # seconds since the epoch
+    hostname: str
+    files: list[str] = field(default_factory=list)
+    made_folders: list[str] = field(default_factory=list)
+
+    @property
+    def started_text(self) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
+
+    @property
+    def existing_files(self) -> list[str]:
+        return [f for f in self.files if _provably_ours(f, self.folder)]
+
+    def describe(self) -> str:
+        return (
+            f"left by an earlier run, pid {self.pid}, started {self.started_text}, "
+            "that did not finish"
+        )
+
+
+@dataclass
+class _Claim:
+    folder: str
+    lock_path: str
+    fd: int
+    files: list[str] = field(default_factory=list)
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _write_line(fd: int, record: dict[str, object]) -> None:
+    os.write(fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+
+
+def _lock_name(run_id: str) -> str:
+    return f"{LOCK_PREFIX}{run_id}{LOCK_SUFFIX}"
+
+
+class Workspace:
+    """Everything one run (one Host) made on disk. See the module docstring.
+
+    `claim(folder)` before putting a file in a folder; `record_file(path)` before the file is
+    created; `release(folder)` when no VM uses it any more; `close()` at the end. Each returns or
+    keeps the list of this run's files that were still there (`left_behind`), which are deleted.
+    """
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.pid = os.getpid()
+        self.started = time.time()
+        self._claims: dict[str, _Claim] = {}
+        self._made: list[str] = []  # folders this run made, outermost first
+        self.left_behind: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"Workspace(run {self.run_id}, {len(self._claims)} folders)"
+
+    @property
+    def folders(self) -> list[str]:
+        return list(self._claims)
+
+    @property
+    def files(self) -> list[str]:
+        return [f for c in self._claims.values() for f in c.files]
+
+    def claim(self, folder: str | os.PathLike[str]) -> str:
+        """Make `folder` (and missing parents, 0700) if needed, and lock it for this run.
+        Returns the folder's absolute path. Claiming a folder twice is a no-op."""
+        path = os.path.abspath(os.fspath(folder))
+        if path in self._claims:
+            return path
+        made = _make_folders(path)
+        self._made.extend(made)
+        try:
+            lock_path = os.path.join(path, _lock_name(self.run_id))
+            fd = os.open(
+                lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+        except BaseException:
+            self._tidy()
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _write_line(
+                fd,
+                {
+                    "tool": TOOL,
+                    "run_id": self.run_id,
+                    "pid": self.pid,
+                    "started": self.started,
+                    "hostname": socket.gethostname(),
+                },
+            )
+            # Every folder this run made that holds this one, so that whichever manifest is
+            # cleaned last after a crash can remove the shared parents too.
+            for m in self._made:
+                if _within(path, m):
+                    _write_line(fd, {"made_folder": m})
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(lock_path)
+            self._tidy()
+            raise
+        self._claims[path] = _Claim(path, lock_path, fd)
+        return path
+
+    def record_file(self, path: str | os.PathLike[str]) -> None:
+        """Note, before it is created, a file this run will create in a claimed folder."""
+        p = os.path.abspath(os.fspath(path))
+        claim = self._claims.get(os.path.dirname(p))
+        if claim is None:
+            raise VmmemError(f"{p} is not in a folder this run has claimed")
+        if p not in claim.files:
+            claim.files.append(p)
+            _write_line(claim.fd, {"file": p})
+
+    def release(self, folder: str | os.PathLike[str]) -> list[str]:
+        """This run is done with `folder`: delete its files there (if any are still there),
+        its lock file and the folders it made, if empty. Returns the files it had to delete."""
+        claim = self._claims.pop(os.path.abspath(os.fspath(folder)), None)
+        if claim is None:
+            return []
+        left = [f for f in claim.files if _provably_ours(f, claim.folder)]
+        for f in left:
+            _unlink_quietly(f)
+        _unlink_quietly(claim.lock_path)
+        os.close(claim.fd)  # after the unlink: nobody may take the lock of a live manifest
+        self._tidy()
+        self.left_behind.extend(left)
+        return left
+
+    def _tidy(self) -> None:
+        """Remove the folders this run made that no claimed folder needs, if empty."""
+        unused = [m for m in self._made if not any(_within(c, m) for c in self._claims)]
+        _remove_folders(unused)
+        self._made = [m for m in self._made if os.path.lexists(m)]
+
+    def close(self) -> list[str]:
+        """Release every folder (deepest first, so made parents can go too)."""
+        left: list[str] = []
+        for folder in sorted(self._claims, key=len, reverse=True):
+            left.extend(self.release(folder))
+        return left
+
+
+def _within(path: str, folder: str) -> bool:
+    """`path` is `folder` or lies below it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _make_folders(path: str) -> list[str]:
+    """Create `path` and its missing parents with mode 0700 (whatever the umask); the ones
+    made, outermost first."""
+    missing = []
+    p = path
+    while not os.path.lexists(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    made: list[str] = []
+    try:
+        for m in reversed(missing):
+            try:
+                os.mkdir(m, FOLDER_MODE)
+            except FileExistsError:
+                continue  # made by someone else meanwhile: not ours
+            os.chmod(m, FOLDER_MODE)  # the umask may have taken bits away; never added
+            made.append(m)
+    except BaseException:
+        _remove_folders(made)
+        raise
+    if not os.path.isdir(path):
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", path)
+    return made
+
+
+def _remove_folders(made: list[str]) -> None:
+    for m in sorted(made, key=len, reverse=True):
+        try:
+            st = os.lstat(m)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                os.rmdir(m)  # only when empty: what anyone else put there stays
+            except OSError:
+                pass
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)  # unlink never follows a symlink
+    except OSError:
+        pass
+
+
+def _provably_ours(path: str, folder: str) -> bool:
+    """A listed file that is still what vmmem made: directly in `folder`, a regular file (not a
+    symlink), owned by this user, named as the core names paging files."""
+    if os.path.dirname(path) != folder or not path.endswith(PAGING_SUFFIX):
+        return False
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+
+
+def _read_manifest(lock_path: str, folder: str) -> EarlierRun | None:
+    """The manifest of a lock file, or None when it is not a vmmem manifest."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = b""
+        while chunk := os.read(fd, 1 << 16):
+            data += chunk
+            if len(data) > 16 << 20:
+                return None
+    finally:
+        os.close(fd)
+    lines = data.decode("utf-8", "replace").splitlines()
+    try:
+        head = json.loads(lines[0])
+        run = EarlierRun(
+            folder=folder,
+            lock_path=lock_path,
+            run_id=str(head["run_id"]),
+            pid=int(head["pid"]),
+            started=float(head["started"]),
+            hostname=str(head.get("hostname", "")),
+        )
+        if head.get("tool") != TOOL:
+            return None
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+    for line in lines[1:]:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a torn last line of a run that was killed mid-write
+        if isinstance(rec, dict) and isinstance(rec.get("file"), str):
+            run.files.append(rec["file"])
+        elif isinstance(rec, dict) and isinstance(rec.get("made_folder"), str):
+            run.made_folders.append(rec["made_folder"])
+    return run
+
+
+def _lock_files(folder: str) -> list[str]:
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(
+        os.path.join(folder, n)
+        for n in names
+        if n.startswith(LOCK_PREFIX) and n.endswith(LOCK_SUFFIX)
+    )
+
+
+def _is_held(lock_path: str) -> bool | None:
+    """Whether a live process holds the lock file (None: it could not be opened)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def active_runs(folder: str | os.PathLike[str]) -> list[EarlierRun]:
+    """Live vmmem runs that hold `folder` (this process's own Hosts included)."""
+    path = os.path.abspath(os.fspath(folder))
+    out = []
+    for lock in _lock_files(path):
+        run = _read_manifest(lock, path)
+        if run is not None and _is_held(lock):
+            out.append(run)
+    return out
+
+
+def earlier_runs(folder: str | os.PathLike[str]) -> list[EarlierRun]:
+    """Runs that left a manifest in `folder` and are no longer alive."""
+    path = os.path.abspath(os.fspath(folder))
+    out = []
+    for lock in _lock_files(path):
+        run = _read_manifest(lock, path)
+        if run is not None and _is_held(lock) is False:
+            out.append(run)
+    return out
+
+
+def remove_earlier_run(run: EarlierRun) -> list[str]:
+    """Delete what a dead run provably left in its folder: its listed paging files, its lock
+    file, and the folders it made if they are empty. Returns the files deleted; [] if the run
+    turned out to be alive (its lock could not be taken)."""
+    try:
+        fd = os.open(run.lock_path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return []  # alive after all, or another run is cleaning it right now
+        removed = []
+        for f in run.existing_files:
+            try:
+                os.unlink(f)
+                removed.append(f)
+            except OSError:
+                pass
+        _unlink_quietly(run.lock_path)
+    finally:
+        os.close(fd)
+    # Only the lock's own folder and its parents: a manifest names nothing else to remove.
+    _remove_folders([m for m in run.made_folders if _within(run.folder, m)])
+    return removed
+
+
+@dataclass
+class CleanReport:
+    """What `clean` found in one folder."""
+
+    folder: str
+    earlier: list[EarlierRun] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    live: list[EarlierRun] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "folder": self.folder,
+            "earlier_runs": [
+                {"run_id": r.run_id, "pid": r.pid, "started": r.started_text, "files": r.files}
+                for r in self.earlier
+            ],
+            "removed": self.removed,
+            "live_runs": [
+                {"run_id": r.run_id, "pid": r.pid, "started": r.started_text} for r in self.live
+            ],
+        }
+
+
+def clean(folder: str | os.PathLike[str]) -> list[CleanReport]:
+    """Remove what dead vmmem runs provably left in `folder` and in its direct subfolders
+    (the VMs' folders of a host folder; symlinked subfolders are not entered). Live runs'
+    files are left alone and reported."""
+    top = os.path.abspath(os.fspath(folder))
+    candidates = [top]
+    try:
+        with os.scandir(top) as it:
+            candidates += sorted(
+                e.path for e in it if e.is_dir(follow_symlinks=False) and not e.is_symlink()
+            )
+    except OSError:
+        pass
+    reports = []
+    for f in candidates:
+        rep = CleanReport(f, live=active_runs(f))
+        for run in earlier_runs(f):
+            rep.earlier.append(run)
+            rep.removed += remove_earlier_run(run)
+        if rep.earlier or rep.live:
+            reports.append(rep)
+    return reports
