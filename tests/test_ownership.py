@@ -14,11 +14,10 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from test_cli_run import ROOT, fast_scenario, paging_files
 
 from vmmem.cli.main import EXIT_REFUSED, cli
 from vmmem.workspace import Workspace, active_runs, clean, earlier_runs, remove_earlier_run
-
-from test_cli_run import ROOT, fast_scenario, paging_files
 
 ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
