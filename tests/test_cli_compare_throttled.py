@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vmmem.cli.schema import validate
+from vmmem.lab.schema import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLKIO = "/sys/fs/cgroup/blkio"

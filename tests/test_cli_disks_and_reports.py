@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from vmmem.cli.main import EXIT_USAGE, cli
-from vmmem.cli.report import CompareResult, RunResult
-from vmmem.cli.schema import RESULT_SCHEMA, schema_json, validate
+from vmmem.lab.results import CompareResult, RunResult
+from vmmem.lab.schema import RESULT_SCHEMA, schema_json, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,7 +68,7 @@ def test_small_validator_finds_problems():
 
 def _tiny_run() -> RunResult:
     """A RunResult as the runner fills it, for rendering without running."""
-    from vmmem.cli.scenario import article_scenario
+    from vmmem.lab.scenario import article_scenario
 
     s = article_scenario().scaled(8)
     boots = []

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vmmem.cli.main import cli
-from vmmem.cli.plan import plan_scenario
-from vmmem.cli.scenario import (
+from vmmem.lab.plan import plan_scenario
+from vmmem.lab.scenario import (
     MB,
     Event,
     Scenario,

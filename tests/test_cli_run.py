@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from vmmem.cli.main import EXIT_INTERRUPTED, EXIT_REFUSED, cli
-from vmmem.cli.runner import check_locations
-from vmmem.cli.scenario import article_scenario, load_scenario
-from vmmem.cli.schema import validate
 from vmmem.devices import device_for_path
+from vmmem.lab.runner import check_locations
+from vmmem.lab.scenario import article_scenario, load_scenario
+from vmmem.lab.schema import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_PATH = os.path.join(ROOT, "docs", "json-schema.json")

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vmmem.cli.main import EXIT_USAGE, cli
-from vmmem.cli.scenario import (
+from vmmem.lab.scenario import (
     ARTICLE_SCENARIO_TOML,
     MB,
     ScenarioError,

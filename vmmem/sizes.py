@@ -50,6 +50,16 @@ def parse_size(value: SizeLike, what: str = "size") -> int:
     return int(size)
 
 
+def format_mb(nbytes: float) -> str:
+    """A size as Hyper-V Manager shows it, for tables: "1,400 MB", "648 MB"; GB from 100 GB."""
+    if abs(nbytes) >= 100 * GB:
+        return f"{nbytes / GB:,.0f} GB"
+    value = nbytes / MB
+    if value == int(value) or abs(value) >= 10:
+        return f"{value:,.0f} MB"
+    return f"{value:.1f} MB"
+
+
 def format_size(nbytes: int | float) -> str:
     """A size for people, in Hyper-V's MB (2^20) or GB: "615 MB", "1.5 GB", "4 KB"."""
     nbytes = float(nbytes)

@@ -22,11 +22,11 @@ import click
 from rich.console import Console
 
 from vmmem.cli import render
-from vmmem.cli.scenario import Scenario, ScenarioError, load_scenario
 from vmmem.errors import RamBackedWarning
+from vmmem.lab.scenario import Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
-    from vmmem.cli.report import CompareResult, RunResult
+    from vmmem.lab.results import CompareResult, RunResult
 
 __all__ = [
     "EXIT_FAILED",
@@ -84,7 +84,7 @@ def _load(scenario_path: str | None, scale: float, *, warn: bool = True) -> Scen
     except ScenarioError as e:
         raise CliFailure(str(e), EXIT_USAGE) from None
     if warn and scale != 1:
-        from vmmem.cli.plan import scale_warnings
+        from vmmem.lab.plan import scale_warnings
 
         for w in scale_warnings(full, s):
             _err_console().print(f"[bold yellow]warning:[/bold yellow] {w}")
@@ -165,7 +165,7 @@ def scenario_cmd(scenario: str | None, scale: float, as_toml: bool, as_json: boo
       vmmem scenario --toml > my.toml     start your own from the article's
     """
     if as_toml:
-        from vmmem.cli.scenario import ARTICLE_SCENARIO_TOML
+        from vmmem.lab.scenario import ARTICLE_SCENARIO_TOML
 
         click.echo(ARTICLE_SCENARIO_TOML, nl=False)
         return
@@ -197,7 +197,7 @@ def plan_cmd(scenario: str | None, scale: float, as_json: bool) -> None:
       vmmem plan examples/static-and-dynamic.toml
       vmmem plan --json | jq .remedies
     """
-    from vmmem.cli.plan import plan_scenario
+    from vmmem.lab.plan import plan_scenario
 
     s = _load(scenario, scale)
     p = plan_scenario(s)
@@ -243,8 +243,8 @@ def disks_cmd(folders: tuple[str, ...], probe: bool, seconds: float, as_json: bo
       vmmem disks --probe /mnt/ssd /mnt/hdd
       vmmem disks --json
     """
-    from vmmem.cli.disks import describe_location, list_locations
-    from vmmem.cli.disks import probe as run_probe
+    from vmmem.lab.disks import describe_location, list_locations
+    from vmmem.lab.disks import probe as run_probe
 
     try:
         infos = list_locations(list(folders))
@@ -396,20 +396,13 @@ def _execute(
     s: Scenario, paging_dir: str | None, backend: str, quiet: bool, label: str = ""
 ) -> RunResult:
     """Run one scenario with live progress; LocationRefused becomes exit code 3."""
-    from vmmem.cli.plan import plan_scenario
-    from vmmem.cli.runner import LocationRefused, run_scenario
+    from vmmem.lab.runner import LocationRefused, run_scenario
 
     sink = _LiveProgress(quiet=quiet)
     if label and not quiet:
         sink.console.print(f"[bold]{label}[/bold]")
     try:
-        return run_scenario(
-            s,
-            paging_dir=paging_dir,
-            progress=sink,
-            backend=backend,
-            plan=plan_scenario(s).to_dict(),
-        )
+        return run_scenario(s, paging_dir=paging_dir, progress=sink, backend=backend)
     except LocationRefused as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
     finally:
@@ -500,15 +493,6 @@ def _save(
 # compare
 
 
-def baseline_scenario(s: Scenario) -> Scenario:
-    """The same scenario on a host with enough memory that no restart needs Smart Paging."""
-    from vmmem.cli.plan import plan_scenario
-
-    p = plan_scenario(s)
-    extra = next((r.amount for r in p.remedies if r.kind == "add-memory"), 0)
-    return s.with_host_memory(s.host_memory + extra) if extra else s
-
-
 @cli.command("compare")
 @click.argument(
     "paths",
@@ -565,10 +549,8 @@ def compare_cmd(
     Every folder is checked before anything runs: one without room for the
     worst case is refused (exit 3); a RAM-backed one is run but flagged.
     """
-    import time
-
-    from vmmem.cli.report import CompareResult
-    from vmmem.cli.runner import LocationRefused, check_locations
+    from vmmem.lab.compare import check_compare_locations, compare_locations
+    from vmmem.lab.runner import LocationRefused
 
     scenario_files = [p for p in paths if os.path.isfile(p)]
     folders = [p for p in paths if os.path.isdir(p)]
@@ -581,36 +563,34 @@ def compare_cmd(
     s = _load(scenario_files[0] if scenario_files else None, scale)
     for folder in folders:
         _check_paging_dir(folder)
-        try:
-            _, warnings = check_locations(s.with_paging_dir(os.path.abspath(folder)), folder)
-        except LocationRefused as e:
-            raise CliFailure(str(e), EXIT_REFUSED) from None
-        for w in warnings:
+    try:
+        for w in check_compare_locations(s, folders):
             _err_console().print(f"[bold yellow]warning:[/bold yellow] {w}")
-    cmp = CompareResult(baseline=None, runs={})
-    t0 = time.monotonic()
-    steps = ([] if no_baseline else [None]) + folders
-    for i, folder in enumerate(steps):
-        label = (
-            f"[{i + 1}/{len(steps)}] baseline: enough memory, no Smart Paging"
-            if folder is None
-            else f"[{i + 1}/{len(steps)}] Smart Paging on {folder}"
+    except LocationRefused as e:
+        raise CliFailure(str(e), EXIT_REFUSED) from None
+
+    def progress(index: int, count: int, folder: str | None) -> _LiveProgress:
+        sink = _LiveProgress(quiet=quiet)
+        if not quiet:
+            label = (
+                "baseline: enough memory, no Smart Paging"
+                if folder is None
+                else f"Smart Paging on {folder}"
+            )
+            sink.console.print(f"[bold][{index + 1}/{count}] {label}[/bold]")
+        return sink
+
+    try:
+        cmp = compare_locations(
+            s,
+            folders,
+            baseline=not no_baseline,
+            backend=backend,
+            progress=progress,
+            on_done=lambda sink: sink.close() if sink is not None else None,
         )
-        run = _execute(
-            baseline_scenario(s) if folder is None else s,
-            folders[0] if folder is None else folder,
-            backend,
-            quiet,
-            label,
-        )
-        if folder is None:
-            cmp.baseline = run
-        else:
-            cmp.runs[folder] = run
-        if run.outcome != "ok":
-            cmp.outcome, cmp.error = run.outcome, run.error or run.verdict()
-            break
-    cmp.duration = time.monotonic() - t0
+    except LocationRefused as e:
+        raise CliFailure(str(e), EXIT_REFUSED) from None
     render.compare_report(_console(), cmp)
     _save(cmp.to_dict(), json_path, plot_path, lambda path: _plot_compare(cmp, path))
     sys.exit({"ok": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[cmp.outcome])
@@ -643,8 +623,8 @@ def show_cmd(result_file: str, plot_path: str | None) -> None:
       vmmem show run.json
       vmmem show cmp.json --plot cmp.png
     """
-    from vmmem.cli.report import CompareResult, RunResult
-    from vmmem.cli.schema import RESULT_SCHEMA, validate
+    from vmmem.lab.results import CompareResult, RunResult
+    from vmmem.lab.schema import RESULT_SCHEMA, validate
 
     try:
         with open(result_file, encoding="utf-8") as f:

@@ -12,11 +12,10 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from vmmem.cli.report import CompareResult, RunResult  # noqa: E402
+from vmmem.lab.results import CompareResult, RunResult  # noqa: E402
+from vmmem.sizes import MB  # noqa: E402
 
 __all__ = ["plot_compare", "plot_run"]
-
-MB = 2**20
 
 
 def _series(result: RunResult) -> tuple[list[float], dict[str, dict[str, list[float]]]]:

@@ -7,21 +7,19 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from vmmem.cli.scenario import MB, Scenario, mb
 from vmmem.devices import KIND_WORDS
+from vmmem.lab.scenario import Scenario
+from vmmem.sizes import MB
+from vmmem.sizes import format_mb as mb
 
 if TYPE_CHECKING:
-    from vmmem.cli.disks import ProbeResult
-    from vmmem.cli.plan import Plan
-    from vmmem.cli.report import CompareResult, RunResult
-    from vmmem.cli.runner import VMProgress
     from vmmem.devices import DeviceInfo
+    from vmmem.lab.disks import ProbeResult
+    from vmmem.lab.plan import Plan
+    from vmmem.lab.results import CompareResult, RunResult
+    from vmmem.lab.runner import VMProgress
 
-__all__ = ["disks", "gib", "plan", "scenario", "seconds"]
-
-
-def gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:,.1f} GiB"
+__all__ = ["disks", "plan", "scenario", "seconds"]
 
 
 def seconds(value: float | None) -> str:
@@ -150,7 +148,7 @@ def disks(
         elif not d.has_counters:
             note = "no device counters: I/O cannot be confirmed"
         kind = KIND_WORDS.get(d.kind, d.kind)
-        row = [d.path, d.device or "-", d.model or "-", kind, d.fstype, gib(d.free_bytes)]
+        row = [d.path, d.device or "-", d.model or "-", kind, d.fstype, mb(d.free_bytes)]
         if probes:
             pr = probes.get(d.path)
             if pr is None:

@@ -18,15 +18,16 @@ from ..errors import NotEnoughMemoryError, SettingsError, VmmemError
 from ..memory import BACKENDS, POLICIES, FramePool
 from ..sizes import SizeLike, format_size, parse_size
 from ..workspace import Workspace
-from .balancer import BalancerThread, allocate
+from .balancer import BalancerThread, allocate, room_to_start
 from .reports import BootReport, TimelineSample, VMStatus
 from .settings import MEMORY_ALIGNMENT, VMSettings, validate_settings
 from .vm import VM
 from .workloads import Workload, as_phases, boot_phase_count
 
-__all__ = ["DEFAULT_FOLDER", "Host"]
+__all__ = ["DEFAULT_FOLDER", "DEFAULT_PAGE_SIZE", "Host"]
 
 DEFAULT_FOLDER = "vmmem-vms"  # under the current directory: on the local disk, visible
+DEFAULT_PAGE_SIZE = 4096
 
 
 class Host:
@@ -43,7 +44,7 @@ class Host:
         smart_paging_path: str | os.PathLike[str] | None = None,
         balancer_interval: float = 1.0,
         backend: str = "direct",
-        page_size: int = 4096,
+        page_size: int = DEFAULT_PAGE_SIZE,
         policy: str = "lru",
     ) -> None:
         self.memory = parse_size(memory, "host memory")
@@ -163,8 +164,8 @@ class Host:
             startup = vm.settings.startup // self.page_size
             others = [v._claim(starting=True) for v in self._running() if v is not vm]
             # After reclaiming every buffer (others down to their floor), is Startup there?
-            held = sum(-(-c.floor // unit) * unit for c in others)
-            can_have = (self._capacity_pages // unit * unit) - held
+            can_have = room_to_start(self._capacity_pages, others, unit)
+            held = self._capacity_pages // unit * unit - can_have
             if can_have < startup:
                 raise NotEnoughMemoryError(
                     f"Not enough memory in the system to start the virtual machine "

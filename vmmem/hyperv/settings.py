@@ -24,6 +24,7 @@ __all__ = [
     "MINIMUM_RAM",
     "VMSettings",
     "check_size",
+    "smart_paging_folder",
     "validate_settings",
 ]
 
@@ -52,6 +53,14 @@ _TITLES = {
     "buffer": "Memory buffer",
     "priority": "Memory weight (priority)",
 }
+
+
+def smart_paging_folder(
+    host_folder: str | os.PathLike[str], vm_name: str, smart_paging_path: str | None
+) -> str:
+    """A VM's Smart Paging folder: its own setting, else its folder under the host's (as
+    Hyper-V keeps the file with the VM's other files). Absolute."""
+    return os.path.abspath(smart_paging_path or os.path.join(os.fspath(host_folder), vm_name))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,13 @@ from ..memory import GuestMemory
 from ..sizes import SizeLike, format_size
 from .balancer import Claim, claim_for
 from .reports import BootReport, VMStatus, memory_status
-from .settings import PS_NAMES, VMSettings, check_size, validate_settings
+from .settings import (
+    PS_NAMES,
+    VMSettings,
+    check_size,
+    smart_paging_folder,
+    validate_settings,
+)
 from .workloads import Workload, boot_phase_count
 
 if TYPE_CHECKING:
@@ -303,7 +309,7 @@ class VM:
     @property
     def smart_paging_path(self) -> str:
         """The VM's Smart Paging folder (its own folder under the host's by default)."""
-        return self._settings.smart_paging_path or os.path.join(self._host.folder, self.name)
+        return smart_paging_folder(self._host.folder, self.name, self._settings.smart_paging_path)
 
     @smart_paging_path.setter
     def smart_paging_path(self, value: str | os.PathLike[str] | None) -> None:

@@ -21,6 +21,10 @@ from ..sizes import MB, SizeLike, parse_size
 __all__ = ["Boot", "Guest", "Idle", "Trace", "Workload", "as_phases"]
 
 
+# The article's idle guest: 250 MB committed of 512 MB Startup (250 MB + 20 % = 300 MB).
+IDLE_FRACTION = 250 / 512
+
+
 class Guest(Protocol):
     """What a workload may do to its VM (implemented by the VM's guest thread)."""
 
@@ -153,7 +157,7 @@ class Idle(Workload):
     """
 
     demand: SizeLike | None = None
-    fraction: float = 250 / 512
+    fraction: float = IDLE_FRACTION
     touch_interval: float = 0.5
     touches: int = 256
     write_ratio: float = 0.1

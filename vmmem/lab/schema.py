@@ -77,7 +77,7 @@ def validate(
 
 # ---------------------------------------------------------------------------------------------
 # The schema of `vmmem run --json` and `vmmem compare --json`. docs/json-schema.json is this,
-# written by `python -m vmmem.cli.schema > docs/json-schema.json` (a test keeps them equal).
+# written by `python -m vmmem.lab.schema > docs/json-schema.json` (a test keeps them equal).
 
 _num = {"type": "number"}
 _nnum = {"type": ["number", "null"]}

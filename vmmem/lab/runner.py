@@ -17,11 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from vmmem.cli.disks import describe_location
-from vmmem.cli.report import STORM_KINDS, RunResult
-from vmmem.cli.scenario import MB, Scenario, VMSpec, mb
 from vmmem.devices import DeviceInfo, device_for_path, io_counters
+from vmmem.hyperv.host import DEFAULT_FOLDER, DEFAULT_PAGE_SIZE
+from vmmem.hyperv.settings import smart_paging_folder
+from vmmem.lab.disks import describe_location
+from vmmem.lab.results import STORM_KINDS, RunResult
+from vmmem.lab.scenario import Scenario, VMSpec
 from vmmem.memory import LatencyHistogram
+from vmmem.sizes import MB
+from vmmem.sizes import format_mb as mb
 
 __all__ = [
     "LocationRefused",
@@ -35,7 +39,6 @@ __all__ = [
 ]
 
 POLL = 0.1  # seconds between progress polls
-DEFAULT_HOST_FOLDER = "vmmem-vms"  # the Hyper-V layer's default, under the current folder
 
 
 class LocationRefused(Exception):
@@ -75,11 +78,7 @@ class ProgressSink:
 
 def paging_folders(s: Scenario, host_folder: str) -> dict[str, str]:
     """VM name -> its Smart Paging folder (absolute), as the Hyper-V layer will place it."""
-    out = {}
-    for v in s.vms:
-        folder = v.smart_paging_path or os.path.join(host_folder, v.name)
-        out[v.name] = os.path.abspath(folder)
-    return out
+    return {v.name: smart_paging_folder(host_folder, v.name, v.smart_paging_path) for v in s.vms}
 
 
 def _existing_ancestor(path: str) -> str:
@@ -268,9 +267,13 @@ def run_scenario(
     from vmmem.hyperv import Host
 
     progress = progress or ProgressSink()
+    if plan is None:
+        from vmmem.lab.plan import plan_scenario
+
+        plan = plan_scenario(s).to_dict()
     if paging_dir is not None:
         s = s.with_paging_dir(os.path.abspath(paging_dir))
-    host_folder = os.path.abspath(s.smart_paging_path or DEFAULT_HOST_FOLDER)
+    host_folder = os.path.abspath(s.smart_paging_path or DEFAULT_FOLDER)
     infos, warnings = check_locations(s, host_folder)
     folders = sorted(set(paging_folders(s, host_folder).values()))
     result = RunResult(
@@ -280,7 +283,7 @@ def run_scenario(
         settings={
             "backend": backend,
             "policy": policy,
-            "page_size": 4096,
+            "page_size": DEFAULT_PAGE_SIZE,
             "host_folder": host_folder,
             "paging_folders": folders,
         },
@@ -332,6 +335,7 @@ def run_scenario(
                 backend=backend,
                 policy=policy,
             )
+            result.settings["page_size"] = host.page_size
             for v in s.vms:
                 kwargs: dict[str, Any] = dict(
                     startup=v.startup,

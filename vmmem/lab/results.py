@@ -154,7 +154,7 @@ class RunResult:
 
     def verdict(self) -> str:
         from vmmem.cli.render import seconds
-        from vmmem.cli.scenario import mb
+        from vmmem.sizes import format_mb as mb
 
         if self.outcome == "interrupted":
             return "interrupted: partial results; every Smart Paging file was deleted"

@@ -65,8 +65,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmmem.errors import SettingsError
-from vmmem.hyperv.settings import VMSettings, validate_settings
-from vmmem.sizes import parse_size
+from vmmem.hyperv.balancer import target_pages
+from vmmem.hyperv.settings import (
+    MAXIMUM_RAM,
+    MEMORY_ALIGNMENT,
+    MINIMUM_RAM,
+    VMSettings,
+    validate_settings,
+)
+from vmmem.hyperv.workloads import IDLE_FRACTION
+from vmmem.sizes import MB, parse_size
 
 __all__ = [
     "ARTICLE_SCENARIO_TOML",
@@ -79,17 +87,15 @@ __all__ = [
     "WorkloadSpec",
     "article_scenario",
     "load_scenario",
-    "mb",
     "parse_scenario",
     "scale_size",
 ]
 
-MB = 2**20
-MIN_STARTUP = 32 * MB  # Hyper-V: Startup and Minimum RAM are at least 32 MB
-MAX_MEMORY = 12 * 2**40  # Hyper-V: Maximum RAM up to 12 TB
-ALIGN = 2 * MB  # Hyper-V: sizes are multiples of 2 MB
+# Hyper-V's rules, from the one place they are written (vmmem.hyperv.settings).
+MIN_STARTUP = MINIMUM_RAM
+MAX_MEMORY = MAXIMUM_RAM
+ALIGN = MEMORY_ALIGNMENT
 
-IDLE_FRACTION = 0.48828125  # the Hyper-V layer's Idle default: 250 MB of 512 MB
 
 # Settings of the Boot and Idle phases a scenario may pass on (docs/HYPERV.md), and their types.
 BOOT_PARAMS = {
@@ -192,8 +198,15 @@ class VMSpec:
         """Where the balancer settles an idle VM on a roomy host: demand x (1 + buffer), clamped."""
         if not self.dynamic:
             return self.startup
-        want = round_up(self.idle_demand * (100 + self.effective_buffer) // 100, ALIGN)
-        return min(max(want, self.effective_minimum), self.effective_maximum)
+        # The balancer's own target, in whole 2 MB blocks as it hands memory out.
+        page = 4096
+        want = target_pages(
+            self.idle_demand // page,
+            self.effective_buffer,
+            self.effective_minimum // page,
+            self.effective_maximum // page,
+        )
+        return min(round_up(want * page, ALIGN), self.effective_maximum)
 
 
 @dataclass(frozen=True)
@@ -348,16 +361,6 @@ class Scenario:
                 {"action": e.action, "vms": list(e.vms), "seconds": e.seconds} for e in self.events
             ],
         }
-
-
-def mb(nbytes: float) -> str:
-    """A size as Hyper-V Manager shows it: "1400 MB", "648 MB"; GB from 100 GB up."""
-    if abs(nbytes) >= 100 * 2**30:
-        return f"{nbytes / 2**30:,.0f} GB"
-    value = nbytes / MB
-    if value == int(value) or abs(value) >= 10:
-        return f"{value:,.0f} MB"
-    return f"{value:.1f} MB"
 
 
 def round_up(value: int, unit: int) -> int:

@@ -23,8 +23,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmmem.cli.scenario import ALIGN, Scenario, VMSpec, mb, round_up
-from vmmem.hyperv.balancer import Claim, allocate, claim_for
+from vmmem.hyperv.balancer import Claim, allocate, claim_for, room_to_start
+from vmmem.lab.scenario import ALIGN, Scenario, VMSpec, round_up
+from vmmem.sizes import format_mb as mb
 
 __all__ = ["EventPlan", "Plan", "Remedy", "divide_for_boot", "plan_scenario"]
 
@@ -202,8 +203,8 @@ def _walk(s: Scenario) -> tuple[list[EventPlan], dict[str, int]]:
             failures, assigned = [], {}
             for name in e.vms:
                 v = s.vm(name)
-                floor = sum(_reclaim_floor(r) for r in running)
-                can_give = available - floor
+                others = [_claim(r, booting=False) for r in running]
+                can_give = room_to_start(available // PAGE, others, UNIT_PAGES) * PAGE
                 if can_give < v.startup:
                     failures.append(name)
                     continue

@@ -1,0 +1,78 @@
+"""The same boot storm with the Smart Paging files in each location in turn, plus a baseline
+on a host with enough memory: what `vmmem compare` runs, callable from the library too."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+
+from vmmem.lab.plan import plan_scenario
+from vmmem.lab.results import CompareResult
+from vmmem.lab.runner import ProgressSink, check_locations, run_scenario
+from vmmem.lab.scenario import Scenario
+
+__all__ = ["baseline_scenario", "check_compare_locations", "compare_locations"]
+
+
+def baseline_scenario(s: Scenario) -> Scenario:
+    """The same scenario on a host with enough memory that no restart needs Smart Paging."""
+    p = plan_scenario(s)
+    extra = next((r.amount for r in p.remedies if r.kind == "add-memory"), 0)
+    return s.with_host_memory(s.host_memory + extra) if extra else s
+
+
+def check_compare_locations(s: Scenario, folders: Sequence[str]) -> list[str]:
+    """Check every folder before anything runs (LocationRefused on the first that cannot take
+    the worst case); returns the warnings for people (RAM-backed, no counters)."""
+    warnings: list[str] = []
+    for folder in folders:
+        _, found = check_locations(s.with_paging_dir(os.path.abspath(folder)), folder)
+        warnings += found
+    return warnings
+
+
+def compare_locations(
+    s: Scenario,
+    folders: Sequence[str],
+    *,
+    baseline: bool = True,
+    backend: str = "direct",
+    policy: str = "lru",
+    progress: Callable[[int, int, str | None], ProgressSink | None] | None = None,
+    on_done: Callable[[ProgressSink | None], None] | None = None,
+) -> CompareResult:
+    """Run `s` with every VM's Smart Paging file in each folder in turn (after the baseline,
+    unless `baseline` is False). Stops at the first run that fails or is interrupted.
+
+    `progress(index, count, folder)` may return a sink for that run (folder None: the
+    baseline); `on_done(sink)` is called after each run, whatever happened.
+    """
+    if not folders:
+        raise ValueError("give at least one folder")
+    check_compare_locations(s, folders)
+    cmp = CompareResult(baseline=None, runs={})
+    t0 = time.monotonic()
+    steps: list[str | None] = ([None] if baseline else []) + list(folders)
+    for i, folder in enumerate(steps):
+        sink = progress(i, len(steps), folder) if progress is not None else None
+        try:
+            run = run_scenario(
+                baseline_scenario(s) if folder is None else s,
+                paging_dir=folders[0] if folder is None else folder,
+                progress=sink,
+                backend=backend,
+                policy=policy,
+            )
+        finally:
+            if on_done is not None:
+                on_done(sink)
+        if folder is None:
+            cmp.baseline = run
+        else:
+            cmp.runs[folder] = run
+        if run.outcome != "ok":
+            cmp.outcome, cmp.error = run.outcome, run.error or run.verdict()
+            break
+    cmp.duration = time.monotonic() - t0
+    return cmp
