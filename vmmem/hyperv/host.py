@@ -22,7 +22,7 @@ from .balancer import BalancerThread, allocate, room_to_start
 from .reports import BootReport, TimelineSample, VMStatus
 from .settings import MEMORY_ALIGNMENT, VMSettings, validate_settings
 from .vm import VM
-from .workloads import Workload, as_phases, boot_phase_count
+from .workloads import Workload, as_phases
 
 __all__ = ["DEFAULT_FOLDER", "DEFAULT_PAGE_SIZE", "Host"]
 
@@ -80,7 +80,7 @@ class Host:
         self.page_size = self.pool.page_size
         self._capacity_pages = capacity // self.page_size
         self._unit = max(1, MEMORY_ALIGNMENT // self.page_size)  # the 2 MB block, in pages
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         self._vms: dict[str, VM] = {}
         self._timeline: list[TimelineSample] = []
         # What this host makes on disk (folders, lock files, paging files), and only that,
@@ -131,8 +131,8 @@ class Host:
             name, startup, minimum, maximum, buffer, priority, dynamic, smart_paging_path
         )
         phases = as_phases(workload)
-        self._check_workload(settings, phases)
-        with self._lock:
+        self.check_workload(settings, phases)
+        with self.lock:
             if name in self._vms:
                 raise SettingsError(f"a virtual machine named {name!r} already exists on this host")
             vm = VM(self, settings, phases)
@@ -140,7 +140,7 @@ class Host:
             return vm
 
     def remove_vm(self, name: str) -> None:
-        with self._lock:
+        with self.lock:
             vm = self._vms.get(name)
             if vm is None:
                 raise KeyError(name)
@@ -148,21 +148,23 @@ class Host:
                 raise VmmemError(f"turn the virtual machine {name!r} off before removing it")
             del self._vms[name]
 
-    def _check_workload(self, settings: VMSettings, phases: Sequence[Workload]) -> None:
+    def check_workload(self, settings: VMSettings, phases: Sequence[Workload]) -> None:
+        """Raise SettingsError if a workload phase cannot run in these settings."""
         for phase in phases:
             phase.validate(settings.startup // self.page_size, settings.maximum // self.page_size)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _start_vm(self, vm: VM) -> None:
-        with self._lock:
+    def start_vm(self, vm: VM) -> None:
+        """Power `vm` on from Off (VM.start calls this): Startup RAM or NotEnoughMemoryError."""
+        with self.lock:
             self._check_open()
             if vm.state == "Running":
                 raise VmmemError(f"the virtual machine {vm.name!r} is already running")
-            self._check_workload(vm.settings, vm.workload)
+            self.check_workload(vm.settings, vm.workload)
             unit = self._unit
             startup = vm.settings.startup // self.page_size
-            others = [v._claim(starting=True) for v in self._running() if v is not vm]
+            others = [v.claim(starting=True) for v in self._running() if v is not vm]
             # After reclaiming every buffer (others down to their floor), is Startup there?
             can_have = room_to_start(self._capacity_pages, others, unit)
             held = self._capacity_pages // unit * unit - can_have
@@ -176,10 +178,10 @@ class Host:
                     f"{format_size(held * self.page_size)}). A start from Off never uses "
                     "Smart Paging."
                 )
-            vm._power_on("start")
+            vm.power_on("start")
             try:
                 # Hyper-V starts every VM with its Startup RAM, whatever the guest then uses.
-                own = vm._claim()
+                own = vm.claim()
                 own = replace(
                     own,
                     floor=max(own.floor, startup),
@@ -188,68 +190,69 @@ class Host:
                 )
                 claims = others + [own]
                 self._apply(allocate(self._capacity_pages, claims, unit))
-                if vm._assigned < startup:
+                if vm.assigned_pages < startup:
                     raise NotEnoughMemoryError(
                         f"Not enough memory in the system to start the virtual machine "
-                        f"'{vm.name}': only {format_size(vm._assigned * self.page_size)} of "
+                        f"'{vm.name}': only {format_size(vm.assigned_pages * self.page_size)} of "
                         f"its {format_size(startup * self.page_size)} Startup RAM could be "
                         "freed from the other VMs"
                     )
             except BaseException:
-                vm._power_off()
+                vm.power_off()
                 self._remove_made_folders()
                 raise
-            vm._launch(self.clock())
+            vm.launch(self.clock())
             self._sample()
 
-    def _stop_vm(self, vm: VM) -> None:
-        with self._lock:
+    def stop_vm(self, vm: VM) -> None:
+        """Turn `vm` off (VM.stop calls this): its memory goes back, its paging file goes."""
+        with self.lock:
             if vm.state == "Off":
                 return
-            vm._power_off()
+            vm.power_off()
             self._sample()
 
-    def _restart_vms(self, vms: Sequence[VM], kind: str) -> None:
-        """Restart VMs at the same instant: one allocation divides what the host can give;
-        a dynamic VM left short of Startup RAM boots on its Smart Paging file."""
-        with self._lock:
+    def restart_vms(self, names: Sequence[str] | None = None, *, kind: str = "restart") -> None:
+        """Restart the named VMs (default: every running VM) at the same instant: one
+        allocation divides what the host can give; a dynamic VM left short of Startup RAM
+        boots on its Smart Paging file. `kind` labels the boots ("restart", "reset", ...)."""
+        with self.lock:
             self._check_open()
+            if names is None:
+                vms = self._running()
+            else:
+                unknown = [n for n in names if n not in self._vms]
+                if unknown:
+                    raise VmmemError(f"no virtual machine named {unknown[0]!r} on this host")
+                vms = [self._vms[n] for n in names]
+            if not vms:
+                return
             for vm in vms:
                 if vm.state != "Running":
                     raise VmmemError(
                         f"the virtual machine {vm.name!r} is off: start it instead of restarting it"
                     )
             for vm in vms:
-                vm._power_off()
+                vm.power_off()
             try:
                 for vm in vms:
-                    vm._power_on(kind)
-                    vm._restarting = True
-                claims = [v._claim() for v in self._running()]
+                    vm.power_on(kind, restarting=True)
+                claims = [v.claim() for v in self._running()]
                 self._apply(allocate(self._capacity_pages, claims, self._unit))
                 for vm in vms:
-                    vm._restarting = False
-                    startup = vm.settings.startup // self.page_size
-                    vm._smart_paging = (
-                        vm.settings.dynamic
-                        and vm._assigned < startup
-                        and boot_phase_count(vm.workload) > 0
-                    )
+                    vm.end_restart_allocation()
             except BaseException:
                 for vm in vms:
-                    vm._power_off()
+                    vm.power_off()
                 raise
             started_at = self.clock()
             for vm in vms:
-                vm._launch(started_at)
+                vm.launch(started_at)
             self._sample()
 
     def restart(self) -> None:
         """Every running VM restarts at once (a host reboot, a patch night): the boot storm."""
-        with self._lock:
-            running = self._running()
-            if running:
-                self._restart_vms(running, "host-restart")
+        self.restart_vms(None, kind="host-restart")
 
     def start_all(self, timeout: float | None = None) -> list[BootReport]:
         """Start every Off VM one by one, as an admin brings a host up: each after the
@@ -280,13 +283,13 @@ class Host:
         while True:
             running = self._running()
             for vm in running:
-                vm._raise_if_failed()
+                vm.raise_if_failed()
             statuses = [vm.status for vm in running]
             if (
                 all(vm.booted for vm in running)
                 and all(
                     not st.smart_paging_file_in_use
-                    and not vm._smart_paging
+                    and not vm.smart_paging_active
                     and st.memory_status in ("OK", "")
                     for vm, st in zip(running, statuses, strict=True)
                 )
@@ -311,33 +314,33 @@ class Host:
         priority first: the pool never runs dry under a running guest."""
         running = [vm for vm in self._running() if vm.name in allocation]
         for vm in running:
-            if allocation[vm.name] < vm._assigned:
-                vm._set_assigned(allocation[vm.name])
-        free = self._capacity_pages - sum(vm._assigned for vm in self._running())
+            if allocation[vm.name] < vm.assigned_pages:
+                vm.set_assigned(allocation[vm.name])
+        free = self._capacity_pages - sum(vm.assigned_pages for vm in self._running())
         for vm in sorted(running, key=lambda v: -v.settings.priority):
             want = allocation[vm.name]
-            if want > vm._assigned and free > 0:
-                before = vm._assigned
-                vm._set_assigned(min(want, before + free))
-                free -= vm._assigned - before
+            if want > vm.assigned_pages and free > 0:
+                before = vm.assigned_pages
+                vm.set_assigned(min(want, before + free))
+                free -= vm.assigned_pages - before
 
     def _balanced(self) -> bool:
         """Whether the balancer has reached its targets: a tick now would change nothing."""
-        with self._lock:
+        with self.lock:
             running = self._running()
             if not running:
                 return True
-            claims = [vm._claim() for vm in running]
+            claims = [vm.claim() for vm in running]
             allocation = allocate(self._capacity_pages, claims, self._unit)
-            return all(allocation[vm.name] == vm._assigned for vm in running)
+            return all(allocation[vm.name] == vm.assigned_pages for vm in running)
 
     def _tick(self) -> None:
-        with self._lock:
+        with self.lock:
             if self._closed:
                 return
             running = self._running()
             if running:
-                claims = [vm._claim() for vm in running]
+                claims = [vm.claim() for vm in running]
                 self._apply(allocate(self._capacity_pages, claims, self._unit))
             self._sample()
 
@@ -358,7 +361,7 @@ class Host:
     @property
     def available_memory(self) -> int:
         """Bytes of the VMs' memory (memory - reserve) assigned to no VM now."""
-        used = sum(vm._assigned for vm in self._vms.values())
+        used = sum(vm.assigned_pages for vm in self._vms.values())
         return (self._capacity_pages - used) * self.page_size
 
     @property
@@ -368,7 +371,7 @@ class Host:
     @property
     def timeline(self) -> list[TimelineSample]:
         """One sample per balancer tick (and per lifecycle change), oldest first."""
-        with self._lock:
+        with self.lock:
             return list(self._timeline)
 
     @property
@@ -378,7 +381,7 @@ class Host:
 
     # -- folders and shutdown ----------------------------------------------------------------
 
-    def _make_folder(self, folder: str) -> None:
+    def claim_folder(self, folder: str) -> None:
         """Claim a Smart Paging folder for this host's run: made (0700) if missing, locked,
         with a manifest of what the run puts there."""
         self.workspace.claim(folder)
@@ -411,11 +414,11 @@ class Host:
             return
         self._closed = True
         self._balancer.stop()
-        with self._lock:
+        with self.lock:
             errors = []
             for vm in self._vms.values():
                 try:
-                    vm._power_off()
+                    vm.power_off()
                 except Exception as exc:  # noqa: BLE001 - stop the others anyway
                     errors.append(exc)
             self.pool.close()

@@ -16,17 +16,17 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
-
-import numpy as np
+from dataclasses import replace
+from typing import Protocol
 
 from .. import devices
-from ..errors import OutOfFramesError, SettingsError, VmmemError
-from ..memory import GuestMemory
+from ..errors import SettingsError, VmmemError
+from ..memory import FramePool, GuestMemory
 from ..sizes import SizeLike, format_size
+from ..workspace import Workspace
 from .balancer import Claim, claim_for
 from .reports import BootReport, VMStatus, memory_status
+from .session import BootRecord, GuestSession, Stopped
 from .settings import (
     PS_NAMES,
     VMSettings,
@@ -36,188 +36,40 @@ from .settings import (
 )
 from .workloads import Workload, boot_phase_count
 
-if TYPE_CHECKING:
-    from .host import Host
 
-__all__ = ["VM"]
+class HostServices(Protocol):
+    """What a VM needs of its host: the public surface of `Host` it calls (so this module
+    never imports the host)."""
 
-# Accesses per replay call: small while the VM may page, so a balancer change (which waits for
-# the guest's mutex) never waits behind a long run of disk I/O.
-_CHUNK = 4096
-_CHUNK_PAGING = 256
+    lock: threading.RLock
+    pool: FramePool
+    page_size: int
+    folder: str
+    backend: str
+    policy: str
+    balancer_interval: float
+    workspace: Workspace
 
+    def start_vm(self, vm: VM) -> None: ...
 
-class _Stopped(Exception):
-    """The VM is stopping or restarting: unwind the guest thread."""
+    def stop_vm(self, vm: VM) -> None: ...
 
+    def restart_vms(self, names: Sequence[str] | None = None, *, kind: str = ...) -> None: ...
 
-@dataclass
-class _Boot:
-    """Book-keeping of one boot (mutable; reports are frozen snapshots of it)."""
+    def claim_folder(self, folder: str) -> None: ...
 
-    kind: str
-    started_at: float = 0.0  # host clock
-    t0: float = 0.0  # time.monotonic()
-    assigned_at_boot: int = 0  # pages
-    smart_paging: bool = False
-    device: devices.DeviceInfo | None = None
-    io_start: devices.IOCounters | None = None
-    report: BootReport | None = None
-    file_created_at: float | None = None  # monotonic
-    file_deleted_at: float | None = None
-    peak_paged_out: int = 0  # pages
-    peak_file_size: int = 0  # bytes
+    def check_workload(self, settings: VMSettings, phases: Sequence[Workload]) -> None: ...
 
 
-class _Guest:
-    """The guest side of one boot: what workloads call (see workloads.Guest)."""
-
-    def __init__(self, vm: VM, memory: GuestMemory, boot: _Boot) -> None:
-        self.vm = vm
-        self.memory = memory
-        self.record = boot
-        self.stop = threading.Event()
-        self.booted = threading.Event()
-        self.page_size = memory.page_size
-        self.startup_pages = vm._settings.startup // memory.page_size
-        self.guest_pages = memory.pages
-        self.committed = np.zeros(0, dtype=bool)  # committed-page bitmap, grown on demand
-
-    # -- demand ------------------------------------------------------------------------------
-
-    @property
-    def demand(self) -> int:
-        return self.vm._demand
-
-    def _grow(self, top: int) -> None:
-        if top > len(self.committed):
-            grown = np.zeros(max(top, 2 * len(self.committed)), dtype=bool)
-            grown[: len(self.committed)] = self.committed
-            self.committed = grown
-
-    def commit_range(self, first: int, count: int) -> None:
-        with self.vm._lock:
-            self._check()
-            self._grow(first + count)
-            window = self.committed[first : first + count]
-            self.vm._demand += int(count - np.count_nonzero(window))
-            window[:] = True
-
-    def commit_pages(self, pages: np.ndarray) -> None:
-        unique = np.unique(pages)
-        if not unique.size:
-            return
-        with self.vm._lock:
-            self._check()
-            self._grow(int(unique[-1]) + 1)
-            new = unique[~self.committed[unique]]
-            self.committed[new] = True
-            self.vm._demand += int(new.size)
-
-    def keep_only(self, count: int) -> None:
-        """The guest keeps pages [0, count) committed and frees the rest: released, no I/O."""
-        with self.vm._lock:
-            self._check()
-            top = len(self.committed)
-            if top > count:
-                self.memory.release(count, min(top, self.guest_pages) - count)
-                self.committed[count:] = False
-            self._grow(count)
-            self.committed[:count] = True
-            self.vm._demand = int(np.count_nonzero(self.committed))
-            self.vm._cv.notify_all()
-        self.observe_file()
-
-    # -- running -----------------------------------------------------------------------------
-
-    def _check(self) -> None:
-        if self.stop.is_set():
-            raise _Stopped
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0 and self.stop.wait(seconds):
-            raise _Stopped
-        self._check()
-
-    def _wait_for_frames(self) -> None:
-        """A running guest short of memory waits for the balancer (pressure > 100) instead of
-        paging: only a restart on Smart Paging may page."""
-        vm = self.vm
-        with vm._cv:
-            while True:
-                self._check()
-                assigned = vm._assigned
-                booting_on_file = vm._smart_paging and not self.booted.is_set()
-                if assigned > 0 and (booting_on_file or assigned >= vm._demand):
-                    return
-                vm._cv.wait(0.05)
-
-    def replay(self, pages: np.ndarray, writes: np.ndarray | None) -> None:
-        n = len(pages)
-        start = 0
-        while start < n:
-            if self.vm._smart_paging and self.booted.is_set():
-                self.end_smart_paging()  # the boot is over: end Smart Paging at the first chance
-            self._wait_for_frames()
-            step = _CHUNK_PAGING if self.vm._smart_paging else _CHUNK
-            end = min(n, start + step)
-            self.memory.replay(pages[start:end], None if writes is None else writes[start:end])
-            if self.vm._smart_paging:
-                self.observe_file()
-            start = end
-
-    def observe_file(self) -> bool:
-        """Note the Smart Paging file's state for the boot report; True if it exists."""
-        stats = self.memory.stats
-        exists = stats.file_created > stats.file_deleted
-        rec = self.record
-        now = time.monotonic()
-        if exists:
-            if rec.file_created_at is None or rec.file_deleted_at is not None:
-                rec.file_created_at = rec.file_created_at or now
-                rec.file_deleted_at = None
-            paged_out = max(0, stats.zero_fills - stats.releases - stats.resident)
-            rec.peak_paged_out = max(rec.peak_paged_out, paged_out)
-            rec.peak_file_size = max(rec.peak_file_size, stats.file_size)
-        elif rec.file_created_at is not None and rec.file_deleted_at is None:
-            rec.file_deleted_at = now
-        return exists
-
-    def observe_file_closed(self) -> None:
-        """The memory was closed, which deletes the file: note when."""
-        rec = self.record
-        if rec.file_created_at is not None and rec.file_deleted_at is None:
-            rec.file_deleted_at = time.monotonic()
-
-    def end_smart_paging(self) -> None:
-        """After the boot: once the assigned memory holds the demand, bring the file's pages
-        back and delete it (drain). Smart Paging then stays off until the next short restart."""
-        vm = self.vm
-        if not vm._smart_paging or not self.booted.is_set():
-            return
-        self._check()
-        if self.observe_file() and vm._assigned >= vm._demand:
-            # A chunk at a time, so status reads and the balancer never wait behind the
-            # whole drain (the core holds the guest's mutex for each call).
-            left = 1
-            while left:
-                self._check()
-                if vm._assigned < vm._demand:
-                    return  # the balancer moved in between; try again next time
-                try:
-                    left = self.memory.drain(max_pages=_CHUNK_PAGING)
-                except OutOfFramesError:
-                    return  # the balancer moved in between; try again next time
-        with vm._lock:
-            if not self.observe_file():
-                vm._smart_paging = False
-                vm._cv.notify_all()
+__all__ = ["VM", "HostServices"]
 
 
 class VM:
     """A Hyper-V virtual machine with Dynamic Memory. Made by `Host.add_vm`."""
 
-    def __init__(self, host: Host, settings: VMSettings, phases: Sequence[Workload]) -> None:
+    def __init__(
+        self, host: HostServices, settings: VMSettings, phases: Sequence[Workload]
+    ) -> None:
         self._host = host
         self._settings = settings
         self._phases = tuple(phases)
@@ -225,14 +77,8 @@ class VM:
         self._cv = threading.Condition(self._lock)
         self._state = "Off"
         self._phase = "off"
-        self._memory: GuestMemory | None = None
-        self._guest: _Guest | None = None
-        self._thread: threading.Thread | None = None
-        self._assigned = 0  # pages: the guest's frame limit
-        self._demand = 0  # pages: committed memory
-        self._smart_paging = False  # a paging file is allowed (restart short of Startup RAM)
-        self._restarting = False
-        self._boots: list[_Boot] = []
+        self._session: GuestSession | None = None  # the current boot, while Running
+        self._boots: list[BootRecord] = []
         self._baseline_given: float | None = None
         self._baseline_measured: float | None = None
         self.error: BaseException | None = None
@@ -241,7 +87,7 @@ class VM:
         s = self._settings
         return (
             f"VM({s.name!r}, {self._state}, startup={format_size(s.startup)}, "
-            f"assigned={format_size(self._assigned * self._host.page_size)})"
+            f"assigned={format_size(self.assigned_pages * self._host.page_size)})"
         )
 
     # -- settings ----------------------------------------------------------------------------
@@ -319,7 +165,7 @@ class VM:
         """Apply setting changes with Hyper-V's rules: Startup, Dynamic Memory on/off and the
         Smart Paging folder only while Off; while running Maximum may only rise and Minimum
         only fall."""
-        with self._host._lock:
+        with self._host.lock:
             s = self._settings
             running = self._state == "Running"
             [(key, value)] = changes.items()
@@ -363,7 +209,7 @@ class VM:
                 kwargs.pop("maximum", None)
                 kwargs.pop("buffer", None)
             new_settings = validate_settings(**kwargs)  # type: ignore[arg-type]
-            self._host._check_workload(new_settings, self._phases)
+            self._host.check_workload(new_settings, self._phases)
             self._settings = new_settings
 
     # -- lifecycle (the host does the memory policy) -----------------------------------------
@@ -380,38 +226,39 @@ class VM:
     @property
     def memory(self) -> GuestMemory | None:
         """The guest's memory of the current boot (read its stats; do not drive it)."""
-        return self._memory
+        session = self._session
+        return None if session is None else session.memory
 
     def start(self) -> None:
         """Power on from Off. Raises NotEnoughMemoryError if Startup RAM cannot be had."""
-        self._host._start_vm(self)
+        self._host.start_vm(self)
 
     def stop(self) -> None:
         """Turn the VM off: its memory goes back to the host, any paging file is deleted."""
-        self._host._stop_vm(self)
+        self._host.stop_vm(self)
 
     def restart(self) -> None:
         """Restart the guest: the boot runs again, on Smart Paging if the host is short."""
-        self._host._restart_vms([self], "restart")
+        self._host.restart_vms([self.name], kind="restart")
 
     def reset(self) -> None:
         """Hard reset: like restart, without the guest's say."""
-        self._host._restart_vms([self], "reset")
+        self._host.restart_vms([self.name], kind="reset")
 
     @property
     def booted(self) -> bool:
-        guest = self._guest
+        guest = self._session
         return guest is not None and guest.booted.is_set() and self._state == "Running"
 
     def wait_booted(self, timeout: float | None = None) -> BootReport:
         """Wait until the current boot completes; returns its report."""
-        guest = self._guest
+        guest = self._session
         if guest is None:
-            self._raise_if_failed()
+            self.raise_if_failed()
             raise VmmemError(f"the virtual machine {self.name!r} is off: start it first")
         if not guest.booted.wait(timeout):
             raise TimeoutError(f"{self.name!r} did not finish booting within {timeout} s")
-        self._raise_if_failed()
+        self.raise_if_failed()
         report = self.boot_report
         assert report is not None
         return report
@@ -421,19 +268,19 @@ class VM:
         deadline = None if timeout is None else time.monotonic() + timeout
         self.wait_booted(timeout)
         with self._cv:
-            while self._smart_paging and self._state == "Running":
+            while self.smart_paging_active and self._state == "Running":
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise TimeoutError(
                         f"{self.name!r} still uses its Smart Paging file after {timeout} s"
                     )
                 self._cv.wait(0.05 if left is None else min(0.05, left))
-        self._raise_if_failed()
+        self.raise_if_failed()
         report = self.boot_report
         assert report is not None
         return report
 
-    def _raise_if_failed(self) -> None:
+    def raise_if_failed(self) -> None:
         if self.error is not None:
             raise VmmemError(f"the guest of {self.name!r} failed: {self.error}") from self.error
 
@@ -464,7 +311,7 @@ class VM:
                 return report
         return None
 
-    def _report_of(self, boot: _Boot) -> BootReport | None:
+    def _report_of(self, boot: BootRecord) -> BootReport | None:
         if boot.report is None:
             return None
         if boot.file_created_at is None:
@@ -475,7 +322,7 @@ class VM:
         if (
             self._boots
             and boot is self._boots[-1]
-            and self._smart_paging
+            and self.smart_paging_active
             and self._state == "Running"
         ):
             ended = False
@@ -495,14 +342,15 @@ class VM:
         s = self._settings
         ps = self._host.page_size
         with self._lock:
-            memory = self._memory
-            if self._state != "Running" or memory is None:
+            session = self._session
+            if self._state != "Running" or session is None:
                 return VMStatus(
                     s.name, "Off", self._phase, 0, 0, s.startup, 0.0, "", False, None, 0, 0
                 )
+            memory = session.memory
             stats = memory.stats
             in_use = stats.file_created > stats.file_deleted
-            assigned, demand = self._assigned * ps, self._demand * ps
+            assigned, demand = session.assigned * ps, session.demand * ps
             paged_out = max(0, stats.zero_fills - stats.releases - stats.resident) if in_use else 0
             return VMStatus(
                 name=s.name,
@@ -528,66 +376,85 @@ class VM:
                 smart_paging_file_size=stats.file_size,
             )
 
-    # -- host-side primitives (called with the host lock held) -------------------------------
+    # -- what the host calls (with its lock held) ----------------------------------------------
+    # The host decides; these carry its decisions out on this VM's current boot.
+
+    @property
+    def assigned_pages(self) -> int:
+        """Pages of host memory assigned now (the guest's frame limit); 0 while Off."""
+        session = self._session
+        return 0 if session is None else session.assigned
+
+    @property
+    def smart_paging_active(self) -> bool:
+        """This boot may use (or still drains) its Smart Paging file."""
+        session = self._session
+        return session is not None and session.smart_paging
 
     @property
     def _soft(self) -> bool:
         """May the host hold this VM below what it uses (paging to its file)? Only while it
         restarts on Smart Paging, until its boot completes. After the boot a leftover file only
         shrinks: the VM is never taken below its demand again, and drains when it can."""
-        guest = self._guest
-        booting = guest is not None and not guest.booted.is_set()
-        return self._restarting or (self._smart_paging and booting)
+        session = self._session
+        if session is None:
+            return False
+        booting = not session.booted.is_set()
+        return session.restarting or (session.smart_paging and booting)
 
-    def _claim(self, *, starting: bool = False) -> Claim:
-        """This VM's claim on host memory for the balancer (pages)."""
+    def claim(self, *, starting: bool = False) -> Claim:
+        """This VM's claim on host memory for the balancer (pages). `starting`: the claim as a
+        VM starting from Off sees it (it never takes memory from a VM booting on its file)."""
         s = self._settings
         ps = self._host.page_size
         with self._lock:
+            session = self._session
             soft = self._soft
             resident = 0
-            if not soft and self._memory is not None:
-                resident = self._memory.stats.resident
+            if not soft and session is not None:
+                resident = session.memory.stats.resident
+            assigned = 0 if session is None else session.assigned
             claim = claim_for(
                 s.name,
-                demand=self._demand,
+                demand=0 if session is None else session.demand,
                 minimum=s.minimum // ps,
                 maximum=s.maximum // ps,
                 buffer=s.buffer,
                 priority=s.priority,
-                assigned=self._assigned,
+                assigned=assigned,
                 dynamic=s.dynamic,
                 startup=s.startup // ps,
                 smart_paging=soft,
                 resident=resident,
             )
             if soft and starting:
-                # A start from Off never takes memory from a VM booting on Smart Paging.
-                claim = replace(claim, floor=self._assigned)
+                claim = replace(claim, floor=assigned)
             return claim
 
-    def _set_assigned(self, pages: int) -> None:
+    def set_assigned(self, pages: int) -> None:
         """Set the guest's frame limit. A VM not on Smart Paging is never taken below what it
         uses, so lowering its limit is pure ballooning: free pages only, no disk I/O."""
         with self._lock:
-            memory = self._memory
-            if memory is None or memory.closed:
+            session = self._session
+            if session is None or session.memory.closed:
                 return
-            if pages < self._assigned and not self._soft:
-                pages = max(pages, self._demand, memory.stats.resident)
-            if pages == self._assigned:
+            memory = session.memory
+            if pages < session.assigned and not self._soft:
+                pages = max(pages, session.demand, memory.stats.resident)
+            if pages == session.assigned:
                 return
             try:
                 memory.frame_limit = pages
             finally:
-                self._assigned = memory.frame_limit
+                session.assigned = memory.frame_limit
             self._cv.notify_all()
 
-    def _power_on(self, kind: str) -> None:
-        """Make the guest's memory (frame limit 0) for a new boot; the host assigns memory and
-        then calls _launch."""
+    def power_on(self, kind: str, *, restarting: bool = False) -> None:
+        """Begin a boot: claim the Smart Paging folder, make the guest's memory (frame limit 0)
+        and its session. The host then assigns memory and calls `launch`. `restarting`: the
+        host is dividing memory for a restart (the VM may be given less than Startup RAM)."""
         folder = self.smart_paging_path
-        self._host._make_folder(folder)
+        self._host.claim_folder(folder)
         memory = GuestMemory(
             self._host.pool,
             self._settings.maximum,
@@ -598,29 +465,42 @@ class VM:
             name=self.name,
         )
         self._host.workspace.record_file(memory.paging_file.path)
+        startup_pages = self._settings.startup // memory.page_size
+        session = GuestSession(memory, BootRecord(kind=kind), startup_pages, self._lock, self._cv)
+        session.restarting = restarting
         with self._lock:
             self.error = None
-            self._memory = memory
-            self._assigned = 0
-            self._smart_paging = False
+            self._session = session
             self._state = "Running"
             self._phase = "boot"
-            boot = _Boot(kind=kind)
-            self._guest = _Guest(self, memory, boot)
             # The guest boots into its Startup RAM: that is its demand from the first moment.
-            nboot = boot_phase_count(self._phases)
-            if nboot:
-                self._guest.commit_range(0, self._guest.startup_pages)
+            if boot_phase_count(self._phases):
+                session.commit_range(0, startup_pages)
             else:
                 self._phase = self._phases[0].phase
 
-    def _launch(self, started_at: float) -> None:
-        guest = self._guest
-        assert guest is not None
-        boot = guest.record
+    def end_restart_allocation(self) -> None:
+        """The host has divided memory for this restart: the boot pages to a Smart Paging file
+        exactly when it is a dynamic VM left short of its Startup RAM and it boots at all."""
+        with self._lock:
+            session = self._session
+            if session is None:
+                return
+            session.restarting = False
+            session.smart_paging = (
+                self._settings.dynamic
+                and session.assigned < session.startup_pages
+                and boot_phase_count(self._phases) > 0
+            )
+
+    def launch(self, started_at: float) -> None:
+        """Start the guest thread on the memory the host has assigned."""
+        session = self._session
+        assert session is not None
+        boot = session.record
         boot.started_at = started_at
-        boot.assigned_at_boot = self._assigned
-        boot.smart_paging = self._smart_paging
+        boot.assigned_at_boot = session.assigned
+        boot.smart_paging = session.smart_paging
         try:
             boot.device = devices.device_for_path(self.smart_paging_path)
             boot.io_start = devices.io_counters(boot.device)
@@ -628,32 +508,28 @@ class VM:
             boot.device, boot.io_start = None, None
         boot.t0 = time.monotonic()
         self._boots.append(boot)
-        self._thread = threading.Thread(
-            target=self._guest_main, args=(guest,), name=f"vm-{self.name}", daemon=True
+        session.thread = threading.Thread(
+            target=self._guest_main, args=(session,), name=f"vm-{self.name}", daemon=True
         )
-        self._thread.start()
+        session.thread.start()
 
-    def _power_off(self) -> None:
+    def power_off(self) -> None:
         """Stop the guest thread and free its memory (deletes any paging file)."""
-        guest, thread = self._guest, self._thread
-        if guest is not None:
-            guest.stop.set()
-        with self._cv:
-            self._cv.notify_all()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+        self._end_session(self._session)
+
+    def _end_session(
+        self, session: GuestSession | None, error: BaseException | None = None
+    ) -> None:
+        """The one teardown: a power-off, or a guest that failed (`error`)."""
+        if session is not None:
+            session.close()
         with self._lock:
-            if self._memory is not None:
-                self._memory.close()
-            if guest is not None:
-                guest.observe_file_closed()
-            self._memory = None
-            self._guest = None
-            self._thread = None
-            self._assigned = 0
-            self._demand = 0
-            self._smart_paging = False
-            self._restarting = False
+            if self._session is not session:
+                return
+            if error is not None:
+                self.error = error
+                self._phase = "failed"
+            self._session = None
             self._state = "Off"
             if self._phase != "failed":
                 self._phase = "off"
@@ -661,7 +537,7 @@ class VM:
 
     # -- the guest thread --------------------------------------------------------------------
 
-    def _guest_main(self, guest: _Guest) -> None:
+    def _guest_main(self, guest: GuestSession) -> None:
         try:
             nboot = boot_phase_count(self._phases)
             if nboot == 0:
@@ -675,34 +551,20 @@ class VM:
             while True:
                 guest.end_smart_paging()
                 guest.sleep(self._host.balancer_interval)
-        except _Stopped:
+        except Stopped:
             return
         except BaseException as exc:  # noqa: BLE001 - a failed guest turns the VM off
             if guest.stop.is_set():
                 return  # its memory was closed under it by a stop or restart
             self._guest_failed(guest, exc)
 
-    def _guest_failed(self, guest: _Guest, exc: BaseException) -> None:
-        with self._lock:
-            if self._guest is not guest:
-                return
-            self.error = exc
-            self._phase = "failed"
-            guest.stop.set()
-            if self._memory is not None:
-                self._memory.close()  # deletes the paging file: none is left behind
-            guest.observe_file_closed()
-            self._memory = None
-            self._guest = None
-            self._thread = None
-            self._assigned = 0
-            self._demand = 0
-            self._smart_paging = False
-            self._state = "Off"
-            self._cv.notify_all()
+    def _guest_failed(self, guest: GuestSession, exc: BaseException) -> None:
+        """A failed guest turns the VM off; its memory (and paging file) goes, waiters wake."""
+        guest.stop.set()
+        self._end_session(guest, error=exc)
         guest.booted.set()  # wake waiters: they see the error
 
-    def _boot_complete(self, guest: _Guest) -> None:
+    def _boot_complete(self, guest: GuestSession) -> None:
         boot = guest.record
         boot_time = time.monotonic() - boot.t0
         stats = guest.memory.stats

@@ -1,0 +1,228 @@
+"""One boot of a VM's guest: the session between power-on and power-off.
+
+A `GuestSession` holds what lives exactly as long as one boot: the guest's memory (a
+`GuestMemory` whose frame limit is the memory the host assigned), the thread that runs the
+workload phases, the committed (demand) bitmap, whether the boot may page to its Smart Paging
+file, and the `BootRecord` its report is made from. The VM makes one per power-on and closes it
+at power-off; the host changes its assignment through the VM.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import devices
+from ..errors import OutOfFramesError
+from ..memory import GuestMemory
+from .reports import BootReport
+
+__all__ = ["CHUNK", "CHUNK_PAGING", "BootRecord", "GuestSession", "Stopped"]
+
+# Accesses per replay call: small while the VM may page, so a balancer change (which waits for
+# the guest's mutex) never waits behind a long run of disk I/O.
+CHUNK = 4096
+CHUNK_PAGING = 256
+
+
+class Stopped(Exception):
+    """The VM is stopping or restarting: unwind the guest thread."""
+
+
+@dataclass
+class BootRecord:
+    """Book-keeping of one boot (mutable; reports are frozen snapshots of it)."""
+
+    kind: str
+    started_at: float = 0.0  # host clock
+    t0: float = 0.0  # time.monotonic()
+    assigned_at_boot: int = 0  # pages
+    smart_paging: bool = False
+    device: devices.DeviceInfo | None = None
+    io_start: devices.IOCounters | None = None
+    report: BootReport | None = None
+    file_created_at: float | None = None  # monotonic
+    file_deleted_at: float | None = None
+    peak_paged_out: int = 0  # pages
+    peak_file_size: int = 0  # bytes
+
+
+class GuestSession:
+    """One boot of a VM's guest, from power-on to power-off: its memory, the thread that runs
+    the workload, the memory the host assigned and the guest committed, whether it may page to
+    Smart Paging, and the boot's record. What workloads call (workloads.Guest) is here.
+
+    `lock`/`cv` are the VM's, so status reads and host changes see one consistent state.
+    `close()` ends it, whatever state it is in: stops the thread, frees the memory (which
+    deletes the paging file) and notes when the file went.
+    """
+
+    def __init__(
+        self,
+        memory: GuestMemory,
+        record: BootRecord,
+        startup_pages: int,
+        lock: threading.RLock,
+        cv: threading.Condition,
+    ) -> None:
+        self.memory = memory
+        self.record = record
+        self.lock = lock
+        self.cv = cv
+        self.stop = threading.Event()
+        self.booted = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.page_size = memory.page_size
+        self.startup_pages = startup_pages
+        self.guest_pages = memory.pages
+        self.committed = np.zeros(0, dtype=bool)  # committed-page bitmap, grown on demand
+        self.assigned = 0  # pages: the guest's frame limit
+        self.demand = 0  # pages: committed memory
+        self.smart_paging = False  # a paging file is allowed (restart short of Startup RAM)
+        self.restarting = False  # the host is dividing memory for this restart right now
+
+    # -- demand ------------------------------------------------------------------------------
+
+    def _grow(self, top: int) -> None:
+        if top > len(self.committed):
+            grown = np.zeros(max(top, 2 * len(self.committed)), dtype=bool)
+            grown[: len(self.committed)] = self.committed
+            self.committed = grown
+
+    def commit_range(self, first: int, count: int) -> None:
+        with self.lock:
+            self._check()
+            self._grow(first + count)
+            window = self.committed[first : first + count]
+            self.demand += int(count - np.count_nonzero(window))
+            window[:] = True
+
+    def commit_pages(self, pages: np.ndarray) -> None:
+        unique = np.unique(pages)
+        if not unique.size:
+            return
+        with self.lock:
+            self._check()
+            self._grow(int(unique[-1]) + 1)
+            new = unique[~self.committed[unique]]
+            self.committed[new] = True
+            self.demand += int(new.size)
+
+    def keep_only(self, count: int) -> None:
+        """The guest keeps pages [0, count) committed and frees the rest: released, no I/O."""
+        with self.lock:
+            self._check()
+            top = len(self.committed)
+            if top > count:
+                self.memory.release(count, min(top, self.guest_pages) - count)
+                self.committed[count:] = False
+            self._grow(count)
+            self.committed[:count] = True
+            self.demand = int(np.count_nonzero(self.committed))
+            self.cv.notify_all()
+        self.observe_file()
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self.stop.is_set():
+            raise Stopped
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0 and self.stop.wait(seconds):
+            raise Stopped
+        self._check()
+
+    def _wait_for_frames(self) -> None:
+        """A running guest short of memory waits for the balancer (pressure > 100) instead of
+        paging: only a restart on Smart Paging may page."""
+        with self.cv:
+            while True:
+                self._check()
+                assigned = self.assigned
+                booting_on_file = self.smart_paging and not self.booted.is_set()
+                if assigned > 0 and (booting_on_file or assigned >= self.demand):
+                    return
+                self.cv.wait(0.05)
+
+    def replay(self, pages: np.ndarray, writes: np.ndarray | None) -> None:
+        n = len(pages)
+        start = 0
+        while start < n:
+            if self.smart_paging and self.booted.is_set():
+                self.end_smart_paging()  # the boot is over: end Smart Paging at the first chance
+            self._wait_for_frames()
+            step = CHUNK_PAGING if self.smart_paging else CHUNK
+            end = min(n, start + step)
+            self.memory.replay(pages[start:end], None if writes is None else writes[start:end])
+            if self.smart_paging:
+                self.observe_file()
+            start = end
+
+    def observe_file(self) -> bool:
+        """Note the Smart Paging file's state for the boot report; True if it exists."""
+        stats = self.memory.stats
+        exists = stats.file_created > stats.file_deleted
+        rec = self.record
+        now = time.monotonic()
+        if exists:
+            if rec.file_created_at is None or rec.file_deleted_at is not None:
+                rec.file_created_at = rec.file_created_at or now
+                rec.file_deleted_at = None
+            paged_out = max(0, stats.zero_fills - stats.releases - stats.resident)
+            rec.peak_paged_out = max(rec.peak_paged_out, paged_out)
+            rec.peak_file_size = max(rec.peak_file_size, stats.file_size)
+        elif rec.file_created_at is not None and rec.file_deleted_at is None:
+            rec.file_deleted_at = now
+        return exists
+
+    def observe_file_closed(self) -> None:
+        """The memory was closed, which deletes the file: note when."""
+        rec = self.record
+        if rec.file_created_at is not None and rec.file_deleted_at is None:
+            rec.file_deleted_at = time.monotonic()
+
+    def end_smart_paging(self) -> None:
+        """After the boot: once the assigned memory holds the demand, bring the file's pages
+        back and delete it (drain). Smart Paging then stays off until the next short restart."""
+        if not self.smart_paging or not self.booted.is_set():
+            return
+        self._check()
+        if self.observe_file() and self.assigned >= self.demand:
+            # A chunk at a time, so status reads and the balancer never wait behind the
+            # whole drain (the core holds the guest's mutex for each call).
+            left = 1
+            while left:
+                self._check()
+                if self.assigned < self.demand:
+                    return  # the balancer moved in between; try again next time
+                try:
+                    left = self.memory.drain(max_pages=CHUNK_PAGING)
+                except OutOfFramesError:
+                    return  # the balancer moved in between; try again next time
+        with self.lock:
+            if not self.observe_file():
+                self.smart_paging = False
+                self.cv.notify_all()
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """End the boot: stop the guest thread, free the memory (deleting any paging file)."""
+        self.stop.set()
+        with self.cv:
+            self.cv.notify_all()
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self.lock:
+            if not self.memory.closed:
+                self.memory.close()
+            self.observe_file_closed()
+            self.assigned = 0
+            self.demand = 0
+            self.smart_paging = False
+            self.restarting = False
