@@ -378,7 +378,7 @@ class GuestMemory:
             rc = fn(self._ptr, *args)
         if doing:
             raise_for(rc, self._path, doing)
-        return rc
+        return int(rc)
 
     def close(self) -> None:
         """Give every frame back to the pool and delete the paging file."""

@@ -50,6 +50,17 @@ def parse_size(value: SizeLike, what: str = "size") -> int:
     return int(size)
 
 
+def format_duration(value: float | None) -> str:
+    """Seconds for people: "0.85 s", "14.1 s", "2.4 min"; "-" for None."""
+    if value is None:
+        return "-"
+    if value < 10:
+        return f"{value:.2f} s"
+    if value < 120:
+        return f"{value:.1f} s"
+    return f"{value / 60:.1f} min"
+
+
 def format_mb(nbytes: float) -> str:
     """A size as Hyper-V Manager shows it, for tables: "1,400 MB", "648 MB"; GB from 100 GB."""
     if abs(nbytes) >= 100 * GB:

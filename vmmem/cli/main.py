@@ -23,6 +23,7 @@ from rich.console import Console
 
 from vmmem.cli import render
 from vmmem.errors import RamBackedWarning
+from vmmem.lab.runner import ProgressSink, VMProgress
 from vmmem.lab.scenario import Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
@@ -324,7 +325,7 @@ def clean_cmd(folders: tuple[str, ...], as_json: bool) -> None:
 # run
 
 
-class _LiveProgress:
+class _LiveProgress(ProgressSink):
     """Live per-VM table on a terminal (stderr); one line per event otherwise."""
 
     def __init__(self, quiet: bool = False):
@@ -352,7 +353,7 @@ class _LiveProgress:
                 highlight=False,
             )
 
-    def update(self, vms: list, available: int, elapsed: float) -> None:
+    def update(self, vms: list[VMProgress], available: int, elapsed: float) -> None:
         if self.live is not None:
             self.live.update(render.progress_table(vms, available, elapsed, self.title))
 

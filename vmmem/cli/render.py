@@ -10,6 +10,7 @@ from rich.table import Table
 from vmmem.devices import KIND_WORDS
 from vmmem.lab.scenario import Scenario
 from vmmem.sizes import MB
+from vmmem.sizes import format_duration as seconds
 from vmmem.sizes import format_mb as mb
 
 if TYPE_CHECKING:
@@ -20,16 +21,6 @@ if TYPE_CHECKING:
     from vmmem.lab.runner import VMProgress
 
 __all__ = ["disks", "plan", "scenario", "seconds"]
-
-
-def seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 10:
-        return f"{value:.2f} s"
-    if value < 120:
-        return f"{value:.1f} s"
-    return f"{value / 60:.1f} min"
 
 
 def _opt_mb(value: int | None, fallback: str = "-") -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmmem.hyperv.balancer import Claim, allocate, claim_for, room_to_start
-from vmmem.lab.scenario import ALIGN, Scenario, VMSpec, round_up
+from vmmem.lab.scenario_model import ALIGN, Scenario, VMSpec, round_up
 from vmmem.sizes import format_mb as mb
 
 __all__ = ["EventPlan", "Plan", "Remedy", "divide_for_boot", "plan_scenario"]
@@ -203,8 +203,8 @@ def _walk(s: Scenario) -> tuple[list[EventPlan], dict[str, int]]:
             failures, assigned = [], {}
             for name in e.vms:
                 v = s.vm(name)
-                others = [_claim(r, booting=False) for r in running]
-                can_give = room_to_start(available // PAGE, others, UNIT_PAGES) * PAGE
+                running_claims = [_claim(r, booting=False) for r in running]
+                can_give = room_to_start(available // PAGE, running_claims, UNIT_PAGES) * PAGE
                 if can_give < v.startup:
                     failures.append(name)
                     continue

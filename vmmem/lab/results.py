@@ -90,7 +90,7 @@ class RunResult:
 
     def storm_event(self) -> int | None:
         """Index of the first restart event with boots (the storm the verdict is about)."""
-        idx = [b.get("event") for b in self.storm_boots() if b.get("event") is not None]
+        idx = [int(b["event"]) for b in self.storm_boots() if b.get("event") is not None]
         return min(idx) if idx else None
 
     def storm_summary(self) -> dict[str, Any]:
@@ -145,7 +145,9 @@ class RunResult:
         paged_w = sum(b.get("bytes_written") or 0 for b in self.boots)
         if paged_r + paged_w == 0:
             return None
-        io = [loc.get("device_io") for loc in self.locations if loc.get("device_io")]
+        io: list[dict[str, int]] = [
+            loc["device_io"] for loc in self.locations if loc.get("device_io")
+        ]
         if not io:
             return None
         dev_r = sum(d["read_bytes"] for d in io)
@@ -153,7 +155,7 @@ class RunResult:
         return dev_r >= paged_r and dev_w >= paged_w
 
     def verdict(self) -> str:
-        from vmmem.cli.render import seconds
+        from vmmem.sizes import format_duration as seconds
         from vmmem.sizes import format_mb as mb
 
         if self.outcome == "interrupted":
@@ -241,7 +243,8 @@ class RunResult:
 def _kind(loc: dict[str, Any]) -> str:
     dev = loc.get("device") or loc.get("fstype") or "?"
     model = loc.get("model")
-    rot = {True: "rotational", False: "non-rotational"}.get(loc.get("rotational"), "")
+    rotational = loc.get("rotational")
+    rot = "" if rotational is None else ("rotational" if rotational else "non-rotational")
     if loc.get("ram_backed"):
         rot = "RAM"
     facts = ", ".join(x for x in (model, rot) if x)
@@ -297,7 +300,7 @@ class CompareResult:
         return out
 
     def summary(self) -> str:
-        from vmmem.cli.render import seconds
+        from vmmem.sizes import format_duration as seconds
 
         rows = [r for r in self.rows() if r["boot_time"]]
         if not rows:

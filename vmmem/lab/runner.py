@@ -22,7 +22,7 @@ from vmmem.hyperv.host import DEFAULT_FOLDER, DEFAULT_PAGE_SIZE
 from vmmem.hyperv.settings import smart_paging_folder
 from vmmem.lab.disks import describe_location
 from vmmem.lab.results import STORM_KINDS, RunResult
-from vmmem.lab.scenario import Scenario, VMSpec
+from vmmem.lab.scenario import Event, Scenario, VMSpec
 from vmmem.memory import LatencyHistogram
 from vmmem.sizes import MB
 from vmmem.sizes import format_mb as mb
@@ -70,6 +70,8 @@ class ProgressSink:
     def update(self, vms: list[VMProgress], available: int, elapsed: float) -> None: ...
 
     def message(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +245,7 @@ class _Tracker:
         done = (stats.resident + stats.file_pages) / max(mem.pages, 1)
         if done <= 0.02:
             return None
-        return max(0.0, elapsed * (1 - done) / done)
+        return float(max(0.0, elapsed * (1 - done) / done))
 
 
 def run_scenario(
@@ -259,12 +261,12 @@ def run_scenario(
     """Run ``s`` on a new Host and return what it measured.
 
     ``paging_dir`` puts every VM's Smart Paging file there (Set-VM -SmartPagingFilePath on all).
-    Raises LocationRefused before anything is made if a folder cannot take the worst case.
-    KeyboardInterrupt is caught: the result then has outcome "interrupted" and what was
-    measured so far; the host is closed (its files deleted) in every case.
+    Raises LocationRefused before anything is made if a folder cannot take the worst case or
+    another live run holds it. KeyboardInterrupt is caught: the result then has outcome
+    "interrupted" and what was measured so far; the host is closed (its files deleted) in every
+    case. ``plan`` defaults to the planner's prediction for ``s``.
     """
     from vmmem.errors import VmmemError
-    from vmmem.hyperv import Host
 
     progress = progress or ProgressSink()
     if plan is None:
@@ -295,18 +297,124 @@ def run_scenario(
         progress.message(f"warning: {w}")
     before = {i.mountpoint: io_counters(i) for i in infos}
     t0 = time.monotonic()
-    host = None
-    tracker: _Tracker | None = None
+    run: _Run | None = None
+    try:
+        with sigterm_as_interrupt():
+            run = _Run(s, result, progress, t0, should_stop, host_folder, backend, policy)
+            run.play()
+    except KeyboardInterrupt:
+        result.outcome = "interrupted"
+    except (VmmemError, OSError, TimeoutError) as e:
+        result.outcome = "failed"
+        result.error = str(e)
+    finally:
+        with _no_interrupts():  # a second Ctrl-C must not stop the clean-up half way
+            if run is not None:
+                run.close()
+            result.duration = time.monotonic() - t0
+            after = {i.mountpoint: io_counters(i) for i in infos}
+            for info in infos:
+                result.locations.append(_location_with_io(info, before, after))
+    return result
 
-    def poll(until: Callable[[], bool], timeout: float | None = None) -> bool:
+
+def _location_with_io(
+    info: DeviceInfo, before: dict[str, Any], after: dict[str, Any]
+) -> dict[str, Any]:
+    """A location's device facts and what its device's counters moved during the run."""
+    loc = describe_location(info)
+    b, a = before.get(info.mountpoint), after.get(info.mountpoint)
+    loc["device_io"] = (
+        None
+        if b is None or a is None
+        else {
+            "read_bytes": (a - b).read_bytes,
+            "write_bytes": (a - b).write_bytes,
+            "read_count": (a - b).read_count,
+            "write_count": (a - b).write_count,
+        }
+    )
+    return loc
+
+
+class _Run:
+    """One scenario being played on a Host: an event handler per action, polling for progress
+    so the display stays live and Ctrl-C is honoured at once."""
+
+    def __init__(
+        self,
+        s: Scenario,
+        result: RunResult,
+        progress: ProgressSink,
+        t0: float,
+        should_stop: Callable[[], bool] | None,
+        host_folder: str,
+        backend: str,
+        policy: str,
+    ) -> None:
+        from vmmem.hyperv import Host
+
+        self.s, self.result, self.progress, self.t0 = s, result, progress, t0
+        self.should_stop = should_stop
+        self.host = Host(
+            s.host_memory,
+            reserve=s.host_reserve,
+            smart_paging_path=host_folder,
+            balancer_interval=s.balancer_interval,
+            backend=backend,
+            policy=policy,
+        )
+        result.settings["page_size"] = self.host.page_size
+        for v in s.vms:
+            kwargs: dict[str, Any] = dict(
+                startup=v.startup,
+                priority=v.priority,
+                dynamic=v.dynamic,
+                smart_paging_path=v.smart_paging_path,
+                workload=_workload(v),
+            )
+            if v.dynamic:
+                kwargs.update(minimum=v.minimum, maximum=v.maximum, buffer=v.buffer)
+            self.host.add_vm(v.name, **kwargs)
+        self.tracker = _Tracker(self.host)
+        self.handlers: dict[str, Callable[[Event], str]] = {
+            "start": self.start,
+            "idle": self.idle,
+            "restart-host": self.restart_host,
+            "restart": self.restart,
+            "settle": self.settle,
+        }
+
+    def play(self) -> None:
+        events = self.s.events
+        for i, e in enumerate(events):
+            desc = e.describe()
+            self.progress.event_started(i, len(events), desc)
+            started = time.monotonic()
+            boots_before = {n: len(vm.boot_reports) for n, vm in self.host.vms.items()}
+            note = self.handlers[e.action](e)
+            took = time.monotonic() - started
+            self.result.events.append(
+                {"index": i, "action": e.action, "description": desc, "seconds": took, "note": note}
+            )
+            self.progress.event_done(i, desc, took, note)
+            _collect_boots(self.host, self.result, boots_before, i)
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def poll(self, until: Callable[[], bool], timeout: float | None = None) -> bool:
         """Show progress until ``until()`` holds; False on timeout."""
+        from vmmem.errors import VmmemError
+
+        host = self.host
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if tracker is not None:
-                progress.update(tracker.snapshot(), host.available_memory, time.monotonic() - t0)
+            self.progress.update(
+                self.tracker.snapshot(), host.available_memory, time.monotonic() - self.t0
+            )
             if until():
                 return True
-            if should_stop is not None and should_stop():
+            if self.should_stop is not None and self.should_stop():
                 raise KeyboardInterrupt
             for vm in host.vms.values():
                 if vm.phase == "failed":
@@ -315,116 +423,65 @@ def run_scenario(
                 return False
             time.sleep(POLL)
 
-    def booted(names: list[str]) -> Callable[[], bool]:
-        return lambda: all(host.vms[n].booted for n in names)
+    def booted(self, names: list[str]) -> Callable[[], bool]:
+        return lambda: all(self.host.vms[n].booted for n in names)
 
-    def settled() -> bool:
+    def settled(self) -> bool:
         try:
-            host.wait_settled(timeout=0)
+            self.host.wait_settled(timeout=0)
             return True
         except TimeoutError:
             return False
 
-    try:
-        with sigterm_as_interrupt():
-            host = Host(
-                s.host_memory,
-                reserve=s.host_reserve,
-                smart_paging_path=host_folder,
-                balancer_interval=s.balancer_interval,
-                backend=backend,
-                policy=policy,
-            )
-            result.settings["page_size"] = host.page_size
-            for v in s.vms:
-                kwargs: dict[str, Any] = dict(
-                    startup=v.startup,
-                    priority=v.priority,
-                    dynamic=v.dynamic,
-                    smart_paging_path=v.smart_paging_path,
-                    workload=_workload(v),
-                )
-                if v.dynamic:
-                    kwargs.update(minimum=v.minimum, maximum=v.maximum, buffer=v.buffer)
-                host.add_vm(v.name, **kwargs)
-            tracker = _Tracker(host)
-            for i, e in enumerate(s.events):
-                desc = e.describe()
-                progress.event_started(i, len(s.events), desc)
-                started = time.monotonic()
-                note = ""
-                boots_before = {n: len(vm.boot_reports) for n, vm in host.vms.items()}
-                if e.action == "start":
-                    for n in e.vms:
-                        tracker.mark(n)
-                        host.vms[n].start()
-                        poll(booted([n]))
-                        if not poll(settled, timeout=max(30.0, 30 * s.balancer_interval)):
-                            note = "did not settle within the wait; went on"
-                elif e.action == "idle":
-                    end = time.monotonic() + (e.seconds or 0)
-                    poll(lambda end=end: time.monotonic() >= end)
-                elif e.action == "restart-host":
-                    names = [n for n, vm in host.vms.items() if vm.state == "Running"]
-                    host.restart()
-                    for n in names:
-                        tracker.mark(n)
-                    poll(booted(names))
-                elif e.action == "restart":
-                    for n in e.vms:
-                        tracker.mark(n)
-                        host.vms[n].restart()
-                        poll(booted([n]))
-                elif e.action == "settle":
-                    if not poll(settled, timeout=e.seconds):
-                        note = (
-                            f"not settled after {e.seconds:g} s: Smart Paging still in use "
-                            "or a VM not at its buffer"
-                        )
-                took = time.monotonic() - started
-                result.events.append(
-                    {
-                        "index": i,
-                        "action": e.action,
-                        "description": desc,
-                        "seconds": took,
-                        "note": note,
-                    }
-                )
-                progress.event_done(i, desc, took, note)
-                _collect_boots(host, result, boots_before, i)
-    except KeyboardInterrupt:
-        result.outcome = "interrupted"
-    except (VmmemError, OSError, TimeoutError) as e:
-        result.outcome = "failed"
-        result.error = str(e)
-    finally:
-        with _no_interrupts():  # a second Ctrl-C must not stop the clean-up half way
-            if host is not None:
-                try:
-                    _final(host, result)
-                finally:
-                    host.close()
-            result.duration = time.monotonic() - t0
-            after = {i.mountpoint: io_counters(i) for i in infos}
-            for info in infos:
-                loc = describe_location(info)
-                b, a = before.get(info.mountpoint), after.get(info.mountpoint)
-                loc["device_io"] = (
-                    None
-                    if b is None or a is None
-                    else {
-                        "read_bytes": (a - b).read_bytes,
-                        "write_bytes": (a - b).write_bytes,
-                        "read_count": (a - b).read_count,
-                        "write_count": (a - b).write_count,
-                    }
-                )
-                result.locations.append(loc)
-            # The host deletes its own files and nothing else; any it found still there
-            # (a guest that did not delete its file) it deleted, and names here.
-            result.leftover_files = host.left_behind if host is not None else []
-    return result
+    # -- the events; each returns a note for people ("" when there is nothing to say) ----------
+
+    def start(self, e: Event) -> str:
+        """Start the VMs one by one, each after the previous has booted and settled."""
+        note = ""
+        for n in e.vms:
+            self.tracker.mark(n)
+            self.host.vms[n].start()
+            self.poll(self.booted([n]))
+            if not self.poll(self.settled, timeout=max(30.0, 30 * self.s.balancer_interval)):
+                note = "did not settle within the wait; went on"
+        return note
+
+    def idle(self, e: Event) -> str:
+        end = time.monotonic() + (e.seconds or 0)
+        self.poll(lambda: time.monotonic() >= end)
+        return ""
+
+    def restart_host(self, e: Event) -> str:
+        names = [n for n, vm in self.host.vms.items() if vm.state == "Running"]
+        self.host.restart()
+        for n in names:
+            self.tracker.mark(n)
+        self.poll(self.booted(names))
+        return ""
+
+    def restart(self, e: Event) -> str:
+        for n in e.vms:
+            self.tracker.mark(n)
+            self.host.vms[n].restart()
+            self.poll(self.booted([n]))
+        return ""
+
+    def settle(self, e: Event) -> str:
+        if self.poll(self.settled, timeout=e.seconds):
+            return ""
+        return (
+            f"not settled after {e.seconds:g} s: Smart Paging still in use "
+            "or a VM not at its buffer"
+        )
+
+    def close(self) -> None:
+        """Final reports and statuses, then the host closed: it deletes its own files (and
+        names any it found still there), nothing else."""
+        try:
+            _final(self.host, self.result)
+        finally:
+            self.host.close()
+            self.result.leftover_files = self.host.left_behind
 
 
 @contextmanager
