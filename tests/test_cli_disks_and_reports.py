@@ -68,6 +68,7 @@ def test_small_validator_finds_problems():
 
 def _tiny_run() -> RunResult:
     """A RunResult as the runner fills it, for rendering without running."""
+    from vmmem.hyperv.reports import VMStatus
     from vmmem.lab.scenario import article_scenario
 
     s = article_scenario().scaled(8)
@@ -95,6 +96,7 @@ def _tiny_run() -> RunResult:
                     "page_out_p50": 1e-4,
                     "page_out_p99": 4e-4,
                     "smart_paging_peak_bytes": sp,
+                    "smart_paging_file_peak_size": sp,
                     "smart_paging_seconds": 2.0 if sp else 0.0,
                     "smart_paging_ended": True,
                     "paging_dir": "/tmp/x",
@@ -108,15 +110,20 @@ def _tiny_run() -> RunResult:
             "time": t / 10,
             "available_memory": 0,
             "vms": [
-                {
-                    "name": n,
-                    "state": "Running",
-                    "phase": "idle",
-                    "memory_assigned": (40 + t) * 2**20,
-                    "memory_demand": 32 * 2**20,
-                    "memory_status": "OK",
-                    "smart_paging_bytes": (t % 7) * 2**20,
-                }
+                VMStatus(
+                    name=n,
+                    state="Running",
+                    phase="idle",
+                    memory_assigned=(40 + t) * 2**20,
+                    memory_demand=32 * 2**20,
+                    memory_startup=64 * 2**20,
+                    pressure=50.0,
+                    memory_status="OK",
+                    smart_paging_file_in_use=bool(t % 7),
+                    smart_paging_file_path=None,
+                    smart_paging_bytes=(t % 7) * 2**20,
+                    smart_paging_file_size=(t % 7) * 2**20,
+                ).as_dict()
                 for n in ("vm1", "vm2")
             ],
         }
@@ -159,6 +166,7 @@ def _tiny_run() -> RunResult:
             }
         ],
         fault_latency_cdf={"seconds": [1e-4, 2e-4, 5e-4], "fraction": [0.5, 0.9, 1.0]},
+        fault_latency_percentiles={"p50": 1e-4, "p90": 2e-4, "p99": 5e-4},
     )
 
 
@@ -219,3 +227,31 @@ def test_top_help_lists_exit_codes_and_module_entry_point():
 def test_usage_error_exit_code():
     r = CliRunner().invoke(cli, ["run", "--scale", "abc"])
     assert r.exit_code == EXIT_USAGE
+
+
+def test_schema_records_are_the_dataclasses_fields():
+    import dataclasses
+
+    from vmmem.hyperv.reports import BootReport, VMStatus
+
+    boot = set(RESULT_SCHEMA["$defs"]["boot"]["properties"])
+    assert boot == {f.name for f in dataclasses.fields(BootReport)} - {
+        "page_in_latency",
+        "fault_latency",
+    } | {"event"}
+    status = set(RESULT_SCHEMA["$defs"]["status"]["properties"])
+    assert status == {f.name for f in dataclasses.fields(VMStatus)}
+
+
+def test_show_reads_a_version_1_file(tmp_path):
+    d = _tiny_run().to_dict()
+    d["schema_version"] = 1
+    for key in ("earlier_runs", "fault_latency_percentiles"):
+        del d[key]
+    for b in d["boots"]:
+        del b["smart_paging_file_peak_size"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(d))
+    r = CliRunner().invoke(cli, ["show", str(path)])
+    assert r.exit_code == 0, r.output
+    assert "the boot storm took 2.50 s" in r.stdout

@@ -637,7 +637,9 @@ def show_cmd(result_file: str, plot_path: str | None) -> None:
         raise CliFailure(
             f"{result_file}: not a vmmem result (no kind vmmem-run or vmmem-compare)", EXIT_USAGE
         )
-    problems = validate(data, RESULT_SCHEMA)
+    # Files of schema version 1 (before earlier_runs, full timeline statuses and stored
+    # percentiles) are read as they are: every reader tolerates the missing fields.
+    problems = validate(data, RESULT_SCHEMA) if data.get("schema_version") != 1 else []
     if problems:
         raise CliFailure(f"{result_file}: does not match the schema: {problems[0]}", EXIT_USAGE)
     if kind == "vmmem-run":

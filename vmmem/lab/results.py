@@ -20,7 +20,7 @@ import psutil
 
 __all__ = ["SCHEMA_VERSION", "CompareResult", "RunResult", "machine_facts", "now_iso"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STORM_KINDS = ("host-restart", "restart", "reset")
 
 
@@ -78,6 +78,8 @@ class RunResult:
     fault_latency_cdf: dict[str, list[float]] = field(
         default_factory=lambda: {"seconds": [], "fraction": []}
     )
+    # p50/p90/p99 of the storm's merged faults, as LatencyHistogram.percentile gives them.
+    fault_latency_percentiles: dict[str, float | None] = field(default_factory=dict)
     leftover_files: list[str] = field(default_factory=list)
     earlier_runs: list[str] = field(default_factory=list)  # what dead runs left, removed
     warnings: list[str] = field(default_factory=list)
@@ -211,6 +213,7 @@ class RunResult:
             "final_status": self.final_status,
             "locations": self.locations,
             "fault_latency_cdf": self.fault_latency_cdf,
+            "fault_latency_percentiles": self.fault_latency_percentiles,
             "timeline": self.timeline,
             "leftover_files": self.leftover_files,
             "earlier_runs": self.earlier_runs,
@@ -234,6 +237,7 @@ class RunResult:
             timeline=d.get("timeline", []),
             locations=d.get("locations", []),
             fault_latency_cdf=d.get("fault_latency_cdf", {"seconds": [], "fraction": []}),
+            fault_latency_percentiles=d.get("fault_latency_percentiles", {}),
             leftover_files=d.get("leftover_files", []),
             earlier_runs=d.get("earlier_runs", []),
             warnings=d.get("warnings", []),
@@ -291,9 +295,9 @@ class CompareResult:
                     "page_ins": st["page_ins"],
                     "page_outs": st["page_outs"],
                     # All three from the storm's merged faults, so they are of one sample.
-                    "fault_p50": _cdf_percentile(run.fault_latency_cdf, 50),
-                    "fault_p90": _cdf_percentile(run.fault_latency_cdf, 90),
-                    "fault_p99": _cdf_percentile(run.fault_latency_cdf, 99),
+                    "fault_p50": _storm_percentile(run, 50),
+                    "fault_p90": _storm_percentile(run, 90),
+                    "fault_p99": _storm_percentile(run, 99),
                     "device_io_confirmed": run.device_io_confirmed(),
                 }
             )
@@ -354,6 +358,13 @@ class CompareResult:
             duration=d["duration"],
             machine=d["machine"],
         )
+
+
+def _storm_percentile(run: RunResult, p: int) -> float | None:
+    """A percentile of the storm's merged faults; from the CDF for version-1 files."""
+    if f"p{p}" in run.fault_latency_percentiles:
+        return run.fault_latency_percentiles[f"p{p}"]
+    return _cdf_percentile(run.fault_latency_cdf, p)
 
 
 def _cdf_percentile(cdf: dict[str, list[float]], p: float) -> float | None:

@@ -527,26 +527,12 @@ def _final(host: Any, result: RunResult) -> None:
         for rep in vm.boot_reports
         if rep.kind in STORM_KINDS and rep.fault_latency is not None
     ]
-    seconds, fraction = LatencyHistogram.merge(latencies).cdf()
+    merged = LatencyHistogram.merge(latencies)
+    seconds, fraction = merged.cdf()
     result.fault_latency_cdf = {"seconds": seconds.tolist(), "fraction": fraction.tolist()}
-    result.final_status = [st.as_dict() for st in host.status]
-    result.timeline = [_slim_sample(x.as_dict()) for x in host.timeline]
-
-
-_TIMELINE_FIELDS = (
-    "name",
-    "state",
-    "phase",
-    "memory_assigned",
-    "memory_demand",
-    "memory_status",
-    "smart_paging_bytes",
-)
-
-
-def _slim_sample(d: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "time": d["time"],
-        "available_memory": d["available_memory"],
-        "vms": [{k: v.get(k) for k in _TIMELINE_FIELDS} for v in d["vms"]],
+    # The same percentile definition as each boot's fault_p50/p99 (LatencyHistogram).
+    result.fault_latency_percentiles = {
+        f"p{p}": merged.percentile(p) if merged.count else None for p in (50, 90, 99)
     }
+    result.final_status = [st.as_dict() for st in host.status]
+    result.timeline = [x.as_dict() for x in host.timeline]

@@ -7,8 +7,11 @@ maximum. ``validate`` returns a list of problems, each with the JSON path where 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
+
+from vmmem.hyperv.reports import BootReport, VMStatus
 
 __all__ = ["RESULT_SCHEMA", "schema_json", "validate"]
 
@@ -101,15 +104,43 @@ def _arr(items: dict[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": items}
 
 
-_STATUS = {
-    "name": _str,
-    "state": {"enum": ["Off", "Running"]},
-    "phase": _str,
-    "memory_assigned": _int,
-    "memory_demand": _int,
-    "memory_status": {"enum": ["OK", "Low", "Warning", "Paging", ""]},
-    "smart_paging_bytes": _int,
-}
+def _from_dataclass(
+    cls: type, overrides: dict[str, dict[str, Any]] | None = None, skip: tuple[str, ...] = ()
+) -> dict[str, dict[str, Any]]:
+    """A record's properties from the dataclass that makes it, so the schema cannot drift from
+    the code: int, float, bool, str, each optionally `| None`."""
+    base: dict[str, dict[str, Any]] = {"int": _int, "float": _num, "bool": _bool, "str": _str}
+    nullable: dict[str, dict[str, Any]] = {
+        "int": _nint,
+        "float": _nnum,
+        "bool": _nbool,
+        "str": _nstr,
+    }
+    props: dict[str, dict[str, Any]] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        kind = str(f.type).replace(" ", "")
+        if kind.endswith("|None"):
+            props[f.name] = nullable[kind.removesuffix("|None")]
+        else:
+            props[f.name] = base[kind]
+    props.update(overrides or {})
+    return props
+
+
+_STATUS = _from_dataclass(
+    VMStatus,
+    {
+        "state": {"enum": ["Off", "Running"]},
+        "memory_status": {"enum": ["OK", "Low", "Warning", "Paging", ""]},
+    },
+)
+_BOOT = _from_dataclass(
+    BootReport,
+    {"kind": {"enum": ["start", "restart", "reset", "host-restart"]}, "event": _int},
+    skip=("page_in_latency", "fault_latency"),
+)
 
 _DEFS: dict[str, Any] = {
     "machine": _obj(
@@ -208,48 +239,16 @@ _DEFS: dict[str, Any] = {
         "the whole run (null: no block device, e.g. tmpfs).",
     ),
     "boot": _obj(
-        {
-            "vm": _str,
-            "kind": {"enum": ["start", "restart", "reset", "host-restart"]},
-            "event": _int,
-            "started_at": _num,
-            "boot_time": _num,
-            "baseline": _nnum,
-            "slowdown": _nnum,
-            "startup_bytes": _int,
-            "assigned_at_boot": _int,
-            "smart_paging": _bool,
-            "page_ins": _int,
-            "page_outs": _int,
-            "bytes_read": _int,
-            "bytes_written": _int,
-            "fault_p50": _nnum,
-            "fault_p99": _nnum,
-            "page_out_p50": _nnum,
-            "page_out_p99": _nnum,
-            "smart_paging_peak_bytes": _int,
-            "smart_paging_seconds": _num,
-            "smart_paging_ended": _bool,
-            "paging_dir": _str,
-            "device": _nstr,
-            "device_read_bytes": _nint,
-            "device_write_bytes": _nint,
-        },
+        _BOOT,
         "One boot: the Hyper-V layer's BootReport (docs/HYPERV.md) and the index of the "
         "scenario event that caused it. Times in seconds (started_at on the host clock).",
     ),
     "status": _obj(
-        dict(
-            _STATUS,
-            memory_startup=_int,
-            pressure=_num,
-            smart_paging_file_in_use=_bool,
-            smart_paging_file_path=_nstr,
-        ),
+        _STATUS,
         "A VM as Get-VM shows it.",
     ),
     "sample": _obj(
-        {"time": _num, "available_memory": _int, "vms": _arr(_obj(dict(_STATUS)))},
+        {"time": _num, "available_memory": _int, "vms": _arr({"$ref": "#/$defs/status"})},
         "The host at one balancer tick.",
     ),
     "cdf": _obj(
@@ -305,7 +304,7 @@ _DEFS: dict[str, Any] = {
 _DEFS["run"] = _obj(
     {
         "kind": {"const": "vmmem-run"},
-        "schema_version": {"const": 1},
+        "schema_version": {"const": 2},
         "outcome": _OUTCOME,
         "error": _nstr,
         "verdict": _str,
@@ -332,6 +331,7 @@ _DEFS["run"] = _obj(
         "final_status": _arr({"$ref": "#/$defs/status"}),
         "locations": _arr({"$ref": "#/$defs/location"}),
         "fault_latency_cdf": {"$ref": "#/$defs/cdf"},
+        "fault_latency_percentiles": _obj({"p50": _nnum, "p90": _nnum, "p99": _nnum}),
         "timeline": _arr({"$ref": "#/$defs/sample"}),
         "leftover_files": _arr(_str),
         "earlier_runs": _arr(_str),
@@ -342,7 +342,7 @@ _DEFS["run"] = _obj(
 _DEFS["compare"] = _obj(
     {
         "kind": {"const": "vmmem-compare"},
-        "schema_version": {"const": 1},
+        "schema_version": {"const": 2},
         "outcome": _OUTCOME,
         "error": _nstr,
         "summary": _str,
