@@ -48,7 +48,7 @@ touch_interval = 0.05
 action = "start"
 vms = "all"
 [[event]]
-action = "restart-host"
+action = "restart-vms"
 [[event]]
 action = "settle"
 timeout = 60

@@ -30,7 +30,7 @@ def example(name: str) -> Scenario:
 
 
 def storm(plan):
-    return next(e for e in plan.events if e.action == "restart-host")
+    return next(e for e in plan.events if e.action == "restart-vms")
 
 
 def test_article_needs_648_mb_of_smart_paging_162_per_vm():
@@ -130,11 +130,11 @@ def test_plan_never_hands_out_more_than_the_host_has(host_mb, n, startups, prios
         "h",
         host_memory=host_mb * 2 * MB,
         vms=vms,
-        events=(Event("start", tuple(v.name for v in vms)), Event("restart-host")),
+        events=(Event("start", tuple(v.name for v in vms)), Event("restart-vms")),
     )
     p = plan_scenario(s)
     for e in p.events:
-        if e.action == "restart-host":  # simultaneous boots share the host
+        if e.action == "restart-vms":  # simultaneous boots share the host
             assert sum(e.assigned.values()) <= s.available
         for name, b in e.paging.items():
             assert b >= 0 and b + e.assigned[name] == s.vm(name).startup

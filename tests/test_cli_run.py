@@ -48,7 +48,7 @@ vms = "all"
 action = "idle"
 seconds = 0.1
 [[event]]
-action = "restart-host"
+action = "restart-vms"
 [[event]]
 action = "settle"
 timeout = 30
@@ -113,12 +113,12 @@ def test_run_end_to_end(disk_dir, monkeypatch):
     )
     assert r.exit_code == 0, r.output
     out = r.stdout
-    assert "host-restart" in out and "the boot storm took" in out
+    assert "restart" in out and "the boot storm took" in out
     assert "every Smart Paging file is gone" in out
     data = json.loads((disk_dir / "run.json").read_text())
     check_against_schema(data)
     assert data["outcome"] == "ok"
-    storm = [b for b in data["boots"] if b["kind"] == "host-restart"]
+    storm = [b for b in data["boots"] if b["kind"] == "restart"]
     assert len(storm) == 4 and all(b["smart_paging"] for b in storm)
     # About 4 x 64 - 176 = 80 MB went to Smart Paging, every file was deleted.
     total_peak = sum(b["smart_paging_peak_bytes"] for b in storm)

@@ -39,7 +39,7 @@ def test_article_is_the_domain_scenario():
     for v in s.vms:
         assert (v.startup, v.minimum, v.maximum, v.buffer) == (512 * MB, 32 * MB, 2048 * MB, 20)
         assert v.idle_target == 300 * MB  # 250 MB + 20 %, the article's "about 300 MB"
-    assert [e.action for e in s.events] == ["start", "idle", "restart-host", "settle"]
+    assert [e.action for e in s.events] == ["start", "idle", "restart-vms", "settle"]
 
 
 def test_examples_hold_the_article_and_two_more():
@@ -168,7 +168,7 @@ def test_count_makes_numbered_vms_and_default_events(tmp_path):
     path = _write(tmp_path, GOOD_VM.replace('name = "vm1"', 'name = "web"\ncount = 3'))
     s = load_scenario(path)
     assert [v.name for v in s.vms] == ["web1", "web2", "web3"]
-    assert [e.action for e in s.events] == ["start", "idle", "restart-host", "settle"]
+    assert [e.action for e in s.events] == ["start", "idle", "restart-vms", "settle"]
     assert s.events[0].vms == ("web1", "web2", "web3")
 
 

@@ -73,7 +73,7 @@ def test_article_scenario_quarter_size(disk_dir: Path) -> None:
         assert sum(s.memory_assigned for s in statuses) == 350 * MB
         assert all(s.memory_assigned < 128 * MB for s in statuses)
         reports = host.wait_booted(60)
-        assert all(r.smart_paging and r.kind == "host-restart" for r in reports)
+        assert all(r.smart_paging and r.kind == "restart" for r in reports)
         assert sum(r.assigned_at_boot for r in reports) == 350 * MB
         gap = 4 * 128 - 350  # 162 MB to bridge with the Smart Paging files in all
         assert mb(sum(r.startup_bytes - r.assigned_at_boot for r in reports)) == gap

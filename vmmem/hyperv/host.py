@@ -19,6 +19,7 @@ from ..memory import BACKENDS, POLICIES, FramePool
 from ..sizes import SizeLike, format_size, parse_size
 from ..workspace import Workspace
 from .balancer import BalancerThread, allocate, room_to_start
+from .reboot import HostReboot, RebootOutcome
 from .reports import BootReport, TimelineSample, VMStatus
 from .settings import MEMORY_ALIGNMENT, VMSettings, validate_settings
 from .vm import VM
@@ -88,6 +89,7 @@ class Host:
         self.workspace = Workspace()
         self._t0 = time.monotonic()
         self._closed = False
+        self._reboot: HostReboot | None = None
         self._balancer = BalancerThread(self._tick, self.balancer_interval, "vmmem-balancer")
         self._balancer.start()
 
@@ -124,11 +126,31 @@ class Host:
         dynamic: bool = True,
         smart_paging_path: str | os.PathLike[str] | None = None,
         workload: Workload | Sequence[Workload] | None = None,
+        *,
+        generation: int = 2,
+        automatic_stop_action: str = "Save",
+        automatic_start_action: str = "StartIfRunning",
+        automatic_start_delay: float = 0.0,
     ) -> VM:
-        """A new VM, Off. Raises SettingsError (creating nothing) on a bad setting."""
+        """A new VM, Off. Raises SettingsError (creating nothing) on a bad setting.
+
+        The automatic stop and start actions and the start delay say what the VM does when the
+        host reboots (`reboot`), as Set-VM's -AutomaticStopAction, -AutomaticStartAction and
+        -AutomaticStartDelay do."""
         self._check_open()
         settings = validate_settings(
-            name, startup, minimum, maximum, buffer, priority, dynamic, smart_paging_path
+            name,
+            startup,
+            minimum,
+            maximum,
+            buffer,
+            priority,
+            dynamic,
+            smart_paging_path,
+            generation=generation,
+            automatic_stop_action=automatic_stop_action,
+            automatic_start_action=automatic_start_action,
+            automatic_start_delay=automatic_start_delay,
         )
         phases = as_phases(workload)
         self.check_workload(settings, phases)
@@ -156,52 +178,64 @@ class Host:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start_vm(self, vm: VM) -> None:
-        """Power `vm` on from Off (VM.start calls this): Startup RAM or NotEnoughMemoryError."""
+        """Power `vm` on (VM.start calls this). From Off it needs its Startup RAM; a Saved VM
+        is restored with the memory it had when saved. Either way NotEnoughMemoryError if the
+        host cannot make that much available: neither ever uses Smart Paging."""
         with self.lock:
             self._check_open()
             if vm.state == "Running":
                 raise VmmemError(f"the virtual machine {vm.name!r} is already running")
             self.check_workload(vm.settings, vm.workload)
             unit = self._unit
-            startup = vm.settings.startup // self.page_size
+            restoring = vm.state == "Saved"
+            need = vm.saved_pages if restoring else vm.settings.startup // self.page_size
+            what = "its saved memory" if restoring else "Startup RAM"
             others = [v.claim(starting=True) for v in self._running() if v is not vm]
-            # After reclaiming every buffer (others down to their floor), is Startup there?
+            # After reclaiming every buffer (others down to their floor), is it there?
             can_have = room_to_start(self._capacity_pages, others, unit)
             held = self._capacity_pages // unit * unit - can_have
-            if can_have < startup:
+            if can_have < need:
                 raise NotEnoughMemoryError(
                     f"Not enough memory in the system to start the virtual machine "
-                    f"'{vm.name}': it needs {format_size(startup * self.page_size)} of Startup "
-                    f"RAM and only {format_size(max(0, can_have) * self.page_size)} can be made "
+                    f"'{vm.name}': it needs {format_size(need * self.page_size)} ({what}) and "
+                    f"only {format_size(max(0, can_have) * self.page_size)} can be made "
                     f"available (host memory for VMs {format_size(self.capacity)}, "
                     f"reserve {format_size(self.reserve)}, other running VMs need "
-                    f"{format_size(held * self.page_size)}). A start from Off never uses "
-                    "Smart Paging."
+                    f"{format_size(held * self.page_size)}). A start from Off or from a saved "
+                    "state never uses Smart Paging."
                 )
-            vm.power_on("start")
+            saved = vm.saved_pages
+            vm.power_on("restore" if restoring else "start", resume=restoring)
             try:
-                # Hyper-V starts every VM with its Startup RAM, whatever the guest then uses.
+                # Hyper-V starts every VM with its Startup RAM (a restore with what it had),
+                # whatever the guest then uses.
                 own = vm.claim()
                 own = replace(
                     own,
-                    floor=max(own.floor, startup),
-                    need=max(own.need, startup),
-                    want=max(own.want, startup),
+                    floor=max(own.floor, need),
+                    need=max(own.need, need),
+                    want=max(own.want, need),
                 )
                 claims = others + [own]
                 self._apply(allocate(self._capacity_pages, claims, unit))
-                if vm.assigned_pages < startup:
+                if vm.assigned_pages < need:
                     raise NotEnoughMemoryError(
                         f"Not enough memory in the system to start the virtual machine "
                         f"'{vm.name}': only {format_size(vm.assigned_pages * self.page_size)} of "
-                        f"its {format_size(startup * self.page_size)} Startup RAM could be "
+                        f"the {format_size(need * self.page_size)} it needs ({what}) could be "
                         "freed from the other VMs"
                     )
             except BaseException:
-                vm.power_off()
+                if restoring:
+                    vm.save(saved)  # a restore that fails leaves the VM Saved
+                else:
+                    vm.power_off()
                 self._remove_made_folders()
                 raise
-            vm.launch(self.clock())
+            if restoring:
+                vm.restore(self.clock())
+            else:
+                vm.launch(self.clock())
             self._sample()
 
     def stop_vm(self, vm: VM) -> None:
@@ -251,8 +285,50 @@ class Host:
             self._sample()
 
     def restart(self) -> None:
-        """Every running VM restarts at once (a host reboot, a patch night): the boot storm."""
-        self.restart_vms(None, kind="host-restart")
+        """Every running VM restarts at once: `restart_vms()` (the article's patch night)."""
+        self.restart_vms(None)
+
+    def reboot(self, *, smart_paging_on_host_reboot: bool = False) -> HostReboot:
+        """Reboot the host as Hyper-V does: every running VM follows its automatic stop action
+        (Save by default: saved with its memory; ShutDown or TurnOff: off), then, once the
+        host is back, its automatic start action after its start delay (on a thread; the
+        returned HostReboot's `wait()` waits for the starts). A saved VM is restored with the
+        memory it had, a VM off needs its Startup RAM; a start that cannot get it fails with
+        "Not enough memory in the system to start the virtual machine". Never Smart Paging.
+
+        `smart_paging_on_host_reboot=True` is the seed article's reading instead: the running
+        VMs restart at once and boot on Smart Paging where short (boots of kind
+        "host-restart")."""
+        if self._reboot is not None:
+            self._reboot.cancel()  # outside the lock: its thread may be waiting for it
+        with self.lock:
+            self._check_open()
+            running = self._running()
+            was_running = {vm.name for vm in running}
+            if smart_paging_on_host_reboot:
+                self.restart_vms(None, kind="host-restart")
+                reboot = HostReboot([], set(), self.clock, self.lock)
+                for vm in running:
+                    s = vm.settings
+                    reboot.outcomes[vm.name] = RebootOutcome(
+                        vm.name,
+                        "restart",
+                        s.automatic_start_action,
+                        0.0,
+                        "restarted",
+                        at=self.clock(),
+                    )
+                self._reboot = reboot
+                return reboot
+            for vm in running:
+                if vm.settings.automatic_stop_action == "Save":
+                    vm.save()
+                else:
+                    vm.power_off()
+            self._remove_made_folders()
+            self._sample()
+            self._reboot = HostReboot(list(self._vms.values()), was_running, self.clock, self.lock)
+            return self._reboot
 
     def start_all(self, timeout: float | None = None) -> list[BootReport]:
         """Start every Off VM one by one, as an admin brings a host up: each after the
@@ -413,6 +489,8 @@ class Host:
         if self._closed:
             return
         self._closed = True
+        if self._reboot is not None:
+            self._reboot.cancel()
         self._balancer.stop()
         with self.lock:
             errors = []

@@ -8,6 +8,8 @@ PowerShell parameter so a Hyper-V admin recognises them.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from dataclasses import dataclass
 
@@ -16,12 +18,16 @@ from ..sizes import MB, TB, SizeLike, format_size, parse_size
 
 __all__ = [
     "DEFAULT_BUFFER",
+    "DEFAULT_GENERATION",
     "DEFAULT_MAXIMUM",
     "DEFAULT_MINIMUM",
     "DEFAULT_PRIORITY",
     "MAXIMUM_RAM",
     "MEMORY_ALIGNMENT",
+    "MAXIMUM_RAM_BY_GENERATION",
     "MINIMUM_RAM",
+    "START_ACTIONS",
+    "STOP_ACTIONS",
     "VMSettings",
     "check_size",
     "smart_paging_folder",
@@ -29,7 +35,14 @@ __all__ = [
 ]
 
 MINIMUM_RAM = 32 * MB  # the smallest Startup or Minimum RAM Hyper-V accepts
-MAXIMUM_RAM = 12 * TB  # Windows Server 2016+ (1 TB on 2012 R2)
+MAXIMUM_RAM = 12 * TB  # generation 2 VMs, Windows Server 2016+
+MAXIMUM_RAM_BY_GENERATION = {1: 1 * TB, 2: MAXIMUM_RAM}  # generation 1 VMs: 1 TB
+DEFAULT_GENERATION = 2
+# What a VM does when its host shuts down, and when the host starts again (Set-VM
+# -AutomaticStopAction / -AutomaticStartAction / -AutomaticStartDelay), Hyper-V's defaults first.
+STOP_ACTIONS = ("Save", "ShutDown", "TurnOff")
+START_ACTIONS = ("StartIfRunning", "Start", "Nothing")
+MAX_START_DELAY = 86400  # seconds; Hyper-V takes an int32 but a day is plenty here
 MEMORY_ALIGNMENT = 2 * MB  # "not properly aligned" otherwise
 DEFAULT_MINIMUM = 512 * MB  # Hyper-V's default Minimum RAM (capped at Startup)
 DEFAULT_MAXIMUM = 1 * TB  # Hyper-V's default Maximum RAM (1048576 MB)
@@ -45,6 +58,10 @@ PS_NAMES = {
     "priority": "-Priority",
     "dynamic": "-DynamicMemoryEnabled",
     "smart_paging_path": "-SmartPagingFilePath",
+    "generation": "-Generation",
+    "automatic_stop_action": "-AutomaticStopAction",
+    "automatic_start_action": "-AutomaticStartAction",
+    "automatic_start_delay": "-AutomaticStartDelay",
 }
 _TITLES = {
     "startup": "Startup RAM",
@@ -52,6 +69,10 @@ _TITLES = {
     "maximum": "Maximum RAM",
     "buffer": "Memory buffer",
     "priority": "Memory weight (priority)",
+    "generation": "Generation",
+    "automatic_stop_action": "Automatic stop action",
+    "automatic_start_action": "Automatic start action",
+    "automatic_start_delay": "Automatic start delay",
 }
 
 
@@ -78,18 +99,13 @@ class VMSettings:
     priority: int
     dynamic: bool
     smart_paging_path: str | None
+    generation: int = DEFAULT_GENERATION
+    automatic_stop_action: str = "Save"
+    automatic_start_action: str = "StartIfRunning"
+    automatic_start_delay: float = 0.0  # seconds after the host starts
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "startup": self.startup,
-            "minimum": self.minimum,
-            "maximum": self.maximum,
-            "buffer": self.buffer,
-            "priority": self.priority,
-            "dynamic": self.dynamic,
-            "smart_paging_path": self.smart_paging_path,
-        }
+        return dataclasses.asdict(self)
 
 
 def _label(key: str) -> str:
@@ -135,11 +151,17 @@ def validate_settings(
     priority: int = DEFAULT_PRIORITY,
     dynamic: bool = True,
     smart_paging_path: str | os.PathLike[str] | None = None,
+    *,
+    generation: int = DEFAULT_GENERATION,
+    automatic_stop_action: str = "Save",
+    automatic_start_action: str = "StartIfRunning",
+    automatic_start_delay: float = 0.0,
 ) -> VMSettings:
     """Check a VM's settings as New-VM / Set-VMMemory would; return them in bytes.
 
     None means "not given": Minimum defaults to 512 MB (or Startup if less), Maximum to 1 TB,
-    Buffer to 20 % (Hyper-V's defaults). Raises SettingsError saying what is wrong.
+    Buffer to 20 % (Hyper-V's defaults). Maximum RAM is at most 12 TB for a generation 2 VM
+    and 1 TB for generation 1. Raises SettingsError saying what is wrong.
     """
     if not isinstance(name, str) or not name.strip():
         raise SettingsError(f"the VM name must be a non-empty string, got {name!r}")
@@ -150,16 +172,22 @@ def validate_settings(
         )
     if not isinstance(dynamic, bool):
         raise SettingsError(f"{PS_NAMES['dynamic']} must be True or False, got {dynamic!r}")
+    gen = _check_int("generation", generation, 1, 2)
+    max_ram = MAXIMUM_RAM_BY_GENERATION[gen]
+    host_actions = _check_host_actions(
+        automatic_stop_action, automatic_start_action, automatic_start_delay
+    )
     startup_b = check_size("startup", startup)
     if startup_b < MINIMUM_RAM:
         raise SettingsError(
             f"{_label('startup')} of {format_size(startup_b)} is too small: "
             f"it must be at least {MINIMUM_RAM // MB} MB"
         )
-    if startup_b > MAXIMUM_RAM:
+    if startup_b > max_ram:
         raise SettingsError(
             f"{_label('startup')} of {format_size(startup_b)} is too large: "
-            f"it must be at most {MAXIMUM_RAM // MB} MB (12 TB)"
+            f"it must be at most {max_ram // MB} MB ({format_size(max_ram)}) for a "
+            f"generation {gen} VM"
         )
     priority_v = _check_int("priority", priority, 0, 100)
     path = None if smart_paging_path is None else os.fspath(smart_paging_path)
@@ -179,7 +207,9 @@ def validate_settings(
                 f"({PS_NAMES['dynamic']} $false), so the VM always has its Startup RAM. "
                 "Turn Dynamic Memory on, or leave them out"
             )
-        return VMSettings(name, startup_b, startup_b, startup_b, 0, priority_v, False, path)
+        return VMSettings(
+            name, startup_b, startup_b, startup_b, 0, priority_v, False, path, gen, *host_actions
+        )
 
     minimum_b = (
         min(DEFAULT_MINIMUM, startup_b) if minimum is None else check_size("minimum", minimum)
@@ -205,9 +235,37 @@ def validate_settings(
             f"{_label('startup')} of {format_size(startup_b)}: Maximum RAM must be at least "
             "Startup RAM"
         )
-    if maximum_b > MAXIMUM_RAM:
+    if maximum_b > max_ram:
         raise SettingsError(
             f"{_label('maximum')} of {format_size(maximum_b)} is too large: "
-            f"it must be at most {MAXIMUM_RAM // MB} MB (12 TB)"
+            f"it must be at most {max_ram // MB} MB ({format_size(max_ram)}) for a "
+            f"generation {gen} VM"
         )
-    return VMSettings(name, startup_b, minimum_b, maximum_b, buffer_v, priority_v, True, path)
+    return VMSettings(
+        name, startup_b, minimum_b, maximum_b, buffer_v, priority_v, True, path, gen, *host_actions
+    )
+
+
+def _check_host_actions(stop: object, start: object, delay: object) -> tuple[str, str, float]:
+    """The VM's automatic stop and start actions and start delay, as Set-VM takes them."""
+    if stop not in STOP_ACTIONS:
+        raise SettingsError(
+            f"{_label('automatic_stop_action')} must be one of {', '.join(STOP_ACTIONS)}, "
+            f"got {stop!r}"
+        )
+    if start not in START_ACTIONS:
+        raise SettingsError(
+            f"{_label('automatic_start_action')} must be one of {', '.join(START_ACTIONS)}, "
+            f"got {start!r}"
+        )
+    if (
+        isinstance(delay, bool)
+        or not isinstance(delay, (int, float))
+        or not math.isfinite(delay)
+        or not 0 <= delay <= MAX_START_DELAY
+    ):
+        raise SettingsError(
+            f"{_label('automatic_start_delay')} must be a number of seconds from 0 to "
+            f"{MAX_START_DELAY}, got {delay!r}"
+        )
+    return str(stop), str(start), float(delay)

@@ -78,6 +78,7 @@ class VM:
         self._state = "Off"
         self._phase = "off"
         self._session: GuestSession | None = None  # the current boot, while Running
+        self._saved_pages = 0  # assigned memory when saved (state "Saved")
         self._boots: list[BootRecord] = []
         self._baseline_given: float | None = None
         self._baseline_measured: float | None = None
@@ -200,6 +201,10 @@ class VM:
                 "priority": s.priority,
                 "dynamic": s.dynamic,
                 "smart_paging_path": s.smart_paging_path,
+                "generation": s.generation,
+                "automatic_stop_action": s.automatic_stop_action,
+                "automatic_start_action": s.automatic_start_action,
+                "automatic_start_delay": s.automatic_start_delay,
             }
             if s.dynamic:
                 kwargs.update(minimum=s.minimum, maximum=s.maximum, buffer=s.buffer)
@@ -216,7 +221,7 @@ class VM:
 
     @property
     def state(self) -> str:
-        """ "Off" or "Running", as Get-VM shows it."""
+        """ "Off", "Running" or "Saved", as Get-VM shows it."""
         return self._state
 
     @property
@@ -345,7 +350,7 @@ class VM:
             session = self._session
             if self._state != "Running" or session is None:
                 return VMStatus(
-                    s.name, "Off", self._phase, 0, 0, s.startup, 0.0, "", False, None, 0, 0
+                    s.name, self._state, self._phase, 0, 0, s.startup, 0.0, "", False, None, 0, 0
                 )
             memory = session.memory
             stats = memory.stats
@@ -449,7 +454,7 @@ class VM:
                 session.assigned = memory.frame_limit
             self._cv.notify_all()
 
-    def power_on(self, kind: str, *, restarting: bool = False) -> None:
+    def power_on(self, kind: str, *, restarting: bool = False, resume: bool = False) -> None:
         """Begin a boot: claim the Smart Paging folder, make the guest's memory (frame limit 0)
         and its session. The host then assigns memory and calls `launch`. `restarting`: the
         host is dividing memory for a restart (the VM may be given less than Startup RAM)."""
@@ -474,7 +479,11 @@ class VM:
             self._state = "Running"
             self._phase = "boot"
             # The guest boots into its Startup RAM: that is its demand from the first moment.
-            if boot_phase_count(self._phases):
+            # A restore resumes after the boot; its phase sets the demand it had.
+            nboot = boot_phase_count(self._phases)
+            if resume:
+                self._phase = self._phases[nboot].phase if nboot < len(self._phases) else "done"
+            elif nboot:
                 session.commit_range(0, startup_pages)
             else:
                 self._phase = self._phases[0].phase
@@ -492,6 +501,35 @@ class VM:
                 and session.assigned < session.startup_pages
                 and boot_phase_count(self._phases) > 0
             )
+
+    def save(self, pages: int | None = None) -> None:
+        """Save the VM (the host's automatic stop action Save): its guest stops where it is and
+        its memory goes back to the host; a restore brings it back with the memory it had
+        (`pages`: what to record instead, for a restore that failed and leaves it Saved)."""
+        session = self._session
+        assigned = 0 if session is None else session.assigned
+        self._saved_pages = assigned if pages is None else pages
+        self._end_session(session)
+        with self._lock:
+            self._state = "Saved"
+            self._phase = "saved"
+
+    @property
+    def saved_pages(self) -> int:
+        """Pages assigned when the VM was saved (what a restore needs); 0 unless Saved."""
+        return self._saved_pages if self._state == "Saved" else 0
+
+    def restore(self, started_at: float) -> None:
+        """Resume a Saved VM on the memory the host has assigned (the host checked it fits):
+        the guest goes on after its boot (no boot, no Smart Paging)."""
+        session = self._session
+        assert session is not None and self._state == "Running"
+        session.booted.set()
+        self._saved_pages = 0
+        session.thread = threading.Thread(
+            target=self._guest_main, args=(session, True), name=f"vm-{self.name}", daemon=True
+        )
+        session.thread.start()
 
     def launch(self, started_at: float) -> None:
         """Start the guest thread on the memory the host has assigned."""
@@ -537,15 +575,21 @@ class VM:
 
     # -- the guest thread --------------------------------------------------------------------
 
-    def _guest_main(self, guest: GuestSession) -> None:
+    def _guest_main(self, guest: GuestSession, resume: bool = False) -> None:
+        """Run the workload phases; `resume`: a restore from a saved state, which continues
+        after the boot phases (no boot runs, so no boot report)."""
         try:
             nboot = boot_phase_count(self._phases)
-            if nboot == 0:
+            if resume:
+                guest.booted.set()
+            elif nboot == 0:
                 self._boot_complete(guest)
             for index, phase in enumerate(self._phases):
+                if resume and index < nboot:
+                    continue
                 self._phase = phase.phase
                 phase.run(guest)
-                if index == nboot - 1:
+                if index == nboot - 1 and not resume:
                     self._boot_complete(guest)
             self._phase = "done"
             while True:

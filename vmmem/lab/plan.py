@@ -20,7 +20,7 @@ Minimum = Startup (for which VMs), and moving a VM off the host (which one).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vmmem.hyperv.balancer import Claim, allocate, claim_for, room_to_start
@@ -42,6 +42,11 @@ class EventPlan:
     assigned: dict[str, int] = field(default_factory=dict)  # what each booting VM gets
     paging: dict[str, int] = field(default_factory=dict)  # gap bridged by Smart Paging
     start_failures: tuple[str, ...] = ()  # VMs Hyper-V would refuse to start from Off
+    # reboot-host: per VM "restored", "started", "failed", "saved" or "off"
+    outcomes: dict[str, str] = field(default_factory=dict)
+    # reboot-host with failures: the smallest stagger (seconds between automatic starts, in
+    # the order Hyper-V starts them) with which every VM starts; None: none found, or no need
+    suggested_delay: float | None = None
 
     @property
     def paging_total(self) -> int:
@@ -86,10 +91,19 @@ class Plan:
     def verdict(self) -> str:
         s = self.scenario
         if self.start_failures:
-            return (
+            text = (
                 f"{', '.join(self.start_failures)} cannot start: Not enough memory in the "
                 "system to start the virtual machine"
             )
+            delays = [e.suggested_delay for e in self.events if e.suggested_delay]
+            if delays:
+                text += (
+                    f"; staggering the automatic starts by {max(delays):g} s "
+                    "(automatic_start_delay 0, "
+                    f"{max(delays):g}, {2 * max(delays):g} s, ... in start order) lets every "
+                    "VM start"
+                )
+            return text
         if not self.needs_smart_paging:
             return f"no Smart Paging: every restart fits in {mb(s.available)} of host memory"
         worst = max(self.events, key=lambda e: e.paging_total)
@@ -120,6 +134,8 @@ class Plan:
                     "smart_paging_bytes": dict(e.paging),
                     "smart_paging_total_bytes": e.paging_total,
                     "start_failures": list(e.start_failures),
+                    "outcomes": dict(e.outcomes),
+                    "suggested_delay": e.suggested_delay,
                 }
                 for e in self.events
             ],
@@ -223,13 +239,35 @@ def _walk(s: Scenario) -> tuple[list[EventPlan], dict[str, int]]:
                     tuple(failures),
                 )
             )
-        elif e.action == "restart-host":
-            booting = list(running)
-            got = divide_for_boot(booting, available)
+        elif e.action == "restart-vms" or (
+            e.action == "reboot-host" and e.smart_paging_on_host_reboot
+        ):
+            names = set(e.vms) or {r.name for r in running}
+            booting = [r for r in running if r.name in names]
+            others = [r for r in running if r.name not in names]
+            alloc = _allocate(available, booting, others)
+            got = {v.name: min(alloc[v.name], v.startup) for v in booting}
             paging = {v.name: v.startup - got[v.name] for v in booting}
+            can_give = max(available - sum(_reclaim_floor(o) for o in others), 0)
+            plans.append(
+                EventPlan(i, desc, e.action, can_give, sum(v.startup for v in booting), got, paging)
+            )
+            idle = _settle(running, available)
+        elif e.action == "reboot-host":
+            outcomes = _reboot(s, running, idle, available)
+            failed = tuple(n for n, o in outcomes.items() if o == "failed")
+            delay = _smallest_stagger(s, running, idle, available) if failed else None
+            running = [v for v in s.vms if outcomes.get(v.name) in ("restored", "started")]
             plans.append(
                 EventPlan(
-                    i, desc, e.action, available, sum(v.startup for v in booting), got, paging
+                    i,
+                    desc,
+                    e.action,
+                    available,
+                    0,
+                    start_failures=failed,
+                    outcomes=outcomes,
+                    suggested_delay=delay,
                 )
             )
             idle = _settle(running, available)
@@ -260,6 +298,81 @@ def _walk(s: Scenario) -> tuple[list[EventPlan], dict[str, int]]:
         else:
             plans.append(EventPlan(i, desc, e.action, available, 0))
     return plans, idle
+
+
+def _boot_seconds(v: VMSpec) -> float:
+    """How long `v` takes to boot with enough memory: its workload's boot time."""
+    from vmmem.hyperv.workloads import Boot
+
+    if v.workload.boot_seconds is not None:
+        return v.workload.boot_seconds
+    return Boot(**v.workload.boot).expected_cpu_time(v.startup // PAGE)
+
+
+def _reboot(
+    s: Scenario,
+    was_running: list[VMSpec],
+    idle: dict[str, int],
+    available: int,
+    delays: dict[str, float] | None = None,
+) -> dict[str, str]:
+    """What each VM does through a host reboot (Hyper-V's reading): its stop action, then its
+    start action at its delay, in the host's order (delay, then higher priority first). A saved
+    VM needs the memory it had, a VM started from Off its Startup RAM, both from what the
+    balancer can reclaim from the VMs already up: a VM still booting holds its Startup RAM; one
+    that has booted holds its idle demand once it has ballooned down (its boot time plus two
+    balancer intervals and half a second, the planner's estimate)."""
+    up = {v.name for v in was_running}
+    delays = delays or {v.name: v.automatic_start_delay for v in s.vms}
+    outcomes: dict[str, str] = {}
+    queue = []
+    for v in s.vms:
+        saved = v.name in up and v.automatic_stop_action == "Save"
+        starts = v.automatic_start_action == "Start" or (
+            v.automatic_start_action == "StartIfRunning" and v.name in up
+        )
+        if starts:
+            queue.append((delays[v.name], -v.priority, v, saved))
+        else:
+            outcomes[v.name] = "saved" if saved else "off"
+    queue.sort(key=lambda q: (q[0], q[1]))
+    started: list[tuple[VMSpec, float, bool]] = []  # VM, when, restored
+    settle = 2 * s.balancer_interval + 0.5
+    for at, _, v, saved in queue:
+        claims = []
+        for w, t, restored in started:
+            booting = not restored and at < t + _boot_seconds(w) + settle
+            if booting:
+                claims.append(replace(_claim(w, booting=False), floor=w.startup // PAGE))
+            else:
+                claims.append(_claim(w, booting=False))
+        room = room_to_start(available // PAGE, claims, UNIT_PAGES) * PAGE
+        need = idle.get(v.name, v.startup) if saved else v.startup
+        if room < need:
+            outcomes[v.name] = "failed"
+            continue
+        outcomes[v.name] = "restored" if saved else "started"
+        started.append((v, at, saved))
+    return outcomes
+
+
+def _smallest_stagger(
+    s: Scenario, was_running: list[VMSpec], idle: dict[str, int], available: int
+) -> float | None:
+    """The smallest delay D (in steps of half a second) such that with automatic start delays
+    0, D, 2D, ... in the host's start order (higher priority first) every VM starts."""
+    order = sorted(s.vms, key=lambda v: -v.priority)
+    longest = max((_boot_seconds(v) for v in s.vms), default=0.0)
+    limit = 4 * (longest + 2 * s.balancer_interval + 1) + 10
+    step = 0.5
+    d = step
+    while d <= limit:
+        delays = {v.name: i * d for i, v in enumerate(order)}
+        outcomes = _reboot(s, was_running, idle, available, delays)
+        if "failed" not in outcomes.values():
+            return d
+        d += step
+    return None
 
 
 def _fits(s: Scenario) -> bool:

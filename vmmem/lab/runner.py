@@ -372,16 +372,19 @@ class _Run:
                 dynamic=v.dynamic,
                 smart_paging_path=v.smart_paging_path,
                 workload=_workload(v),
+                **v.host_settings,
             )
             if v.dynamic:
                 kwargs.update(minimum=v.minimum, maximum=v.maximum, buffer=v.buffer)
             self.host.add_vm(v.name, **kwargs)
         self.tracker = _Tracker(self.host)
+        self.outcomes: dict[str, dict[str, object]] = {}  # the current event's, per VM
         self.handlers: dict[str, Callable[[Event], str]] = {
             "start": self.start,
             "idle": self.idle,
-            "restart-host": self.restart_host,
+            "restart-vms": self.restart_vms,
             "restart": self.restart,
+            "reboot-host": self.reboot_host,
             "settle": self.settle,
         }
 
@@ -392,10 +395,18 @@ class _Run:
             self.progress.event_started(i, len(events), desc)
             started = time.monotonic()
             boots_before = {n: len(vm.boot_reports) for n, vm in self.host.vms.items()}
+            self.outcomes = {}
             note = self.handlers[e.action](e)
             took = time.monotonic() - started
             self.result.events.append(
-                {"index": i, "action": e.action, "description": desc, "seconds": took, "note": note}
+                {
+                    "index": i,
+                    "action": e.action,
+                    "description": desc,
+                    "seconds": took,
+                    "note": note,
+                    "outcomes": self.outcomes,
+                }
             )
             self.progress.event_done(i, desc, took, note)
             _collect_boots(self.host, self.result, boots_before, i)
@@ -451,12 +462,32 @@ class _Run:
         self.poll(lambda: time.monotonic() >= end)
         return ""
 
-    def restart_host(self, e: Event) -> str:
-        names = [n for n, vm in self.host.vms.items() if vm.state == "Running"]
-        self.host.restart()
+    def restart_vms(self, e: Event) -> str:
+        """The named VMs (none named: every running VM) restart at the same instant."""
+        names = list(e.vms) or [n for n, vm in self.host.vms.items() if vm.state == "Running"]
+        self.host.restart_vms(names)
         for n in names:
             self.tracker.mark(n)
         self.poll(self.booted(names))
+        return ""
+
+    def reboot_host(self, e: Event) -> str:
+        """Each VM's automatic stop action, then its start action after its delay; wait for
+        the starts and for the boots of the VMs started from Off."""
+        reboot = self.host.reboot(smart_paging_on_host_reboot=e.smart_paging_on_host_reboot)
+        for n, out in reboot.outcomes.items():
+            if out.result in ("restarted", "pending"):
+                self.tracker.mark(n)
+        self.poll(lambda: reboot.done)
+        self.outcomes = {n: o.as_dict() for n, o in reboot.outcomes.items()}
+        booting = [n for n, o in reboot.outcomes.items() if o.result in ("started", "restarted")]
+        self.poll(self.booted(booting))
+        failed = reboot.failed
+        if failed:
+            return (
+                f"{', '.join(failed)} failed to start: Not enough memory in the system to start "
+                "the virtual machine"
+            )
         return ""
 
     def restart(self, e: Event) -> str:

@@ -28,6 +28,10 @@ Hyper-V; a bare integer is bytes)::
     priority = 50                # 0 .. 100
     dynamic = true
     smart_paging_path = "..."    # optional, per VM
+    generation = 2               # 1: Maximum RAM up to 1 TB; 2 (default): up to 12 TB
+    automatic_stop_action = "Save"          # at a host reboot: Save, ShutDown or TurnOff
+    automatic_start_action = "StartIfRunning"  # then: StartIfRunning, Start or Nothing
+    automatic_start_delay = 0    # seconds after the host is back
     [vm.workload]
     boot_seconds = 6.5           # how long a boot takes with enough memory (default: 50 us
                                  # of guest CPU per 4 KiB page of Startup RAM)
@@ -45,7 +49,13 @@ Hyper-V; a bare integer is bytes)::
     action = "idle"
     seconds = 5
     [[event]]
-    action = "restart-host"      # every running VM restarts at once: the boot storm
+    action = "restart-vms"       # these VMs (default "all": every running VM) restart at
+    vms = "all"                  #   the same instant: the boot storm (Smart Paging where short)
+    [[event]]
+    action = "reboot-host"       # the host reboots: each VM's automatic stop action (Save,
+                                 #   ShutDown, TurnOff), then its automatic start action after
+                                 #   its delay; never Smart Paging. With
+    smart_paging_on_host_reboot = false  # true: the seed article's reading, a restart storm
     [[event]]
     action = "restart"           # one or more VMs restart, one after another
     vms = ["vm1"]
@@ -103,7 +113,8 @@ BOOT_PARAMS = {
 }
 IDLE_PARAMS = {"touch_interval": float, "touches": int, "write_ratio": float, "seed": int}
 
-EVENT_ACTIONS = ("start", "idle", "restart-host", "restart", "settle")
+# "restart-host" is the name earlier versions gave "restart-vms" of every running VM: still read.
+EVENT_ACTIONS = ("start", "idle", "restart-vms", "restart", "reboot-host", "settle", "restart-host")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,9 +237,13 @@ _VM_KEYS = {
     "dynamic",
     "smart_paging_path",
     "workload",
+    "generation",
+    "automatic_stop_action",
+    "automatic_start_action",
+    "automatic_start_delay",
 }
 _WORKLOAD_KEYS = {"boot_seconds", "idle_demand", "boot", "idle"}
-_EVENT_KEYS = {"action", "vms", "seconds", "timeout"}
+_EVENT_KEYS = {"action", "vms", "seconds", "timeout", "smart_paging_on_host_reboot"}
 
 
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
@@ -279,7 +294,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
         events = (
             Event("start", tuple(names)),
             Event("idle", seconds=3.0),
-            Event("restart-host"),
+            Event("restart-vms"),
             Event("settle", seconds=120.0),
         )
     else:
@@ -374,10 +389,15 @@ def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[V
     )
 
     names = [name] if count == 1 else [f"{name}{i}" for i in range(1, count + 1)]
-    _check_with_hyperv(
-        r, key, names[0], startup, minimum, maximum, buffer, priority, dynamic, workload
-    )
-    return [
+    host_settings: dict[str, Any] = {}
+    for k in ("generation", "automatic_stop_action", "automatic_start_action"):
+        if k in t:
+            host_settings[k] = t[k]
+    if "automatic_start_delay" in t:
+        host_settings["automatic_start_delay"] = r.number(
+            t["automatic_start_delay"], f"{key}.automatic_start_delay", positive=False
+        )
+    specs = [
         VMSpec(
             name=n,
             startup=startup,
@@ -388,31 +408,24 @@ def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[V
             dynamic=dynamic,
             smart_paging_path=paging,
             workload=workload,
+            **host_settings,
         )
         for n in names
     ]
+    _check_with_hyperv(r, key, specs[0])
+    return specs
 
 
-def _check_with_hyperv(
-    r: _Reader,
-    key: str,
-    name: str,
-    startup: int,
-    minimum: int | None,
-    maximum: int | None,
-    buffer: int | None,
-    priority: int,
-    dynamic: bool,
-    workload: WorkloadSpec,
-) -> None:
+def _check_with_hyperv(r: _Reader, key: str, spec: VMSpec) -> None:
     """The Hyper-V layer's own checks (settings, workload phases), located at this [[vm]]:
     whatever the layer would refuse at run time is refused here, before anything runs."""
-    from vmmem.hyperv import Boot, Idle, validate_settings
+    from vmmem.hyperv import Boot, Idle
 
     try:
-        validate_settings(name, startup, minimum, maximum, buffer, priority, dynamic)
+        spec.settings  # noqa: B018 - validates, with the Hyper-V layer's rules
     except SettingsError as e:
         raise r.fail(key, str(e)) from None
+    workload = spec.workload
     boot = dict(workload.boot)
     if workload.boot_seconds is not None:
         boot["cpu_time"] = workload.boot_seconds
@@ -453,10 +466,15 @@ def _parse_event(r: _Reader, raw: Any, key: str, names: list[str]) -> Event:
             f"{key}.action", f"expected one of {', '.join(EVENT_ACTIONS)}, got {_show(action)}"
         )
     vms: tuple[str, ...] = ()
-    if action in ("start", "restart"):
+    if action == "restart-host":
+        action = "restart-vms"  # its old name; every running VM
+        if "vms" in t:
+            raise r.fail(f"{key}.vms", 'not used by "restart-host" (every running VM)')
+    if action in ("start", "restart", "restart-vms"):
         raw_vms = t.get("vms", "all")
         if raw_vms == "all":
-            vms = tuple(names)
+            # restart-vms of "all": every VM running at that moment
+            vms = () if action == "restart-vms" else tuple(names)
         elif isinstance(raw_vms, list) and raw_vms and all(isinstance(v, str) for v in raw_vms):
             for v in raw_vms:
                 if v not in names:
@@ -482,7 +500,12 @@ def _parse_event(r: _Reader, raw: Any, key: str, names: list[str]) -> Event:
             (k == "seconds" and action == "idle") or (k == "timeout" and action == "settle")
         ):
             raise r.fail(f"{key}.{k}", f'not used by "{action}"')
-    return Event(action, vms, seconds)
+    article = False
+    if "smart_paging_on_host_reboot" in t:
+        if action != "reboot-host":
+            raise r.fail(f"{key}.smart_paging_on_host_reboot", f'not used by "{action}"')
+        article = r.boolean(t["smart_paging_on_host_reboot"], f"{key}.smart_paging_on_host_reboot")
+    return Event(action, vms, seconds, article)
 
 
 def _check_event_order(r: _Reader, events: tuple[Event, ...], names: list[str]) -> None:
@@ -494,15 +517,17 @@ def _check_event_order(r: _Reader, events: tuple[Event, ...], names: list[str]) 
                 if v in running:
                     raise r.fail(f"event[{i}].vms", f'"{v}" is already running; a VM starts once')
                 running.add(v)
-        elif e.action == "restart":
+        elif e.action in ("restart", "restart-vms"):
             for v in e.vms:
                 if v not in running:
                     raise r.fail(
                         f"event[{i}].vms",
                         f'"{v}" is not running yet: start it in an earlier "start" event',
                     )
-        elif e.action == "restart-host" and not running:
-            raise r.fail(f"event[{i}].action", 'no VM is running yet: add a "start" event first')
+            if not running:
+                raise r.fail(
+                    f"event[{i}].action", 'no VM is running yet: add a "start" event first'
+                )
 
 
 def load_scenario(path: str | os.PathLike[str] | None) -> Scenario:
@@ -560,7 +585,7 @@ action = "idle"
 seconds = 3
 
 [[event]]
-action = "restart-host"  # the patch reboot: the boot storm
+action = "restart-vms"   # the patch night: every VM restarts at once, the boot storm
 
 [[event]]
 action = "settle"        # the guests go idle, balloon down, the Smart Paging files go away

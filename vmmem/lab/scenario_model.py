@@ -78,6 +78,10 @@ class VMSpec:
     dynamic: bool = True
     smart_paging_path: str | None = None
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    generation: int = 2
+    automatic_stop_action: str = "Save"  # at a host reboot (Hyper-V's defaults)
+    automatic_start_action: str = "StartIfRunning"
+    automatic_start_delay: float = 0.0
 
     # Effective values: what Hyper-V uses when a dynamic VM leaves a setting out, taken from
     # the Hyper-V layer's own validation so the defaults live in one place.
@@ -92,7 +96,18 @@ class VMSpec:
             self.priority,
             self.dynamic,
             self.smart_paging_path,
+            **self.host_settings,
         )
+
+    @property
+    def host_settings(self) -> dict[str, Any]:
+        """Generation and what the VM does at a host reboot, as Host.add_vm takes them."""
+        return {
+            "generation": self.generation,
+            "automatic_stop_action": self.automatic_stop_action,
+            "automatic_start_action": self.automatic_start_action,
+            "automatic_start_delay": self.automatic_start_delay,
+        }
 
     @property
     def effective_minimum(self) -> int:
@@ -138,8 +153,9 @@ class Event:
     """One step of a scenario. ``vms`` is empty for host-wide actions."""
 
     action: str
-    vms: tuple[str, ...] = ()
+    vms: tuple[str, ...] = ()  # restart-vms: () means every running VM
     seconds: float | None = None  # idle: how long; settle: the timeout
+    smart_paging_on_host_reboot: bool = False  # reboot-host: the seed article's reading
 
     def describe(self) -> str:
         names = ", ".join(self.vms)
@@ -147,10 +163,14 @@ class Event:
             return f"start {names} one by one"
         if self.action == "idle":
             return f"idle {self.seconds:g} s"
-        if self.action == "restart-host":
-            return "restart the host (every VM at once)"
+        if self.action == "restart-vms":
+            return f"restart {names or 'every running VM'} at once"
         if self.action == "restart":
-            return f"restart {names}"
+            return f"restart {names} one after another"
+        if self.action == "reboot-host":
+            if self.smart_paging_on_host_reboot:
+                return "reboot the host (as the seed article reads it: every VM restarts)"
+            return "reboot the host (each VM's automatic stop and start actions)"
         return f"settle (up to {self.seconds:g} s)"
 
 
@@ -272,6 +292,7 @@ class Scenario:
                     "priority": v.priority,
                     "dynamic": v.dynamic,
                     "smart_paging_path": v.smart_paging_path,
+                    **v.host_settings,
                     "workload": {
                         "boot_seconds": v.workload.boot_seconds,
                         "idle_demand_bytes": v.workload.idle_demand,
@@ -282,7 +303,13 @@ class Scenario:
                 for v in self.vms
             ],
             "events": [
-                {"action": e.action, "vms": list(e.vms), "seconds": e.seconds} for e in self.events
+                {
+                    "action": e.action,
+                    "vms": list(e.vms),
+                    "seconds": e.seconds,
+                    "smart_paging_on_host_reboot": e.smart_paging_on_host_reboot,
+                }
+                for e in self.events
             ],
         }
 

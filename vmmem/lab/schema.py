@@ -132,7 +132,7 @@ def _from_dataclass(
 _STATUS = _from_dataclass(
     VMStatus,
     {
-        "state": {"enum": ["Off", "Running"]},
+        "state": {"enum": ["Off", "Running", "Saved"]},
         "memory_status": {"enum": ["OK", "Low", "Warning", "Paging", ""]},
     },
 )
@@ -182,6 +182,10 @@ _DEFS: dict[str, Any] = {
                         "priority": {"type": "integer", "minimum": 0, "maximum": 100},
                         "dynamic": _bool,
                         "smart_paging_path": _nstr,
+                        "generation": {"enum": [1, 2]},
+                        "automatic_stop_action": {"enum": ["Save", "ShutDown", "TurnOff"]},
+                        "automatic_start_action": {"enum": ["StartIfRunning", "Start", "Nothing"]},
+                        "automatic_start_delay": _num,
                         "workload": _obj(
                             {
                                 "boot_seconds": _nnum,
@@ -196,9 +200,19 @@ _DEFS: dict[str, Any] = {
             "events": _arr(
                 _obj(
                     {
-                        "action": {"enum": ["start", "idle", "restart-host", "restart", "settle"]},
+                        "action": {
+                            "enum": [
+                                "start",
+                                "idle",
+                                "restart-vms",
+                                "restart",
+                                "reboot-host",
+                                "settle",
+                            ]
+                        },
                         "vms": _arr(_str),
                         "seconds": _nnum,
+                        "smart_paging_on_host_reboot": _bool,
                     }
                 )
             ),
@@ -276,7 +290,18 @@ _DEFS: dict[str, Any] = {
         "slowest full-memory boot of the same VMs.",
     ),
     "event": _obj(
-        {"index": _int, "action": _str, "description": _str, "seconds": _num, "note": _str}
+        {
+            "index": _int,
+            "action": _str,
+            "description": _str,
+            "seconds": _num,
+            "note": _str,
+            "outcomes": {
+                "type": "object",
+                "description": "reboot-host: what each VM did (RebootOutcome: vm, stop_action, "
+                "start_action, start_delay, result, error, at); empty for other events",
+            },
+        }
     ),
     "compare_row": _obj(
         {

@@ -1,0 +1,179 @@
+"""A host reboot as Hyper-V does it (automatic stop and start actions; never Smart Paging), the
+article's reading as an explicit option, restart-vms, generations, and what plan predicts."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+
+from vmmem.errors import NotEnoughMemoryError, SettingsError
+from vmmem.hyperv import Boot, Host, Idle
+from vmmem.lab.plan import plan_scenario
+from vmmem.lab.scenario import article_scenario, parse_scenario
+
+MB = 2**20
+
+
+def article_host(folder, stop: str = "Save", delays=(0, 0, 0, 0), start: str = "StartIfRunning"):
+    """The article's host at 1/8 size: 4 x 64 MB Startup on 176 MB, idle at about 40 MB."""
+    host = Host("176MB", smart_paging_path=folder, balancer_interval=0.05)
+    for i in range(4):
+        host.add_vm(
+            f"vm{i + 1}",
+            startup="64MB",
+            minimum="32MB",
+            maximum="256MB",
+            workload=[Boot(cpu_time=0.2), Idle(demand="31MB", touch_interval=0.05)],
+            automatic_stop_action=stop,
+            automatic_start_action=start,
+            automatic_start_delay=delays[i],
+        )
+    host.start_all(timeout=30)
+    host.wait_settled(timeout=30)
+    return host
+
+
+def paging_files(folder) -> list[str]:
+    return glob.glob(os.path.join(str(folder), "**", "*.slp"), recursive=True)
+
+
+def test_save_restores_every_vm_with_its_memory_and_no_boot(disk_dir):
+    with article_host(disk_dir) as host:
+        before = {s.name: s.memory_assigned for s in host.status}
+        boots = {n: len(vm.boot_reports) for n, vm in host.vms.items()}
+        reboot = host.reboot()
+        assert {s.state for s in host.status} <= {"Saved", "Running"}
+        outcomes = reboot.wait(30)
+        assert {o.result for o in outcomes.values()} == {"restored"}
+        assert {s.name: s.memory_assigned for s in host.status} == before
+        assert {s.state for s in host.status} == {"Running"}
+        assert {n: len(vm.boot_reports) for n, vm in host.vms.items()} == boots  # no boot ran
+        # No Smart Paging file was ever made: none exists, and no guest created one.
+        assert paging_files(disk_dir) == []
+        assert all(vm.memory.stats.file_created == 0 for vm in host.vms.values())
+        host.wait_settled(timeout=30)
+
+
+def test_shutdown_with_no_delay_starts_two_and_two_fail_with_hyperv_message(disk_dir):
+    with article_host(disk_dir, stop="ShutDown") as host:
+        reboot = host.reboot()
+        outcomes = reboot.wait(30)
+        started = sorted(n for n, o in outcomes.items() if o.result == "started")
+        failed = sorted(n for n, o in outcomes.items() if o.result == "failed")
+        assert (started, failed) == (["vm1", "vm2"], ["vm3", "vm4"])
+        for n in failed:
+            assert "Not enough memory in the system to start the virtual machine" in (
+                outcomes[n].error or ""
+            )
+            assert host.vms[n].state == "Off"
+        for n in started:
+            host.vms[n].wait_booted(30)
+            assert not host.vms[n].boot_report.smart_paging  # a start from Off never pages
+        assert paging_files(disk_dir) == []
+
+
+REBOOT = """
+name = "article-reboot"
+[host]
+memory = "1400MB"
+balancer_interval = 0.05
+[[vm]]
+name = "vm"
+count = 4
+startup = "512MB"
+minimum = "32MB"
+maximum = "2048MB"
+automatic_stop_action = "%(stop)s"
+[vm.workload]
+idle_demand = "250MB"
+boot_seconds = 1.6
+[vm.workload.idle]
+touch_interval = 0.05
+[[event]]
+action = "start"
+[[event]]
+action = "reboot-host"
+"""
+
+
+def test_plan_names_the_failures_and_the_delay_that_avoids_them(disk_dir):
+    s = parse_scenario(__import__("tomllib").loads(REBOOT % {"stop": "ShutDown"})).scaled(8)
+    p = plan_scenario(s)
+    reboot = p.events[1]
+    assert reboot.start_failures == ("vm3", "vm4")
+    assert reboot.outcomes == {"vm1": "started", "vm2": "started", "vm3": "failed", "vm4": "failed"}
+    delay = reboot.suggested_delay
+    assert delay is not None and delay > 0
+    assert "staggering the automatic starts" in p.verdict()
+    # With that delay, in the host's start order, all four start, none on Smart Paging.
+    with article_host(disk_dir, stop="ShutDown", delays=[i * delay for i in range(4)]) as host:
+        outcomes = host.reboot().wait(60)
+        assert {o.result for o in outcomes.values()} == {"started"}, outcomes
+        for vm in host.vms.values():
+            assert not vm.wait_booted(30).smart_paging
+        assert paging_files(disk_dir) == []
+    # And with Save, the plan sees every VM restored.
+    saved = parse_scenario(__import__("tomllib").loads(REBOOT % {"stop": "Save"})).scaled(8)
+    assert set(plan_scenario(saved).events[1].outcomes.values()) == {"restored"}
+
+
+def test_the_articles_reading_is_an_explicit_option(disk_dir):
+    with article_host(disk_dir) as host:
+        reboot = host.reboot(smart_paging_on_host_reboot=True)
+        assert {o.result for o in reboot.outcomes.values()} == {"restarted"}
+        reports = host.wait_booted(timeout=60)
+        assert all(r.kind == "host-restart" and r.smart_paging for r in reports)
+        assert sum(r.smart_paging_peak_bytes for r in reports) > 0
+
+
+def test_a_restore_that_does_not_fit_fails_and_leaves_the_vm_saved(disk_dir):
+    with article_host(disk_dir, start="Nothing") as host:
+        reboot = host.reboot()
+        assert {o.result for o in reboot.wait(10).values()} == {"saved"}
+        # Another VM takes the room first.
+        host.add_vm("big", startup="128MB", minimum="128MB", workload=[Idle(touch_interval=0.05)])
+        host.vms["big"].start()
+        host.vms["vm1"].start()  # restores: 40 MB fits beside 128 MB
+        with pytest.raises(NotEnoughMemoryError, match="Not enough memory in the system"):
+            host.vms["vm2"].start()
+        assert host.vms["vm2"].state == "Saved" and host.vms["vm2"].saved_pages > 0
+
+
+def test_restart_vms_restarts_only_the_named_vms_at_once(disk_dir):
+    with article_host(disk_dir) as host:
+        host.restart_vms(["vm1", "vm2"])
+        reports = [host.vms[n].wait_booted(30) for n in ("vm1", "vm2")]
+        assert all(r.kind == "restart" for r in reports)
+        assert len(host.vms["vm3"].boot_reports) == 1  # not restarted
+
+
+def test_the_article_storm_is_restart_vms_and_needs_648_mb():
+    s = article_scenario()
+    assert [e.action for e in s.events] == ["start", "idle", "restart-vms", "settle"]
+    storm = plan_scenario(s).events[2]
+    assert storm.paging_total == 648 * MB
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(generation=1, maximum="2TB"), "at most 1048576 MB"),
+        (dict(generation=3), "Generation"),
+        (dict(automatic_stop_action="Hibernate"), "-AutomaticStopAction"),
+        (dict(automatic_start_action="Later"), "-AutomaticStartAction"),
+        (dict(automatic_start_delay=-1), "-AutomaticStartDelay"),
+        (dict(automatic_start_delay=float("nan")), "-AutomaticStartDelay"),
+    ],
+)
+def test_generation_and_host_actions_are_checked(tmp_path, kwargs, message):
+    with Host("64MB", smart_paging_path=tmp_path) as host:
+        with pytest.raises(SettingsError, match=message):
+            host.add_vm("vm", startup="32MB", **kwargs)
+
+
+def test_generation_2_allows_12_tb():
+    from vmmem.hyperv import validate_settings
+
+    assert validate_settings("vm", "512MB", maximum="12TB").maximum == 12 * 2**40
