@@ -2,9 +2,11 @@
 disk requests reach the device as they would from a VHDX under Hyper-V.
 
 The file is created once (O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600, space reserved with
-posix_fallocate) and reused by every later run that asks for the same path and size; vmmem
-never deletes it unless `delete()` is called. Its contents do not matter: a request reads
-into, or writes from, one page-aligned buffer.
+posix_fallocate, then written with zeros once so its extents are real: a filesystem answers
+reads of fallocated-but-unwritten extents with zeros and no device I/O) and reused by
+every later run that asks for the same path and size; vmmem never deletes it unless
+`delete()` is called. Its contents do not matter: a request reads into, or writes from, one
+page-aligned buffer.
 
 Requests are issued from Python, one `os.preadv`/`os.pwritev` per request on the O_DIRECT
 descriptor, batched one epoch per call of `issue()`. The Python cost per request is a few
@@ -72,10 +74,29 @@ class VirtualDisk:
         if self.created:
             try:
                 os.posix_fallocate(fd, 0, self.size)
+                self._fill()
             except OSError as exc:
                 self.close()
                 os.unlink(self.path)
                 raise self._error(exc, f"reserving {format_size(self.size)} for") from exc
+            except BaseException:
+                self.close()
+                os.unlink(self.path)
+                raise
+
+    def _fill(self) -> None:
+        """Write zeros over the whole file once, as creating a fixed VHDX does: fallocate
+        alone leaves unwritten extents, which a filesystem reads back as zeros without
+        touching the device, so boot reads would cost nothing."""
+        chunk = 1 << 20
+        buf = self._buffer(chunk)
+        try:
+            for start in range(0, self.size, chunk):
+                n = min(chunk, self.size - start)
+                os.pwritev(self._fd, [buf[:n]], start)
+            os.fsync(self._fd)
+        finally:
+            buf.release()
 
     def _open_existing(self, flags: int) -> int:
         try:
