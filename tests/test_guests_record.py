@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_guests import check_invariants
 
-from vmmem.errors import RecordError, RecordTimeoutError
+from vmmem.errors import RecordError, RecordTimeoutError, SettingsError
 from vmmem.guests import GuestTrace
 from vmmem.guests.plugin import CFLAGS, compiler, source_dir
 from vmmem.guests.record import parse_disk_log, record_boot
@@ -81,7 +81,7 @@ def test_a_guest_that_never_powers_off_times_out(busybox_images, tmp_path):
     with pytest.raises(RecordTimeoutError, match="did not power off within"):
         record_boot(
             tmp_path / "x.npz", kernel=busybox_images / "vmlinuz", memory="128MB",
-            append="console=ttyS0 panic=0", timeout=5,
+            append="console=ttyS0 panic=0", timeout=2,
         )  # fmt: skip
     assert not (tmp_path / "x.npz").exists()
 
@@ -93,6 +93,18 @@ def test_a_guest_that_dies_before_its_target_is_an_error(busybox_images, tmp_pat
             tmp_path / "x.npz", kernel=busybox_images / "vmlinuz", memory="128MB",
             append="console=ttyS0 panic=-1", timeout=120,
         )  # fmt: skip
+
+
+def test_record_boot_checks_its_arguments(tmp_path):
+    with pytest.raises(SettingsError, match="needs a kernel"):
+        record_boot(tmp_path / "x.npz")
+    with pytest.raises(SettingsError, match="is not a file"):
+        record_boot(tmp_path / "x.npz", kernel=tmp_path / "missing")
+    (tmp_path / "k").write_bytes(b"")
+    with pytest.raises(SettingsError, match="whole MB"):
+        record_boot(tmp_path / "x.npz", kernel=tmp_path / "k", memory="1000KB")
+    with pytest.raises(RecordError, match="needs QEMU"):
+        record_boot(tmp_path / "x.npz", kernel=tmp_path / "k", qemu="no-such-qemu")
 
 
 def test_disk_requests_are_tied_to_the_epoch_marker_before_them(tmp_path):

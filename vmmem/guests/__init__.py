@@ -1,8 +1,9 @@
 """Guests: recorded real OS boots (traces made under QEMU TCG) and the synthetic boot, as
 profiles to list, and a replay driver that feeds a recorded boot to a GuestMemory.
 
-Layering: this package uses vmmem.memory, vmmem.sizes, vmmem.errors, vmmem.vdisk and numpy,
-never vmmem.hyperv or vmmem.cli. The format of a trace file is in docs/GUESTS.md.
+Layering: this package uses vmmem.memory, vmmem.sizes, vmmem.errors and numpy (and
+vmmem.vdisk's VirtualDisk as a type only), never vmmem.hyperv or vmmem.cli. The format of a
+trace file is in docs/GUESTS.md.
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import SettingsError
 from ..memory import GuestMemory
 from ..sizes import MB, SizeLike, parse_size
-from ..vdisk import VirtualDisk
 from .trace import FORMAT, MAPPINGS, PAGE_SIZE, GuestTrace, map_pages, shipped_names
+
+if TYPE_CHECKING:  # only the type: any object with .size and .issue() will do
+    from ..vdisk import VirtualDisk
 
 __all__ = [
     "DEFAULT_GUEST_IPS",

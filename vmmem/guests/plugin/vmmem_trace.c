@@ -23,7 +23,8 @@
  * same log (-d trace:...) therefore fall between the markers of the epoch in which they
  * happened, which is how the recorder ties disk requests to epochs.
  *
- * The recorder runs one vCPU (-smp 1); the state below is not shared between vCPUs.
+ * The recorder runs one vCPU (-smp 1, checked at install); the state below is not shared
+ * between vCPUs. Counting starts at the first instruction QEMU runs (the firmware).
  *
  * Raw file (little-endian, read by vmmem.guests.record; the .npz format is in
  * docs/GUESTS.md):
@@ -185,6 +186,10 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
 
     if (!info->system_emulation) {
         fprintf(stderr, "vmmem_trace: needs system emulation\n");
+        return -1;
+    }
+    if (info->system.max_vcpus > 1) {
+        fprintf(stderr, "vmmem_trace: records one vCPU; run QEMU with -smp 1\n");
         return -1;
     }
     for (int i = 0; i < argc; i++) {
