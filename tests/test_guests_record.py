@@ -14,7 +14,7 @@ from test_guests import check_invariants
 
 from vmmem.errors import RecordError, RecordTimeoutError, SettingsError
 from vmmem.guests import GuestTrace
-from vmmem.guests.plugin import CFLAGS, compiler, source_dir
+from vmmem.guests.plugin import CFLAGS, compiler, plugin_path, source_dir
 from vmmem.guests.record import parse_disk_log, record_boot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +51,19 @@ def test_plugin_compiles_without_warnings(tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_plugin_is_built_once_into_the_cache_and_rebuilt_when_forced(tmp_path, monkeypatch):
+    if compiler() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("VMMEM_CACHE_DIR", str(tmp_path / "cache"))
+    first = plugin_path()
+    assert first.parent == tmp_path / "cache" and first.name.startswith("vmmem_trace-")
+    mtime = first.stat().st_mtime_ns
+    assert plugin_path() == first and first.stat().st_mtime_ns == mtime, "reused"
+    assert plugin_path(rebuild=True) == first and first.stat().st_mtime_ns != mtime
+    assert b"qemu_plugin_install" in first.read_bytes()
+    assert [p.name for p in first.parent.iterdir()] == [first.name], "no temp files left"
 
 
 @needs_qemu

@@ -289,15 +289,15 @@ def record_boot(
         }
         out_p.parent.mkdir(parents=True, exist_ok=True)
         tmp_out = out_p.with_name(out_p.name + ".part.npz")
-        np.savez_compressed(
-            tmp_out,
-            format=np.array(FORMAT),
-            epoch_offsets=offsets,
-            pages=pages.astype(np.uint32),
-            written=written,
-            provenance=np.array(json.dumps(provenance, sort_keys=True)),
+        arrays: dict[str, Any] = {
+            "format": np.array(FORMAT),
+            "epoch_offsets": offsets,
+            "pages": pages.astype(np.uint32),
+            "written": written,
+            "provenance": np.array(json.dumps(provenance, sort_keys=True)),
             **disk_arrays,
-        )
+        }
+        np.savez_compressed(tmp_out, **arrays)
         os.replace(tmp_out, out_p)
     return GuestTrace.load(out_p)
 
