@@ -309,3 +309,33 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no console output)"
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
     return "\n".join(text.strip().splitlines()[-lines:]) or "(no console output)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m vmmem.guests.record OUT.npz --image-dir DIR [--timeout S] [--epoch N]"""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m vmmem.guests.record", description=__doc__)
+    ap.add_argument("out")
+    ap.add_argument("--image-dir", required=True)
+    ap.add_argument("--memory", default=None, help="VM RAM, e.g. 512MB (default: guest.json)")
+    ap.add_argument("--epoch", type=int, default=1_000_000, help="instructions per epoch")
+    ap.add_argument("--timeout", type=float, default=600.0)
+    a = ap.parse_args(argv)
+    trace = record_boot(
+        a.out,
+        image_dir=a.image_dir,
+        memory=a.memory,
+        epoch_instructions=a.epoch,
+        timeout=a.timeout,
+    )
+    p = trace.provenance
+    print(
+        f"{trace.name}: {trace.instructions:,} instructions in {trace.epochs} epochs, "
+        f"{trace.pages_touched:,} pages touched, {trace.pages_written:,} written, "
+        f"{trace.disk_bytes_read:,} disk bytes read; {p['recording_seconds']} s -> {a.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
