@@ -32,3 +32,23 @@ class NotEnoughMemoryError(VmmemError):
 
 class RamBackedWarning(UserWarning):
     """The paging folder lives in RAM (tmpfs, ramfs, zram): its paging I/O measures nothing."""
+
+
+class VirtualDiskError(VmmemError, OSError):
+    """A virtual-disk file could not be created, opened, read or written.
+
+    Carries errno, strerror and filename (the disk's path) as OSError does.
+    """
+
+
+class GuestTraceError(VmmemError, ValueError):
+    """A guest trace is missing, unknown by name, or not a valid vmmem guest trace."""
+
+
+class RecordError(VmmemError):
+    """Recording a guest boot under QEMU failed: QEMU or the compiler is missing, QEMU
+    failed, or the guest did not reach its target (the message carries the console's tail)."""
+
+
+class RecordTimeoutError(RecordError, TimeoutError):
+    """The guest did not power off within the recording's timeout; QEMU was killed."""

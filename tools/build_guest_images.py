@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Build the guest images that vmmem's shipped guest traces were recorded from.
+
+Everything comes from Debian's packages through this machine's own apt configuration
+(``apt-get download`` and ``mmdebstrap``); no host name appears here. Two guests:
+
+``busybox``
+    Debian's cloud kernel (``linux-image-cloud-amd64``, its ``boot/vmlinuz-*``) and an
+    initramfs holding ``busybox-static``, the four virtio modules the disk needs, and an
+    ``/init`` script that mounts the pseudo filesystems, loads the modules, reads the first
+    4 MiB of the virtio disk ``/dev/vda`` and then runs ``poweroff -f``. The disk is a small
+    raw file of zeros. The cpio archive is written by this script with sorted names, fixed
+    owners and a fixed mtime, so the same packages give the same bytes.
+
+``debian-12``
+    A Debian 12 root filesystem built with ``mmdebstrap`` (variant ``minbase`` plus
+    ``systemd-sysv``, ``udev``, ``kmod`` and ``linux-image-cloud-amd64``, which brings
+    ``initramfs-tools``) into an ext4 raw image (``mke2fs -d``). The kernel and initramfs are
+    the ones Debian installed into the image's ``/boot``. A unit
+    ``vmmem-poweroff.service`` (``WantedBy=`` and ``After=multi-user.target``) powers the
+    machine off at once when multi-user.target is reached, which ends the recording.
+    ``SOURCE_DATE_EPOCH`` is fixed so mmdebstrap's output is as reproducible as Debian allows.
+
+Usage (as root, for mmdebstrap and apt-get)::
+
+    python tools/build_guest_images.py busybox   [--out DIR]
+    python tools/build_guest_images.py debian-12 [--out DIR]
+
+The default ``--out`` is ``build/guests`` in the work tree. Each guest gets a folder with
+``vmlinuz``, ``initrd.img``, ``disk.img`` and ``guest.json`` (what
+:func:`vmmem.guests.record.record_boot` reads through ``--image-dir``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SOURCE_DATE_EPOCH = 1700000000  # fixed mtime for everything this script writes
+VIRTIO_MODULES = [  # load order matters
+    "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio.ko",
+    "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+    "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+    "kernel/drivers/virtio/virtio_pci.ko",
+    "kernel/drivers/block/virtio_blk.ko",
+]
+
+BUSYBOX_INIT = """#!/bin/busybox sh
+# vmmem busybox guest: mount, load the virtio disk driver, read the disk, power off.
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in {modules}; do insmod /lib/modules/$m; done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+dd if=/dev/vda of=/dev/null bs=65536 count=64 2>/dev/null
+echo "vmmem-guest: boot reached its target"
+poweroff -f
+"""
+
+POWEROFF_UNIT = """[Unit]
+Description=vmmem: power off once multi-user.target is reached (ends the recording)
+After=multi-user.target
+DefaultDependencies=no
+
+[Service]
+Type=oneshot
+ExecStartPre=/bin/sh -c 'echo "vmmem-guest: boot reached its target" > /dev/ttyS0'
+ExecStart=/usr/bin/systemctl poweroff --force --force
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def run(*args: str, **kw) -> subprocess.CompletedProcess:
+    print("+", " ".join(args), file=sys.stderr)
+    return subprocess.run(args, check=True, **kw)
+
+
+def apt_download(names: list[str], into: Path) -> list[Path]:
+    into.mkdir(parents=True, exist_ok=True)
+    os.chmod(into, 0o777)  # apt-get download drops privileges to _apt
+    run("apt-get", "download", *names, cwd=into)
+    return sorted(into.glob("*.deb"))
+
+
+def kernel_package() -> str:
+    out = subprocess.run(
+        ["apt-cache", "depends", "linux-image-cloud-amd64"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("Depends: linux-image-"):
+            return line.split()[1]
+    raise SystemExit("linux-image-cloud-amd64 does not name a kernel package")
+
+
+def newc_cpio(entries: list[tuple[str, int, bytes]]) -> bytes:
+    """A reproducible 'newc' cpio archive: (name, mode, data) sorted by name, root-owned."""
+    out = bytearray()
+
+    def add(name: str, mode: int, data: bytes, ino: int) -> None:
+        nameb = name.encode() + b"\0"
+        fields = [ino, mode, 0, 0, 1, SOURCE_DATE_EPOCH, len(data), 0, 0, 0, 0, len(nameb), 0]
+        out.extend(b"070701" + b"".join(b"%08X" % f for f in fields))
+        out.extend(nameb)
+        out.extend(b"\0" * (-len(out) % 4))
+        out.extend(data)
+        out.extend(b"\0" * (-len(out) % 4))
+
+    for ino, (name, mode, data) in enumerate(sorted(entries), start=1):
+        add(name, mode, data, ino)
+    add("TRAILER!!!", 0, b"", 0)
+    return bytes(out)
+
+
+def build_busybox(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpd = Path(tmp)
+        kpkg = kernel_package()
+        debs = apt_download([kpkg, "busybox-static"], tmpd / "debs")
+        for deb in debs:
+            run("dpkg-deb", "-x", str(deb), str(tmpd / "root"))
+        root = tmpd / "root"
+        (vmlinuz,) = sorted((root / "boot").glob("vmlinuz-*"))
+        (moddir,) = sorted((root / "lib" / "modules").iterdir())
+        shutil.copyfile(vmlinuz, out / "vmlinuz")
+        d = stat.S_IFDIR | 0o755
+        f = stat.S_IFREG | 0o644
+        x = stat.S_IFREG | 0o755
+        entries: list[tuple[str, int, bytes]] = [
+            (n, d, b"") for n in ("bin", "dev", "proc", "sys", "lib", "lib/modules")
+        ]
+        entries.append(("bin/busybox", x, (root / "bin" / "busybox").read_bytes()))
+        mods = []
+        for rel in VIRTIO_MODULES:
+            name = Path(rel).name
+            entries.append((f"lib/modules/{name}", f, (moddir / rel).read_bytes()))
+            mods.append(name)
+        entries.append(("init", x, BUSYBOX_INIT.format(modules=" ".join(mods)).encode()))
+        (out / "initrd.img").write_bytes(newc_cpio(entries))
+        disk = out / "disk.img"
+        with open(disk, "wb") as fh:
+            fh.truncate(64 << 20)
+        meta = {
+            "name": "busybox",
+            "kind": "busybox initramfs",
+            "memory_mb": 256,
+            "append": "console=ttyS0 panic=-1 quiet",
+            "packages": sorted(p.name for p in debs),
+            "kernel_release": moddir.name,
+        }
+        (out / "guest.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"busybox guest in {out}")
+
+
+def build_debian(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(SOURCE_DATE_EPOCH))
+        unit = "/etc/systemd/system/vmmem-poweroff.service"
+        unit_file = Path(tmp) / "vmmem-poweroff.service"
+        unit_file.write_text(POWEROFF_UNIT)
+        hooks = [
+            f"--customize-hook=upload {unit_file} {unit}",
+            '--customize-hook=mkdir -p "$1/etc/systemd/system/multi-user.target.wants"',
+            f'--customize-hook=ln -sf {unit} "$1/etc/systemd/system/multi-user.target.wants/"',
+            "--customize-hook=echo '/dev/vda / ext4 defaults 0 1' > \"$1/etc/fstab\"",
+            '--customize-hook=echo vmmem-guest > "$1/etc/hostname"',
+            '--customize-hook=chroot "$1" passwd -d root',
+        ]
+        run(
+            "mmdebstrap",
+            "--variant=minbase",
+            "--include=systemd-sysv,udev,kmod,linux-image-cloud-amd64,initramfs-tools",
+            *hooks,
+            "bookworm",
+            str(rootfs),
+            env=env,
+        )
+        (vmlinuz,) = sorted((rootfs / "boot").glob("vmlinuz-*"))
+        (initrd,) = sorted((rootfs / "boot").glob("initrd.img-*"))
+        shutil.copyfile(vmlinuz, out / "vmlinuz")
+        shutil.copyfile(initrd, out / "initrd.img")
+        used = int(
+            subprocess.run(
+                ["du", "-sb", str(rootfs)], capture_output=True, text=True, check=True
+            ).stdout.split()[0]
+        )
+        size_mb = max(1024, (used * 2 >> 20) // 64 * 64 + 64)
+        disk = out / "disk.img"
+        disk.unlink(missing_ok=True)
+        run(
+            "mke2fs",
+            "-q",
+            "-t",
+            "ext4",
+            "-E",
+            "hash_seed=00000000-0000-0000-0000-000000000000",
+            "-U",
+            "00000000-0000-0000-0000-000000000001",
+            "-d",
+            str(rootfs),
+            str(disk),
+            f"{size_mb}M",
+            env=env,
+        )
+        meta = {
+            "name": "debian-12",
+            "kind": "debian 12 systemd multi-user.target",
+            "memory_mb": 512,
+            "append": "root=/dev/vda ro console=ttyS0 panic=-1 quiet",
+            "packages": [
+                "mmdebstrap minbase bookworm",
+                "systemd-sysv",
+                "udev",
+                "kmod",
+                "linux-image-cloud-amd64",
+                "initramfs-tools",
+            ],
+            "kernel_release": vmlinuz.name.removeprefix("vmlinuz-"),
+        }
+        (out / "guest.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"debian-12 guest in {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("guest", choices=["busybox", "debian-12"])
+    ap.add_argument("--out", type=Path, default=None, help="folder (default build/guests/GUEST)")
+    a = ap.parse_args()
+    out = a.out or Path(__file__).resolve().parent.parent / "build" / "guests" / a.guest
+    {"busybox": build_busybox, "debian-12": build_debian}[a.guest](out)
+
+
+if __name__ == "__main__":
+    main()

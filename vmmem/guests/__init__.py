@@ -1,0 +1,243 @@
+"""Guests: recorded real OS boots (traces made under QEMU TCG) and the synthetic boot, as
+profiles to list, and a replay driver that feeds a recorded boot to a GuestMemory.
+
+Layering: this package uses vmmem.memory, vmmem.sizes, vmmem.errors and numpy (and
+vmmem.vdisk's VirtualDisk as a type only), never vmmem.hyperv or vmmem.cli. The format of a
+trace file is in docs/GUESTS.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import SettingsError
+from ..memory import GuestMemory
+from ..sizes import MB, SizeLike, parse_size
+from .trace import FORMAT, MAPPINGS, PAGE_SIZE, GuestTrace, map_pages, shipped_names
+
+if TYPE_CHECKING:  # only the type: any object with .size and .issue() will do
+    from ..vdisk import VirtualDisk
+
+__all__ = [
+    "DEFAULT_GUEST_IPS",
+    "FORMAT",
+    "MAPPINGS",
+    "SYNTHETIC_BOOT",
+    "EpochProgress",
+    "GuestProfile",
+    "GuestTrace",
+    "ReplayResult",
+    "list_guests",
+    "load_guest",
+    "map_pages",
+    "replay_epochs",
+    "shipped_names",
+]
+
+# Guest instructions per second of a native (not emulated) guest vCPU, used to turn a
+# recorded boot's instructions into guest CPU time: instructions / guest_ips. Measured on this
+# machine class by tools/measure_guest_ips.py: 1.7 G/s on kernel-bound code (fork/exec),
+# 5.3-6.0 G/s on compute-bound user code (gzip); a boot is mostly kernel work. See
+# docs/GUESTS.md, "guest_ips".
+DEFAULT_GUEST_IPS = 2.0e9
+
+SYNTHETIC_BOOT = "synthetic-boot"
+# The synthetic boot's parameters as vmmem/hyperv/workloads.py's Boot defines them (copied,
+# not imported: vmmem.guests sits below vmmem.hyperv).
+SYNTHETIC_BOOT_PARAMETERS: dict[str, Any] = {
+    "cpu_per_page_s": 50e-6,
+    "hot_fraction": 0.10,
+    "hot_ratio": 1.0,
+    "revisit_ratio": 0.25,
+    "write_ratio": 0.3,
+    "chunk_pages": 2048,
+    "first_touch": "every Startup RAM page once, 2 MB blocks shuffled within windows of 8, "
+    "every first touch a write",
+    "source": "invented: 50 us per page makes a 512 MB boot with enough memory take about "
+    "6.6 s of guest CPU",
+}
+
+
+@dataclass(frozen=True)
+class GuestProfile:
+    """One guest profile as `vmmem guests` lists it (recorded or synthetic)."""
+
+    name: str
+    kind: str  # "recorded" or "synthetic"
+    description: str
+    memory_size: int  # bytes: the recorded VM's RAM, or the Startup RAM the numbers are for
+    pages_touched: int
+    pages_written: int
+    disk_bytes_read: int
+    disk_bytes_written: int
+    instructions: int | None  # None: synthetic, charged as cpu_per_page instead
+    epochs: int | None
+    guest_cpu_seconds: float  # at DEFAULT_GUEST_IPS (recorded) or cpu_per_page (synthetic)
+    path: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_guest(name_or_path: str) -> GuestTrace:
+    """A shipped guest by name (see shipped_names()) or a trace file by path."""
+    return GuestTrace.load(name_or_path)
+
+
+def _profile(trace: GuestTrace) -> GuestProfile:
+    return GuestProfile(
+        name=trace.name,
+        kind="recorded",
+        description=trace.kind,
+        memory_size=trace.memory_size,
+        pages_touched=trace.pages_touched,
+        pages_written=trace.pages_written,
+        disk_bytes_read=trace.disk_bytes_read,
+        disk_bytes_written=trace.disk_bytes_written,
+        instructions=trace.instructions,
+        epochs=trace.epochs,
+        guest_cpu_seconds=trace.instructions / DEFAULT_GUEST_IPS,
+        path=str(trace.path),
+        provenance=dict(trace.provenance),
+    )
+
+
+def synthetic_profile(startup_ram: SizeLike = 512 * MB) -> GuestProfile:
+    """The synthetic boot's profile for a VM of `startup_ram`: every page touched and written
+    once, 50 us of guest CPU per page, no disk I/O."""
+    pages = parse_size(startup_ram, "startup RAM") // PAGE_SIZE
+    params = dict(SYNTHETIC_BOOT_PARAMETERS)
+    return GuestProfile(
+        name=SYNTHETIC_BOOT,
+        kind="synthetic",
+        description="synthetic boot: touches all of Startup RAM, as Windows does",
+        memory_size=pages * PAGE_SIZE,
+        pages_touched=pages,
+        pages_written=pages,
+        disk_bytes_read=0,
+        disk_bytes_written=0,
+        instructions=None,
+        epochs=None,
+        guest_cpu_seconds=pages * params["cpu_per_page_s"],
+        provenance={"parameters": params},
+    )
+
+
+def list_guests(startup_ram: SizeLike = 512 * MB) -> list[GuestProfile]:
+    """Every guest profile: the shipped recorded ones, then the synthetic boot (its numbers
+    for a VM of `startup_ram`)."""
+    return [_profile(GuestTrace.load(n)) for n in shipped_names()] + [
+        synthetic_profile(startup_ram)
+    ]
+
+
+@dataclass(frozen=True)
+class EpochProgress:
+    """Passed to replay_epochs' callback after each epoch."""
+
+    epoch: int
+    epochs: int
+    instructions: int  # this epoch's guest instructions
+    cpu_seconds: float  # instructions / guest_ips: what the caller should charge
+    pages: int  # entries replayed in this epoch
+    disk_requests: int
+    disk_bytes_read: int
+    disk_bytes_written: int
+    replay_seconds: float  # wall time of this epoch's replay and disk I/O
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    epochs: int
+    instructions: int
+    cpu_seconds: float
+    entries: int
+    disk_requests: int
+    disk_bytes_read: int
+    disk_bytes_written: int
+    replay_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def replay_epochs(
+    memory: GuestMemory,
+    trace: GuestTrace | str,
+    *,
+    disk: VirtualDisk | None = None,
+    mapping: str = "fold",
+    guest_ips: float = DEFAULT_GUEST_IPS,
+    on_epoch: Callable[[EpochProgress], Any] | None = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> ReplayResult:
+    """Replay a recorded boot into `memory`, one GuestMemory.replay call per epoch (the core
+    runs every access in C), and issue each epoch's disk requests to `disk` (if given) after
+    its pages.
+
+    Pages are mapped onto the memory's size by `mapping` (see map_pages). Disk requests
+    beyond the disk's end are folded modulo the disk's size (aligned). After each epoch,
+    `on_epoch(EpochProgress)` is called; a caller charges guest CPU time there
+    (progress.cpu_seconds = the epoch's instructions / guest_ips), e.g. by sleeping. A
+    callback that returns False stops the replay after that epoch.
+    """
+    if isinstance(trace, str):
+        trace = GuestTrace.load(trace)
+    if not guest_ips > 0:
+        raise SettingsError(f"guest_ips must be > 0, got {guest_ips!r}")
+    if mapping not in MAPPINGS:
+        raise SettingsError(f"page mapping {mapping!r} is not known; use one of {list(MAPPINGS)}")
+    if memory.page_size != trace.page_size:
+        raise SettingsError(
+            f"the trace has {trace.page_size}-byte pages, the memory {memory.page_size}-byte"
+        )
+    stop = trace.epochs if stop is None else min(stop, trace.epochs)
+    totals = dict(instructions=0, entries=0, requests=0, read=0, written=0)
+    t_all = time.perf_counter()
+    done = start
+    for e in range(start, stop):
+        t0 = time.perf_counter()
+        pages, writes = trace.epoch(e)
+        if pages.size:
+            memory.replay(map_pages(pages, trace.memory_pages, memory.pages, mapping), writes)
+        nreq = rd = wr = 0
+        if disk is not None:
+            off, ln, w = trace.disk(e)
+            if off.size:
+                off = off.astype(np.int64)
+                ln = np.minimum(ln.astype(np.int64), disk.size)
+                span = disk.size - ln + 1
+                off = np.where(off + ln > disk.size, (off % span) // 4096 * 4096, off)
+                io = disk.issue(off, ln, w)
+                nreq, rd, wr = io.requests, io.bytes_read, io.bytes_written
+        insns = trace.epoch_instructions_of(e)
+        totals["instructions"] += insns
+        totals["entries"] += int(pages.size)
+        totals["requests"] += nreq
+        totals["read"] += rd
+        totals["written"] += wr
+        done = e + 1
+        if on_epoch is not None:
+            progress = EpochProgress(
+                e, trace.epochs, insns, insns / guest_ips, int(pages.size), nreq, rd, wr,
+                time.perf_counter() - t0,
+            )  # fmt: skip
+            if on_epoch(progress) is False:
+                break
+    return ReplayResult(
+        epochs=done - start,
+        instructions=totals["instructions"],
+        cpu_seconds=totals["instructions"] / guest_ips,
+        entries=totals["entries"],
+        disk_requests=totals["requests"],
+        disk_bytes_read=totals["read"],
+        disk_bytes_written=totals["written"],
+        replay_seconds=time.perf_counter() - t_all,
+    )
