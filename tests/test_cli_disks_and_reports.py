@@ -103,6 +103,9 @@ def _tiny_run() -> RunResult:
                     "device": "vda",
                     "device_read_bytes": 1 << 20,
                     "device_write_bytes": 1 << 20,
+                    "disk_requests": 128,
+                    "disk_read_bytes": 4 << 20,
+                    "disk_write_bytes": 0,
                 }
             )
     timeline = [

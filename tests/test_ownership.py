@@ -147,10 +147,11 @@ def test_a_run_keeps_foreign_files_and_symlinked_folders_intact(disk_dir, monkey
     assert r.exit_code == 0, r.output
     assert "every Smart Paging file is gone" in r.stdout
     assert (outside / "important.slp").read_bytes() == b"keep me"
-    assert sorted(os.listdir(outside)) == ["important.slp"]
-    assert sorted(os.listdir(host / "vm2")) == ["keep.slp", "link.slp"]
+    # The VMs' virtual disks are kept beside their files (vm1's through the symlink).
+    assert sorted(os.listdir(outside)) == ["important.slp", "vm1-16MB.vmdisk"]
+    assert sorted(os.listdir(host / "vm2")) == ["keep.slp", "link.slp", "vm2-16MB.vmdisk"]
     assert os.path.islink(host / "vm1") and os.path.islink(host / "vm2" / "link.slp")
-    assert not (host / "vm3").exists()  # folders the run made, empty again, are gone
+    assert os.listdir(host / "vm3") == ["vm3-16MB.vmdisk"]  # the run's own files are gone
 
 
 def test_the_run_after_a_sigkill_names_the_earlier_run(disk_dir):

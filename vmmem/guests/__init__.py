@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # only the type: any object with .size and .issue() will do
     from ..vdisk import VirtualDisk
 
 __all__ = [
+    "fold_disk_requests",
     "DEFAULT_GUEST_IPS",
     "FORMAT",
     "MAPPINGS",
@@ -167,6 +168,17 @@ class ReplayResult:
         return asdict(self)
 
 
+def fold_disk_requests(offsets: Any, lengths: Any, disk_size: int) -> tuple[Any, Any]:
+    """Recorded disk requests onto a virtual disk of `disk_size` bytes: lengths capped at the
+    disk, and a request that would run past its end moved to its offset modulo the room left
+    (4 KiB aligned). Requests within the disk keep their offsets."""
+    off = np.asarray(offsets, dtype=np.int64)
+    ln = np.minimum(np.asarray(lengths, dtype=np.int64), disk_size)
+    span = disk_size - ln + 1
+    off = np.where(off + ln > disk_size, (off % span) // 4096 * 4096, off)
+    return off, ln
+
+
 def replay_epochs(
     memory: GuestMemory,
     trace: GuestTrace | str,
@@ -211,10 +223,7 @@ def replay_epochs(
         if disk is not None:
             off, ln, w = trace.disk(e)
             if off.size:
-                off = off.astype(np.int64)
-                ln = np.minimum(ln.astype(np.int64), disk.size)
-                span = disk.size - ln + 1
-                off = np.where(off + ln > disk.size, (off % span) // 4096 * 4096, off)
+                off, ln = fold_disk_requests(off, ln, disk.size)
                 io = disk.issue(off, ln, w)
                 nreq, rd, wr = io.requests, io.bytes_read, io.bytes_written
         insns = trace.epoch_instructions_of(e)

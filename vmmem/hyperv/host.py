@@ -131,12 +131,16 @@ class Host:
         automatic_stop_action: str = "Save",
         automatic_start_action: str = "StartIfRunning",
         automatic_start_delay: float = 0.0,
+        vhd_path: str | os.PathLike[str] | None = None,
+        vhd_size: SizeLike | None = None,
     ) -> VM:
         """A new VM, Off. Raises SettingsError (creating nothing) on a bad setting.
 
         The automatic stop and start actions and the start delay say what the VM does when the
         host reboots (`reboot`), as Set-VM's -AutomaticStopAction, -AutomaticStartAction and
-        -AutomaticStartDelay do."""
+        -AutomaticStartDelay do. `vhd_path` is the folder of the VM's virtual disk (default
+        the VM's folder, as New-VHD -Path) and `vhd_size` its size (default: what the boot
+        reads from, times four); the disk is created once and kept across runs."""
         self._check_open()
         settings = validate_settings(
             name,
@@ -151,6 +155,8 @@ class Host:
             automatic_stop_action=automatic_stop_action,
             automatic_start_action=automatic_start_action,
             automatic_start_delay=automatic_start_delay,
+            vhd_path=vhd_path,
+            vhd_size=vhd_size,
         )
         phases = as_phases(workload)
         self.check_workload(settings, phases)

@@ -101,6 +101,10 @@ class BootReport:
     device: str | None  # block device under paging_dir (psutil counter key)
     device_read_bytes: int | None  # that device's counters over the boot window
     device_write_bytes: int | None
+    # The guest's own virtual-disk I/O during the boot (reads of its VHD; not paging).
+    disk_requests: int = 0
+    disk_read_bytes: int = 0
+    disk_write_bytes: int = 0
     # Latency histograms over the boot window (for CDFs); left out of as_dict().
     page_in_latency: LatencyHistogram | None = field(default=None, repr=False, compare=False)
     fault_latency: LatencyHistogram | None = field(default=None, repr=False, compare=False)

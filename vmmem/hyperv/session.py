@@ -18,6 +18,7 @@ import numpy as np
 from .. import devices
 from ..errors import OutOfFramesError
 from ..memory import GuestMemory
+from ..vdisk import VirtualDisk
 from .reports import BootReport
 
 __all__ = ["CHUNK", "CHUNK_PAGING", "BootRecord", "GuestSession", "Stopped"]
@@ -67,8 +68,10 @@ class GuestSession:
         startup_pages: int,
         lock: threading.RLock,
         cv: threading.Condition,
+        disk: VirtualDisk | None = None,
     ) -> None:
         self.memory = memory
+        self.disk = disk  # the VM's virtual disk, when its workload reads one
         self.record = record
         self.lock = lock
         self.cv = cv
@@ -83,6 +86,10 @@ class GuestSession:
         self.demand = 0  # pages: committed memory
         self.smart_paging = False  # a paging file is allowed (restart short of Startup RAM)
         self.restarting = False  # the host is dividing memory for this restart right now
+        # The guest's own virtual-disk I/O this boot (not paging): requests and bytes.
+        self.disk_requests = 0
+        self.disk_read_bytes = 0
+        self.disk_write_bytes = 0
 
     # -- demand ------------------------------------------------------------------------------
 
@@ -208,6 +215,20 @@ class GuestSession:
                 self.smart_paging = False
                 self.cv.notify_all()
 
+    def disk_io(self, offsets: np.ndarray, lengths: np.ndarray, writes: np.ndarray | None) -> None:
+        """Issue the guest's own disk requests to its virtual disk (O_DIRECT: they reach the
+        device), folded onto the disk's size; counted apart from paging."""
+        if self.disk is None or not len(offsets):
+            return
+        from ..guests import fold_disk_requests
+
+        self._check()
+        off, ln = fold_disk_requests(offsets, lengths, self.disk.size)
+        io = self.disk.issue(off, ln, writes)
+        self.disk_requests += io.requests
+        self.disk_read_bytes += io.bytes_read
+        self.disk_write_bytes += io.bytes_written
+
     # -- the end -------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -221,6 +242,8 @@ class GuestSession:
         with self.lock:
             if not self.memory.closed:
                 self.memory.close()
+            if self.disk is not None:
+                self.disk.close()  # the file stays: a VM's disk outlives its boots
             self.observe_file_closed()
             self.assigned = 0
             self.demand = 0

@@ -62,6 +62,8 @@ PS_NAMES = {
     "automatic_stop_action": "-AutomaticStopAction",
     "automatic_start_action": "-AutomaticStartAction",
     "automatic_start_delay": "-AutomaticStartDelay",
+    "vhd_path": "-Path (New-VHD)",
+    "vhd_size": "-SizeBytes (New-VHD)",
 }
 _TITLES = {
     "startup": "Startup RAM",
@@ -73,6 +75,8 @@ _TITLES = {
     "automatic_stop_action": "Automatic stop action",
     "automatic_start_action": "Automatic start action",
     "automatic_start_delay": "Automatic start delay",
+    "vhd_path": "Virtual disk folder",
+    "vhd_size": "Virtual disk size",
 }
 
 
@@ -103,6 +107,8 @@ class VMSettings:
     automatic_stop_action: str = "Save"
     automatic_start_action: str = "StartIfRunning"
     automatic_start_delay: float = 0.0  # seconds after the host starts
+    vhd_path: str | None = None  # the virtual disk's folder (None: the VM's own folder)
+    vhd_size: int | None = None  # bytes (None: sized by what the boot reads)
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -156,6 +162,8 @@ def validate_settings(
     automatic_stop_action: str = "Save",
     automatic_start_action: str = "StartIfRunning",
     automatic_start_delay: float = 0.0,
+    vhd_path: str | os.PathLike[str] | None = None,
+    vhd_size: SizeLike | None = None,
 ) -> VMSettings:
     """Check a VM's settings as New-VM / Set-VMMemory would; return them in bytes.
 
@@ -177,6 +185,7 @@ def validate_settings(
     host_actions = _check_host_actions(
         automatic_stop_action, automatic_start_action, automatic_start_delay
     )
+    disk = _check_disk(vhd_path, vhd_size)
     startup_b = check_size("startup", startup)
     if startup_b < MINIMUM_RAM:
         raise SettingsError(
@@ -208,7 +217,17 @@ def validate_settings(
                 "Turn Dynamic Memory on, or leave them out"
             )
         return VMSettings(
-            name, startup_b, startup_b, startup_b, 0, priority_v, False, path, gen, *host_actions
+            name,
+            startup_b,
+            startup_b,
+            startup_b,
+            0,
+            priority_v,
+            False,
+            path,
+            gen,
+            *host_actions,
+            *disk,
         )
 
     minimum_b = (
@@ -242,8 +261,37 @@ def validate_settings(
             f"generation {gen} VM"
         )
     return VMSettings(
-        name, startup_b, minimum_b, maximum_b, buffer_v, priority_v, True, path, gen, *host_actions
+        name,
+        startup_b,
+        minimum_b,
+        maximum_b,
+        buffer_v,
+        priority_v,
+        True,
+        path,
+        gen,
+        *host_actions,
+        *disk,
     )
+
+
+def _check_disk(
+    vhd_path: str | os.PathLike[str] | None, vhd_size: SizeLike | None
+) -> tuple[str | None, int | None]:
+    """The virtual disk's folder and size, as New-VHD takes them."""
+    if vhd_path is not None and not isinstance(vhd_path, (str, os.PathLike)):
+        raise SettingsError(f"{_label('vhd_path')} must be a folder, got {vhd_path!r}")
+    path = None if vhd_path is None else os.fspath(vhd_path)
+    if path is not None and (not path or "\0" in path):
+        raise SettingsError(f"{_label('vhd_path')} must be a folder, got {path!r}")
+    if vhd_size is None:
+        return path, None
+    size = parse_size(vhd_size, _label("vhd_size"))
+    if size < MB or size % MB:
+        raise SettingsError(
+            f"{_label('vhd_size')} must be a whole number of MB, at least 1 MB, got {vhd_size!r}"
+        )
+    return path, size
 
 
 def _check_host_actions(stop: object, start: object, delay: object) -> tuple[str, str, float]:

@@ -22,7 +22,8 @@ from typing import Protocol
 from .. import devices
 from ..errors import SettingsError, VmmemError
 from ..memory import FramePool, GuestMemory
-from ..sizes import SizeLike, format_size
+from ..sizes import MB, SizeLike, format_size
+from ..vdisk import VirtualDisk
 from ..workspace import Workspace
 from .balancer import Claim, claim_for
 from .reports import BootReport, VMStatus, memory_status
@@ -205,6 +206,8 @@ class VM:
                 "automatic_stop_action": s.automatic_stop_action,
                 "automatic_start_action": s.automatic_start_action,
                 "automatic_start_delay": s.automatic_start_delay,
+                "vhd_path": s.vhd_path,
+                "vhd_size": s.vhd_size,
             }
             if s.dynamic:
                 kwargs.update(minimum=s.minimum, maximum=s.maximum, buffer=s.buffer)
@@ -471,7 +474,14 @@ class VM:
         )
         self._host.workspace.record_file(memory.paging_file.path)
         startup_pages = self._settings.startup // memory.page_size
-        session = GuestSession(memory, BootRecord(kind=kind), startup_pages, self._lock, self._cv)
+        try:
+            disk = self._open_disk(startup_pages, memory.page_size)
+        except BaseException:
+            memory.close()
+            raise
+        session = GuestSession(
+            memory, BootRecord(kind=kind), startup_pages, self._lock, self._cv, disk
+        )
         session.restarting = restarting
         with self._lock:
             self.error = None
@@ -487,6 +497,35 @@ class VM:
                 session.commit_range(0, startup_pages)
             else:
                 self._phase = self._phases[0].phase
+
+    @property
+    def vhd_folder(self) -> str:
+        """The folder of the VM's virtual disk: its own setting, else the VM's folder (as
+        New-VHD puts it beside the VM's files)."""
+        return smart_paging_folder(self._host.folder, self.name, self._settings.vhd_path)
+
+    def vhd_size(self, startup_pages: int | None = None, page_size: int | None = None) -> int:
+        """The virtual disk's size: the setting, else what the workload reads from (0: no disk)."""
+        if self._settings.vhd_size is not None:
+            return self._settings.vhd_size
+        ps = page_size or self._host.page_size
+        pages = startup_pages or self._settings.startup // ps
+        return max((p.disk_size_hint(pages, ps) for p in self._phases), default=0)
+
+    def vhd_file(self, size: int) -> str:
+        """The virtual disk's file: its size is in the name, so runs at other sizes (--scale)
+        each keep their own disk and reuse it."""
+        return os.path.join(self.vhd_folder, f"{self.name}-{size // MB}MB.vmdisk")
+
+    def _open_disk(self, startup_pages: int, page_size: int) -> VirtualDisk | None:
+        """The VM's virtual disk (created once, zero-filled, then reused by every boot and
+        every run; vmmem never deletes it), or None when the workload reads no disk."""
+        size = self.vhd_size(startup_pages, page_size)
+        if not size:
+            return None
+        folder = self.vhd_folder
+        self._host.claim_folder(folder)
+        return VirtualDisk(self.vhd_file(size), size)
 
     def end_restart_allocation(self) -> None:
         """The host has divided memory for this restart: the boot pages to a Smart Paging file
@@ -652,6 +691,9 @@ class VM:
             device=boot.device.counter_key if boot.device is not None else None,
             device_read_bytes=io_read,
             device_write_bytes=io_write,
+            disk_requests=guest.disk_requests,
+            disk_read_bytes=guest.disk_read_bytes,
+            disk_write_bytes=guest.disk_write_bytes,
             page_in_latency=stats.page_in_latency,
             fault_latency=faults,
         )

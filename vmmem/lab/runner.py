@@ -275,7 +275,8 @@ def run_scenario(
         plan = plan_scenario(s).to_dict()
     if paging_dir is not None:
         s = s.with_paging_dir(os.path.abspath(paging_dir))
-    host_folder = os.path.abspath(s.smart_paging_path or DEFAULT_FOLDER)
+    # The VMs' own folders (their virtual disks; their Smart Paging files unless moved).
+    host_folder = os.path.abspath(DEFAULT_FOLDER)
     infos, warnings = check_locations(s, host_folder)
     folders = sorted(set(paging_folders(s, host_folder).values()))
     result = RunResult(

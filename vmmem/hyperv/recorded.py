@@ -1,0 +1,107 @@
+"""A recorded operating-system boot as a VM's boot phase (see docs/GUESTS.md).
+
+`RecordedBoot` replays a guest trace recorded under QEMU (`vmmem record-boot`; shipped:
+"busybox", "debian-12"): epoch by epoch, the guest-physical pages it touched (one
+`Guest.replay` call per epoch, all accesses in C), its own virtual-disk requests, and its CPU
+time, charged as the epoch's guest instructions / `guest_ips` (slept in batches, as the
+synthetic Boot sleeps its cpu_per_page). The guest thread does this through the same session
+as any phase, so a restart short of memory boots it on Smart Paging.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+from ..errors import GuestTraceError, SettingsError
+from ..guests import DEFAULT_GUEST_IPS, GuestTrace, map_pages
+from ..guests.trace import MAPPINGS
+from ..sizes import MB
+from .workloads import Guest, Workload
+
+__all__ = ["RecordedBoot"]
+
+_SLEEP_BATCH = 0.01  # seconds of guest CPU charged at once: fewer, longer sleeps
+
+
+@dataclass(frozen=True, eq=False)
+class RecordedBoot(Workload):
+    """A recorded boot. `guest`: a shipped guest's name or a trace file's path.
+
+    guest_ips: guest instructions per second of a native vCPU, turning the recording's
+      instructions into guest CPU time (default: vmmem.guests.DEFAULT_GUEST_IPS, 2.0e9, measured
+      on this machine class; docs/GUESTS.md).
+    mapping: how the recording's guest-physical pages map onto a VM whose Startup RAM differs
+      from the recorded VM's memory: "fold" (page modulo the VM's pages, the default) or "scale"
+      (proportionally). A VM at least as large keeps the page numbers.
+    """
+
+    guest: str = "debian-12"
+    guest_ips: float = DEFAULT_GUEST_IPS
+    mapping: str = "fold"
+    phase = "boot"
+    boot = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.guest, str) or not self.guest:
+            raise SettingsError(
+                f"RecordedBoot guest must be a guest's name or a path, got {self.guest!r}"
+            )
+        if (
+            isinstance(self.guest_ips, bool)
+            or not isinstance(self.guest_ips, (int, float))
+            or not math.isfinite(self.guest_ips)
+            or self.guest_ips <= 0
+        ):
+            raise SettingsError(
+                f"RecordedBoot guest_ips must be a positive number, got {self.guest_ips!r}"
+            )
+        if self.mapping not in MAPPINGS:
+            raise SettingsError(
+                f"RecordedBoot mapping must be one of {', '.join(MAPPINGS)}, got {self.mapping!r}"
+            )
+        try:
+            self.trace  # noqa: B018 - load now: a bad name or file is a settings error
+        except GuestTraceError as exc:
+            raise SettingsError(f"RecordedBoot guest: {exc}") from None
+
+    @functools.cached_property
+    def trace(self) -> GuestTrace:
+        return GuestTrace.load(self.guest)
+
+    def validate(self, startup_pages: int, guest_pages: int) -> None:
+        if self.trace.page_size * startup_pages < 32 * MB:
+            raise SettingsError("a recorded boot needs a VM of at least 32 MB of Startup RAM")
+
+    def expected_cpu_time(self, startup_pages: int) -> float:
+        """The recording's instructions at guest_ips: the boot's time with enough memory,
+        less the replay itself."""
+        return self.trace.instructions / self.guest_ips
+
+    def disk_size_hint(self, startup_pages: int, page_size: int) -> int:
+        """Four times what the boot reads (at least 16 MB), at most the recorded disk: the
+        requests fold onto it keeping their sizes."""
+        t = self.trace
+        if not t.disk_requests:
+            return 0
+        want = max(16 * MB, -(-4 * (t.disk_bytes_read + t.disk_bytes_written) // MB) * MB)
+        return min(want, -(-t.disk_size // MB) * MB) if t.disk_size else want
+
+    def run(self, guest: Guest) -> None:
+        t = self.trace
+        n = guest.startup_pages
+        guest.commit_range(0, n)
+        debt = 0.0
+        for e in range(t.epochs):
+            pages, writes = t.epoch(e)
+            if pages.size:
+                guest.replay(map_pages(pages, t.memory_pages, n, self.mapping), writes)
+            off, ln, wr = t.disk(e)
+            if off.size:
+                guest.disk_io(off, ln, wr)
+            debt += t.epoch_instructions_of(e) / self.guest_ips
+            if debt >= _SLEEP_BATCH:
+                guest.sleep(debt)
+                debt = 0.0
+        guest.sleep(debt)
