@@ -146,7 +146,7 @@ def test_compare_end_to_end(disk_dir, monkeypatch):
             "compare",
             str(a),
             str(b),
-            fast_scenario(disk_dir, boot=1.0),
+            fast_scenario(disk_dir, boot=2.0),
             "--scale",
             "8",
             "--json",

@@ -22,7 +22,7 @@ from vmmem.hyperv.host import DEFAULT_FOLDER, DEFAULT_PAGE_SIZE
 from vmmem.hyperv.settings import smart_paging_folder
 from vmmem.lab.disks import describe_location
 from vmmem.lab.results import STORM_KINDS, RunResult
-from vmmem.lab.scenario import Event, Scenario, VMSpec
+from vmmem.lab.scenario import Event, Scenario
 from vmmem.memory import LatencyHistogram
 from vmmem.sizes import MB
 from vmmem.sizes import format_mb as mb
@@ -182,19 +182,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------------
 # the run
-
-
-def _workload(v: VMSpec) -> list[Any]:
-    from vmmem.hyperv import Boot, Idle
-
-    w = v.workload
-    boot_kwargs = dict(w.boot)
-    if w.boot_seconds is not None:
-        boot_kwargs["cpu_time"] = w.boot_seconds
-    idle_kwargs = dict(w.idle)
-    if w.idle_demand is not None:
-        idle_kwargs["demand"] = w.idle_demand
-    return [Boot(**boot_kwargs), Idle(**idle_kwargs)]
 
 
 class _Tracker:
@@ -372,7 +359,7 @@ class _Run:
                 priority=v.priority,
                 dynamic=v.dynamic,
                 smart_paging_path=v.smart_paging_path,
-                workload=_workload(v),
+                workload=v.workload.phases(),
                 **v.host_settings,
             )
             if v.dynamic:

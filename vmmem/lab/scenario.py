@@ -241,8 +241,10 @@ _VM_KEYS = {
     "automatic_stop_action",
     "automatic_start_action",
     "automatic_start_delay",
+    "vhd_path",
+    "vhd_size",
 }
-_WORKLOAD_KEYS = {"boot_seconds", "idle_demand", "boot", "idle"}
+_WORKLOAD_KEYS = {"boot_seconds", "idle_demand", "boot", "idle", "guest", "guest_ips"}
 _EVENT_KEYS = {"action", "vms", "seconds", "timeout", "smart_paging_on_host_reboot"}
 
 
@@ -384,8 +386,22 @@ def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[V
             f"{key}.workload.boot.cpu_per_page",
             "give either boot_seconds or boot.cpu_per_page, not both",
         )
+    guest = r.string(w["guest"], f"{key}.workload.guest") if "guest" in w else None
+    guest_ips = r.number(w["guest_ips"], f"{key}.workload.guest_ips") if "guest_ips" in w else None
+    if guest is None and guest_ips is not None:
+        raise r.fail(f"{key}.workload.guest_ips", "only used with workload.guest")
+    if guest is not None and (boot is not None or boot_params):
+        raise r.fail(
+            f"{key}.workload.guest",
+            "a recorded guest's boot is the recording: leave out boot_seconds and [boot]",
+        )
     workload = WorkloadSpec(
-        boot_seconds=boot, idle_demand=demand, boot=boot_params, idle=idle_params
+        boot_seconds=boot,
+        idle_demand=demand,
+        boot=boot_params,
+        idle=idle_params,
+        guest=guest,
+        guest_ips=guest_ips,
     )
 
     names = [name] if count == 1 else [f"{name}{i}" for i in range(1, count + 1)]
@@ -393,6 +409,10 @@ def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[V
     for k in ("generation", "automatic_stop_action", "automatic_start_action"):
         if k in t:
             host_settings[k] = t[k]
+    if "vhd_path" in t:
+        host_settings["vhd_path"] = r.string(t["vhd_path"], f"{key}.vhd_path")
+    if "vhd_size" in t:
+        host_settings["vhd_size"] = r.size(t["vhd_size"], f"{key}.vhd_size", minimum=MB)
     if "automatic_start_delay" in t:
         host_settings["automatic_start_delay"] = r.number(
             t["automatic_start_delay"], f"{key}.automatic_start_delay", positive=False
@@ -419,22 +439,16 @@ def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[V
 def _check_with_hyperv(r: _Reader, key: str, spec: VMSpec) -> None:
     """The Hyper-V layer's own checks (settings, workload phases), located at this [[vm]]:
     whatever the layer would refuse at run time is refused here, before anything runs."""
-    from vmmem.hyperv import Boot, Idle
 
     try:
         spec.settings  # noqa: B018 - validates, with the Hyper-V layer's rules
     except SettingsError as e:
         raise r.fail(key, str(e)) from None
-    workload = spec.workload
-    boot = dict(workload.boot)
-    if workload.boot_seconds is not None:
-        boot["cpu_time"] = workload.boot_seconds
-    idle = dict(workload.idle)
-    if workload.idle_demand is not None:
-        idle["demand"] = workload.idle_demand
-    for table, phase, kwargs in (("boot", Boot, boot), ("idle", Idle, idle)):
+    w = spec.workload
+    boot_key = "guest" if w.guest is not None else "boot"
+    for table, build in ((boot_key, w.boot_phase), ("idle", w.idle_phase)):
         try:
-            phase(**kwargs)
+            build()
         except SettingsError as e:
             raise r.fail(f"{key}.workload.{table}", str(e)) from None
 

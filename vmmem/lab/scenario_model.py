@@ -18,7 +18,7 @@ from vmmem.hyperv.settings import (
     VMSettings,
     validate_settings,
 )
-from vmmem.hyperv.workloads import IDLE_FRACTION
+from vmmem.hyperv.workloads import IDLE_FRACTION, Workload
 
 __all__ = [
     "Event",
@@ -57,12 +57,44 @@ class WorkloadSpec:
     default of 250/512 of Startup RAM (the article's 250 MB + 20 % = 300 MB).
     ``boot`` and ``idle``: further settings of the Boot and Idle phases (docs/HYPERV.md), e.g.
     ``hot_fraction`` or ``touch_interval``, passed on as they are.
+    ``guest``: a recorded boot instead of the synthetic one: a shipped guest's name
+    ("debian-12", "busybox"; `vmmem guests`) or a trace file; ``guest_ips`` its guest
+    instructions per second (None: vmmem.guests.DEFAULT_GUEST_IPS). See docs/GUESTS.md.
     """
 
     boot_seconds: float | None = None
     idle_demand: int | None = None
     boot: dict[str, Any] = field(default_factory=dict)
     idle: dict[str, Any] = field(default_factory=dict)
+    guest: str | None = None
+    guest_ips: float | None = None
+
+    def phases(self) -> list[Workload]:
+        """The Hyper-V layer's workload phases for this spec: the boot (recorded or
+        synthetic), then idle. Raises SettingsError for settings a phase refuses."""
+        return [self.boot_phase(), self.idle_phase()]
+
+    def boot_phase(self) -> Workload:
+        from vmmem.hyperv import Boot
+        from vmmem.hyperv.recorded import RecordedBoot
+
+        if self.guest is not None:
+            kwargs: dict[str, Any] = {"guest": self.guest}
+            if self.guest_ips is not None:
+                kwargs["guest_ips"] = self.guest_ips
+            return RecordedBoot(**kwargs)
+        boot_kwargs = dict(self.boot)
+        if self.boot_seconds is not None:
+            boot_kwargs["cpu_time"] = self.boot_seconds
+        return Boot(**boot_kwargs)
+
+    def idle_phase(self) -> Workload:
+        from vmmem.hyperv import Idle
+
+        idle_kwargs = dict(self.idle)
+        if self.idle_demand is not None:
+            idle_kwargs["demand"] = self.idle_demand
+        return Idle(**idle_kwargs)
 
 
 @dataclass(frozen=True)
@@ -82,6 +114,8 @@ class VMSpec:
     automatic_stop_action: str = "Save"  # at a host reboot (Hyper-V's defaults)
     automatic_start_action: str = "StartIfRunning"
     automatic_start_delay: float = 0.0
+    vhd_path: str | None = None  # the virtual disk's folder (None: the VM's folder)
+    vhd_size: int | None = None  # bytes (None: sized by what the boot reads)
 
     # Effective values: what Hyper-V uses when a dynamic VM leaves a setting out, taken from
     # the Hyper-V layer's own validation so the defaults live in one place.
@@ -107,6 +141,8 @@ class VMSpec:
             "automatic_stop_action": self.automatic_stop_action,
             "automatic_start_action": self.automatic_start_action,
             "automatic_start_delay": self.automatic_start_delay,
+            "vhd_path": self.vhd_path,
+            "vhd_size": self.vhd_size,
         }
 
     @property
@@ -227,13 +263,24 @@ class Scenario:
             )
             demand = None if w.idle_demand is None else scale_size(w.idle_demand, factor)
             boot = None if w.boot_seconds is None else w.boot_seconds / factor
+            # A recorded boot's instructions are what they are: a faster guest CPU shrinks its
+            # CPU time by the same factor as a synthetic boot's.
+            ips = None
+            if w.guest is not None:
+                from vmmem.guests import DEFAULT_GUEST_IPS
+
+                ips = (w.guest_ips or DEFAULT_GUEST_IPS) * factor
+            vhd = None if v.vhd_size is None else scale_size(v.vhd_size, factor)
             vms.append(
                 dataclasses.replace(
                     v,
                     startup=startup,
                     minimum=minimum,
                     maximum=maximum,
-                    workload=dataclasses.replace(w, idle_demand=demand, boot_seconds=boot),
+                    workload=dataclasses.replace(
+                        w, idle_demand=demand, boot_seconds=boot, guest_ips=ips
+                    ),
+                    vhd_size=vhd,
                 )
             )
         return dataclasses.replace(
@@ -251,6 +298,26 @@ class Scenario:
             self,
             smart_paging_path=p,
             vms=tuple(dataclasses.replace(v, smart_paging_path=p) for v in self.vms),
+        )
+
+    def with_vhd_dir(self, path: str | os.PathLike[str]) -> Scenario:
+        """Every VM's virtual disk in ``path`` (like New-VHD -Path for all)."""
+        p = os.fspath(path)
+        return dataclasses.replace(
+            self, vms=tuple(dataclasses.replace(v, vhd_path=p) for v in self.vms)
+        )
+
+    def with_guest(self, guest: str, guest_ips: float | None = None) -> Scenario:
+        """Every VM boots the recorded guest ``guest`` (a shipped name or a trace file)."""
+        return dataclasses.replace(
+            self,
+            vms=tuple(
+                dataclasses.replace(
+                    v,
+                    workload=dataclasses.replace(v.workload, guest=guest, guest_ips=guest_ips),
+                )
+                for v in self.vms
+            ),
         )
 
     def with_host_memory(self, memory: int) -> Scenario:
@@ -294,6 +361,8 @@ class Scenario:
                     "smart_paging_path": v.smart_paging_path,
                     **v.host_settings,
                     "workload": {
+                        "guest": v.workload.guest,
+                        "guest_ips": v.workload.guest_ips,
                         "boot_seconds": v.workload.boot_seconds,
                         "idle_demand_bytes": v.workload.idle_demand,
                         "boot": dict(v.workload.boot),

@@ -186,8 +186,12 @@ _DEFS: dict[str, Any] = {
                         "automatic_stop_action": {"enum": ["Save", "ShutDown", "TurnOff"]},
                         "automatic_start_action": {"enum": ["StartIfRunning", "Start", "Nothing"]},
                         "automatic_start_delay": _num,
+                        "vhd_path": _nstr,
+                        "vhd_size": _nint,
                         "workload": _obj(
                             {
+                                "guest": _nstr,
+                                "guest_ips": _nnum,
                                 "boot_seconds": _nnum,
                                 "idle_demand_bytes": _nint,
                                 "boot": {"type": "object"},
