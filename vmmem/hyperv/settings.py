@@ -12,7 +12,9 @@ import os
 from dataclasses import dataclass
 
 from ..errors import SettingsError
+from ..memory import BACKENDS, POLICIES
 from ..sizes import MB, TB, SizeLike, format_size, parse_size
+from ..validate import check_choice, check_name, check_number, check_path
 
 __all__ = [
     "DEFAULT_BUFFER",
@@ -23,6 +25,7 @@ __all__ = [
     "MEMORY_ALIGNMENT",
     "MINIMUM_RAM",
     "VMSettings",
+    "check_host_arguments",
     "check_size",
     "smart_paging_folder",
     "validate_settings",
@@ -141,8 +144,7 @@ def validate_settings(
     None means "not given": Minimum defaults to 512 MB (or Startup if less), Maximum to 1 TB,
     Buffer to 20 % (Hyper-V's defaults). Raises SettingsError saying what is wrong.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise SettingsError(f"the VM name must be a non-empty string, got {name!r}")
+    check_name("the VM name", name)
     if any(c in name for c in '/\\:*?"<>|') or name in (".", ".."):
         raise SettingsError(
             f"the VM name {name!r} cannot be used: it names the VM's folder, so it may not "
@@ -162,9 +164,7 @@ def validate_settings(
             f"it must be at most {MAXIMUM_RAM // MB} MB (12 TB)"
         )
     priority_v = _check_int("priority", priority, 0, 100)
-    path = None if smart_paging_path is None else os.fspath(smart_paging_path)
-    if path is not None and not path:
-        raise SettingsError(f"{PS_NAMES['smart_paging_path']} must be a folder, got ''")
+    path = check_path(PS_NAMES["smart_paging_path"], smart_paging_path, allow_none=True)
 
     if not dynamic:
         given = [
@@ -211,3 +211,24 @@ def validate_settings(
             f"it must be at most {MAXIMUM_RAM // MB} MB (12 TB)"
         )
     return VMSettings(name, startup_b, minimum_b, maximum_b, buffer_v, priority_v, True, path)
+
+
+BALANCER_INTERVAL_RANGE = (0.001, 3600.0)  # seconds: Hyper-V rebalances about once a second
+
+
+def check_host_arguments(
+    balancer_interval: object, backend: object, policy: object, smart_paging_path: object
+) -> tuple[float, str, str, str | None]:
+    """Host's non-size arguments, checked (sizes go through parse_size): the balancer interval
+    a finite number of seconds in BALANCER_INTERVAL_RANGE, known backend and policy names, a
+    folder path or None."""
+    low, high = BALANCER_INTERVAL_RANGE
+    interval = check_number(
+        "balancer_interval", balancer_interval, low=low, high=high, unit="of seconds"
+    )
+    return (
+        interval,
+        check_choice("backend", backend, BACKENDS),
+        check_choice("policy", policy, POLICIES),
+        check_path("smart_paging_path", smart_paging_path, allow_none=True),
+    )

@@ -25,6 +25,7 @@ from .. import devices
 from ..errors import OutOfFramesError, SettingsError, VmmemError
 from ..memory import GuestMemory
 from ..sizes import SizeLike, format_size
+from ..validate import check_number
 from .balancer import Claim, claim_for
 from .reports import BootReport, VMStatus, memory_status
 from .settings import (
@@ -447,9 +448,9 @@ class VM:
 
     @baseline.setter
     def baseline(self, seconds: float | None) -> None:
-        if seconds is not None and (not isinstance(seconds, (int, float)) or seconds <= 0):
-            raise SettingsError(f"a baseline is a positive number of seconds, got {seconds!r}")
-        self._baseline_given = None if seconds is None else float(seconds)
+        if seconds is not None:
+            seconds = check_number("baseline", seconds, low=0.0, low_open=True, unit="of seconds")
+        self._baseline_given = seconds
 
     @property
     def boot_reports(self) -> list[BootReport]:
