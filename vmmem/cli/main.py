@@ -91,13 +91,38 @@ def _load(scenario_path: str | None, scale: float, *, warn: bool = True) -> Scen
     return s
 
 
-def _write_json(path: str, data: dict[str, Any]) -> None:
+def _check_outputs(json_path: str | None, plot_path: str | None) -> None:
+    """Refuse (exit 2) a --json or --plot destination that could not be written, before
+    anything is built: a storm takes minutes, its results must not be lost at the end."""
+    from vmmem.cli.outputs import OutputError, check_output
+
     try:
-        with open(path, "w", encoding="utf-8") as f:
+        if json_path:
+            check_output("--json", json_path)
+        if plot_path:
+            check_output("--plot", plot_path, plot=True)
+    except OutputError as e:
+        raise CliFailure(str(e), EXIT_USAGE) from None
+    if json_path and plot_path and os.path.abspath(json_path) == os.path.abspath(plot_path):
+        raise CliFailure(f"--json and --plot both name {json_path}: give two files", EXIT_USAGE)
+
+
+def _write(option: str, path: str, write: Callable[[str], None]) -> None:
+    from vmmem.cli.outputs import write_atomically
+
+    try:
+        write_atomically(path, write)
+    except OSError as e:
+        raise CliFailure(f"{option} {path}: cannot write: {e.strerror or e}", EXIT_FAILED) from None
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=False)
             f.write("\n")
-    except OSError as e:
-        raise CliFailure(f"cannot write {path}: {e.strerror}", EXIT_USAGE) from None
+
+    _write("--json", path, write)
 
 
 scenario_argument = click.argument(
@@ -458,6 +483,7 @@ def run_cmd(
     RAM) and warns for RAM-backed ones (tmpfs: nothing is measured). Ctrl-C
     stops cleanly: partial results are printed and no file is left behind.
     """
+    _check_outputs(json_path, plot_path)
     s = _load(scenario, scale)
     _check_paging_dir(paging_dir)
     result = _execute(s, paging_dir, backend, quiet)
@@ -482,10 +508,7 @@ def _save(
         _write_json(json_path, data)
         _err_console().print(f"wrote {json_path}", style="dim", highlight=False)
     if plot_path:
-        try:
-            plot(plot_path)
-        except OSError as e:
-            raise CliFailure(f"cannot write {plot_path}: {e.strerror}", EXIT_USAGE) from None
+        _write("--plot", plot_path, plot)
         _err_console().print(f"wrote {plot_path}", style="dim", highlight=False)
 
 
@@ -552,6 +575,7 @@ def compare_cmd(
     from vmmem.lab.compare import check_compare_locations, compare_locations
     from vmmem.lab.runner import LocationRefused
 
+    _check_outputs(json_path, plot_path)
     scenario_files = [p for p in paths if os.path.isfile(p)]
     folders = [p for p in paths if os.path.isdir(p)]
     if len(scenario_files) > 1:
@@ -626,6 +650,7 @@ def show_cmd(result_file: str, plot_path: str | None) -> None:
     from vmmem.lab.results import CompareResult, RunResult
     from vmmem.lab.schema import RESULT_SCHEMA, validate
 
+    _check_outputs(None, plot_path)
     try:
         with open(result_file, encoding="utf-8") as f:
             data = json.load(f)
