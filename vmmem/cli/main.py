@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -244,7 +245,7 @@ def plan_cmd(scenario: str | None, scale: float, as_json: bool) -> None:
     "--probe",
     is_flag=True,
     help="Measure 4 KiB random reads and writes at queue depth 1 with O_DIRECT in each "
-    "location (about a second each; a scratch file is written and deleted).",
+    "location (about a second each, in a vmmem-probe-* scratch folder made there and removed).",
 )
 @click.option(
     "--seconds",
@@ -674,16 +675,47 @@ def show_cmd(result_file: str, plot_path: str | None) -> None:
         _save(data, None, plot_path, lambda path: _plot_compare(cmp, path))
 
 
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Ctrl-C and SIGTERM end every command the same way: what it made is cleaned up on the way
+    out (each command's own finally/with blocks), a message says so, and the exit code is 130.
+    (Click's standalone mode would turn Ctrl-C into "Aborted!" and exit 1.)
+    """
     # Every command names RAM-backed folders in its own output; the library's warning would
     # only repeat it as a Python traceback line.
     warnings.simplefilter("ignore", RamBackedWarning)
     try:
-        cli.main(args=argv, prog_name="vmmem", standalone_mode=True)
-    except KeyboardInterrupt:  # only reached outside a command's own handling
-        click.echo("vmmem: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        pass
+    try:
+        code = cli.main(args=argv, prog_name="vmmem", standalone_mode=False)
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, EOFError):
+            click.echo("vmmem: error: input ended", err=True)
+            sys.exit(EXIT_FAILED)
+        _interrupted()
+    except KeyboardInterrupt:
+        _interrupted()
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        # Output piped into a reader that stopped (`vmmem plan --json | head`): not an error
+        # to report, and nothing more can be written.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_FAILED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _interrupted() -> None:
+    click.echo("vmmem: interrupted (Ctrl-C or SIGTERM); stopped cleanly", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":  # pragma: no cover
