@@ -172,7 +172,9 @@ def cli() -> None:
 
 
 @cli.command("scenario")
-@scenario_argument
+@click.argument(
+    "scenarios", nargs=-1, type=click.Path(dir_okay=False), metavar="[SCENARIO.toml]..."
+)
 @scale_option
 @click.option(
     "--toml",
@@ -180,26 +182,43 @@ def cli() -> None:
     is_flag=True,
     help="Print the built-in article scenario as TOML (a starting point for your own).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the validated settings as JSON.")
-def scenario_cmd(scenario: str | None, scale: float, as_toml: bool, as_json: bool) -> None:
-    """Check a scenario file and show what it holds, without running anything.
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the validated settings as JSON (a list when several files are given).",
+)
+def scenario_cmd(scenarios: tuple[str, ...], scale: float, as_toml: bool, as_json: bool) -> None:
+    """Check scenario files and show what they hold, without running anything.
+
+    Every file is checked; the first bad one ends the command with exit 2.
 
     \b
     Examples:
       vmmem scenario examples/mixed-priority.toml
+      vmmem scenario examples/*.toml      check them all
       vmmem scenario --scale 8            the article's scenario at 1/8 size
       vmmem scenario --toml > my.toml     start your own from the article's
     """
     if as_toml:
+        if scenarios:
+            raise CliFailure(
+                "--toml prints the built-in scenario: give no file with it", EXIT_USAGE
+            )
         from vmmem.lab.scenario import ARTICLE_SCENARIO_TOML
 
         click.echo(ARTICLE_SCENARIO_TOML, nl=False)
         return
-    s = _load(scenario, scale)
+    loaded = [_load(path, scale) for path in scenarios] or [_load(None, scale)]
     if as_json:
-        click.echo(json.dumps(s.to_dict(), indent=2))
+        data = [s.to_dict() for s in loaded]
+        click.echo(json.dumps(data if len(scenarios) > 1 else data[0], indent=2))
         return
-    render.scenario(_console(), s)
+    console = _console()
+    for i, s in enumerate(loaded):
+        if i:
+            console.print()
+        render.scenario(console, s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,6 +454,11 @@ def _execute(
         sink.close()
 
 
+wide_option = click.option(
+    "--wide", is_flag=True, help="Show every column of the tables (the default fits 120 columns)."
+)
+
+
 @cli.command("run")
 @scenario_argument
 @scale_option
@@ -455,6 +479,7 @@ def _execute(
     help="Draw assigned memory and Smart Paging bytes per VM over time, and the boot times.",
 )
 @backend_option
+@wide_option
 @click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
 def run_cmd(
     scenario: str | None,
@@ -463,6 +488,7 @@ def run_cmd(
     json_path: str | None,
     plot_path: str | None,
     backend: str,
+    wide: bool,
     quiet: bool,
 ) -> None:
     """Run a boot storm for real and measure what Smart Paging costs.
@@ -488,7 +514,7 @@ def run_cmd(
     s = _load(scenario, scale)
     _check_paging_dir(paging_dir)
     result = _execute(s, paging_dir, backend, quiet)
-    render.run_report(_console(), result)
+    render.run_report(_console(), result, wide=wide)
     _save(result.to_dict(), json_path, plot_path, lambda path: _plot_run(result, path))
     sys.exit(
         {"ok": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[result.outcome]
@@ -546,6 +572,7 @@ def _save(
     help="Skip the baseline run (the same storm on a host with enough memory).",
 )
 @backend_option
+@wide_option
 @click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
 def compare_cmd(
     paths: tuple[str, ...],
@@ -554,6 +581,7 @@ def compare_cmd(
     plot_path: str | None,
     no_baseline: bool,
     backend: str,
+    wide: bool,
     quiet: bool,
 ) -> None:
     """The same boot storm with the Smart Paging files on each DIR in turn.
@@ -616,7 +644,7 @@ def compare_cmd(
         )
     except LocationRefused as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
-    render.compare_report(_console(), cmp)
+    render.compare_report(_console(), cmp, wide=wide)
     _save(cmp.to_dict(), json_path, plot_path, lambda path: _plot_compare(cmp, path))
     sys.exit({"ok": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[cmp.outcome])
 
@@ -640,7 +668,8 @@ def _plot_compare(cmp: CompareResult, path: str) -> None:
     metavar="FILE.png",
     help="Draw the run's or the comparison's plot again.",
 )
-def show_cmd(result_file: str, plot_path: str | None) -> None:
+@wide_option
+def show_cmd(result_file: str, plot_path: str | None, wide: bool) -> None:
     """Print (and plot) a result saved with --json, without running anything.
 
     \b
@@ -648,7 +677,7 @@ def show_cmd(result_file: str, plot_path: str | None) -> None:
       vmmem show run.json
       vmmem show cmp.json --plot cmp.png
     """
-    from vmmem.lab.results import CompareResult, RunResult
+    from vmmem.lab.results import READABLE_VERSIONS, CompareResult, RunResult
     from vmmem.lab.schema import RESULT_SCHEMA, validate
 
     _check_outputs(None, plot_path)
@@ -662,16 +691,23 @@ def show_cmd(result_file: str, plot_path: str | None) -> None:
         raise CliFailure(
             f"{result_file}: not a vmmem result (no kind vmmem-run or vmmem-compare)", EXIT_USAGE
         )
+    version = data.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        raise CliFailure(
+            f"{result_file}: schema version {version!r} is not one this vmmem reads "
+            f"({', '.join(map(str, READABLE_VERSIONS))}); a newer vmmem wrote it?",
+            EXIT_USAGE,
+        )
     problems = validate(data, RESULT_SCHEMA)
     if problems:
         raise CliFailure(f"{result_file}: does not match the schema: {problems[0]}", EXIT_USAGE)
     if kind == "vmmem-run":
         run = RunResult.from_dict(data)
-        render.run_report(_console(), run)
+        render.run_report(_console(), run, wide=wide)
         _save(data, None, plot_path, lambda path: _plot_run(run, path))
     else:
         cmp = CompareResult.from_dict(data)
-        render.compare_report(_console(), cmp)
+        render.compare_report(_console(), cmp, wide=wide)
         _save(data, None, plot_path, lambda path: _plot_compare(cmp, path))
 
 
