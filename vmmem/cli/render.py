@@ -246,14 +246,14 @@ _RUN_COLUMNS = (
     ("boot", True, True),
     ("baseline", True, True),
     ("slower", True, True),
-    ("Smart Paging", True, True),
+    ("paged", True, True),
     ("file for", True, True),
     ("page-ins/outs", True, False),
     ("fault p50/p99", True, False),
     ("fault p99", True, True),
     ("file peak", True, False),
     ("device r/w", True, False),
-    ("final status", False, True),
+    ("status", False, True),
 )
 
 
@@ -286,7 +286,7 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
     if wide:
         columns = [c for c in columns if c[0] != "fault p99"]  # in "fault p50/p99"
     for c, right in columns:
-        t.add_column(c, justify="right" if right else "left", no_wrap=c != "final status")
+        t.add_column(c, justify="right" if right else "left", no_wrap=c != "status")
     for b in boots:
         st = final.get(b["vm"], {})
         fin = st.get("memory_status") or st.get("state") or "-"
@@ -305,7 +305,7 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
             "boot": seconds(b.get("boot_time")),
             "baseline": seconds(b.get("baseline")),
             "slower": _ratio(b.get("slowdown")),
-            "Smart Paging": f"paged {mb(peak)}" if peak else "no",
+            "paged": mb(peak) if peak else "no",
             "file for": sp_dur,
             "page-ins/outs": f"{b.get('page_ins', 0):,}/{b.get('page_outs', 0):,}",
             "fault p50/p99": f"{_ms(b.get('fault_p50'))}/{_ms(b.get('fault_p99'))}",
@@ -316,7 +316,7 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
                 else "-"
             ),
             "device r/w": dev,
-            "final status": fin,
+            "status": fin,
         }
         t.add_row(*(cells[c] for c, _ in columns))
     if boots:
