@@ -1,6 +1,6 @@
 """Dynamic Memory settings of one VM, validated the way Hyper-V validates them.
 
-Rules (shared/DOMAIN.md section 2): sizes are whole MB and multiples of 2 MB; Startup RAM
+Rules (docs/HYPERV-RULES.md section 2): sizes are whole MB and multiples of 2 MB; Startup RAM
 >= 32 MB; Minimum 32 MB .. Startup; Maximum Startup .. 12 TB; Buffer 5 .. 2000 %; Priority
 0 .. 100; Minimum, Maximum and Buffer are refused for a static VM. Messages name the
 PowerShell parameter so a Hyper-V admin recognises them.

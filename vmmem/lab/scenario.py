@@ -854,5 +854,5 @@ timeout = 300
 
 
 def article_scenario() -> Scenario:
-    """The article's scenario (DOMAIN.md section 1), the default of every command."""
+    """The article's scenario (docs/HYPERV-RULES.md section 1), the default of every command."""
     return parse_scenario(tomllib.loads(ARTICLE_SCENARIO_TOML), "<built-in: article>")
