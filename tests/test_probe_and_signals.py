@@ -17,6 +17,7 @@ from vmmem.cli.main import EXIT_INTERRUPTED
 from vmmem.lab import disks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARTICLE = os.path.join(ROOT, "examples", "article.toml")
 
 
 def scratch_folders(folder: Path) -> list[Path]:
@@ -117,3 +118,22 @@ def test_main_keeps_click_exit_codes(capsys):
             main(argv)
         assert e.value.code == code, argv
     assert "No such command" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`vmmem disks --json | head -c 5`: the reader stops early; no traceback, no
+    "Exception ignored" noise."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        # Far more than a pipe holds, so vmmem is still writing when the reader goes away.
+        [sys.executable, "-m", "vmmem.cli", "scenario", "--json"] + [ARTICLE] * 300,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.read(5)
+    proc.stdout.close()  # the reader goes away before vmmem has written everything
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=30)
+    assert "Traceback" not in err and "Exception ignored" not in err
