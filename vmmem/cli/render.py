@@ -373,7 +373,10 @@ def compare_report(console: Console, cmp: CompareResult, wide: bool = False) -> 
     t = Table(title="the same boot storm, Smart Paging on each location", title_justify="left")
     columns = [(c, right) for c, right, default in _COMPARE_COLUMNS if wide or default]
     for c, right in columns:
-        t.add_column(c, justify="right" if right else "left")
+        # A long location wraps rather than being cut: it is what the row is about.
+        t.add_column(
+            c, justify="right" if right else "left", overflow="fold" if c == "location" else None
+        )
     rows = []
     if base:
         cells = {c: "-" for c, _ in columns}
