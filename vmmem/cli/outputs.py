@@ -28,9 +28,19 @@ def plot_formats() -> dict[str, str]:
 
 def check_output(option: str, path: str, *, plot: bool = False) -> None:
     """Raise OutputError unless ``path`` can be written: its folder exists and is writable, it
-    is not a folder or a read-only file, and (plot=True) its extension is a matplotlib format."""
+    is not a folder or a special file, and (plot=True) its extension is a matplotlib format
+    (checked last: it imports matplotlib)."""
     if not path or "\x00" in path:
         raise OutputError(f"{option} {path!r}: not a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {path}: the folder {folder} is not writable")
+    if os.path.isdir(path):
+        raise OutputError(f"{option} {path}: is a folder; give a file name")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise OutputError(f"{option} {path}: exists and is not a regular file")
     if plot:
         ext = os.path.splitext(path)[1].lstrip(".").lower()
         formats = plot_formats()
@@ -43,15 +53,6 @@ def check_output(option: str, path: str, *, plot: bool = False) -> None:
             raise OutputError(
                 f"{option} {path}: {got}; use one of {', '.join('.' + f for f in sorted(formats))}"
             )
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise OutputError(f"{option} {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{option} {path}: the folder {folder} is not writable")
-    if os.path.isdir(path):
-        raise OutputError(f"{option} {path}: is a folder; give a file name")
-    if os.path.lexists(path) and not os.path.isfile(path):
-        raise OutputError(f"{option} {path}: exists and is not a regular file")
 
 
 def write_atomically(path: str, write: Callable[[str], None]) -> None:
