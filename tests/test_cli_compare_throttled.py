@@ -1,9 +1,9 @@
 """``vmmem compare`` between the main disk and an HDD-like device made on this machine.
 
-The rig (DOMAIN.md section 6): a file-backed loop device with ext4 on it, throttled for one
-cgroup with cgroup v1 blkio (read_iops_device / write_iops_device); the vmmem process runs in
-that cgroup. Skips where any step cannot be done (not root, no blkio, no losetup); always torn
-down.
+The rig (docs/HYPERV-RULES.md section 5): a file-backed loop device with ext4 on it, throttled
+for one cgroup with cgroup v1 blkio (read_iops_device / write_iops_device); the vmmem process
+runs in that cgroup. Skips where any step cannot be done (not root, no blkio, no losetup);
+always torn down.
 """
 
 from __future__ import annotations

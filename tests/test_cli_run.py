@@ -113,8 +113,10 @@ def test_run_end_to_end(disk_dir, monkeypatch):
     )
     assert r.exit_code == 0, r.output
     out = r.stdout
-    assert "restart" in out and "the boot storm took" in out
+    assert "restart" in out and "4 of 4 VMs booted on Smart Paging" in out
     assert "every Smart Paging file is gone" in out
+    # One name per location: the header and the verdict name the same folder.
+    assert f"Smart Paging files in {paging}:" in out and f"files in {paging}:" in out
     data = json.loads((disk_dir / "run.json").read_text())
     check_against_schema(data)
     assert data["outcome"] == "ok"
@@ -124,6 +126,13 @@ def test_run_end_to_end(disk_dir, monkeypatch):
     total_peak = sum(b["smart_paging_peak_bytes"] for b in storm)
     assert 60 * 2**20 <= total_peak <= 100 * 2**20
     assert all(b["smart_paging_ended"] for b in storm)
+    for b in storm:  # the file's life: made during the boot, deleted once it ballooned down
+        created, deleted = b["smart_paging_file_created_at"], b["smart_paging_file_deleted_at"]
+        assert b["started_at"] <= created <= b["started_at"] + b["boot_time"]
+        assert created < deleted <= data["duration"]
+        assert deleted - created == pytest.approx(b["smart_paging_seconds"], abs=0.5)
+    assert data["summary"]["smart_paging_slowdown"] == max(b["slowdown"] for b in storm)
+    assert data["summary"]["smart_paging_slowest_vm"] in {b["vm"] for b in storm}
     assert data["summary"]["slowdown"] > 1
     assert data["summary"]["device_io_confirmed"] is True
     assert data["locations"][0]["path"] == str(paging)

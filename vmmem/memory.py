@@ -30,6 +30,7 @@ from .errors import (
     VmmemError,
 )
 from .sizes import SizeLike, format_size, parse_size
+from .validate import check_choice, check_name, check_path
 
 __all__ = [
     "BACKENDS",
@@ -315,6 +316,10 @@ class GuestMemory:
     ) -> None:
         if not isinstance(pool, FramePool):
             raise SettingsError(f"pool must be a FramePool, got {type(pool).__name__}")
+        paging_dir = check_path("paging_dir", paging_dir) or "."
+        name = check_name("name", name)
+        backend = check_choice("backend", backend, BACKENDS)
+        policy = check_choice("policy", policy, POLICIES)
         pool_handle = pool._handle()
         self.pool = pool
         self.page_size = pool.page_size

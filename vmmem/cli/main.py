@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -92,13 +93,38 @@ def _load(scenario_path: str | None, scale: float, *, warn: bool = True) -> Scen
     return s
 
 
-def _write_json(path: str, data: dict[str, Any]) -> None:
+def _check_outputs(json_path: str | None, plot_path: str | None) -> None:
+    """Refuse (exit 2) a --json or --plot destination that could not be written, before
+    anything is built: a storm takes minutes, its results must not be lost at the end."""
+    from vmmem.cli.outputs import OutputError, check_output
+
     try:
-        with open(path, "w", encoding="utf-8") as f:
+        if json_path:
+            check_output("--json", json_path)
+        if plot_path:
+            check_output("--plot", plot_path, plot=True)
+    except OutputError as e:
+        raise CliFailure(str(e), EXIT_USAGE) from None
+    if json_path and plot_path and os.path.abspath(json_path) == os.path.abspath(plot_path):
+        raise CliFailure(f"--json and --plot both name {json_path}: give two files", EXIT_USAGE)
+
+
+def _write(option: str, path: str, write: Callable[[str], None]) -> None:
+    from vmmem.cli.outputs import write_atomically
+
+    try:
+        write_atomically(path, write)
+    except OSError as e:
+        raise CliFailure(f"{option} {path}: cannot write: {e.strerror or e}", EXIT_FAILED) from None
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=False)
             f.write("\n")
-    except OSError as e:
-        raise CliFailure(f"cannot write {path}: {e.strerror}", EXIT_USAGE) from None
+
+    _write("--json", path, write)
 
 
 scenario_argument = click.argument(
@@ -147,7 +173,9 @@ def cli() -> None:
 
 
 @cli.command("scenario")
-@scenario_argument
+@click.argument(
+    "scenarios", nargs=-1, type=click.Path(dir_okay=False), metavar="[SCENARIO.toml]..."
+)
 @scale_option
 @click.option(
     "--toml",
@@ -155,26 +183,43 @@ def cli() -> None:
     is_flag=True,
     help="Print the built-in article scenario as TOML (a starting point for your own).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the validated settings as JSON.")
-def scenario_cmd(scenario: str | None, scale: float, as_toml: bool, as_json: bool) -> None:
-    """Check a scenario file and show what it holds, without running anything.
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the validated settings as JSON (a list when several files are given).",
+)
+def scenario_cmd(scenarios: tuple[str, ...], scale: float, as_toml: bool, as_json: bool) -> None:
+    """Check scenario files and show what they hold, without running anything.
+
+    Every file is checked; the first bad one ends the command with exit 2.
 
     \b
     Examples:
       vmmem scenario examples/mixed-priority.toml
+      vmmem scenario examples/*.toml      check them all
       vmmem scenario --scale 8            the article's scenario at 1/8 size
       vmmem scenario --toml > my.toml     start your own from the article's
     """
     if as_toml:
+        if scenarios:
+            raise CliFailure(
+                "--toml prints the built-in scenario: give no file with it", EXIT_USAGE
+            )
         from vmmem.lab.scenario import ARTICLE_SCENARIO_TOML
 
         click.echo(ARTICLE_SCENARIO_TOML, nl=False)
         return
-    s = _load(scenario, scale)
+    loaded = [_load(path, scale) for path in scenarios] or [_load(None, scale)]
     if as_json:
-        click.echo(json.dumps(s.to_dict(), indent=2))
+        data = [s.to_dict() for s in loaded]
+        click.echo(json.dumps(data if len(scenarios) > 1 else data[0], indent=2))
         return
-    render.scenario(_console(), s)
+    console = _console()
+    for i, s in enumerate(loaded):
+        if i:
+            console.print()
+        render.scenario(console, s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +265,7 @@ def plan_cmd(scenario: str | None, scale: float, as_json: bool) -> None:
     "--probe",
     is_flag=True,
     help="Measure 4 KiB random reads and writes at queue depth 1 with O_DIRECT in each "
-    "location (about a second each; a scratch file is written and deleted).",
+    "location (about a second each, in a vmmem-probe-* scratch folder made there and removed).",
 )
 @click.option(
     "--seconds",
@@ -410,6 +455,11 @@ def _execute(
         sink.close()
 
 
+wide_option = click.option(
+    "--wide", is_flag=True, help="Show every column of the tables (the default fits 120 columns)."
+)
+
+
 @cli.command("run")
 @scenario_argument
 @scale_option
@@ -430,6 +480,7 @@ def _execute(
     help="Draw assigned memory and Smart Paging bytes per VM over time, and the boot times.",
 )
 @backend_option
+@wide_option
 @click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
 def run_cmd(
     scenario: str | None,
@@ -438,6 +489,7 @@ def run_cmd(
     json_path: str | None,
     plot_path: str | None,
     backend: str,
+    wide: bool,
     quiet: bool,
 ) -> None:
     """Run a boot storm for real and measure what Smart Paging costs.
@@ -459,10 +511,11 @@ def run_cmd(
     RAM) and warns for RAM-backed ones (tmpfs: nothing is measured). Ctrl-C
     stops cleanly: partial results are printed and no file is left behind.
     """
+    _check_outputs(json_path, plot_path)
     s = _load(scenario, scale)
     _check_paging_dir(paging_dir)
     result = _execute(s, paging_dir, backend, quiet)
-    render.run_report(_console(), result)
+    render.run_report(_console(), result, wide=wide)
     _save(result.to_dict(), json_path, plot_path, lambda path: _plot_run(result, path))
     sys.exit(
         {"ok": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[result.outcome]
@@ -483,10 +536,7 @@ def _save(
         _write_json(json_path, data)
         _err_console().print(f"wrote {json_path}", style="dim", highlight=False)
     if plot_path:
-        try:
-            plot(plot_path)
-        except OSError as e:
-            raise CliFailure(f"cannot write {plot_path}: {e.strerror}", EXIT_USAGE) from None
+        _write("--plot", plot_path, plot)
         _err_console().print(f"wrote {plot_path}", style="dim", highlight=False)
 
 
@@ -523,6 +573,7 @@ def _save(
     help="Skip the baseline run (the same storm on a host with enough memory).",
 )
 @backend_option
+@wide_option
 @click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
 def compare_cmd(
     paths: tuple[str, ...],
@@ -531,6 +582,7 @@ def compare_cmd(
     plot_path: str | None,
     no_baseline: bool,
     backend: str,
+    wide: bool,
     quiet: bool,
 ) -> None:
     """The same boot storm with the Smart Paging files on each DIR in turn.
@@ -553,6 +605,7 @@ def compare_cmd(
     from vmmem.lab.compare import check_compare_locations, compare_locations
     from vmmem.lab.runner import LocationRefused
 
+    _check_outputs(json_path, plot_path)
     scenario_files = [p for p in paths if os.path.isfile(p)]
     folders = [p for p in paths if os.path.isdir(p)]
     if len(scenario_files) > 1:
@@ -592,7 +645,7 @@ def compare_cmd(
         )
     except LocationRefused as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
-    render.compare_report(_console(), cmp)
+    render.compare_report(_console(), cmp, wide=wide)
     _save(cmp.to_dict(), json_path, plot_path, lambda path: _plot_compare(cmp, path))
     sys.exit({"ok": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[cmp.outcome])
 
@@ -616,7 +669,8 @@ def _plot_compare(cmp: CompareResult, path: str) -> None:
     metavar="FILE.png",
     help="Draw the run's or the comparison's plot again.",
 )
-def show_cmd(result_file: str, plot_path: str | None) -> None:
+@wide_option
+def show_cmd(result_file: str, plot_path: str | None, wide: bool) -> None:
     """Print (and plot) a result saved with --json, without running anything.
 
     \b
@@ -624,9 +678,10 @@ def show_cmd(result_file: str, plot_path: str | None) -> None:
       vmmem show run.json
       vmmem show cmp.json --plot cmp.png
     """
-    from vmmem.lab.results import CompareResult, RunResult
+    from vmmem.lab.results import READABLE_VERSIONS, CompareResult, RunResult
     from vmmem.lab.schema import RESULT_SCHEMA, validate
 
+    _check_outputs(None, plot_path)
     try:
         with open(result_file, encoding="utf-8") as f:
             data = json.load(f)
@@ -637,31 +692,69 @@ def show_cmd(result_file: str, plot_path: str | None) -> None:
         raise CliFailure(
             f"{result_file}: not a vmmem result (no kind vmmem-run or vmmem-compare)", EXIT_USAGE
         )
-    # Files of schema version 1 (before earlier_runs, full timeline statuses and stored
-    # percentiles) are read as they are: every reader tolerates the missing fields.
-    problems = validate(data, RESULT_SCHEMA) if data.get("schema_version") != 1 else []
+    version = data.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        raise CliFailure(
+            f"{result_file}: schema version {version!r} is not one this vmmem reads "
+            f"({', '.join(map(str, READABLE_VERSIONS))}); a newer vmmem wrote it?",
+            EXIT_USAGE,
+        )
+    # Version-1 files (before the fields schema 2 added) are read as they are: every reader
+    # tolerates the missing fields. Version 2 is validated.
+    problems = validate(data, RESULT_SCHEMA) if version != 1 else []
     if problems:
         raise CliFailure(f"{result_file}: does not match the schema: {problems[0]}", EXIT_USAGE)
     if kind == "vmmem-run":
         run = RunResult.from_dict(data)
-        render.run_report(_console(), run)
+        render.run_report(_console(), run, wide=wide)
         _save(data, None, plot_path, lambda path: _plot_run(run, path))
     else:
         cmp = CompareResult.from_dict(data)
-        render.compare_report(_console(), cmp)
+        render.compare_report(_console(), cmp, wide=wide)
         _save(data, None, plot_path, lambda path: _plot_compare(cmp, path))
 
 
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Ctrl-C and SIGTERM end every command the same way: what it made is cleaned up on the way
+    out (each command's own finally/with blocks), a message says so, and the exit code is 130.
+    (Click's standalone mode would turn Ctrl-C into "Aborted!" and exit 1.)
+    """
     # Every command names RAM-backed folders in its own output; the library's warning would
     # only repeat it as a Python traceback line.
     warnings.simplefilter("ignore", RamBackedWarning)
     try:
-        cli.main(args=argv, prog_name="vmmem", standalone_mode=True)
-    except KeyboardInterrupt:  # only reached outside a command's own handling
-        click.echo("vmmem: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        pass
+    try:
+        code = cli.main(args=argv, prog_name="vmmem", standalone_mode=False)
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, EOFError):
+            click.echo("vmmem: error: input ended", err=True)
+            sys.exit(EXIT_FAILED)
+        _interrupted()
+    except KeyboardInterrupt:
+        _interrupted()
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        # Output piped into a reader that stopped (`vmmem plan --json | head`): not an error
+        # to report, and nothing more can be written.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_FAILED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _interrupted() -> None:
+    click.echo("vmmem: interrupted (Ctrl-C or SIGTERM); stopped cleanly", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":  # pragma: no cover

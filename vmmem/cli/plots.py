@@ -6,6 +6,8 @@ again later.
 
 from __future__ import annotations
 
+from typing import Any
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -15,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from vmmem.lab.results import CompareResult, RunResult  # noqa: E402
 from vmmem.sizes import MB  # noqa: E402
 
-__all__ = ["plot_compare", "plot_run"]
+__all__ = ["file_lives", "plot_compare", "plot_run"]
 
 
 def _series(result: RunResult) -> tuple[list[float], dict[str, dict[str, list[float]]]]:
@@ -30,6 +32,25 @@ def _series(result: RunResult) -> tuple[list[float], dict[str, dict[str, list[fl
     return times, per_vm
 
 
+def file_lives(result: RunResult) -> list[dict[str, Any]]:
+    """Each Smart Paging file of the run: its VM, exact peak (bytes) and life on the host
+    clock. Runs saved before schema version 2 lack the creation time: the boot's start
+    stands in for it there."""
+    out: list[dict[str, Any]] = []
+    for b in result.boots:
+        peak = b.get("smart_paging_peak_bytes") or 0
+        if not peak:
+            continue
+        created = b.get("smart_paging_file_created_at")
+        deleted = b.get("smart_paging_file_deleted_at")
+        if created is None:
+            created = b["started_at"]
+            if b.get("smart_paging_ended"):
+                deleted = created + (b.get("smart_paging_seconds") or 0.0)
+        out.append({"vm": b["vm"], "peak": peak, "created": created, "deleted": deleted})
+    return out
+
+
 def plot_run(result: RunResult, path: str) -> None:
     """Assigned memory and Smart Paging bytes per VM over time, and the boot times."""
     times, per_vm = _series(result)
@@ -40,11 +61,34 @@ def plot_run(result: RunResult, path: str) -> None:
     scale = f", scaled 1/{s['scale']:g}" if s.get("scale", 1) != 1 else ""
     fig.suptitle(f"vmmem run: {s['name']}{scale}")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    lives = file_lives(result)
+    end_time = max([result.duration, *times], default=0.0)
+    top = 0.0
     for i, (name, d) in enumerate(per_vm.items()):
         c = colors[i % len(colors)]
         ax_mem.plot(times, d["assigned"], color=c, label=f"{name} assigned")
         ax_mem.plot(times, d["demand"], color=c, linestyle=":", linewidth=1)
-        ax_sp.plot(times, d["paging"], color=c, label=name)
+        # Sampled once a balancer tick, with the file's own start and end put in, so growth
+        # starts and ends where it did; the exact peak is drawn over the file's life.
+        mine = [life for life in lives if life["vm"] == name]
+        points = list(zip(times, d["paging"], strict=True))
+        points += [(life["created"], 0.0) for life in mine]
+        points += [(life["deleted"], 0.0) for life in mine if life["deleted"] is not None]
+        points.sort(key=lambda p: p[0])
+        ax_sp.plot([p[0] for p in points], [p[1] for p in points], color=c, alpha=0.6)
+        for k, life in enumerate(mine):
+            until = life["deleted"] if life["deleted"] is not None else end_time
+            ax_sp.axvspan(life["created"], until, color=c, alpha=0.07)
+            ax_sp.plot(
+                [life["created"], until],
+                [life["peak"] / MB] * 2,
+                color=c,
+                linestyle="--",
+                linewidth=1.5,
+                label=name if k == 0 else None,
+            )
+            top = max(top, life["peak"] / MB)
+        top = max(top, max(d["paging"], default=0))
     capacity = (s["host"]["memory_bytes"] - s["host"]["reserve_bytes"]) / MB
     if times:
         ax_mem.axhline(
@@ -59,12 +103,11 @@ def plot_run(result: RunResult, path: str) -> None:
     ax_mem.set_ylabel("assigned memory (MB)\n(dotted: demand)")
     ax_mem.legend(fontsize="small", ncol=2, loc="upper right")
     ax_mem.grid(alpha=0.3)
-    top = max((max(d["paging"], default=0) for d in per_vm.values()), default=0)
     ax_sp.set_ylim(0, max(top, 1) * 1.35)
-    ax_sp.set_ylabel("Smart Paging file (MB)")
+    ax_sp.set_ylabel("Smart Paging (MB)\ndashed: exact peak,\nshaded: the file's life")
     ax_sp.set_xlabel("time (s)")
     ax_sp.grid(alpha=0.3)
-    if per_vm:
+    if lives:
         ax_sp.legend(fontsize="small", ncol=4, loc="upper right")
 
     boots = result.boots

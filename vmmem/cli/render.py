@@ -31,8 +31,9 @@ def scenario(console: Console, s: Scenario) -> None:
     console.print(f"[bold]{s.name}[/bold]" + (f": {s.description}" if s.description else ""))
     scale = f", scaled 1/{s.scale:g}" if s.scale != 1 else ""
     console.print(f"source {s.source}{scale}")
+    reserve = f" less a reserve of {mb(s.host_reserve)}" if s.host_reserve else ""
     console.print(
-        f"host: {mb(s.host_memory)} for VMs, reserve {mb(s.host_reserve)}, "
+        f"host: {mb(s.host_memory)}{reserve}: {mb(s.available)} for VMs, "
         f"balancer every {s.balancer_interval:g} s"
     )
     t = Table(title="VMs", title_justify="left")
@@ -228,7 +229,26 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} x"
 
 
-def run_report(console: Console, result: RunResult) -> None:
+# Columns of the run table: (header, right-aligned, in the default view). The default view
+# fits 100-120 columns; --wide shows them all.
+_RUN_COLUMNS = (
+    ("VM", False, True),
+    ("event", False, True),
+    ("boot", True, True),
+    ("baseline", True, True),
+    ("slower", True, True),
+    ("paged", True, True),
+    ("file for", True, True),
+    ("page-ins/outs", True, False),
+    ("fault p50/p99", True, False),
+    ("fault p99", True, True),
+    ("file peak", True, False),
+    ("device r/w", True, False),
+    ("status", False, True),
+)
+
+
+def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
     """The table per VM for the restart boots, the settings line, and the verdict."""
     s = result.scenario
     scale = f" (scaled 1/{s['scale']:g})" if s.get("scale", 1) != 1 else ""
@@ -245,7 +265,7 @@ def run_report(console: Console, result: RunResult) -> None:
             else "no device counters"
         )
         console.print(
-            f"Smart Paging on {loc['path']}: {loc['fstype']} on "
+            f"Smart Paging files in {result.location_name(loc)}: {loc['fstype']} on "
             f"{loc.get('device') or '-'} ({loc.get('model') or '?'}, "
             f"{'RAM' if loc.get('ram_backed') else KIND_WORDS.get(loc['kind'], loc['kind'])}); "
             f"{io_txt}"
@@ -253,48 +273,43 @@ def run_report(console: Console, result: RunResult) -> None:
     boots = result.storm_boots() or result.boots
     final = {st["name"]: st for st in result.final_status}
     t = Table(title="restart boots" if result.storm_boots() else "boots", title_justify="left")
-    for c in (
-        "VM",
-        "event",
-        "boot time",
-        "baseline",
-        "slowdown",
-        "page-ins/outs",
-        "fault p50/p99",
-        "SP peak",
-        "SP time",
-        "device r/w",
-        "final status",
-    ):
-        t.add_column(
-            c,
-            justify="left" if c in ("VM", "event", "final status") else "right",
-            no_wrap=c != "final status",
-        )
+    columns = [(c, right) for c, right, default in _RUN_COLUMNS if wide or default]
+    if wide:
+        columns = [c for c in columns if c[0] != "fault p99"]  # in "fault p50/p99"
+    for c, right in columns:
+        t.add_column(c, justify="right" if right else "left", no_wrap=c != "status")
     for b in boots:
         st = final.get(b["vm"], {})
         fin = st.get("memory_status") or st.get("state") or "-"
         if st.get("smart_paging_file_in_use"):
             fin += " (file in use)"
-        sp_dur = seconds(b.get("smart_paging_seconds")) if b.get("smart_paging_peak_bytes") else "-"
-        if b.get("smart_paging_peak_bytes") and not b.get("smart_paging_ended"):
+        peak = b.get("smart_paging_peak_bytes")
+        sp_dur = seconds(b.get("smart_paging_seconds")) if peak else "-"
+        if peak and not b.get("smart_paging_ended"):
             sp_dur += "+"
         dev = "-"
         if b.get("device_read_bytes") is not None:
             dev = f"{b['device_read_bytes'] / MB:,.0f}/{b['device_write_bytes'] / MB:,.0f} MB"
-        t.add_row(
-            b["vm"],
-            b.get("kind", "?"),
-            seconds(b.get("boot_time")),
-            seconds(b.get("baseline")),
-            _ratio(b.get("slowdown")),
-            f"{b.get('page_ins', 0):,}/{b.get('page_outs', 0):,}",
-            f"{_ms(b.get('fault_p50'))}/{_ms(b.get('fault_p99'))}",
-            mb(b["smart_paging_peak_bytes"]) if b.get("smart_paging_peak_bytes") else "-",
-            sp_dur,
-            dev,
-            fin,
-        )
+        cells = {
+            "VM": b["vm"],
+            "event": b.get("kind", "?"),
+            "boot": seconds(b.get("boot_time")),
+            "baseline": seconds(b.get("baseline")),
+            "slower": _ratio(b.get("slowdown")),
+            "paged": mb(peak) if peak else "no",
+            "file for": sp_dur,
+            "page-ins/outs": f"{b.get('page_ins', 0):,}/{b.get('page_outs', 0):,}",
+            "fault p50/p99": f"{_ms(b.get('fault_p50'))}/{_ms(b.get('fault_p99'))}",
+            "fault p99": _ms(b.get("fault_p99")),
+            "file peak": (
+                mb(b["smart_paging_file_peak_size"])
+                if b.get("smart_paging_file_peak_size")
+                else "-"
+            ),
+            "device r/w": dev,
+            "status": fin,
+        }
+        t.add_row(*(cells[c] for c, _ in columns))
     if boots:
         console.print(t)
     plan = result.plan or {}
@@ -326,63 +341,71 @@ def run_report(console: Console, result: RunResult) -> None:
     console.print(f"[{style}]{result.verdict()}[/{style}]")
 
 
-def compare_report(console: Console, cmp: CompareResult) -> None:
+# Columns of the compare table: (header, right-aligned, in the default view).
+_COMPARE_COLUMNS = (
+    ("location", False, True),
+    ("device", False, True),
+    ("model", False, False),
+    ("kind", False, True),
+    ("filesystem", False, False),
+    ("boot time", True, True),
+    ("slower", True, True),
+    ("fault p50", True, True),
+    ("fault p90", True, False),
+    ("fault p99", True, True),
+    ("SP peak", True, True),
+    ("device I/O", False, True),
+)
+
+
+def compare_report(console: Console, cmp: CompareResult, wide: bool = False) -> None:
     """The side-by-side table of locations, and the summary line."""
     base = cmp.baseline.storm_summary() if cmp.baseline else None
     t = Table(title="the same boot storm, Smart Paging on each location", title_justify="left")
-    for c in (
-        "location",
-        "device",
-        "model",
-        "rotational",
-        "filesystem",
-        "boot time",
-        "slowdown",
-        "fault p50",
-        "fault p90",
-        "fault p99",
-        "SP peak",
-        "device I/O",
-    ):
+    columns = [(c, right) for c, right, default in _COMPARE_COLUMNS if wide or default]
+    for c, right in columns:
+        # A long location wraps rather than being cut: it is what the row is about.
         t.add_column(
             c,
-            justify="right"
-            if c in ("boot time", "slowdown", "fault p50", "fault p90", "fault p99", "SP peak")
-            else "left",
+            justify="right" if right else "left",
+            overflow="fold" if c == "location" else "ellipsis",
         )
+    rows = []
     if base:
-        t.add_row(
-            "baseline (enough memory)",
-            "-",
-            "-",
-            "-",
-            "-",
-            seconds(base["boot_time"]),
-            "1.00 x",
-            "-",
-            "-",
-            "-",
-            "-",
-            "-",
+        cells = {c: "-" for c, _ in columns}
+        cells.update(
+            {
+                "location": "baseline (enough memory)",
+                "boot time": seconds(base["boot_time"]),
+                "slower": "1.00 x",
+            }
         )
+        rows.append(cells)
     for r in cmp.rows():
-        rot = {True: "yes", False: "no"}.get(r["rotational"], "?")
+        kind = {True: "rotational", False: "non-rotational"}.get(r["rotational"], "?")
         if r["ram_backed"]:
-            rot = "RAM"
-        confirmed = {True: "yes", False: "NO", None: "-"}[r["device_io_confirmed"]]
-        t.add_row(
-            r["location"],
-            r["device"] or "-",
-            r["model"] or "-",
-            rot,
-            r["fstype"] or "-",
-            seconds(r["boot_time"]) if r["outcome"] == "ok" else r["outcome"],
-            _ratio(r["slowdown"]),
-            _ms(r["fault_p50"]),
-            _ms(r["fault_p90"]),
-            _ms(r["fault_p99"]),
-            mb(r["smart_paging_peak_bytes"]) if r["smart_paging_peak_bytes"] else "-",
-            confirmed,
+            kind = "[bold red]RAM[/bold red]"
+        rows.append(
+            {
+                "location": r["location"],
+                "device": r["device"] or "-",
+                "model": r["model"] or "-",
+                "kind": kind,
+                "filesystem": r["fstype"] or "-",
+                "boot time": (seconds(r["boot_time"]) if r["outcome"] == "ok" else r["outcome"]),
+                "slower": _ratio(r["slowdown"]),
+                "fault p50": _ms(r["fault_p50"]),
+                "fault p90": _ms(r["fault_p90"]),
+                "fault p99": _ms(r["fault_p99"]),
+                "SP peak": (
+                    mb(r["smart_paging_peak_bytes"]) if r["smart_paging_peak_bytes"] else "-"
+                ),
+                "device I/O": {True: "confirmed", False: "NOT seen", None: "-"}[
+                    r["device_io_confirmed"]
+                ],
+            }
         )
+    for cells in rows:
+        t.add_row(*(cells[c] for c, _ in columns))
     console.print(t)
     console.print(f"[bold]{cmp.summary()}[/bold]")

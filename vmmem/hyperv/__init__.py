@@ -1,6 +1,6 @@
 """Hyper-V Dynamic Memory on the paging core: hosts, VMs, the balancer, Smart Paging on restart.
 
-See docs/HYPERV.md for the API, shared/DOMAIN.md sections 2-4 for the rules it follows.
+See docs/HYPERV.md for the API, docs/HYPERV-RULES.md sections 2-4 for the rules it follows.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 without threads or RAM; `BalancerThread` calls the host's tick every interval (Hyper-V
 rebalances about once a second, when the guests report their demand).
 
-Rules (shared/DOMAIN.md section 3): target = demand x (1 + buffer/100) clamped to
+Rules (docs/HYPERV-RULES.md section 3): target = demand x (1 + buffer/100) clamped to
 [minimum, maximum]; when the host is short the buffers go first, then memory is divided by
 priority, higher first, taken from lower first; a running VM is never taken below its demand;
 the host reserve is never given out (it is not in the capacity at all).

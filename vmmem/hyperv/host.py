@@ -15,13 +15,18 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..errors import NotEnoughMemoryError, SettingsError, VmmemError
-from ..memory import BACKENDS, POLICIES, FramePool
+from ..memory import FramePool
 from ..sizes import SizeLike, format_size, parse_size
 from ..workspace import Workspace
 from .balancer import BalancerThread, allocate, room_to_start
 from .reboot import HostReboot, RebootOutcome
 from .reports import BootReport, TimelineSample, VMStatus
-from .settings import MEMORY_ALIGNMENT, VMSettings, validate_settings
+from .settings import (
+    MEMORY_ALIGNMENT,
+    VMSettings,
+    check_host_arguments,
+    validate_settings,
+)
 from .vm import VM
 from .workloads import Workload, as_phases
 
@@ -48,6 +53,9 @@ class Host:
         page_size: int = DEFAULT_PAGE_SIZE,
         policy: str = "lru",
     ) -> None:
+        balancer_interval, backend, policy, smart_paging_path = check_host_arguments(
+            balancer_interval, backend, policy, smart_paging_path
+        )
         self.memory = parse_size(memory, "host memory")
         self.reserve = parse_size(reserve, "host reserve")
         if self.reserve < 0:
@@ -58,25 +66,11 @@ class Host:
                 f"host memory of {format_size(self.memory)} less a reserve of "
                 f"{format_size(self.reserve)} leaves nothing for VMs (at least 2 MB needed)"
             )
-        if (
-            isinstance(balancer_interval, bool)
-            or not isinstance(balancer_interval, (int, float))
-            or balancer_interval <= 0
-        ):
-            raise SettingsError(
-                f"balancer_interval must be a positive number of seconds, got {balancer_interval!r}"
-            )
-        if backend not in BACKENDS:
-            raise SettingsError(f"backend {backend!r} is not known; use one of {sorted(BACKENDS)}")
-        if policy not in POLICIES:
-            raise SettingsError(f"policy {policy!r} is not known; use one of {sorted(POLICIES)}")
         self.capacity = capacity
         self.backend = backend
         self.policy = policy
-        self.balancer_interval = float(balancer_interval)
-        self.folder = os.path.abspath(
-            os.fspath(smart_paging_path) if smart_paging_path is not None else DEFAULT_FOLDER
-        )
+        self.balancer_interval = balancer_interval
+        self.folder = os.path.abspath(smart_paging_path or DEFAULT_FOLDER)
         self.pool = FramePool(capacity, page_size)
         self.page_size = self.pool.page_size
         self._capacity_pages = capacity // self.page_size

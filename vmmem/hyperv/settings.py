@@ -1,6 +1,6 @@
 """Dynamic Memory settings of one VM, validated the way Hyper-V validates them.
 
-Rules (shared/DOMAIN.md section 2): sizes are whole MB and multiples of 2 MB; Startup RAM
+Rules (docs/HYPERV-RULES.md section 2): sizes are whole MB and multiples of 2 MB; Startup RAM
 >= 32 MB; Minimum 32 MB .. Startup; Maximum Startup .. 12 TB; Buffer 5 .. 2000 %; Priority
 0 .. 100; Minimum, Maximum and Buffer are refused for a static VM. Messages name the
 PowerShell parameter so a Hyper-V admin recognises them.
@@ -14,7 +14,9 @@ import os
 from dataclasses import dataclass
 
 from ..errors import SettingsError
+from ..memory import BACKENDS, POLICIES
 from ..sizes import MB, TB, SizeLike, format_size, parse_size
+from ..validate import check_choice, check_name, check_number, check_path
 
 __all__ = [
     "DEFAULT_BUFFER",
@@ -29,6 +31,7 @@ __all__ = [
     "START_ACTIONS",
     "STOP_ACTIONS",
     "VMSettings",
+    "check_host_arguments",
     "check_size",
     "smart_paging_folder",
     "validate_settings",
@@ -171,8 +174,7 @@ def validate_settings(
     Buffer to 20 % (Hyper-V's defaults). Maximum RAM is at most 12 TB for a generation 2 VM
     and 1 TB for generation 1. Raises SettingsError saying what is wrong.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise SettingsError(f"the VM name must be a non-empty string, got {name!r}")
+    check_name("the VM name", name)
     if any(c in name for c in '/\\:*?"<>|') or name in (".", ".."):
         raise SettingsError(
             f"the VM name {name!r} cannot be used: it names the VM's folder, so it may not "
@@ -199,9 +201,7 @@ def validate_settings(
             f"generation {gen} VM"
         )
     priority_v = _check_int("priority", priority, 0, 100)
-    path = None if smart_paging_path is None else os.fspath(smart_paging_path)
-    if path is not None and not path:
-        raise SettingsError(f"{PS_NAMES['smart_paging_path']} must be a folder, got ''")
+    path = check_path(PS_NAMES["smart_paging_path"], smart_paging_path, allow_none=True)
 
     if not dynamic:
         given = [
@@ -317,3 +317,24 @@ def _check_host_actions(stop: object, start: object, delay: object) -> tuple[str
             f"{MAX_START_DELAY}, got {delay!r}"
         )
     return str(stop), str(start), float(delay)
+
+
+BALANCER_INTERVAL_RANGE = (0.001, 3600.0)  # seconds: Hyper-V rebalances about once a second
+
+
+def check_host_arguments(
+    balancer_interval: object, backend: object, policy: object, smart_paging_path: object
+) -> tuple[float, str, str, str | None]:
+    """Host's non-size arguments, checked (sizes go through parse_size): the balancer interval
+    a finite number of seconds in BALANCER_INTERVAL_RANGE, known backend and policy names, a
+    folder path or None."""
+    low, high = BALANCER_INTERVAL_RANGE
+    interval = check_number(
+        "balancer_interval", balancer_interval, low=low, high=high, unit="of seconds"
+    )
+    return (
+        interval,
+        check_choice("backend", backend, BACKENDS),
+        check_choice("policy", policy, POLICIES),
+        check_path("smart_paging_path", smart_paging_path, allow_none=True),
+    )

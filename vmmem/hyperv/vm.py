@@ -23,6 +23,7 @@ from .. import devices
 from ..errors import SettingsError, VmmemError
 from ..memory import FramePool, GuestMemory
 from ..sizes import MB, SizeLike, format_size
+from ..validate import check_number
 from ..vdisk import VirtualDisk
 from ..workspace import Workspace
 from .balancer import Claim, claim_for
@@ -302,9 +303,9 @@ class VM:
 
     @baseline.setter
     def baseline(self, seconds: float | None) -> None:
-        if seconds is not None and (not isinstance(seconds, (int, float)) or seconds <= 0):
-            raise SettingsError(f"a baseline is a positive number of seconds, got {seconds!r}")
-        self._baseline_given = None if seconds is None else float(seconds)
+        if seconds is not None:
+            seconds = check_number("baseline", seconds, low=0.0, low_open=True, unit="of seconds")
+        self._baseline_given = seconds
 
     @property
     def boot_reports(self) -> list[BootReport]:

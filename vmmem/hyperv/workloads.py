@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import SettingsError
 from ..sizes import MB, SizeLike, parse_size
+from ..validate import check_flag, check_name, check_number, check_whole
 
 __all__ = ["Boot", "Guest", "Idle", "Trace", "Workload", "as_phases"]
 
@@ -71,13 +72,12 @@ class Workload:
 
 
 def _check_fraction(name: str, value: float, low: float = 0.0, high: float = 1.0) -> None:
-    if not isinstance(value, (int, float)) or not low <= value <= high:
-        raise SettingsError(f"{name} must be a number from {low} to {high}, got {value!r}")
+    check_number(name, value, low=low, high=high)
 
 
 def _check_nonneg(name: str, value: float | None) -> None:
-    if value is not None and (not isinstance(value, (int, float)) or value < 0):
-        raise SettingsError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    if value is not None:
+        check_number(name, value, low=0.0, unit="of seconds")
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,8 @@ class Boot(Workload):
         _check_fraction("Boot hot_ratio", self.hot_ratio, 0.0, 100.0)
         _check_fraction("Boot revisit_ratio", self.revisit_ratio, 0.0, 100.0)
         _check_fraction("Boot write_ratio", self.write_ratio)
-        if not isinstance(self.chunk_pages, int) or self.chunk_pages < 1:
-            raise SettingsError(f"Boot chunk_pages must be >= 1, got {self.chunk_pages!r}")
+        check_whole("Boot chunk_pages", self.chunk_pages, 1)
+        check_whole("Boot seed", self.seed, 0)
         _check_fraction("Boot disk_read_fraction", self.disk_read_fraction)
         if (
             isinstance(self.disk_request_bytes, bool)
@@ -221,8 +221,8 @@ class Idle(Workload):
         _check_nonneg("Idle touch_interval", self.touch_interval)
         _check_nonneg("Idle duration", self.duration)
         _check_fraction("Idle write_ratio", self.write_ratio)
-        if not isinstance(self.touches, int) or self.touches < 0:
-            raise SettingsError(f"Idle touches must be >= 0, got {self.touches!r}")
+        check_whole("Idle touches", self.touches, 0)
+        check_whole("Idle seed", self.seed, 0)
 
     def working_set_pages(self, startup_pages: int, page_size: int) -> int:
         if self.demand is not None:
@@ -264,19 +264,29 @@ class Trace(Workload):
     name: str = "trace"
 
     def __post_init__(self) -> None:
-        pages = np.asarray(self.pages)
+        check_name("Trace name", self.name)
+        check_flag("Trace boot", self.boot)
+        try:
+            pages = np.asarray(self.pages)
+        except (ValueError, TypeError, OverflowError):
+            pages = np.asarray([], dtype=object)  # ragged or odd: refused just below
         if pages.ndim != 1 or pages.dtype.kind not in "iu":
             raise SettingsError("Trace pages must be a 1-D integer numpy array of page numbers")
         if pages.size and int(pages.min()) < 0:
             raise SettingsError("Trace pages must be >= 0")
         object.__setattr__(self, "pages", pages)
         if self.writes is not None:
-            writes = np.asarray(self.writes)
-            if writes.shape != pages.shape:
-                raise SettingsError("Trace writes must have one flag per page access")
+            try:
+                writes = np.asarray(self.writes)
+            except (ValueError, TypeError, OverflowError):
+                writes = np.asarray(None)
+            if writes.shape != pages.shape or writes.dtype.kind not in "biu":
+                raise SettingsError(
+                    "Trace writes must be a numpy array of write flags (bool or integer), "
+                    "one per page access"
+                )
             object.__setattr__(self, "writes", (writes != 0).astype(np.uint8))
-        if not isinstance(self.chunk, int) or self.chunk < 1:
-            raise SettingsError(f"Trace chunk must be >= 1, got {self.chunk!r}")
+        check_whole("Trace chunk", self.chunk, 1)
         _check_nonneg("Trace cpu_per_access", self.cpu_per_access)
 
     @property
@@ -315,6 +325,11 @@ def as_phases(workload: Workload | Sequence[Workload] | None) -> tuple[Workload,
         return (Boot(), Idle())
     if isinstance(workload, Workload):
         return (workload,)
+    if not isinstance(workload, (list, tuple)):
+        raise SettingsError(
+            "workload must be a phase (Boot, Idle or Trace), a list of them, or None, "
+            f"got {type(workload).__name__}"
+        )
     phases = tuple(workload)
     if not phases:
         raise SettingsError("a workload needs at least one phase (e.g. [Boot(), Idle()])")

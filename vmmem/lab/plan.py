@@ -1,6 +1,7 @@
 """``vmmem plan``: will a scenario need Smart Paging, how much, and what would avoid it. No I/O.
 
-The plan walks the scenario's events with the Dynamic Memory rules of DOMAIN.md sections 2-4:
+The plan walks the scenario's events with the Dynamic Memory rules (docs/HYPERV-RULES.md
+sections 2-4):
 
 - a VM that starts from Off needs its Startup RAM from free memory plus what the balancer can
   reclaim from running VMs (their buffers: never below a running VM's demand or its Minimum);

@@ -20,7 +20,9 @@ import psutil
 
 __all__ = ["SCHEMA_VERSION", "CompareResult", "RunResult", "machine_facts", "now_iso"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 2  # 2: headline fields, boots' file life, earlier_runs, reboot outcomes;
+# full VMStatus samples, stored percentiles. 1 is still read.
+READABLE_VERSIONS = (1, 2)
 STORM_KINDS = ("host-restart", "restart", "reset")
 
 
@@ -110,6 +112,11 @@ class RunResult:
                 "smart_paging_vms": 0,
                 "smart_paging_peak_bytes": 0,
                 "smart_paging_seconds": None,
+                "smart_paging_slowest_vm": None,
+                "smart_paging_boot_time": None,
+                "smart_paging_baseline": None,
+                "smart_paging_slowdown": None,
+                "others_slowdown": None,
                 "page_ins": 0,
                 "page_outs": 0,
                 "fault_p50": None,
@@ -120,6 +127,11 @@ class RunResult:
         boot_time = max(times) if times else None
         baseline = max(bases) if bases else None
         paging = [b for b in boots if b.get("smart_paging_peak_bytes")]
+        # The cost of Smart Paging: the paging VM slowed most against its own baseline (not
+        # the storm against the largest VM's baseline, which mixes VMs that did not page).
+        rated = [b for b in paging if b.get("slowdown")]
+        worst = max(rated, key=lambda b: b["slowdown"]) if rated else None
+        others = [b["slowdown"] for b in boots if b not in paging and b.get("slowdown")]
         p50 = [b["fault_p50"] for b in boots if b.get("fault_p50") is not None]
         p99 = [b["fault_p99"] for b in boots if b.get("fault_p99") is not None]
         return {
@@ -133,6 +145,11 @@ class RunResult:
             "smart_paging_seconds": max(
                 (b.get("smart_paging_seconds") or 0 for b in paging), default=None
             ),
+            "smart_paging_slowest_vm": worst["vm"] if worst else None,
+            "smart_paging_boot_time": worst["boot_time"] if worst else None,
+            "smart_paging_baseline": worst["baseline"] if worst else None,
+            "smart_paging_slowdown": worst["slowdown"] if worst else None,
+            "others_slowdown": max(others) if others else None,
             "page_ins": sum(b.get("page_ins") or 0 for b in boots),
             "page_outs": sum(b.get("page_outs") or 0 for b in boots),
             "fault_p50": max(p50) if p50 else None,
@@ -156,7 +173,30 @@ class RunResult:
         dev_w = sum(d["write_bytes"] for d in io)
         return dev_r >= paged_r and dev_w >= paged_w
 
+    def location_folders(self) -> dict[str, str]:
+        """Mount point of each location -> the folder its Smart Paging files were in (the
+        common folder of the VMs' Smart Paging folders on it): one name per location, used by
+        the header and the verdict alike."""
+        folders = self.settings.get("paging_folders") or []
+        mounts = sorted(
+            (loc.get("mountpoint") or loc.get("path") or "" for loc in self.locations),
+            key=len,
+            reverse=True,
+        )
+        out: dict[str, str] = {}
+        for loc in self.locations:
+            mount = loc.get("mountpoint") or loc.get("path") or ""
+            mine = [f for f in folders if next((m for m in mounts if _under(f, m)), None) == mount]
+            out[mount] = os.path.commonpath(mine) if mine else loc.get("path", "?")
+        return out
+
+    def location_name(self, loc: dict[str, Any]) -> str:
+        mount = loc.get("mountpoint") or loc.get("path") or ""
+        return str(self.location_folders().get(mount, loc.get("path", "?")))
+
     def verdict(self) -> str:
+        """The headline: how many VMs booted on Smart Paging and what it cost the one it
+        slowed most (against that VM's own full-memory boot), and where the files were."""
         from vmmem.sizes import format_duration as seconds
         from vmmem.sizes import format_mb as mb
 
@@ -167,29 +207,39 @@ class RunResult:
         st = self.storm_summary()
         if st["event"] is None:
             return "no VM restarted, so Smart Paging never came into play"
-        folders = self.settings.get("paging_folders") or [loc["path"] for loc in self.locations]
-        where = (
-            os.path.commonpath(folders) if len(folders) > 1 else (folders[0] if folders else "?")
-        )
-        kinds = ", ".join(sorted({_kind(loc) for loc in self.locations}))
-        left = (
-            "every Smart Paging file is gone"
-            if not self.leftover_files
-            else f"{len(self.leftover_files)} Smart Paging file(s) were left and removed"
-        )
         if not st["smart_paging_vms"]:
             return (
                 f"no Smart Paging: the restart of {st['vms']} VM(s) took "
                 f"{seconds(st['boot_time'])} (baseline {seconds(st['baseline'])})"
             )
-        slow = f"{st['slowdown']:.1f} x slower" if st["slowdown"] else "slowdown unknown"
+        where = "; ".join(f"{self.location_name(loc)}: {_kind(loc)}" for loc in self.locations)
+        left = (
+            "every Smart Paging file is gone"
+            if not self.leftover_files
+            else f"{len(self.leftover_files)} Smart Paging file(s) were left and removed"
+        )
         if any(loc.get("ram_backed") for loc in self.locations):
             left += " (the files were in RAM: this measured no disk)"
+        n, total = st["smart_paging_vms"], st["vms"]
+        paged = f"{n} of {total} VMs" if total > 1 else "the VM"
+        if st["smart_paging_slowdown"]:
+            of_them = "the slowest of them, " if n > 1 else ""
+            cost = (
+                f"{of_them}{st['smart_paging_slowest_vm']}, booted in "
+                f"{seconds(st['smart_paging_boot_time'])} instead of "
+                f"{seconds(st['smart_paging_baseline'])} "
+                f"({st['smart_paging_slowdown']:.1f} x slower)"
+            )
+        else:
+            cost = "slowdown unknown (no full-memory boot to compare with)"
+        others = ""
+        if st["others_slowdown"] and total > n:
+            who = "the one" if total - n == 1 else f"the {total - n}"
+            others = f"; {who} that did not page: {st['others_slowdown']:.1f} x its baseline"
         return (
-            f"the boot storm took {seconds(st['boot_time'])} instead of "
-            f"{seconds(st['baseline'])} ({slow}) with {mb(st['smart_paging_peak_bytes'])} "
-            f"of Smart Paging for {st['smart_paging_vms']} VM(s) on {where} ({kinds}); "
-            f"{left}"
+            f"{paged} booted on Smart Paging (peaks totalling "
+            f"{mb(st['smart_paging_peak_bytes'])}, files in {where or '?'}); {cost}{others}; "
+            f"the whole storm took {seconds(st['boot_time'])}; {left}"
         )
 
     # --- JSON --------------------------------------------------------------------------------
@@ -242,6 +292,10 @@ class RunResult:
             earlier_runs=d.get("earlier_runs", []),
             warnings=d.get("warnings", []),
         )
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _kind(loc: dict[str, Any]) -> str:
@@ -309,6 +363,9 @@ class CompareResult:
         rows = [r for r in self.rows() if r["boot_time"]]
         if not rows:
             return "no location completed the boot storm"
+        for r in rows:  # said in the line itself: a RAM-backed folder measured no disk
+            if r["ram_backed"]:
+                r["location"] += " (RAM-backed: no disk measured)"
         base = self.baseline.storm_summary()["boot_time"] if self.baseline else None
         base_txt = f" (without Smart Paging: {seconds(base)})" if base else ""
         if len(rows) == 1:

@@ -9,6 +9,7 @@ afterwards for anything left.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -184,25 +185,76 @@ def sigterm_as_interrupt() -> Iterator[None]:
 # the run
 
 
+class BootEta:
+    """Seconds left in one boot, from how far it got: never growing, never jumping about.
+
+    A boot touches each of its Startup pages once. The estimate is the larger of two:
+    the guest CPU time still ahead (the workload's expected CPU time for the pages not yet
+    touched: the boot cannot go faster than that), and the pages left at the recent rate
+    (smoothed over about a second, so one slow chunk does not swing it). The shown ETA never
+    increases: when a boot slows down (Smart Paging starts to page out) it holds instead of
+    growing, and it falls again once the estimate catches up.
+    """
+
+    SMOOTHING = 1.0  # seconds: time constant of the rate's moving average
+    MIN_PROGRESS = 0.02  # below this share of the pages, a rate says nothing yet
+
+    def __init__(self, expected_cpu: float | None):
+        self.expected_cpu = expected_cpu
+        self._last: tuple[float, float] | None = None  # (time, fraction)
+        self._rate: float | None = None  # fraction per second
+        self.eta: float | None = None
+
+    def update(self, now: float, fraction: float) -> float | None:
+        fraction = min(1.0, max(0.0, fraction))
+        if self._last is not None:
+            t0, f0 = self._last
+            dt = now - t0
+            if dt <= 0:
+                return self.eta
+            inst = max(0.0, fraction - f0) / dt
+            weight = 1 - math.exp(-dt / self.SMOOTHING)
+            self._rate = inst if self._rate is None else self._rate + weight * (inst - self._rate)
+        self._last = (now, fraction)
+        left = 1.0 - fraction
+        candidates = []
+        if self.expected_cpu is not None:
+            candidates.append(self.expected_cpu * left)
+        if self._rate and fraction >= self.MIN_PROGRESS:
+            candidates.append(left / self._rate)
+        if not candidates:
+            return self.eta
+        estimate = max(candidates)
+        self.eta = estimate if self.eta is None else min(self.eta, estimate)
+        return self.eta
+
+
 class _Tracker:
-    """Boot start times (host clock) per VM, for elapsed time and ETA."""
+    """Per VM: boot start times (host clock) and ETAs for the live view, and when the run saw
+    each Smart Paging file come and go (the file's life, for the plot)."""
 
     def __init__(self, host: Any):
         self.host = host
         self.boot_started: dict[str, float] = {}
+        self._etas: dict[str, BootEta] = {}
+        # VM -> [first seen in use, first seen gone (None: still there)] per file life.
+        self.file_seen: dict[str, list[list[float | None]]] = {}
 
     def mark(self, name: str) -> None:
         self.boot_started[name] = self.host.clock()
+        vm = self.host.vms[name]
+        self._etas[name] = BootEta(_expected_cpu(vm, self.host.page_size))
 
     def snapshot(self) -> list[VMProgress]:
         out = []
         now = self.host.clock()
         for name, vm in self.host.vms.items():
             st = vm.status
+            self._note_file(name, st.smart_paging_file_in_use, now)
             elapsed = eta = None
             if st.phase == "boot" and name in self.boot_started:
                 elapsed = now - self.boot_started[name]
-                eta = self._eta(vm, elapsed)
+                eta = self._eta(name, vm, now)
             out.append(
                 VMProgress(
                     name,
@@ -218,21 +270,48 @@ class _Tracker:
             )
         return out
 
-    @staticmethod
-    def _eta(vm: Any, elapsed: float) -> float | None:
-        # The boot touches every Startup page once; pages held now (in frames or in the file)
-        # over Startup pages is how far it got.
+    def _note_file(self, name: str, in_use: bool, now: float) -> None:
+        lives = self.file_seen.setdefault(name, [])
+        open_life = bool(lives) and lives[-1][1] is None
+        if in_use and not open_life:
+            lives.append([now, None])
+        elif not in_use and open_life:
+            lives[-1][1] = now
+
+    def file_life(self, name: str, started_at: float) -> tuple[float | None, float | None]:
+        """(first seen, first seen gone) of the first file seen after a boot's start."""
+        for seen, gone in self.file_seen.get(name, []):
+            if seen is not None and seen >= started_at - POLL:
+                return seen, gone
+        return None, None
+
+    def _eta(self, name: str, vm: Any, now: float) -> float | None:
+        # The boot touches every Startup page once; pages holding data now (in frames or in
+        # the file) over Startup pages is how far it got.
         mem = vm.memory
-        if mem is None:
+        eta = self._etas.get(name)
+        if mem is None or eta is None:
             return None
         try:
             stats = mem.stats
         except Exception:  # the memory may be closing under us
+            return eta.eta
+        startup_pages = max(1, vm.settings.startup // self.host.page_size)
+        return eta.update(now, (stats.resident + stats.file_pages) / startup_pages)
+
+
+def _expected_cpu(vm: Any, page_size: int) -> float | None:
+    """The guest CPU time of the VM's boot phases, if the workload says (Boot, RecordedBoot)."""
+    startup_pages = vm.settings.startup // page_size
+    total = 0.0
+    for phase in vm.workload:
+        if not phase.boot:
+            break
+        expected = getattr(phase, "expected_cpu_time", None)
+        if expected is None:
             return None
-        done = (stats.resident + stats.file_pages) / max(mem.pages, 1)
-        if done <= 0.02:
-            return None
-        return float(max(0.0, elapsed * (1 - done) / done))
+        total += expected(startup_pages)
+    return total or None
 
 
 def run_scenario(
@@ -497,7 +576,7 @@ class _Run:
         """Final reports and statuses, then the host closed: it deletes its own files (and
         names any it found still there), nothing else."""
         try:
-            _final(self.host, self.result)
+            _final(self.host, self.result, self.tracker)
         finally:
             self.host.close()
             self.result.leftover_files = self.host.left_behind
@@ -528,9 +607,9 @@ def _collect_boots(host: Any, result: RunResult, before: dict[str, int], event: 
             result.boots.append(d)
 
 
-def _final(host: Any, result: RunResult) -> None:
-    """Refresh boot reports (Smart Paging duration is known only once the file is gone), and
-    record final statuses and the timeline."""
+def _final(host: Any, result: RunResult, tracker: _Tracker | None = None) -> None:
+    """Refresh boot reports (Smart Paging duration is known only once the file is gone), add
+    each Smart Paging file's life, and record final statuses and the timeline."""
     by_key = {(b["vm"], b["started_at"]): b for b in result.boots}
     for vm in host.vms.values():
         for rep in vm.boot_reports:
@@ -538,6 +617,20 @@ def _final(host: Any, result: RunResult) -> None:
             old = by_key.get((d["vm"], d["started_at"]))
             if old is not None:
                 old.update(d)
+    for b in result.boots:
+        created = deleted = None
+        if b.get("smart_paging_peak_bytes") and tracker is not None:
+            seen, gone = tracker.file_life(b["vm"], b["started_at"])
+            # As the run saw it, polling every POLL seconds (the guest notes its file's
+            # changes between its own steps, which can lag further).
+            if seen is not None:
+                created = max(b["started_at"], seen)
+                if gone is not None:
+                    deleted = gone
+                elif b.get("smart_paging_ended"):
+                    deleted = created + (b.get("smart_paging_seconds") or 0.0)
+        b["smart_paging_file_created_at"] = created
+        b["smart_paging_file_deleted_at"] = deleted
     # The storm's fault-latency CDF: each restart boot's histogram covers exactly that boot.
     # A fault that waited on the disk: the victim's write-back plus the page-in.
     latencies = [

@@ -84,6 +84,7 @@ from vmmem.lab.scenario_model import (
     scale_size,
 )
 from vmmem.sizes import MB, parse_size
+from vmmem.validate import control_characters
 
 __all__ = [
     "ARTICLE_SCENARIO_TOML",
@@ -196,8 +197,16 @@ class _Reader:
         return value
 
     def string(self, value: Any, key: str) -> str:
+        """A name or a path: non-empty, printable (it ends up in file names and tables)."""
         if not isinstance(value, str) or not value.strip():
             raise self.fail(key, f"expected a non-empty string, got {_show(value)}")
+        bad = control_characters(value)
+        if bad:
+            raise self.fail(
+                key,
+                f"expected printable text, got {value!r}, which contains control characters "
+                f"({', '.join(bad)})",
+            )
         return value
 
 
@@ -561,6 +570,10 @@ def load_scenario(path: str | os.PathLike[str] | None) -> Scenario:
         raise ScenarioError(source, "", "is a folder; expected a TOML scenario file") from None
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(source, "", f"not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(
+            source, "", f"not a text file in UTF-8 (byte {e.start}: {e.reason}); TOML is UTF-8"
+        ) from None
     except OSError as e:
         raise ScenarioError(source, "", f"cannot read: {e.strerror}") from None
     return parse_scenario(data, source)
@@ -608,5 +621,5 @@ timeout = 300
 
 
 def article_scenario() -> Scenario:
-    """The article's scenario (DOMAIN.md section 1), the default of every command."""
+    """The article's scenario (docs/HYPERV-RULES.md section 1), the default of every command."""
     return parse_scenario(tomllib.loads(ARTICLE_SCENARIO_TOML), "<built-in: article>")

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from vmmem.hyperv.reports import BootReport, VMStatus
+from vmmem.lab.results import READABLE_VERSIONS
 
 __all__ = ["RESULT_SCHEMA", "schema_json", "validate"]
 
@@ -98,6 +99,13 @@ def _obj(props: dict[str, Any], desc: str | None = None) -> dict[str, Any]:
     if desc:
         o["description"] = desc
     return o
+
+
+def _since_v2(obj: dict[str, Any], props: dict[str, Any]) -> dict[str, Any]:
+    """Fields added in schema version 2: described, but not required (version-1 files, which
+    `vmmem show` still reads, do not have them)."""
+    obj["properties"].update(props)
+    return obj
 
 
 def _arr(items: dict[str, Any]) -> dict[str, Any]:
@@ -259,7 +267,10 @@ _DEFS: dict[str, Any] = {
     "boot": _obj(
         _BOOT,
         "One boot: the Hyper-V layer's BootReport (docs/HYPERV.md) and the index of the "
-        "scenario event that caused it. Times in seconds (started_at on the host clock).",
+        "scenario event that caused it. Times in seconds (started_at on the host clock). "
+        "Since version 2: smart_paging_file_created_at / _deleted_at, the Smart Paging "
+        "file's life on the host clock, as the run saw it (polled every 0.1 s; null: no "
+        "file, or still there).",
     ),
     "status": _obj(
         _STATUS,
@@ -291,7 +302,10 @@ _DEFS: dict[str, Any] = {
             "device_io_confirmed": _nbool,
         },
         "The storm (the first restart event): boot_time is its slowest boot, baseline the "
-        "slowest full-memory boot of the same VMs.",
+        "slowest full-memory boot of the same VMs. Since version 2, the cost of Smart "
+        "Paging: smart_paging_slowest_vm is the VM that paged and slowed most against its "
+        "own baseline (smart_paging_boot_time / smart_paging_baseline = "
+        "smart_paging_slowdown); others_slowdown the most a VM that did not page slowed.",
     ),
     "event": _obj(
         {
@@ -330,10 +344,28 @@ _DEFS: dict[str, Any] = {
         "One location; slowdown = its storm time / the baseline run's storm time.",
     ),
 }
+_since_v2(
+    _DEFS["boot"],
+    {"smart_paging_file_created_at": _nnum, "smart_paging_file_deleted_at": _nnum},
+)
+_since_v2(
+    _DEFS["summary"],
+    {
+        "smart_paging_slowest_vm": _nstr,
+        "smart_paging_boot_time": _nnum,
+        "smart_paging_baseline": _nnum,
+        "smart_paging_slowdown": _nnum,
+        "others_slowdown": _nnum,
+    },
+)
+_VERSION = {
+    "enum": list(READABLE_VERSIONS),
+    "description": "2 is written now; 1 (without the version-2 fields) is still read.",
+}
 _DEFS["run"] = _obj(
     {
         "kind": {"const": "vmmem-run"},
-        "schema_version": {"const": 2},
+        "schema_version": _VERSION,
         "outcome": _OUTCOME,
         "error": _nstr,
         "verdict": _str,
@@ -371,7 +403,7 @@ _DEFS["run"] = _obj(
 _DEFS["compare"] = _obj(
     {
         "kind": {"const": "vmmem-compare"},
-        "schema_version": {"const": 2},
+        "schema_version": _VERSION,
         "outcome": _OUTCOME,
         "error": _nstr,
         "summary": _str,
