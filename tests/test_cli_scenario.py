@@ -84,7 +84,7 @@ def test_article_at_scale_8_keeps_the_ratio():
     assert all(v.startup == 64 * MB and v.minimum == 32 * MB for v in s.vms)
 
 
-def _write(tmp_path, text, name="s.toml"):
+def write_output(tmp_path, text, name="s.toml"):
     p = tmp_path / name
     p.write_text(text)
     return str(p)
@@ -116,7 +116,7 @@ BAD = [
 
 @pytest.mark.parametrize("vm_body,key,expected", BAD, ids=[b[1] + ":" + b[2] for b in BAD])
 def test_bad_vm_settings_are_located(tmp_path, vm_body, key, expected):
-    path = _write(tmp_path, f'[host]\nmemory = "1400MB"\n[[vm]]\nname = "vm1"\n{vm_body}\n')
+    path = write_output(tmp_path, f'[host]\nmemory = "1400MB"\n[[vm]]\nname = "vm1"\n{vm_body}\n')
     with pytest.raises(ScenarioError) as err:
         load_scenario(path)
     msg = str(err.value)
@@ -149,7 +149,7 @@ BAD_WHOLE = [
 
 @pytest.mark.parametrize("text,key,expected", BAD_WHOLE, ids=[b[1] + ":" + b[2] for b in BAD_WHOLE])
 def test_bad_scenarios_are_located(tmp_path, text, key, expected):
-    path = _write(tmp_path, text)
+    path = write_output(tmp_path, text)
     with pytest.raises(ScenarioError) as err:
         load_scenario(path)
     msg = str(err.value)
@@ -157,7 +157,7 @@ def test_bad_scenarios_are_located(tmp_path, text, key, expected):
 
 
 def test_not_toml_and_missing_file(tmp_path):
-    path = _write(tmp_path, '[host]\nmemory = "1400MB\n')
+    path = write_output(tmp_path, '[host]\nmemory = "1400MB\n')
     with pytest.raises(ScenarioError, match=r"not valid TOML: .*line 2"):
         load_scenario(path)
     with pytest.raises(ScenarioError, match="no such file"):
@@ -165,7 +165,7 @@ def test_not_toml_and_missing_file(tmp_path):
 
 
 def test_count_makes_numbered_vms_and_default_events(tmp_path):
-    path = _write(tmp_path, GOOD_VM.replace('name = "vm1"', 'name = "web"\ncount = 3'))
+    path = write_output(tmp_path, GOOD_VM.replace('name = "vm1"', 'name = "web"\ncount = 3'))
     s = load_scenario(path)
     assert [v.name for v in s.vms] == ["web1", "web2", "web3"]
     assert [e.action for e in s.events] == ["start", "idle", "restart-vms", "settle"]
@@ -173,7 +173,7 @@ def test_count_makes_numbered_vms_and_default_events(tmp_path):
 
 
 def test_cli_scenario_error_exit_code_and_message(tmp_path):
-    path = _write(tmp_path, GOOD_VM.replace('"512MB"', '"511MB"'))
+    path = write_output(tmp_path, GOOD_VM.replace('"512MB"', '"511MB"'))
     r = CliRunner().invoke(cli, ["scenario", path])
     assert r.exit_code == EXIT_USAGE
     assert f"{path}: vm[0].startup: " in r.stderr and "multiple of 2 MB" in r.stderr
@@ -206,7 +206,7 @@ LAYER_BAD = [
 
 @pytest.mark.parametrize("vm_body,key,expected", LAYER_BAD, ids=[b[2] for b in LAYER_BAD])
 def test_the_hyperv_layers_own_checks_run_at_load_time(tmp_path, vm_body, key, expected):
-    path = _write(tmp_path, f'[host]\nmemory = "1400MB"\n[[vm]]\n{vm_body}\n')
+    path = write_output(tmp_path, f'[host]\nmemory = "1400MB"\n[[vm]]\n{vm_body}\n')
     with pytest.raises(ScenarioError) as err:
         load_scenario(path)
     assert str(err.value).startswith(f"{path}: {key}: ") and expected in str(err.value)

@@ -97,12 +97,13 @@ def test_ctrl_c_in_any_command_exits_130_not_aborted(monkeypatch, capsys, comman
     """Click's standalone mode turns Ctrl-C into "Aborted!" and exit 1; main() says what
     happened and exits 130, whichever command was running."""
     from vmmem.cli import main as main_module
+    from vmmem.cli import render
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     for name in ("plan", "scenario", "disks"):
-        monkeypatch.setattr(main_module.render, name, interrupted)
+        monkeypatch.setattr(render, name, interrupted)
     with pytest.raises(SystemExit) as e:
         main_module.main(command)
     assert e.value.code == EXIT_INTERRUPTED

@@ -1,0 +1,166 @@
+"""What every ``vmmem`` command shares: the click group, exit codes, errors for people, the
+scenario loading, shared options and output checks. The commands live in `info` (scenario,
+plan, disks, clean, guests, record-boot) and `experiments` (run, compare, show); `main` is the
+entry point.
+
+Exit codes (also in ``vmmem --help`` and docs/CLI.md):
+
+    0    done
+    1    the run failed (a VM could not start, a paging-file error, ...)
+    2    usage or scenario error (bad option, bad or missing scenario file)
+    3    a Smart Paging location was refused (missing, not writable, not enough free space)
+    130  interrupted (Ctrl-C or SIGTERM): partial results printed, no Smart Paging file left
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+
+from vmmem.lab.scenario import Scenario, ScenarioError, load_scenario
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "CliFailure",
+    "cli",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    done
+  1    the run failed (a VM could not start, a paging-file error)
+  2    usage or scenario error
+  3    a Smart Paging location was refused (missing, read-only, too little free space)
+  130  interrupted by Ctrl-C or SIGTERM (partial results printed, no Smart Paging
+       file left)"""
+
+
+class CliFailure(click.ClickException):
+    """An error for people, with its exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"vmmem: error: {self.format_message()}", err=True, file=file)
+
+
+def out_console() -> Console:
+    # On a terminal rich takes its width; into a file or pipe, wide enough that tables keep
+    # one line per row (COLUMNS still wins).
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(highlight=False, width=width)
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def load_for_cli(scenario_path: str | None, scale: float, *, warn: bool = True) -> Scenario:
+    """The scenario, scaled; scale distortions are warned about on stderr."""
+    try:
+        full = load_scenario(scenario_path)
+        s = full.scaled(scale) if scale != 1 else full
+    except ScenarioError as e:
+        raise CliFailure(str(e), EXIT_USAGE) from None
+    if warn and scale != 1:
+        from vmmem.lab.plan import scale_warnings
+
+        for w in scale_warnings(full, s):
+            err_console().print(f"[bold yellow]warning:[/bold yellow] {w}")
+    return s
+
+
+def check_outputs(json_path: str | None, plot_path: str | None) -> None:
+    """Refuse (exit 2) a --json or --plot destination that could not be written, before
+    anything is built: a storm takes minutes, its results must not be lost at the end."""
+    from vmmem.cli.outputs import OutputError, check_output
+
+    try:
+        if json_path:
+            check_output("--json", json_path)
+        if plot_path:
+            check_output("--plot", plot_path, plot=True)
+    except OutputError as e:
+        raise CliFailure(str(e), EXIT_USAGE) from None
+    if json_path and plot_path and os.path.abspath(json_path) == os.path.abspath(plot_path):
+        raise CliFailure(f"--json and --plot both name {json_path}: give two files", EXIT_USAGE)
+
+
+def write_output(option: str, path: str, write: Callable[[str], None]) -> None:
+    from vmmem.cli.outputs import write_atomically
+
+    try:
+        write_atomically(path, write)
+    except OSError as e:
+        raise CliFailure(f"{option} {path}: cannot write: {e.strerror or e}", EXIT_FAILED) from None
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+
+    write_output("--json", path, write)
+
+
+scenario_argument = click.argument(
+    "scenario", required=False, type=click.Path(dir_okay=False), metavar="[SCENARIO.toml]"
+)
+scale_option = click.option(
+    "--scale",
+    type=click.FloatRange(min=1.0),
+    default=1.0,
+    show_default=True,
+    metavar="F",
+    help="Shrink every size by F (rounded to Hyper-V's rules: multiples of 2 MB, Startup and "
+    "Minimum at least 32 MB) and boot times with it, for quick runs.",
+)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
+@click.version_option(package_name="vmmem", message="vmmem %(version)s")
+def cli() -> None:
+    """Hyper-V Dynamic Memory and Smart Paging on real RAM and real disks.
+
+    \b
+    The article's reboot storm: four idle VMs that fit a 1400 MB host
+    ballooned down are all restarted at once and need 2048 MB to boot;
+    the gap goes to Smart Paging files. How much slower is that boot, and
+    how does the disk under the Smart Paging folder change it?
+
+    \b
+    Start here:
+      vmmem plan                      will a host restart need Smart Paging?
+      vmmem disks --probe             where could the files go, how fast is it?
+      vmmem run --scale 4             run the article's storm (quarter size)
+      vmmem compare /mnt/ssd /mnt/hdd --scale 4
+                                      the same storm with the files on each disk
+
+    Every command takes a scenario file (TOML, see examples/) or runs the
+    article's scenario when none is given. Sizes use Hyper-V's MB (2^20 bytes).
+    """

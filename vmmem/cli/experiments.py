@@ -1,0 +1,382 @@
+"""Commands that run and measure: run, compare, and show (a saved result again)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from vmmem.cli import render
+from vmmem.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    CliFailure,
+    check_outputs,
+    cli,
+    err_console,
+    load_for_cli,
+    out_console,
+    scale_option,
+    scenario_argument,
+    write_json,
+    write_output,
+)
+from vmmem.lab.runner import ProgressSink, VMProgress
+from vmmem.lab.scenario import Scenario
+
+if TYPE_CHECKING:
+    from vmmem.lab.results import CompareResult, RunResult
+
+# ---------------------------------------------------------------------------------------------
+# run
+
+
+class _LiveProgress(ProgressSink):
+    """Live per-VM table on a terminal (stderr); one line per event otherwise."""
+
+    def __init__(self, quiet: bool = False):
+        from rich.live import Live
+
+        self.console = err_console()
+        self.quiet = quiet
+        self.live = None
+        self.title = ""
+        if not quiet and self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=8, transient=True)
+            self.live.start()
+
+    def event_started(self, index: int, count: int, description: str) -> None:
+        self.title = f"event {index + 1}/{count}: {description}"
+        if self.live is None and not self.quiet:
+            self.console.print(f"{self.title} ...", highlight=False)
+
+    def event_done(self, index: int, description: str, took: float, note: str = "") -> None:
+        if not self.quiet:
+            extra = f" ({note})" if note else ""
+            self.console.print(
+                f"  done: {description} in {render.seconds(took)}{extra}",
+                style="dim",
+                highlight=False,
+            )
+
+    def update(self, vms: list[VMProgress], available: int, elapsed: float) -> None:
+        if self.live is not None:
+            self.live.update(render.progress_table(vms, available, elapsed, self.title))
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text, style="bold yellow", highlight=False)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+paging_dir_option = click.option(
+    "--paging-dir",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Put every VM's Smart Paging file in DIR (Set-VM -SmartPagingFilePath on all). "
+    "Default: each VM's folder under ./vmmem-vms, as Hyper-V keeps them with the VM.",
+)
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(["direct", "mmap"]),
+    default="direct",
+    show_default=True,
+    help="How paging reaches the disk: O_DIRECT pread/pwrite, or a mapping flushed and dropped "
+    "from the page cache.",
+)
+
+
+def _check_paging_dir(paging_dir: str | None) -> None:
+    if paging_dir is None:
+        return
+    if not os.path.isdir(paging_dir):
+        raise CliFailure(f"Smart Paging folder {paging_dir} does not exist", EXIT_REFUSED)
+    if not os.access(paging_dir, os.W_OK | os.X_OK):
+        raise CliFailure(f"Smart Paging folder {paging_dir} is not writable", EXIT_REFUSED)
+
+
+def _execute(
+    s: Scenario, paging_dir: str | None, backend: str, quiet: bool, label: str = ""
+) -> RunResult:
+    """Run one scenario with live progress; LocationRefused becomes exit code 3."""
+    from vmmem.lab.runner import LocationRefused, run_scenario
+
+    sink = _LiveProgress(quiet=quiet)
+    if label and not quiet:
+        sink.console.print(f"[bold]{label}[/bold]")
+    try:
+        return run_scenario(s, paging_dir=paging_dir, progress=sink, backend=backend)
+    except LocationRefused as e:
+        raise CliFailure(str(e), EXIT_REFUSED) from None
+    finally:
+        sink.close()
+
+
+wide_option = click.option(
+    "--wide", is_flag=True, help="Show every column of the tables (the default fits 120 columns)."
+)
+
+
+@cli.command("run")
+@scenario_argument
+@scale_option
+@paging_dir_option
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Write every figure, the settings, and the machine and device facts to FILE "
+    "(layout: docs/json-schema.json).",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE.png",
+    help="Draw assigned memory and Smart Paging bytes per VM over time, and the boot times.",
+)
+@backend_option
+@wide_option
+@click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
+def run_cmd(
+    scenario: str | None,
+    scale: float,
+    paging_dir: str | None,
+    json_path: str | None,
+    plot_path: str | None,
+    backend: str,
+    wide: bool,
+    quiet: bool,
+) -> None:
+    """Run a boot storm for real and measure what Smart Paging costs.
+
+    Builds the host (its memory committed as real RAM), starts the VMs one
+    by one, lets them balloon down, restarts them as the scenario says, and
+    measures each boot against its full-memory baseline. Smart Paging files
+    are real files, their I/O reaches the disk (O_DIRECT) and the device's
+    own counters confirm it. Shows per VM the phase, assigned memory, Smart
+    Paging bytes, elapsed time and ETA while it runs.
+
+    \b
+    Examples:
+      vmmem run --scale 4                          the article, quarter size
+      vmmem run --paging-dir /mnt/hdd/sp --json run.json --plot run.png
+      vmmem run examples/mixed-priority.toml --scale 2
+
+    Refuses a folder without room for the worst case (every VM's Startup
+    RAM) and warns for RAM-backed ones (tmpfs: nothing is measured). Ctrl-C
+    stops cleanly: partial results are printed and no file is left behind.
+    """
+    check_outputs(json_path, plot_path)
+    s = load_for_cli(scenario, scale)
+    _check_paging_dir(paging_dir)
+    result = _execute(s, paging_dir, backend, quiet)
+    render.run_report(out_console(), result, wide=wide)
+    _save(result.to_dict(), json_path, plot_path, lambda path: _plot_run(result, path))
+    sys.exit(
+        {"ok": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[result.outcome]
+    )
+
+
+def _plot_run(result: RunResult, path: str) -> None:
+    from vmmem.cli.plots import plot_run
+
+    plot_run(result, path)
+
+
+def _save(
+    data: dict[str, Any], json_path: str | None, plot_path: str | None, plot: Callable[[str], None]
+) -> None:
+    """Write the JSON and the plot (also for partial results)."""
+    if json_path:
+        write_json(json_path, data)
+        err_console().print(f"wrote {json_path}", style="dim", highlight=False)
+    if plot_path:
+        write_output("--plot", plot_path, plot)
+        err_console().print(f"wrote {plot_path}", style="dim", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# compare
+
+
+@cli.command("compare")
+@click.argument(
+    "paths",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True),
+    metavar="DIR [DIR]... [SCENARIO.toml]",
+)
+@scale_option
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Write every run's figures, the table and the summary to FILE.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE.png",
+    help="Draw the boot time per location and the fault-latency CDFs.",
+)
+@click.option(
+    "--no-baseline",
+    is_flag=True,
+    help="Skip the baseline run (the same storm on a host with enough memory).",
+)
+@backend_option
+@wide_option
+@click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
+def compare_cmd(
+    paths: tuple[str, ...],
+    scale: float,
+    json_path: str | None,
+    plot_path: str | None,
+    no_baseline: bool,
+    backend: str,
+    wide: bool,
+    quiet: bool,
+) -> None:
+    """The same boot storm with the Smart Paging files on each DIR in turn.
+
+    Runs the scenario once per folder (every VM's Smart Paging file there),
+    plus a baseline on a host with enough memory, and prints side by side:
+    device, model, rotational or not, filesystem, boot time, slowdown against
+    the baseline, fault latency percentiles, and whether the device's own
+    counters confirm the paging I/O reached it.
+
+    \b
+    Examples:
+      vmmem compare /mnt/ssd/sp /mnt/hdd/sp --scale 4
+      vmmem compare /var/tmp /mnt/nfs examples/mixed-priority.toml --json cmp.json
+      vmmem compare /mnt/ssd /mnt/hdd --plot cmp.png
+
+    Every folder is checked before anything runs: one without room for the
+    worst case is refused (exit 3); a RAM-backed one is run but flagged.
+    """
+    from vmmem.lab.compare import check_compare_locations, compare_locations
+    from vmmem.lab.runner import LocationRefused
+
+    check_outputs(json_path, plot_path)
+    scenario_files = [p for p in paths if os.path.isfile(p)]
+    folders = [p for p in paths if os.path.isdir(p)]
+    if len(scenario_files) > 1:
+        raise CliFailure(
+            "give at most one scenario file, got: " + ", ".join(scenario_files), EXIT_USAGE
+        )
+    if not folders:
+        raise CliFailure("give at least one folder to put the Smart Paging files in", EXIT_USAGE)
+    s = load_for_cli(scenario_files[0] if scenario_files else None, scale)
+    for folder in folders:
+        _check_paging_dir(folder)
+    try:
+        for w in check_compare_locations(s, folders):
+            err_console().print(f"[bold yellow]warning:[/bold yellow] {w}")
+    except LocationRefused as e:
+        raise CliFailure(str(e), EXIT_REFUSED) from None
+
+    def progress(index: int, count: int, folder: str | None) -> _LiveProgress:
+        sink = _LiveProgress(quiet=quiet)
+        if not quiet:
+            label = (
+                "baseline: enough memory, no Smart Paging"
+                if folder is None
+                else f"Smart Paging on {folder}"
+            )
+            sink.console.print(f"[bold][{index + 1}/{count}] {label}[/bold]")
+        return sink
+
+    try:
+        cmp = compare_locations(
+            s,
+            folders,
+            baseline=not no_baseline,
+            backend=backend,
+            progress=progress,
+            on_done=lambda sink: sink.close() if sink is not None else None,
+        )
+    except LocationRefused as e:
+        raise CliFailure(str(e), EXIT_REFUSED) from None
+    render.compare_report(out_console(), cmp, wide=wide)
+    _save(cmp.to_dict(), json_path, plot_path, lambda path: _plot_compare(cmp, path))
+    sys.exit({"ok": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[cmp.outcome])
+
+
+def _plot_compare(cmp: CompareResult, path: str) -> None:
+    from vmmem.cli.plots import plot_compare
+
+    plot_compare(cmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# show
+
+
+@cli.command("show")
+@click.argument("result_file", type=click.Path(exists=True, dir_okay=False), metavar="RESULT.json")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE.png",
+    help="Draw the run's or the comparison's plot again.",
+)
+@wide_option
+def show_cmd(result_file: str, plot_path: str | None, wide: bool) -> None:
+    """Print (and plot) a result saved with --json, without running anything.
+
+    \b
+    Examples:
+      vmmem show run.json
+      vmmem show cmp.json --plot cmp.png
+    """
+    from vmmem.lab.results import READABLE_VERSIONS, CompareResult, RunResult
+    from vmmem.lab.schema import RESULT_SCHEMA, validate
+
+    check_outputs(None, plot_path)
+    try:
+        with open(result_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CliFailure(f"{result_file}: not a vmmem result: {e}", EXIT_USAGE) from None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in ("vmmem-run", "vmmem-compare"):
+        raise CliFailure(
+            f"{result_file}: not a vmmem result (no kind vmmem-run or vmmem-compare)", EXIT_USAGE
+        )
+    version = data.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        raise CliFailure(
+            f"{result_file}: schema version {version!r} is not one this vmmem reads "
+            f"({', '.join(map(str, READABLE_VERSIONS))}); a newer vmmem wrote it?",
+            EXIT_USAGE,
+        )
+    # Version-1 files (before the fields schema 2 added) are read as they are: every reader
+    # tolerates the missing fields. Version 2 is validated.
+    problems = validate(data, RESULT_SCHEMA) if version != 1 else []
+    if problems:
+        raise CliFailure(f"{result_file}: does not match the schema: {problems[0]}", EXIT_USAGE)
+    if kind == "vmmem-run":
+        run = RunResult.from_dict(data)
+        render.run_report(out_console(), run, wide=wide)
+        _save(data, None, plot_path, lambda path: _plot_run(run, path))
+    else:
+        cmp = CompareResult.from_dict(data)
+        render.compare_report(out_console(), cmp, wide=wide)
+        _save(data, None, plot_path, lambda path: _plot_compare(cmp, path))

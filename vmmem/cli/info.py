@@ -1,0 +1,222 @@
+"""Commands that look before running: scenario, plan, disks, clean, guests, record-boot."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+
+import click
+
+from vmmem.cli import render
+from vmmem.cli.common import (
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    CliFailure,
+    cli,
+    err_console,
+    load_for_cli,
+    out_console,
+    scale_option,
+    scenario_argument,
+)
+
+if TYPE_CHECKING:
+    pass
+
+# ---------------------------------------------------------------------------------------------
+# scenario
+
+
+@cli.command("scenario")
+@click.argument(
+    "scenarios", nargs=-1, type=click.Path(dir_okay=False), metavar="[SCENARIO.toml]..."
+)
+@scale_option
+@click.option(
+    "--toml",
+    "as_toml",
+    is_flag=True,
+    help="Print the built-in article scenario as TOML (a starting point for your own).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the validated settings as JSON (a list when several files are given).",
+)
+def scenario_cmd(scenarios: tuple[str, ...], scale: float, as_toml: bool, as_json: bool) -> None:
+    """Check scenario files and show what they hold, without running anything.
+
+    Every file is checked; the first bad one ends the command with exit 2.
+
+    \b
+    Examples:
+      vmmem scenario examples/mixed-priority.toml
+      vmmem scenario examples/*.toml      check them all
+      vmmem scenario --scale 8            the article's scenario at 1/8 size
+      vmmem scenario --toml > my.toml     start your own from the article's
+    """
+    if as_toml:
+        if scenarios:
+            raise CliFailure(
+                "--toml prints the built-in scenario: give no file with it", EXIT_USAGE
+            )
+        from vmmem.lab.scenario import ARTICLE_SCENARIO_TOML
+
+        click.echo(ARTICLE_SCENARIO_TOML, nl=False)
+        return
+    loaded = [load_for_cli(path, scale) for path in scenarios] or [load_for_cli(None, scale)]
+    if as_json:
+        data = [s.to_dict() for s in loaded]
+        click.echo(json.dumps(data if len(scenarios) > 1 else data[0], indent=2))
+        return
+    console = out_console()
+    for i, s in enumerate(loaded):
+        if i:
+            console.print()
+        render.scenario(console, s)
+
+
+# ---------------------------------------------------------------------------------------------
+# plan
+
+
+@cli.command("plan")
+@scenario_argument
+@scale_option
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead.")
+def plan_cmd(scenario: str | None, scale: float, as_json: bool) -> None:
+    """Will a restart need Smart Paging, how much per VM, and what would avoid it (no I/O).
+
+    Walks the scenario's events with the Dynamic Memory rules and tries the
+    article's remedies: less oversubscription (by how much), Minimum RAM =
+    Startup RAM (for which VMs), moving a VM off the host (which one).
+
+    \b
+    Examples:
+      vmmem plan                          the article: 648 MB of Smart Paging
+      vmmem plan examples/static-and-dynamic.toml
+      vmmem plan --json | jq .remedies
+    """
+    from vmmem.lab.plan import plan_scenario
+
+    s = load_for_cli(scenario, scale)
+    p = plan_scenario(s)
+    if as_json:
+        click.echo(json.dumps(p.to_dict(), indent=2))
+        return
+    render.plan(out_console(), p)
+
+
+# ---------------------------------------------------------------------------------------------
+# disks
+
+
+@cli.command("disks")
+@click.argument(
+    "folders", nargs=-1, type=click.Path(exists=True, file_okay=False), metavar="[FOLDER]..."
+)
+@click.option(
+    "--probe",
+    is_flag=True,
+    help="Measure 4 KiB random reads and writes at queue depth 1 with O_DIRECT in each "
+    "location (about a second each, in a vmmem-probe-* scratch folder made there and removed).",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0.1, max=60),
+    default=1.0,
+    show_default=True,
+    help="Probe time per location.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def disks_cmd(folders: tuple[str, ...], probe: bool, seconds: float, as_json: bool) -> None:
+    """Where a Smart Paging file could go: writable filesystems and their devices.
+
+    Lists every writable mounted filesystem (or just the FOLDERs given) with
+    its block device, model, rotational flag, filesystem and free space.
+    RAM-backed ones (tmpfs, /dev/shm, zram) are flagged: a Smart Paging file
+    there measures nothing.
+
+    \b
+    Examples:
+      vmmem disks
+      vmmem disks --probe /mnt/ssd /mnt/hdd
+      vmmem disks --json
+    """
+    from vmmem.lab.disks import describe_location, list_locations
+    from vmmem.lab.disks import probe as run_probe
+
+    try:
+        infos = list_locations(list(folders))
+    except OSError as e:
+        raise CliFailure(f"{e.filename or ''}: {e.strerror or e}", EXIT_REFUSED) from None
+    probes = {}
+    if probe:
+        err = err_console()
+        for info in infos:
+            if not as_json:
+                err.print(f"probing {info.path} ...", style="dim")
+            probes[info.path] = run_probe(info.path, seconds=seconds)
+    if as_json:
+        out = []
+        for info in infos:
+            d = describe_location(info)
+            if probe:
+                d["probe"] = probes[info.path].to_dict()
+            out.append(d)
+        click.echo(json.dumps({"locations": out}, indent=2))
+        return
+    render.disks(out_console(), infos, probes)
+
+
+# ---------------------------------------------------------------------------------------------
+# clean
+
+
+@cli.command("clean")
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False), metavar="[FOLDER]...")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def clean_cmd(folders: tuple[str, ...], as_json: bool) -> None:
+    """Remove what vmmem runs that did not finish left behind.
+
+    A run that was killed (SIGKILL, a crash, a power cut) cannot delete its
+    Smart Paging files. Every run keeps a lock file (vmmem-run-ID.lock) in
+    each folder it uses, listing what it made there; once its process is
+    gone, the files it lists are removed here if they are still provably its
+    own (regular files, in that folder, owned by you). Nothing else is ever
+    touched: not your files, not symlinks, not a live run's files. `vmmem
+    run` does the same for the folders it is about to use.
+
+    Looks in each FOLDER and its direct subfolders (default: ./vmmem-vms,
+    the host folder, with one subfolder per VM).
+
+    \b
+    Examples:
+      vmmem clean
+      vmmem clean /mnt/ssd/paging --json
+    """
+    from vmmem.workspace import clean
+
+    reports = []
+    for folder in folders or ("vmmem-vms",):
+        if not os.path.isdir(folder):
+            if folders:
+                raise CliFailure(f"{folder}: no such folder", EXIT_USAGE)
+            continue
+        reports += clean(folder)
+    if as_json:
+        click.echo(json.dumps({"folders": [r.to_dict() for r in reports]}, indent=2))
+        return
+    if not reports:
+        click.echo(f"nothing left by earlier runs in {', '.join(folders or ('vmmem-vms',))}")
+    for rep in reports:
+        for run in rep.earlier:
+            gone = [f for f in rep.removed if f in run.files]
+            click.echo(f"{rep.folder}: {run.describe()}: removed {len(gone)} Smart Paging file(s)")
+        for run in rep.live:
+            click.echo(
+                f"{rep.folder}: in use by a live run, pid {run.pid} (started "
+                f"{run.started_text}): left alone"
+            )
