@@ -99,3 +99,41 @@ def small_ext4(size_bytes: int, workdir: Path) -> Iterator[Path]:
     with loop_device(image) as dev, mounted([], dev, workdir / "mnt") as mnt:
         yield mnt
     image.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def quiet_loop_fs(tmp_path: Path) -> Iterator[Path]:
+    """An ext4 filesystem on a loop device of its own: nothing else does I/O to it, so its
+    counters show exactly what the VMs did. Skips where it cannot be made; always torn down."""
+    if os.geteuid() != 0 or not all(map(shutil.which, ("losetup", "mkfs.ext4", "mount"))):
+        pytest.skip("a loop-mounted filesystem needs root, losetup, mkfs.ext4 and mount")
+    image, mnt = tmp_path / "quiet.img", tmp_path / "mnt"
+    mnt.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(96 * 2**20)
+    # Inode tables and journal written now, not by a background thread during the test.
+    mk = subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(image)],
+        capture_output=True,
+        text=True,
+    )
+    if mk.returncode != 0:
+        pytest.skip(f"mkfs.ext4 failed: {mk.stderr.strip()}")
+    attach = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True
+    )
+    if attach.returncode != 0:
+        pytest.skip(f"cannot attach a loop device: {attach.stderr.strip()}")
+    dev = attach.stdout.strip()
+    try:
+        mount = subprocess.run(
+            ["mount", "-o", "noatime", dev, str(mnt)], capture_output=True, text=True
+        )
+        if mount.returncode != 0:
+            pytest.skip(f"cannot mount {dev}: {mount.stderr.strip()}")
+        try:
+            yield mnt
+        finally:
+            subprocess.run(["umount", str(mnt)], capture_output=True)
+    finally:
+        subprocess.run(["losetup", "-d", dev], capture_output=True)

@@ -73,11 +73,16 @@ def test_shipped_traces_are_well_formed(name):
 
 
 def test_list_guests_shows_recorded_and_synthetic():
-    guests = {g.name: g for g in list_guests("512MB")}
+    from vmmem.lab import guest_profiles
+
+    assert SYNTHETIC_BOOT not in {g.name for g in list_guests()}
+    guests = {g.name: g for g in guest_profiles("512MB")}
     assert set(shipped_names()) | {SYNTHETIC_BOOT} == set(guests)
     synth = guests[SYNTHETIC_BOOT].to_dict()
     assert synth["kind"] == "synthetic" and synth["pages_touched"] == 512 * 256
     assert synth["guest_cpu_seconds"] == pytest.approx(512 * 256 * 50e-6)
+    # It reads as much as the recorded Debian boot, per MB of Startup RAM.
+    assert abs(synth["disk_bytes_read"] - guests["debian-12"].disk_bytes_read) < 32768
     bb = guests["busybox"].to_dict()
     assert bb["kind"] == "recorded" and bb["instructions"] > 10**9
     assert bb["guest_cpu_seconds"] == pytest.approx(bb["instructions"] / DEFAULT_GUEST_IPS)

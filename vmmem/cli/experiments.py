@@ -123,6 +123,55 @@ def _execute(
         sink.close()
 
 
+def guest_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--guest, --guest-ips and --vhd-dir: which guest boots, and where its disk is."""
+    f = click.option(
+        "--vhd-dir",
+        type=click.Path(file_okay=False),
+        metavar="DIR",
+        help="Put every VM's virtual disk in DIR (New-VHD -Path on all; made once, kept for "
+        "later runs). Default: each VM's folder under ./vmmem-vms, beside its Smart Paging "
+        "file unless --paging-dir moves that.",
+    )(f)
+    f = click.option(
+        "--guest-ips",
+        type=click.FloatRange(min=1e6, max=1e12),
+        metavar="N",
+        help="Guest instructions per second for a recorded guest (default 2e9, measured on "
+        "this machine class: docs/GUESTS.md).",
+    )(f)
+    return click.option(
+        "--guest",
+        metavar="NAME",
+        help="Every VM boots this recorded guest instead of the synthetic boot: a shipped one "
+        "(vmmem guests: debian-12, busybox) or a trace file from vmmem record-boot.",
+    )(f)
+
+
+def apply_guest_options(
+    s: Scenario, guest: str | None, guest_ips: float | None, vhd_dir: str | None
+) -> Scenario:
+    """The scenario with --guest/--guest-ips/--vhd-dir applied, checked before anything runs."""
+    if guest_ips is not None and guest is None:
+        raise CliFailure("--guest-ips goes with --guest", EXIT_USAGE)
+    if guest is not None:
+        from vmmem.errors import GuestTraceError
+        from vmmem.guests import load_guest
+
+        try:
+            load_guest(guest)
+        except GuestTraceError as e:
+            raise CliFailure(f"--guest: {e}", EXIT_USAGE) from None
+        s = s.with_guest(guest, guest_ips)
+    if vhd_dir is not None:
+        if not os.path.isdir(vhd_dir):
+            raise CliFailure(f"--vhd-dir: folder {vhd_dir} does not exist", EXIT_REFUSED)
+        if not os.access(vhd_dir, os.W_OK | os.X_OK):
+            raise CliFailure(f"--vhd-dir: folder {vhd_dir} is not writable", EXIT_REFUSED)
+        s = s.with_vhd_dir(os.path.abspath(vhd_dir))
+    return s
+
+
 wide_option = click.option(
     "--wide", is_flag=True, help="Show every column of the tables (the default fits 120 columns)."
 )
@@ -147,6 +196,7 @@ wide_option = click.option(
     metavar="FILE.png",
     help="Draw assigned memory and Smart Paging bytes per VM over time, and the boot times.",
 )
+@guest_options
 @backend_option
 @wide_option
 @click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
@@ -156,6 +206,9 @@ def run_cmd(
     paging_dir: str | None,
     json_path: str | None,
     plot_path: str | None,
+    guest: str | None,
+    guest_ips: float | None,
+    vhd_dir: str | None,
     backend: str,
     wide: bool,
     quiet: bool,
@@ -174,13 +227,14 @@ def run_cmd(
       vmmem run --scale 4                          the article, quarter size
       vmmem run --paging-dir /mnt/hdd/sp --json run.json --plot run.png
       vmmem run examples/mixed-priority.toml --scale 2
+      vmmem run --guest debian-12 --scale 4        a recorded Debian 12 boot in every VM
 
     Refuses a folder without room for the worst case (every VM's Startup
     RAM) and warns for RAM-backed ones (tmpfs: nothing is measured). Ctrl-C
     stops cleanly: partial results are printed and no file is left behind.
     """
     check_outputs(json_path, plot_path)
-    s = load_for_cli(scenario, scale)
+    s = apply_guest_options(load_for_cli(scenario, scale), guest, guest_ips, vhd_dir)
     _check_paging_dir(paging_dir)
     result = _execute(s, paging_dir, backend, quiet)
     render.run_report(out_console(), result, wide=wide)
@@ -240,6 +294,7 @@ def _save(
     is_flag=True,
     help="Skip the baseline run (the same storm on a host with enough memory).",
 )
+@guest_options
 @backend_option
 @wide_option
 @click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
@@ -249,6 +304,9 @@ def compare_cmd(
     json_path: str | None,
     plot_path: str | None,
     no_baseline: bool,
+    guest: str | None,
+    guest_ips: float | None,
+    vhd_dir: str | None,
     backend: str,
     wide: bool,
     quiet: bool,
@@ -266,6 +324,8 @@ def compare_cmd(
       vmmem compare /mnt/ssd/sp /mnt/hdd/sp --scale 4
       vmmem compare /var/tmp /mnt/nfs examples/mixed-priority.toml --json cmp.json
       vmmem compare /mnt/ssd /mnt/hdd --plot cmp.png
+      vmmem compare vmmem-vms /mnt/ssd/sp --scale 4   Smart Paging beside the VMs' virtual
+                                                       disks, or on another disk
 
     Every folder is checked before anything runs: one without room for the
     worst case is refused (exit 3); a RAM-backed one is run but flagged.
@@ -283,6 +343,7 @@ def compare_cmd(
     if not folders:
         raise CliFailure("give at least one folder to put the Smart Paging files in", EXIT_USAGE)
     s = load_for_cli(scenario_files[0] if scenario_files else None, scale)
+    s = apply_guest_options(s, guest, guest_ips, vhd_dir)
     for folder in folders:
         _check_paging_dir(folder)
     try:

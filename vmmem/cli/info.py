@@ -220,3 +220,110 @@ def clean_cmd(folders: tuple[str, ...], as_json: bool) -> None:
                 f"{rep.folder}: in use by a live run, pid {run.pid} (started "
                 f"{run.started_text}): left alone"
             )
+
+
+# ---------------------------------------------------------------------------------------------
+# guests
+
+
+@cli.command("guests")
+@click.option(
+    "--startup",
+    default="512MB",
+    show_default=True,
+    metavar="SIZE",
+    help="Startup RAM the synthetic boot's figures are given for.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def guests_cmd(startup: str, as_json: bool) -> None:
+    """The guests a VM can boot: recorded OS boots and the synthetic boot.
+
+    A recorded guest is a real operating-system boot recorded under QEMU
+    (vmmem record-boot): the guest-physical pages it touched, epoch by epoch
+    of guest instructions, and its own disk reads. `--guest NAME` on run and
+    compare boots it in every VM. The synthetic boot touches all of Startup
+    RAM, as Windows does, with invented CPU time per page (docs/GUESTS.md).
+
+    \b
+    Examples:
+      vmmem guests
+      vmmem guests --json
+      vmmem run --guest debian-12 --scale 4
+    """
+    from vmmem.errors import SettingsError
+    from vmmem.lab import guest_profiles
+
+    try:
+        profiles = guest_profiles(startup)
+    except SettingsError as e:
+        raise CliFailure(f"--startup: {e}", EXIT_USAGE) from None
+    if as_json:
+        click.echo(json.dumps({"guests": [p.to_dict() for p in profiles]}, indent=2))
+        return
+    render.guests(out_console(), profiles)
+
+
+@cli.command("record-boot")
+@click.argument("out", type=click.Path(dir_okay=False), metavar="OUT.npz")
+@click.option(
+    "--image-dir",
+    type=click.Path(exists=True, file_okay=False),
+    required=True,
+    metavar="DIR",
+    help="A guest image folder (vmlinuz, initrd.img, disk.img, guest.json), as "
+    "tools/build_guest_images.py makes one.",
+)
+@click.option("--memory", metavar="SIZE", help="The VM's RAM (default: the image's guest.json).")
+@click.option(
+    "--epoch",
+    type=click.IntRange(min=10_000),
+    default=1_000_000,
+    show_default=True,
+    help="Guest instructions per epoch.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=600.0,
+    show_default=True,
+    help="Seconds before QEMU is stopped and the recording fails.",
+)
+def record_boot_cmd(
+    out: str, image_dir: str, memory: str | None, epoch: int, timeout: float
+) -> None:
+    """Record a real OS boot under QEMU (TCG) as a guest trace.
+
+    Boots the image with vmmem's TCG plugin (C, built on first use), which
+    records every guest-physical 4 KiB page the guest touches, epoch by epoch
+    of guest instructions, and QEMU's block trace events for its disk
+    requests; the guest powers off when its boot reaches its target. Writes
+    OUT.npz (docs/GUESTS.md) with the provenance: QEMU version, kernel and
+    image checksums, command line, instructions, pages and bytes read.
+
+    \b
+    Examples:
+      python tools/build_guest_images.py busybox /var/tmp/busybox-image
+      vmmem record-boot busybox.npz --image-dir /var/tmp/busybox-image
+      vmmem run --guest ./busybox.npz --scale 4
+    """
+    from vmmem.errors import VmmemError
+    from vmmem.guests.record import record_boot
+
+    if os.path.lexists(out):
+        raise CliFailure(f"{out} exists: choose another name (vmmem never overwrites it)", 2)
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise CliFailure(f"cannot write {out}: its folder is missing or not writable", 2)
+    err = err_console()
+    err.print(f"recording the boot in {image_dir} (QEMU TCG; this takes a while) ...")
+    try:
+        trace = record_boot(
+            out, image_dir=image_dir, memory=memory, epoch_instructions=epoch, timeout=timeout
+        )
+    except VmmemError as e:
+        raise CliFailure(str(e), 1) from None
+    click.echo(
+        f"wrote {out}: {trace.instructions:,} instructions in {trace.epochs:,} epochs, "
+        f"{trace.pages_touched:,} pages touched ({trace.pages_written:,} written), "
+        f"{trace.disk_bytes_read:,} bytes read from disk"
+    )

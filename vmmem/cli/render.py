@@ -15,12 +15,13 @@ from vmmem.sizes import format_mb as mb
 
 if TYPE_CHECKING:
     from vmmem.devices import DeviceInfo
+    from vmmem.guests import GuestProfile
     from vmmem.lab.disks import ProbeResult
     from vmmem.lab.plan import Plan
     from vmmem.lab.results import CompareResult, RunResult
     from vmmem.lab.runner import VMProgress
 
-__all__ = ["disks", "plan", "scenario", "seconds"]
+__all__ = ["disks", "guests", "plan", "scenario", "seconds"]
 
 
 def _opt_mb(value: int | None, fallback: str = "-") -> str:
@@ -117,6 +118,41 @@ def plan(console: Console, p: Plan) -> None:
         for r in p.remedies:
             mark = "[green]works[/green]" if r.works else "[red]not enough[/red]"
             console.print(f"  - {r.summary}: {mark}" + (f"; {r.caveat}" if r.caveat else ""))
+
+
+def guests(console: Console, profiles: list[GuestProfile]) -> None:
+    """The guest profiles a VM can boot, recorded and synthetic."""
+    t = Table(title="guests a VM can boot (--guest NAME)", title_justify="left")
+    for c, right in (
+        ("name", False),
+        ("kind", False),
+        ("recorded in", True),
+        ("pages touched", True),
+        ("written", True),
+        ("disk read", True),
+        ("instructions", True),
+        ("guest CPU", True),
+        ("what", False),
+    ):
+        t.add_column(c, justify="right" if right else "left")
+    for p in profiles:
+        t.add_row(
+            p.name,
+            p.kind,
+            mb(p.memory_size),
+            f"{p.pages_touched:,}",
+            f"{p.pages_written:,}",
+            mb(p.disk_bytes_read),
+            "-" if p.instructions is None else f"{p.instructions / 1e9:.2f} G",
+            seconds(p.guest_cpu_seconds),
+            p.description,
+        )
+    console.print(t)
+    console.print(
+        "guest CPU: a recorded guest's instructions at 2e9 per second (--guest-ips), the "
+        "synthetic boot's 50 us per page of the Startup RAM shown; provenance: --json",
+        style="dim",
+    )
 
 
 def disks(
@@ -243,6 +279,7 @@ _RUN_COLUMNS = (
     ("fault p50/p99", True, False),
     ("fault p99", True, True),
     ("file peak", True, False),
+    ("disk read", True, False),
     ("device r/w", True, False),
     ("status", False, True),
 )
@@ -306,6 +343,11 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
                 if b.get("smart_paging_file_peak_size")
                 else "-"
             ),
+            "disk read": (
+                f"{mb(b['disk_read_bytes'])} in {b.get('disk_requests', 0):,}"
+                if b.get("disk_read_bytes")
+                else "-"
+            ),
             "device r/w": dev,
             "status": fin,
         }
@@ -328,6 +370,10 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
                 f"Smart Paging for the storm: planned {mb(predicted)} (at the instant "
                 f"of the restart), measured peak {mb(measured)} (sum over VMs)"
             )
+    for e in result.events:
+        if e.get("outcomes"):
+            what = ", ".join(f"{n} {o['result']}" for n, o in e["outcomes"].items())
+            console.print(f"{e['description']}: {what}" + (f" ({e['note']})" if e["note"] else ""))
     for w in result.warnings:
         console.print(f"[bold yellow]warning:[/bold yellow] {w}")
     for note in result.earlier_runs:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import SettingsError
 from ..memory import GuestMemory
-from ..sizes import MB, SizeLike, parse_size
+from ..sizes import SizeLike, parse_size
 from .trace import FORMAT, MAPPINGS, PAGE_SIZE, GuestTrace, map_pages, shipped_names
 
 if TYPE_CHECKING:  # only the type: any object with .size and .issue() will do
@@ -48,20 +48,6 @@ __all__ = [
 DEFAULT_GUEST_IPS = 2.0e9
 
 SYNTHETIC_BOOT = "synthetic-boot"
-# The synthetic boot's parameters as vmmem/hyperv/workloads.py's Boot defines them (copied,
-# not imported: vmmem.guests sits below vmmem.hyperv).
-SYNTHETIC_BOOT_PARAMETERS: dict[str, Any] = {
-    "cpu_per_page_s": 50e-6,
-    "hot_fraction": 0.10,
-    "hot_ratio": 1.0,
-    "revisit_ratio": 0.25,
-    "write_ratio": 0.3,
-    "chunk_pages": 2048,
-    "first_touch": "every Startup RAM page once, 2 MB blocks shuffled within windows of 8, "
-    "every first touch a write",
-    "source": "invented: 50 us per page makes a 512 MB boot with enough memory take about "
-    "6.6 s of guest CPU",
-}
 
 
 @dataclass(frozen=True)
@@ -109,33 +95,34 @@ def _profile(trace: GuestTrace) -> GuestProfile:
     )
 
 
-def synthetic_profile(startup_ram: SizeLike = 512 * MB) -> GuestProfile:
+def synthetic_profile(
+    startup_ram: SizeLike, cpu_per_page: float, disk_read_bytes: int, parameters: dict[str, Any]
+) -> GuestProfile:
     """The synthetic boot's profile for a VM of `startup_ram`: every page touched and written
-    once, 50 us of guest CPU per page, no disk I/O."""
+    once, `cpu_per_page` seconds of guest CPU per page, `disk_read_bytes` read from its disk.
+    The Hyper-V layer's Boot makes it from its own settings (Boot.profile)."""
     pages = parse_size(startup_ram, "startup RAM") // PAGE_SIZE
-    params = dict(SYNTHETIC_BOOT_PARAMETERS)
     return GuestProfile(
         name=SYNTHETIC_BOOT,
         kind="synthetic",
-        description="synthetic boot: touches all of Startup RAM, as Windows does",
+        description="touches all of Startup RAM, as Windows does",
         memory_size=pages * PAGE_SIZE,
         pages_touched=pages,
         pages_written=pages,
-        disk_bytes_read=0,
+        disk_bytes_read=disk_read_bytes,
         disk_bytes_written=0,
         instructions=None,
         epochs=None,
-        guest_cpu_seconds=pages * params["cpu_per_page_s"],
-        provenance={"parameters": params},
+        guest_cpu_seconds=pages * cpu_per_page,
+        provenance={"parameters": parameters},
     )
 
 
-def list_guests(startup_ram: SizeLike = 512 * MB) -> list[GuestProfile]:
-    """Every guest profile: the shipped recorded ones, then the synthetic boot (its numbers
-    for a VM of `startup_ram`)."""
-    return [_profile(GuestTrace.load(n)) for n in shipped_names()] + [
-        synthetic_profile(startup_ram)
-    ]
+def list_guests(synthetic: GuestProfile | None = None) -> list[GuestProfile]:
+    """Every guest profile: the shipped recorded ones, then `synthetic` if given (the Hyper-V
+    layer's `Boot().profile(startup)`; `vmmem.lab.guest_profiles` puts them together)."""
+    recorded = [_profile(GuestTrace.load(n)) for n in shipped_names()]
+    return recorded + ([synthetic] if synthetic is not None else [])
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import GuestTraceError, SettingsError
 from ..guests import DEFAULT_GUEST_IPS, GuestTrace, map_pages
 from ..guests.trace import MAPPINGS
@@ -33,13 +35,18 @@ class RecordedBoot(Workload):
       instructions into guest CPU time (default: vmmem.guests.DEFAULT_GUEST_IPS, 2.0e9, measured
       on this machine class; docs/GUESTS.md).
     mapping: how the recording's guest-physical pages map onto a VM whose Startup RAM differs
-      from the recorded VM's memory: "fold" (page modulo the VM's pages, the default) or "scale"
-      (proportionally). A VM at least as large keeps the page numbers.
+      from the recorded VM's memory: "fold" (page modulo the VM's pages, the default: a VM
+      smaller than the guest needs pages, as the real guest would) or "scale" (proportionally).
+      A VM at least as large keeps the page numbers.
+    scale: the boot shrunk by this factor, as `--scale` shrinks a scenario: pages mapped
+      proportionally (the footprint shrinks with the VM), one disk request in `scale` issued,
+      and the CPU time divided by `scale`. 1 (the default) replays the recording as it is.
     """
 
     guest: str = "debian-12"
     guest_ips: float = DEFAULT_GUEST_IPS
     mapping: str = "fold"
+    scale: float = 1.0
     phase = "boot"
     boot = True
 
@@ -57,6 +64,13 @@ class RecordedBoot(Workload):
             raise SettingsError(
                 f"RecordedBoot guest_ips must be a positive number, got {self.guest_ips!r}"
             )
+        if (
+            isinstance(self.scale, bool)
+            or not isinstance(self.scale, (int, float))
+            or not math.isfinite(self.scale)
+            or self.scale < 1
+        ):
+            raise SettingsError(f"RecordedBoot scale must be a number >= 1, got {self.scale!r}")
         if self.mapping not in MAPPINGS:
             raise SettingsError(
                 f"RecordedBoot mapping must be one of {', '.join(MAPPINGS)}, got {self.mapping!r}"
@@ -77,7 +91,7 @@ class RecordedBoot(Workload):
     def expected_cpu_time(self, startup_pages: int) -> float:
         """The recording's instructions at guest_ips: the boot's time with enough memory,
         less the replay itself."""
-        return self.trace.instructions / self.guest_ips
+        return self.trace.instructions / self.guest_ips / self.scale
 
     def disk_size_hint(self, startup_pages: int, page_size: int) -> int:
         """Four times what the boot reads (at least 16 MB), at most the recorded disk: the
@@ -85,22 +99,33 @@ class RecordedBoot(Workload):
         t = self.trace
         if not t.disk_requests:
             return 0
-        want = max(16 * MB, -(-4 * (t.disk_bytes_read + t.disk_bytes_written) // MB) * MB)
+        moved = (t.disk_bytes_read + t.disk_bytes_written) / self.scale
+        want = max(16 * MB, -(-int(4 * moved) // MB) * MB)
         return min(want, -(-t.disk_size // MB) * MB) if t.disk_size else want
 
     def run(self, guest: Guest) -> None:
         t = self.trace
         n = guest.startup_pages
         guest.commit_range(0, n)
+        mapping = "scale" if self.scale > 1 else self.mapping
+        ips = self.guest_ips * self.scale
         debt = 0.0
+        issued = 0.0  # disk requests owed at 1/scale of the recording's
         for e in range(t.epochs):
             pages, writes = t.epoch(e)
             if pages.size:
-                guest.replay(map_pages(pages, t.memory_pages, n, self.mapping), writes)
+                guest.replay(map_pages(pages, t.memory_pages, n, mapping), writes)
             off, ln, wr = t.disk(e)
             if off.size:
-                guest.disk_io(off, ln, wr)
-            debt += t.epoch_instructions_of(e) / self.guest_ips
+                if self.scale > 1:  # every scale-th request, deterministically
+                    start = issued
+                    issued += off.size / self.scale
+                    keep = np.arange(int(start), int(issued)) * self.scale - start * self.scale
+                    idx = np.clip(np.round(keep).astype(np.int64), 0, off.size - 1)
+                    off, ln, wr = off[idx], ln[idx], wr[idx]
+                if off.size:
+                    guest.disk_io(off, ln, wr)
+            debt += t.epoch_instructions_of(e) / ips
             if debt >= _SLEEP_BATCH:
                 guest.sleep(debt)
                 debt = 0.0

@@ -5,6 +5,8 @@ line (`vmmem.cli`) only calls it and renders what it returns. Library users and 
 call the same functions.
 """
 
+from typing import Any
+
 from vmmem.lab.scenario import (
     ARTICLE_SCENARIO_TOML,
     Event,
@@ -18,6 +20,7 @@ from vmmem.lab.scenario import (
 )
 
 __all__ = [
+    "guest_profiles",
     "ARTICLE_SCENARIO_TOML",
     "Event",
     "Scenario",
@@ -28,3 +31,12 @@ __all__ = [
     "load_scenario",
     "parse_scenario",
 ]
+
+
+def guest_profiles(startup_ram: str | int = "512MB") -> list[Any]:
+    """Every guest a VM can boot (`vmmem guests`): the shipped recorded boots, and the
+    synthetic boot with its figures for a VM of `startup_ram`."""
+    from vmmem.guests import list_guests
+    from vmmem.hyperv import Boot
+
+    return list_guests(Boot().profile(startup_ram))

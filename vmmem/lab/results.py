@@ -205,6 +205,22 @@ class RunResult:
         if self.outcome == "failed":
             return f"the run failed: {self.error}"
         st = self.storm_summary()
+        reboots = [e for e in self.events if e.get("action") == "reboot-host" and e.get("outcomes")]
+        if st["event"] is None and reboots:
+            outcomes = reboots[-1]["outcomes"]
+            counts: dict[str, list[str]] = {}
+            for name, o in outcomes.items():
+                counts.setdefault(o["result"], []).append(name)
+            text = "; ".join(f"{', '.join(v)} {k}" for k, v in counts.items())
+            failed = (
+                ": Not enough memory in the system to start the virtual machine"
+                if "failed" in counts
+                else ""
+            )
+            return (
+                f"host reboot: {text}{failed}; no Smart Paging (a start from Off or from a "
+                "saved state never uses it)"
+            )
         if st["event"] is None:
             return "no VM restarted, so Smart Paging never came into play"
         if not st["smart_paging_vms"]:

@@ -111,6 +111,8 @@ BOOT_PARAMS = {
     "write_ratio": float,
     "chunk_pages": int,
     "seed": int,
+    "disk_read_fraction": float,
+    "disk_request_bytes": int,
 }
 IDLE_PARAMS = {"touch_interval": float, "touches": int, "write_ratio": float, "seed": int}
 

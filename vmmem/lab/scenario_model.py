@@ -68,6 +68,7 @@ class WorkloadSpec:
     idle: dict[str, Any] = field(default_factory=dict)
     guest: str | None = None
     guest_ips: float | None = None
+    guest_scale: float = 1.0  # a recorded boot shrunk with the scenario (--scale)
 
     def phases(self) -> list[Workload]:
         """The Hyper-V layer's workload phases for this spec: the boot (recorded or
@@ -79,7 +80,7 @@ class WorkloadSpec:
         from vmmem.hyperv.recorded import RecordedBoot
 
         if self.guest is not None:
-            kwargs: dict[str, Any] = {"guest": self.guest}
+            kwargs: dict[str, Any] = {"guest": self.guest, "scale": self.guest_scale}
             if self.guest_ips is not None:
                 kwargs["guest_ips"] = self.guest_ips
             return RecordedBoot(**kwargs)
@@ -263,13 +264,8 @@ class Scenario:
             )
             demand = None if w.idle_demand is None else scale_size(w.idle_demand, factor)
             boot = None if w.boot_seconds is None else w.boot_seconds / factor
-            # A recorded boot's instructions are what they are: a faster guest CPU shrinks its
-            # CPU time by the same factor as a synthetic boot's.
-            ips = None
-            if w.guest is not None:
-                from vmmem.guests import DEFAULT_GUEST_IPS
-
-                ips = (w.guest_ips or DEFAULT_GUEST_IPS) * factor
+            # A recorded boot shrinks with the VM: footprint, disk reads and CPU time.
+            guest_scale = w.guest_scale * factor
             vhd = None if v.vhd_size is None else scale_size(v.vhd_size, factor)
             vms.append(
                 dataclasses.replace(
@@ -278,7 +274,7 @@ class Scenario:
                     minimum=minimum,
                     maximum=maximum,
                     workload=dataclasses.replace(
-                        w, idle_demand=demand, boot_seconds=boot, guest_ips=ips
+                        w, idle_demand=demand, boot_seconds=boot, guest_scale=guest_scale
                     ),
                     vhd_size=vhd,
                 )
@@ -308,13 +304,16 @@ class Scenario:
         )
 
     def with_guest(self, guest: str, guest_ips: float | None = None) -> Scenario:
-        """Every VM boots the recorded guest ``guest`` (a shipped name or a trace file)."""
+        """Every VM boots the recorded guest ``guest`` (a shipped name or a trace file), shrunk
+        by the scenario's scale as the rest of it is."""
         return dataclasses.replace(
             self,
             vms=tuple(
                 dataclasses.replace(
                     v,
-                    workload=dataclasses.replace(v.workload, guest=guest, guest_ips=guest_ips),
+                    workload=dataclasses.replace(
+                        v.workload, guest=guest, guest_ips=guest_ips, guest_scale=self.scale
+                    ),
                 )
                 for v in self.vms
             ),
@@ -363,6 +362,7 @@ class Scenario:
                     "workload": {
                         "guest": v.workload.guest,
                         "guest_ips": v.workload.guest_ips,
+                        "guest_scale": v.workload.guest_scale,
                         "boot_seconds": v.workload.boot_seconds,
                         "idle_demand_bytes": v.workload.idle_demand,
                         "boot": dict(v.workload.boot),

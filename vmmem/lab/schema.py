@@ -200,6 +200,7 @@ _DEFS: dict[str, Any] = {
                             {
                                 "guest": _nstr,
                                 "guest_ips": _nnum,
+                                "guest_scale": _num,
                                 "boot_seconds": _nnum,
                                 "idle_demand_bytes": _nint,
                                 "boot": {"type": "object"},

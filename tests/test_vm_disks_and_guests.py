@@ -1,0 +1,121 @@
+"""Each VM's virtual disk and recorded guests, through the Hyper-V layer and the command line:
+boot reads reach the device, the disk is made once and reused, --vhd-dir moves only the disks,
+--guest boots a recorded guest, `vmmem guests` lists them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_cli_run import fast_scenario, paging_files
+
+from vmmem import devices
+from vmmem.cli.main import EXIT_REFUSED, EXIT_USAGE, cli
+from vmmem.hyperv import Boot, Host, Idle
+from vmmem.hyperv.recorded import RecordedBoot
+
+MB = 2**20
+
+
+def test_boot_reads_reach_the_device_and_the_disk_is_reused(quiet_loop_fs: Path) -> None:
+    vhds = quiet_loop_fs / "vhds"
+    work = [Boot(cpu_time=0.1, disk_read_fraction=0.25), Idle(touch_interval=0.05)]
+    with Host("128MB", smart_paging_path=quiet_loop_fs / "vms", balancer_interval=0.05) as host:
+        vm = host.add_vm("vm1", startup="64MB", minimum="32MB", vhd_path=vhds, workload=work)
+        size = vm.vhd_size()
+        assert size == 64 * MB  # four times the 16 MB the boot reads
+        vm.start()  # the disk is made (zero-filled) here, before the boot is timed
+        os.sync()
+        info = devices.device_for_path(vhds)
+        before = devices.io_counters(info)
+        report = vm.wait_booted(30)
+        after = devices.io_counters(info)
+        assert report.disk_read_bytes == 16 * MB and report.disk_requests == 16 * MB // 32768
+        assert report.page_outs == 0  # none of it is paging
+        assert (after - before).read_bytes >= report.disk_read_bytes  # O_DIRECT: the device
+        disk = Path(vm.vhd_file(size))
+        made = disk.stat().st_mtime_ns, disk.stat().st_ino
+        assert oct(disk.stat().st_mode & 0o777) == "0o600"
+        vm.restart()
+        assert vm.wait_booted(30).disk_read_bytes == 16 * MB
+    # Kept for the next run, and reused as it is (not remade).
+    assert sorted(p.name for p in vhds.iterdir()) == [disk.name]
+    with Host("128MB", smart_paging_path=quiet_loop_fs / "vms", balancer_interval=0.05) as host:
+        vm = host.add_vm("vm1", startup="64MB", minimum="32MB", vhd_path=vhds, workload=work)
+        vm.start()
+        vm.wait_booted(30)
+    assert (disk.stat().st_mtime_ns, disk.stat().st_ino) == made
+
+
+def test_a_recorded_guest_boots_on_smart_paging_when_short(disk_dir: Path) -> None:
+    # busybox touched 29,733 pages of 256 MB: folded into 64 MB it touches all of them, more
+    # than the 50 MB each VM gets on the restart.
+    boot = RecordedBoot("busybox")
+    with Host("100MB", smart_paging_path=disk_dir, balancer_interval=0.05) as host:
+        for n in ("vm1", "vm2"):
+            host.add_vm(n, startup="64MB", minimum="32MB", workload=[boot, Idle(demand="8MB")])
+            host.vms[n].start()
+            host.vms[n].wait_booted(60)
+            host.wait_settled(60)
+        full = host.vms["vm1"].boot_report
+        assert full is not None and not full.smart_paging and full.disk_requests > 0
+        assert full.disk_requests == 35  # busybox's own, as recorded
+        host.restart_vms()
+        reports = host.wait_booted(60)
+        assert all(r.smart_paging and r.kind == "restart" for r in reports)
+        assert sum(r.page_outs for r in reports) > 0
+        host.wait_settled(60)
+    assert paging_files(disk_dir) == []
+
+
+def test_a_scaled_recorded_guest_shrinks_its_footprint_disk_and_cpu():
+    full, eighth = RecordedBoot("busybox"), RecordedBoot("busybox", scale=8.0)
+    assert eighth.expected_cpu_time(16384) == pytest.approx(full.expected_cpu_time(16384) / 8)
+    assert eighth.disk_size_hint(16384, 4096) <= full.disk_size_hint(16384, 4096)
+
+
+def test_guests_command_lists_recorded_and_synthetic():
+    r = CliRunner().invoke(cli, ["guests", "--json"])
+    assert r.exit_code == 0, r.output
+    guests = {g["name"]: g for g in json.loads(r.stdout)["guests"]}
+    assert {"busybox", "debian-12", "synthetic-boot"} <= set(guests)
+    deb = guests["debian-12"]
+    assert deb["kind"] == "recorded" and deb["instructions"] > 5e9 and deb["disk_bytes_read"] > 0
+    assert deb["provenance"]["qemu_version"]
+    r = CliRunner().invoke(cli, ["guests"], env={"COLUMNS": "140"})
+    assert r.exit_code == 0 and "debian-12" in r.stdout and "synthetic-boot" in r.stdout
+
+
+def test_run_with_a_recorded_guest_and_the_disks_elsewhere(disk_dir: Path, monkeypatch) -> None:
+    monkeypatch.chdir(disk_dir)
+    vhds = disk_dir / "vhds"
+    vhds.mkdir()
+    r = CliRunner().invoke(
+        cli,
+        ["run", fast_scenario(disk_dir, boot=0.5), "--scale", "8", "--guest", "busybox"]
+        + ["--vhd-dir", str(vhds), "--json", "g.json", "-q"],
+    )
+    assert r.exit_code == 0, r.output
+    data = json.loads((disk_dir / "g.json").read_text())
+    assert {v["workload"]["guest"] for v in data["scenario"]["vms"]} == {"busybox"}
+    assert all(b["disk_requests"] > 0 for b in data["boots"])
+    # The disks are in --vhd-dir, the VMs' folders hold nothing of them.
+    assert sorted(p.name for p in vhds.iterdir()) == [f"vm{i}-16MB.vmdisk" for i in range(1, 5)]
+    assert not any(p.suffix == ".vmdisk" for p in (disk_dir / "vmmem-vms").rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--guest", "no-such-guest"], EXIT_USAGE, "--guest: no shipped guest named"),
+        (["--guest-ips", "3e9"], EXIT_USAGE, "--guest-ips goes with --guest"),
+        (["--vhd-dir", "/nonexistent/vhds"], EXIT_REFUSED, "--vhd-dir: folder"),
+    ],
+)
+def test_guest_and_disk_options_are_checked_before_running(tmp_path, args, code, message):
+    r = CliRunner().invoke(cli, ["run", "--scale", "8", *args])
+    assert r.exit_code == code and message in r.stderr
+    assert list(tmp_path.iterdir()) == []
