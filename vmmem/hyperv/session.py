@@ -229,6 +229,62 @@ class GuestSession:
         self.disk_read_bytes += io.bytes_read
         self.disk_write_bytes += io.bytes_written
 
+    def make_report(
+        self,
+        vm: str,
+        startup_bytes: int,
+        paging_dir: str,
+        boot_time: float,
+        baseline: float | None,
+    ) -> BootReport:
+        """The boot's report at its end: its counters, latencies and device bytes so far (the
+        Smart Paging fields are refreshed from the record until the file is gone)."""
+        boot = self.record
+        stats = self.memory.stats
+        self.observe_file()
+        io_read = io_write = None
+        if boot.io_start is not None and boot.device is not None:
+            try:
+                now = devices.io_counters(boot.device)
+            except Exception:  # device facts are advisory
+                now = None
+            if now is not None:
+                delta = now - boot.io_start
+                io_read, io_write = delta.read_bytes, delta.write_bytes
+        faults, page_out = stats.fault_latency, stats.page_out_latency
+        return BootReport(
+            vm=vm,
+            kind=boot.kind,
+            started_at=boot.started_at,
+            boot_time=boot_time,
+            baseline=baseline,
+            slowdown=boot_time / baseline if baseline else None,
+            startup_bytes=startup_bytes,
+            assigned_at_boot=boot.assigned_at_boot * self.page_size,
+            smart_paging=boot.smart_paging,
+            page_ins=stats.page_ins,
+            page_outs=stats.page_outs,
+            bytes_read=stats.bytes_read,
+            bytes_written=stats.bytes_written,
+            fault_p50=faults.percentile(50) if faults.count else None,
+            fault_p99=faults.percentile(99) if faults.count else None,
+            page_out_p50=page_out.percentile(50) if page_out.count else None,
+            page_out_p99=page_out.percentile(99) if page_out.count else None,
+            smart_paging_peak_bytes=boot.peak_paged_out * self.page_size,
+            smart_paging_file_peak_size=boot.peak_file_size,
+            smart_paging_seconds=0.0,
+            smart_paging_ended=False,
+            paging_dir=paging_dir,
+            device=boot.device.counter_key if boot.device is not None else None,
+            device_read_bytes=io_read,
+            device_write_bytes=io_write,
+            disk_requests=self.disk_requests,
+            disk_read_bytes=self.disk_read_bytes,
+            disk_write_bytes=self.disk_write_bytes,
+            page_in_latency=stats.page_in_latency,
+            fault_latency=faults,
+        )
+
     # -- the end -------------------------------------------------------------------------------
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "STOP_ACTIONS",
     "VMSettings",
     "check_host_arguments",
+    "change_settings",
     "check_size",
     "smart_paging_folder",
     "validate_settings",
@@ -338,3 +339,43 @@ def check_host_arguments(
         check_choice("policy", policy, POLICIES),
         check_path("smart_paging_path", smart_paging_path, allow_none=True),
     )
+
+
+def change_settings(settings: VMSettings, key: str, value: object, *, running: bool) -> VMSettings:
+    """`settings` with one setting changed, by Hyper-V's rules: Startup, Dynamic Memory on/off
+    and the Smart Paging folder only while the VM is off; while it runs Maximum may only rise
+    and Minimum only fall; Minimum, Maximum and Buffer only with Dynamic Memory on. Raises
+    SettingsError naming the PowerShell parameter."""
+    s = settings
+    if running and key in ("startup", "dynamic", "smart_paging_path", "generation"):
+        raise SettingsError(
+            f"{PS_NAMES[key]} cannot be changed while the virtual machine {s.name!r} "
+            "is running: turn it off first"
+        )
+    if not s.dynamic and key in ("minimum", "maximum", "buffer"):
+        raise SettingsError(
+            f"{PS_NAMES[key]} cannot be set for {s.name!r}: Dynamic Memory is off "
+            f"({PS_NAMES['dynamic']} $false)"
+        )
+    if running and key in ("minimum", "maximum"):
+        new = check_size(key, value)  # type: ignore[arg-type]
+        old = getattr(s, key)
+        if key == "maximum" and new < old:
+            raise SettingsError(
+                f"{PS_NAMES['maximum']} can only be raised while {s.name!r} is running "
+                f"(now {format_size(old)}, asked {format_size(new)}): turn it off to lower it"
+            )
+        if key == "minimum" and new > old:
+            raise SettingsError(
+                f"{PS_NAMES['minimum']} can only be lowered while {s.name!r} is running "
+                f"(now {format_size(old)}, asked {format_size(new)}): turn it off to raise it"
+            )
+    kwargs = dataclasses.asdict(s)
+    if not s.dynamic:
+        for k in ("minimum", "maximum", "buffer"):
+            kwargs.pop(k)
+    kwargs[key] = value
+    if key == "dynamic" and value is False:
+        for k in ("minimum", "maximum", "buffer"):
+            kwargs.pop(k, None)
+    return validate_settings(**kwargs)

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from .. import devices
-from ..errors import SettingsError, VmmemError
+from ..errors import VmmemError
 from ..memory import FramePool, GuestMemory
 from ..sizes import MB, SizeLike, format_size
 from ..validate import check_number
@@ -29,13 +29,7 @@ from ..workspace import Workspace
 from .balancer import Claim, claim_for
 from .reports import BootReport, VMStatus, memory_status
 from .session import BootRecord, GuestSession, Stopped
-from .settings import (
-    PS_NAMES,
-    VMSettings,
-    check_size,
-    smart_paging_folder,
-    validate_settings,
-)
+from .settings import VMSettings, change_settings, smart_paging_folder
 from .workloads import Workload, boot_phase_count
 
 
@@ -164,60 +158,45 @@ class VM:
     def smart_paging_path(self, value: str | os.PathLike[str] | None) -> None:
         self._change(smart_paging_path=value)
 
+    @property
+    def generation(self) -> int:
+        """1 or 2, fixed when the VM is made (New-VM -Generation)."""
+        return self._settings.generation
+
+    @property
+    def automatic_stop_action(self) -> str:
+        """What a host reboot does to the VM first: Save, ShutDown or TurnOff."""
+        return self._settings.automatic_stop_action
+
+    @automatic_stop_action.setter
+    def automatic_stop_action(self, value: str) -> None:
+        self._change(automatic_stop_action=value)
+
+    @property
+    def automatic_start_action(self) -> str:
+        """What the host does with the VM when it is back: StartIfRunning, Start or Nothing."""
+        return self._settings.automatic_start_action
+
+    @automatic_start_action.setter
+    def automatic_start_action(self, value: str) -> None:
+        self._change(automatic_start_action=value)
+
+    @property
+    def automatic_start_delay(self) -> float:
+        """Seconds after the host is back before the automatic start action."""
+        return self._settings.automatic_start_delay
+
+    @automatic_start_delay.setter
+    def automatic_start_delay(self, value: float) -> None:
+        self._change(automatic_start_delay=value)
+
     def _change(self, **changes: object) -> None:
-        """Apply setting changes with Hyper-V's rules: Startup, Dynamic Memory on/off and the
-        Smart Paging folder only while Off; while running Maximum may only rise and Minimum
-        only fall."""
+        """Apply a setting change with Hyper-V's rules (settings.change_settings)."""
         with self._host.lock:
-            s = self._settings
-            running = self._state == "Running"
             [(key, value)] = changes.items()
-            if running and key in ("startup", "dynamic", "smart_paging_path"):
-                raise SettingsError(
-                    f"{PS_NAMES[key]} cannot be changed while the virtual machine {s.name!r} "
-                    "is running: turn it off first"
-                )
-            if not s.dynamic and key in ("minimum", "maximum", "buffer"):
-                raise SettingsError(
-                    f"{PS_NAMES[key]} cannot be set for {s.name!r}: Dynamic Memory is off "
-                    f"({PS_NAMES['dynamic']} $false)"
-                )
-            if running and key in ("minimum", "maximum"):
-                new = check_size(key, value)  # type: ignore[arg-type]
-                old = getattr(s, key)
-                if key == "maximum" and new < old:
-                    raise SettingsError(
-                        f"{PS_NAMES['maximum']} can only be raised while {s.name!r} is running "
-                        f"(now {format_size(old)}, asked {format_size(new)}): turn it off to "
-                        "lower it"
-                    )
-                if key == "minimum" and new > old:
-                    raise SettingsError(
-                        f"{PS_NAMES['minimum']} can only be lowered while {s.name!r} is running "
-                        f"(now {format_size(old)}, asked {format_size(new)}): turn it off to "
-                        "raise it"
-                    )
-            kwargs: dict[str, object] = {
-                "name": s.name,
-                "startup": s.startup,
-                "priority": s.priority,
-                "dynamic": s.dynamic,
-                "smart_paging_path": s.smart_paging_path,
-                "generation": s.generation,
-                "automatic_stop_action": s.automatic_stop_action,
-                "automatic_start_action": s.automatic_start_action,
-                "automatic_start_delay": s.automatic_start_delay,
-                "vhd_path": s.vhd_path,
-                "vhd_size": s.vhd_size,
-            }
-            if s.dynamic:
-                kwargs.update(minimum=s.minimum, maximum=s.maximum, buffer=s.buffer)
-            kwargs[key] = value
-            if key == "dynamic" and value is False:
-                kwargs.pop("minimum", None)
-                kwargs.pop("maximum", None)
-                kwargs.pop("buffer", None)
-            new_settings = validate_settings(**kwargs)  # type: ignore[arg-type]
+            new_settings = change_settings(
+                self._settings, key, value, running=self._state == "Running"
+            )
             self._host.check_workload(new_settings, self._phases)
             self._settings = new_settings
 
@@ -649,54 +628,11 @@ class VM:
         guest.booted.set()  # wake waiters: they see the error
 
     def _boot_complete(self, guest: GuestSession) -> None:
-        boot = guest.record
-        boot_time = time.monotonic() - boot.t0
-        stats = guest.memory.stats
-        guest.observe_file()
-        if not boot.smart_paging:
+        boot_time = time.monotonic() - guest.record.t0
+        if not guest.record.smart_paging:
             self._baseline_measured = boot_time
-        baseline = self.baseline
-        io_read = io_write = None
-        if boot.io_start is not None and boot.device is not None:
-            try:
-                now = devices.io_counters(boot.device)
-            except Exception:
-                now = None
-            if now is not None:
-                delta = now - boot.io_start
-                io_read, io_write = delta.read_bytes, delta.write_bytes
-        faults, page_out = stats.fault_latency, stats.page_out_latency
-        boot.report = BootReport(
-            vm=self.name,
-            kind=boot.kind,
-            started_at=boot.started_at,
-            boot_time=boot_time,
-            baseline=baseline,
-            slowdown=boot_time / baseline if baseline else None,
-            startup_bytes=self._settings.startup,
-            assigned_at_boot=boot.assigned_at_boot * guest.page_size,
-            smart_paging=boot.smart_paging,
-            page_ins=stats.page_ins,
-            page_outs=stats.page_outs,
-            bytes_read=stats.bytes_read,
-            bytes_written=stats.bytes_written,
-            fault_p50=faults.percentile(50) if faults.count else None,
-            fault_p99=faults.percentile(99) if faults.count else None,
-            page_out_p50=page_out.percentile(50) if page_out.count else None,
-            page_out_p99=page_out.percentile(99) if page_out.count else None,
-            smart_paging_peak_bytes=boot.peak_paged_out * guest.page_size,
-            smart_paging_file_peak_size=boot.peak_file_size,
-            smart_paging_seconds=0.0,
-            smart_paging_ended=False,
-            paging_dir=self.smart_paging_path,
-            device=boot.device.counter_key if boot.device is not None else None,
-            device_read_bytes=io_read,
-            device_write_bytes=io_write,
-            disk_requests=guest.disk_requests,
-            disk_read_bytes=guest.disk_read_bytes,
-            disk_write_bytes=guest.disk_write_bytes,
-            page_in_latency=stats.page_in_latency,
-            fault_latency=faults,
+        guest.record.report = guest.make_report(
+            self.name, self._settings.startup, self.smart_paging_path, boot_time, self.baseline
         )
         guest.booted.set()
         with self._cv:
