@@ -2,12 +2,13 @@
  * vmmem.c - the paging core. See vmmem.h for the contract.
  *
  * Layout of the state:
- *  - the pool owns the frames and one frame_meta per frame; a frame's meta is
- *    written only by the vmm_mem that holds the frame (under that mem's lock),
- *    the free-frame stack only under the pool's lock;
- *  - a vmm_mem owns a page table of 8-byte entries (frame + 1, file slot + 1),
- *    a doubly linked list of its frames (most recent at head) threaded through
- *    the pool's frame_meta, and the paging file;
+ *  - the pool owns the frames and, per frame, list links, the page held and
+ *    flags, in three arrays (the hit path touches only the links); a frame's
+ *    entries are written only by the vmm_mem that holds the frame (under that
+ *    mem's lock), the free-frame stack only under the pool's lock;
+ *  - a vmm_mem owns a page table as two arrays (frame + 1, file slot + 1: the
+ *    hit path reads only the first), a doubly linked list of its frames (most
+ *    recent at head) threaded through the pool's links, and the paging file;
  *  - the page table, the free-slot stack and a hierarchical bitmap of the pages
  *    that hold a file slot are address space reserved with MAP_NORESERVE: host
  *    memory is committed only where pages were touched, so creation is O(1)
@@ -17,6 +18,7 @@
 #define _GNU_SOURCE
 #include "vmmem.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -80,8 +82,6 @@ _Static_assert(sizeof(vmm_counters) == offsetof(vmm_stats, page_in_hist),
 
 typedef struct frame_meta {
     uint32_t prev, next; /* list links inside the holding mem */
-    uint32_t page;       /* guest page held */
-    uint32_t flags;      /* F_DIRTY, F_REF */
 } frame_meta;
 
 struct vmm_pool {
@@ -90,16 +90,14 @@ struct vmm_pool {
     uint64_t nframes;
     uint32_t page_size;
     uint32_t page_shift;
-    frame_meta *meta;
+    frame_meta *meta;  /* per frame: list links */
+    uint32_t *page_of; /* per frame: guest page held */
+    uint8_t *flags;    /* per frame: F_DIRTY, F_REF */
     pthread_mutex_t lock;
     uint32_t *free_stack;
     uint64_t nfree;
 };
 
-typedef struct pte {
-    uint32_t frame1; /* frame + 1; 0 = not resident */
-    uint32_t slot1;  /* file slot + 1; 0 = no copy in the file */
-} pte;
 
 /* A bitmap of n bits with a summary level per 64 words: level k+1 has a bit set
  * for every non-zero word of level k, so the next set bit is found in at most
@@ -118,7 +116,8 @@ struct vmm_mem {
     pthread_mutex_t lock;
     vmm_pool *pool;
     uint64_t npages;
-    pte *pt;           /* reserved, npages entries */
+    uint32_t *frame1;  /* reserved, per page: frame + 1; 0 = not resident */
+    uint32_t *slot1;   /* reserved, per page: file slot + 1; 0 = no copy in the file */
     char *path;
     const backend_ops *ops;
     int policy;
@@ -129,8 +128,10 @@ struct vmm_mem {
     uint32_t *free_slots; /* reserved, npages entries; touched up to slot_hwm */
     uint64_t nfree_slots;
     bitmap has_slot;   /* pages whose slot1 != 0: drain walks it */
-    uint32_t head, tail;
+    uint32_t head;     /* most recent frame; NONE when the list is empty */
     uint64_t resident, frame_limit;
+    uint32_t tail;     /* least recent: not next to head, or GCC packs the two into one
+                        * vector register in the replay loop (SLP) and unpacks it per access */
     uint64_t paged_out;    /* pages with a file copy and no frame */
     uint64_t drain_cursor; /* where a partial drain resumes */
     vmm_stats st;
@@ -276,14 +277,18 @@ int vmm_pool_create(uint64_t nframes, uint32_t page_size, vmm_pool **out)
     pool->page_shift = (uint32_t)__builtin_ctz(page_size);
     pool->bytes = (size_t)nframes * page_size;
     pool->meta = calloc(nframes, sizeof *pool->meta);
+    pool->page_of = calloc(nframes, sizeof *pool->page_of);
+    pool->flags = calloc(nframes, sizeof *pool->flags);
     pool->free_stack = malloc(nframes * sizeof *pool->free_stack);
     /* MAP_POPULATE commits every frame now: the pool is real RAM, not a promise. */
     void *base = mmap(NULL, pool->bytes, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (!pool->meta || !pool->free_stack || base == MAP_FAILED) {
+    if (!pool->meta || !pool->page_of || !pool->flags || !pool->free_stack || base == MAP_FAILED) {
         if (base != MAP_FAILED)
             munmap(base, pool->bytes);
         free(pool->meta);
+        free(pool->page_of);
+        free(pool->flags);
         free(pool->free_stack);
         free(pool);
         return VMM_ENOMEM;
@@ -305,6 +310,8 @@ void vmm_pool_destroy(vmm_pool *pool)
     munmap(pool->base, pool->bytes);
     pthread_mutex_destroy(&pool->lock);
     free(pool->meta);
+    free(pool->page_of);
+    free(pool->flags);
     free(pool->free_stack);
     free(pool);
 }
@@ -554,9 +561,8 @@ static int file_create(vmm_mem *m)
 /* Page p gives its file slot back (the copy is forgotten). */
 static void slot_drop(vmm_mem *m, uint32_t p)
 {
-    pte *e = &m->pt[p];
-    m->free_slots[m->nfree_slots++] = e->slot1 - 1;
-    e->slot1 = 0;
+    m->free_slots[m->nfree_slots++] = m->slot1[p] - 1;
+    m->slot1[p] = 0;
     bm_clear(&m->has_slot, p);
     m->st.file_pages--;
 }
@@ -582,10 +588,9 @@ static inline void record(uint64_t *hist, uint64_t *total, uint64_t t0)
  * with the caller. On a failed write nothing changes. */
 static int evict(vmm_mem *m, uint32_t f)
 {
-    frame_meta *fm = &m->pool->meta[f];
-    uint32_t p = fm->page;
-    pte *e = &m->pt[p];
-    if (fm->flags & F_DIRTY) {
+    uint8_t *flags = &m->pool->flags[f];
+    uint32_t p = m->pool->page_of[f];
+    if (*flags & F_DIRTY) {
         int created = 0, new_slot = 0;
         uint32_t slot;
         if (m->fd < 0) {
@@ -594,8 +599,8 @@ static int evict(vmm_mem *m, uint32_t f)
                 return rc;
             created = 1;
         }
-        if (e->slot1) {
-            slot = e->slot1 - 1;
+        if (m->slot1[p]) {
+            slot = m->slot1[p] - 1;
         } else {
             slot = m->nfree_slots ? m->free_slots[--m->nfree_slots] : m->slot_hwm++;
             new_slot = 1;
@@ -617,7 +622,7 @@ static int evict(vmm_mem *m, uint32_t f)
         }
         record(m->st.page_out_hist, &m->st.page_out_ns, t0);
         if (new_slot) {
-            e->slot1 = slot + 1;
+            m->slot1[p] = slot + 1;
             bm_set(&m->has_slot, p);
             if (++m->st.file_pages > m->st.file_pages_peak)
                 m->st.file_pages_peak = m->st.file_pages;
@@ -628,10 +633,10 @@ static int evict(vmm_mem *m, uint32_t f)
         m->st.clean_drops++;
     }
     list_unlink(m, f);
-    e->frame1 = 0;
-    fm->flags = 0;
+    m->frame1[p] = 0;
+    *flags = 0;
     m->resident--;
-    if (e->slot1)
+    if (m->slot1[p])
         m->paged_out++;
     return VMM_OK;
 }
@@ -640,12 +645,12 @@ static uint32_t pick_victim(vmm_mem *m)
 {
     if (m->policy == VMM_POLICY_LRU)
         return m->tail;
-    frame_meta *meta = m->pool->meta;
+    uint8_t *flags = m->pool->flags;
     for (;;) {
         uint32_t f = m->tail;
-        if (!(meta[f].flags & F_REF))
+        if (!(flags[f] & F_REF))
             return f;
-        meta[f].flags &= ~F_REF; /* second chance */
+        flags[f] &= (uint8_t)~F_REF; /* second chance */
         list_unlink(m, f);
         list_push_head(m, f);
     }
@@ -654,11 +659,10 @@ static uint32_t pick_victim(vmm_mem *m)
 /* Page p now lives in frame f, clean, most recently used. */
 static void install(vmm_mem *m, uint32_t p, uint32_t f)
 {
-    frame_meta *fm = &m->pool->meta[f];
-    fm->page = p;
-    fm->flags = 0;
+    m->pool->page_of[f] = p;
+    m->pool->flags[f] = 0;
     list_push_head(m, f);
-    m->pt[p].frame1 = f + 1;
+    m->frame1[p] = f + 1;
     m->resident++;
 }
 
@@ -668,7 +672,7 @@ static void install(vmm_mem *m, uint32_t p, uint32_t f)
 static int page_in(vmm_mem *m, uint32_t p, uint32_t f)
 {
     uint64_t t0 = now_ns();
-    int rc = m->ops->read(m, m->pt[p].slot1 - 1, frame_addr(m->pool, f));
+    int rc = m->ops->read(m, m->slot1[p] - 1, frame_addr(m->pool, f));
     if (rc)
         return rc;
     record(m->st.page_in_hist, &m->st.page_in_ns, t0);
@@ -680,7 +684,7 @@ static int page_in(vmm_mem *m, uint32_t p, uint32_t f)
 }
 
 /* Brings page p into a frame: a free one within the limit, else a victim. */
-static int fault(vmm_mem *m, uint32_t p, uint32_t *out)
+static __attribute__((noinline)) int fault(vmm_mem *m, uint32_t p, uint32_t *out)
 {
     uint64_t t0 = now_ns(), outs_before = m->st.page_outs;
     uint32_t f = NONE;
@@ -695,7 +699,7 @@ static int fault(vmm_mem *m, uint32_t p, uint32_t *out)
             return rc;
     }
     int paged_in = 0;
-    if (m->pt[p].slot1) {
+    if (m->slot1[p]) {
         int rc = page_in(m, p, f);
         if (rc) {
             /* The victim (if any) is already out; keep the frame for later. */
@@ -718,19 +722,17 @@ static int fault(vmm_mem *m, uint32_t p, uint32_t *out)
 
 static inline void bump_le64(uint8_t *b)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | b[i];
-    v++;
-    for (int i = 0; i < 8; i++, v >>= 8)
-        b[i] = (uint8_t)v;
+    uint64_t v;
+    memcpy(&v, b, sizeof v);
+    v = htole64(le64toh(v) + 1);
+    memcpy(b, &v, sizeof v);
 }
 
 /* One guest access (read/write path); *frame receives the frame now holding the page. */
 static inline int access_page(vmm_mem *m, uint32_t p, int write, uint32_t *frame)
 {
-    frame_meta *meta = m->pool->meta;
-    uint32_t f1 = m->pt[p].frame1;
+    uint8_t *flags = m->pool->flags;
+    uint32_t f1 = m->frame1[p];
     uint32_t f;
     if (LIKELY(f1)) {
         f = f1 - 1;
@@ -741,7 +743,7 @@ static inline int access_page(vmm_mem *m, uint32_t p, int write, uint32_t *frame
                 list_push_head(m, f);
             }
         } else {
-            meta[f].flags |= F_REF;
+            flags[f] |= F_REF;
         }
     } else {
         int rc = fault(m, p, &f);
@@ -750,26 +752,27 @@ static inline int access_page(vmm_mem *m, uint32_t p, int write, uint32_t *frame
     }
     m->st.accesses++;
     if (write)
-        meta[f].flags |= F_DIRTY;
+        flags[f] |= F_DIRTY;
     *frame = f;
     return VMM_OK;
 }
 
-/* The replay loop, one copy per policy (lru is a constant after inlining). The list
- * ends and the hit/access counts live in locals: stores to the frame links could alias
- * them in memory, and would force a reload of each on every access. They go back to
- * the vmm_mem around a fault, which works on the vmm_mem's own copies. */
+/* The replay loop, one copy per policy and per presence of write flags (both are
+ * constants after inlining). The list ends live in locals: stores to the frame links
+ * could alias them in memory and would force a reload of each on every access. The
+ * counters are not touched per access: accesses are the entries done, hits those minus
+ * the faults. Everything goes back to the vmm_mem around a fault, which works on the
+ * vmm_mem's own copies. */
 static inline __attribute__((always_inline)) int
 replay_loop(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uint64_t n, uint64_t *done,
-            const int lru)
+            const int lru, const int has_writes)
 {
     frame_meta *const meta = m->pool->meta;
-    const pte *const pt = m->pt;
-    uint8_t *const base = m->pool->base;
-    const uint32_t shift = m->pool->page_shift;
+    uint8_t *const flags = m->pool->flags;
+    const uint32_t *const frame1 = m->frame1;
     const uint64_t npages = m->npages;
     uint32_t head = m->head, tail = m->tail;
-    uint64_t hits = 0, accesses = 0, i = 0;
+    uint64_t i = 0, flushed = 0; /* entries up to `flushed` are in m->st already */
     int rc = VMM_OK;
     for (; i < n; i++) {
         uint32_t p = pages[i], f;
@@ -777,10 +780,9 @@ replay_loop(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uint64_t n
             rc = VMM_ERANGE;
             break;
         }
-        uint32_t f1 = pt[p].frame1;
+        uint32_t f1 = frame1[p];
         if (LIKELY(f1)) {
             f = f1 - 1;
-            hits++;
             if (lru) {
                 if (f != head) { /* move to front; f is not the head, so it has a prev */
                     uint32_t pv = meta[f].prev, nx = meta[f].next;
@@ -795,30 +797,34 @@ replay_loop(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uint64_t n
                     head = f;
                 }
             } else {
-                meta[f].flags |= F_REF;
+                flags[f] |= F_REF;
             }
         } else {
             m->head = head;
             m->tail = tail;
-            m->st.hits += hits;
-            m->st.accesses += accesses;
-            hits = accesses = 0;
-            rc = fault(m, p, &f);
+            m->st.hits += i - flushed; /* every entry since the last fault was a hit */
+            m->st.accesses += i - flushed;
+            flushed = i + 1;
+            uint32_t nf; /* its address goes to fault(), f's does not: f stays in a register */
+            rc = fault(m, p, &nf);
             head = m->head;
             tail = m->tail;
-            if (UNLIKELY(rc))
+            if (UNLIKELY(rc)) {
+                flushed = i;
                 break;
+            }
+            f = nf;
+            m->st.accesses++;
         }
-        accesses++;
-        if (writes && writes[i]) {
-            meta[f].flags |= F_DIRTY;
-            bump_le64(base + ((size_t)f << shift));
+        if (has_writes && writes[i]) {
+            flags[f] |= F_DIRTY;
+            bump_le64(frame_addr(m->pool, f));
         }
     }
     m->head = head;
     m->tail = tail;
-    m->st.hits += hits;
-    m->st.accesses += accesses;
+    m->st.hits += i - flushed;
+    m->st.accesses += i - flushed;
     *done = i;
     return rc;
 }
@@ -827,7 +833,8 @@ replay_loop(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uint64_t n
 
 static void mem_free(vmm_mem *m)
 {
-    unreserve(m->pt, (size_t)m->npages * sizeof *m->pt);
+    unreserve(m->frame1, (size_t)m->npages * sizeof *m->frame1);
+    unreserve(m->slot1, (size_t)m->npages * sizeof *m->slot1);
     unreserve(m->free_slots, (size_t)m->npages * sizeof *m->free_slots);
     bm_free(&m->has_slot);
     free(m->path);
@@ -854,11 +861,12 @@ int vmm_mem_create(vmm_pool *pool, uint64_t npages, const char *path, int backen
     m->npages = npages;
     /* Reserved, not committed: a page of the table costs RAM once a guest page it
      * describes is touched, so creation is O(1) whatever the guest's size. */
-    m->pt = reserve((size_t)npages * sizeof *m->pt);
+    m->frame1 = reserve((size_t)npages * sizeof *m->frame1);
+    m->slot1 = reserve((size_t)npages * sizeof *m->slot1);
     m->free_slots = reserve((size_t)npages * sizeof *m->free_slots);
     int bm = bm_init(&m->has_slot, npages);
     m->path = strdup(path);
-    if (!m->pt || !m->free_slots || bm != VMM_OK || !m->path) {
+    if (!m->frame1 || !m->slot1 || !m->free_slots || bm != VMM_OK || !m->path) {
         mem_free(m);
         return VMM_ENOMEM;
     }
@@ -880,7 +888,7 @@ void vmm_mem_destroy(vmm_mem *m)
     frame_meta *meta = m->pool->meta;
     for (uint32_t f = m->head, next; f != NONE; f = next) {
         next = meta[f].next;
-        meta[f].flags = 0;
+        m->pool->flags[f] = 0;
         pool_free(m->pool, f);
     }
     file_delete(m);
@@ -966,8 +974,13 @@ int vmm_mem_replay(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uin
     if (!m || (n && !pages))
         return VMM_EINVAL;
     pthread_mutex_lock(&m->lock);
-    int rc = m->policy == VMM_POLICY_LRU ? replay_loop(m, pages, writes, n, &i, 1)
-                                         : replay_loop(m, pages, writes, n, &i, 0);
+    int rc, lru = m->policy == VMM_POLICY_LRU;
+    if (writes)
+        rc = lru ? replay_loop(m, pages, writes, n, &i, 1, 1)
+                 : replay_loop(m, pages, writes, n, &i, 0, 1);
+    else
+        rc = lru ? replay_loop(m, pages, NULL, n, &i, 1, 0)
+                 : replay_loop(m, pages, NULL, n, &i, 0, 0);
     pthread_mutex_unlock(&m->lock);
     if (done)
         *done = i;
@@ -981,22 +994,20 @@ int vmm_mem_release(vmm_mem *m, uint64_t first, uint64_t count)
     if (first > m->npages || count > m->npages - first)
         return VMM_ERANGE;
     pthread_mutex_lock(&m->lock);
-    frame_meta *meta = m->pool->meta;
     for (uint64_t p = first; p < first + count; p++) {
-        pte *e = &m->pt[p];
-        if (!e->frame1 && !e->slot1)
+        if (!m->frame1[p] && !m->slot1[p])
             continue;
-        if (e->frame1) {
-            uint32_t f = e->frame1 - 1;
+        if (m->frame1[p]) {
+            uint32_t f = m->frame1[p] - 1;
             list_unlink(m, f);
-            meta[f].flags = 0;
+            m->pool->flags[f] = 0;
             pool_free(m->pool, f);
             m->resident--;
-            e->frame1 = 0;
+            m->frame1[p] = 0;
         } else {
             m->paged_out--; /* it had a slot and no frame */
         }
-        if (e->slot1)
+        if (m->slot1[p])
             slot_drop(m, (uint32_t)p);
         m->st.releases++;
     }
@@ -1018,7 +1029,6 @@ int vmm_mem_drain(vmm_mem *m, uint64_t max_pages, uint64_t *left)
         pthread_mutex_unlock(&m->lock);
         return VMM_EFRAMES;
     }
-    frame_meta *meta = m->pool->meta;
     uint64_t done = 0, p = m->drain_cursor < m->npages ? m->drain_cursor : 0;
     int wrapped = 0;
     /* Only pages that hold a slot are visited: the bitmap's summary levels skip the
@@ -1035,10 +1045,9 @@ int vmm_mem_drain(vmm_mem *m, uint64_t max_pages, uint64_t *left)
         p = q;
         if (max_pages && done == max_pages)
             break; /* resume here next call: the caller lets others at the lock */
-        pte *e = &m->pt[p];
         uint32_t f;
-        if (e->frame1) {
-            f = e->frame1 - 1;
+        if (m->frame1[p]) {
+            f = m->frame1[p] - 1;
         } else {
             f = pool_alloc(m->pool);
             if (f == NONE) { /* another guest took the frames meanwhile */
@@ -1052,7 +1061,7 @@ int vmm_mem_drain(vmm_mem *m, uint64_t max_pages, uint64_t *left)
             }
         }
         /* The file copy goes away, so the frame is now the only copy. */
-        meta[f].flags = F_DIRTY;
+        m->pool->flags[f] = F_DIRTY;
         slot_drop(m, (uint32_t)p);
         done++;
         p = p + 1 < m->npages ? p + 1 : 0;
@@ -1112,11 +1121,11 @@ int vmm_mem_page_state(vmm_mem *m, uint64_t page, int *state)
     if (page >= m->npages)
         return VMM_ERANGE;
     pthread_mutex_lock(&m->lock);
-    pte e = m->pt[page];
-    if (e.frame1)
-        *state = (m->pool->meta[e.frame1 - 1].flags & F_DIRTY) ? 2 : 1;
+    uint32_t f1 = m->frame1[page];
+    if (f1)
+        *state = (m->pool->flags[f1 - 1] & F_DIRTY) ? 2 : 1;
     else
-        *state = e.slot1 ? 3 : 0;
+        *state = m->slot1[page] ? 3 : 0;
     pthread_mutex_unlock(&m->lock);
     return VMM_OK;
 }
