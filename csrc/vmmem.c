@@ -27,6 +27,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +41,9 @@
 /* The mmap backend reserves file space in chunks so a full disk shows up as
  * ENOSPC from fallocate, never as SIGBUS on a store into the mapping. */
 #define MMAP_GROW_BYTES (64u << 20)
+/* The mmap backend unmaps the pages it read in batches of this many: one TLB shootdown
+ * per batch instead of one per page-in (every thread of the process shares the mm). */
+#define ZAP_BATCH 32
 
 #if defined(__GNUC__)
 #define LIKELY(x) __builtin_expect(!!(x), 1)
@@ -122,6 +127,11 @@ struct vmm_mem {
     const backend_ops *ops;
     int policy;
     int fd;           /* -1 while the file does not exist */
+    int wfd;          /* mmap backend: O_DIRECT descriptor for page-outs, or -1 */
+    int pidfd;        /* mmap backend: this process, for process_madvise; or -1 */
+    pid_t zap_pid;    /* the process pidfd names (a fork's child must not use it) */
+    uint32_t nzap;    /* mmap backend: slots read through the mapping, still mapped */
+    uint32_t zap[ZAP_BATCH];
     uint8_t *map;     /* mmap backend: the file mapped over npages pages */
     uint64_t reserved; /* mmap backend: bytes allocated in the file */
     uint32_t slot_hwm; /* slots ever handed out since the file was created */
@@ -379,12 +389,12 @@ static inline void list_push_head(vmm_mem *m, uint32_t f)
 /* One whole page between a buffer and the file (pread/pwrite), retried on EINTR and
  * short transfers. A transfer of nothing means the disk is full (write) or the file
  * is shorter than a slot we wrote, i.e. it was tampered with (read). */
-static int transfer(vmm_mem *m, uint8_t *buf, off_t off, int write)
+static int transfer_fd(vmm_mem *m, int fd, uint8_t *buf, off_t off, int write)
 {
     size_t ps = m->pool->page_size, done = 0;
     while (done < ps) {
-        ssize_t n = write ? pwrite(m->fd, buf + done, ps - done, off + (off_t)done)
-                          : pread(m->fd, buf + done, ps - done, off + (off_t)done);
+        ssize_t n = write ? pwrite(fd, buf + done, ps - done, off + (off_t)done)
+                          : pread(fd, buf + done, ps - done, off + (off_t)done);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -395,6 +405,11 @@ static int transfer(vmm_mem *m, uint8_t *buf, off_t off, int write)
         done += (size_t)n;
     }
     return VMM_OK;
+}
+
+static int transfer(vmm_mem *m, uint8_t *buf, off_t off, int write)
+{
+    return transfer_fd(m, m->fd, buf, off, write);
 }
 
 static inline off_t slot_offset(const vmm_mem *m, uint32_t slot)
@@ -445,6 +460,13 @@ static int mmap_opened(vmm_mem *m)
     madvise(map, bytes, MADV_RANDOM);
     posix_fadvise(m->fd, 0, 0, POSIX_FADV_RANDOM);
     m->map = map;
+#ifdef SYS_pidfd_open
+    m->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    m->zap_pid = getpid();
+#endif
+    /* Page-outs go by O_DIRECT where the filesystem has it: no page cache, so nothing to
+     * write back, wait for or drop; where it has not, buffered pwrite + sync_file_range. */
+    m->wfd = open(m->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
     return VMM_OK;
 }
 
@@ -452,7 +474,13 @@ static void mmap_closing(vmm_mem *m)
 {
     if (m->map)
         munmap(m->map, (size_t)m->npages << m->pool->page_shift);
+    if (m->wfd >= 0)
+        close(m->wfd);
+    if (m->pidfd >= 0)
+        close(m->pidfd);
     m->map = NULL;
+    m->wfd = m->pidfd = -1;
+    m->nzap = 0; /* unmapped with the rest; the file goes away */
     m->reserved = 0;
 }
 
@@ -482,6 +510,46 @@ static int mmap_reserve(vmm_mem *m, uint64_t end)
     return VMM_OK;
 }
 
+/* Unmaps every page read through the mapping since the last flush, with one TLB
+ * shootdown (process_madvise batches them; where it is missing, one madvise each), and
+ * drops them from the page cache. Until then a slot read stays mapped and cached, so a
+ * slot is flushed before it is read or written again (zap_if_pending). */
+static void zap_flush(vmm_mem *m)
+{
+    size_t ps = m->pool->page_size;
+    uint32_t n = m->nzap;
+    if (!n)
+        return;
+    int done = 0;
+#ifdef SYS_process_madvise
+    if (m->pidfd >= 0 && m->zap_pid == getpid()) {
+        struct iovec iov[ZAP_BATCH];
+        for (uint32_t i = 0; i < n; i++) {
+            iov[i].iov_base = m->map + slot_offset(m, m->zap[i]);
+            iov[i].iov_len = ps;
+        }
+        done = syscall(SYS_process_madvise, m->pidfd, iov, (size_t)n, MADV_DONTNEED, 0u) ==
+               (long)(n * ps);
+    }
+#endif
+    for (uint32_t i = 0; i < n; i++) {
+        off_t off = slot_offset(m, m->zap[i]);
+        if (!done)
+            madvise(m->map + off, ps, MADV_DONTNEED);
+        posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED);
+    }
+    m->nzap = 0;
+}
+
+static inline void zap_if_pending(vmm_mem *m, uint32_t slot)
+{
+    for (uint32_t i = 0; i < m->nzap; i++)
+        if (m->zap[i] == slot) {
+            zap_flush(m);
+            return;
+        }
+}
+
 static int mmap_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
 {
     size_t ps = m->pool->page_size;
@@ -489,6 +557,9 @@ static int mmap_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
     int rc = mmap_reserve(m, (uint64_t)off + ps);
     if (rc)
         return rc;
+    zap_if_pending(m, slot); /* a mapped page would be unmapped by the write, alone */
+    if (m->wfd >= 0) /* the frame is page-aligned: a direct write straight from it */
+        return transfer_fd(m, m->wfd, (uint8_t *)src, off, 1);
     /* A whole, aligned page: the page cache takes it without reading the old block. */
     rc = transfer(m, (uint8_t *)src, off, 1);
     if (rc)
@@ -508,10 +579,13 @@ static int mmap_read(vmm_mem *m, uint32_t slot, uint8_t *dst)
 {
     size_t ps = m->pool->page_size;
     off_t off = slot_offset(m, slot);
+    zap_if_pending(m, slot); /* still cached from its last read: it must come from the device */
     memcpy(dst, m->map + off, ps); /* faults the page in from the device */
-    /* Unmap it and drop it from the page cache, so the next access reads the device. */
-    madvise(m->map + off, ps, MADV_DONTNEED);
-    posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED);
+    /* Unmap it and drop it from the page cache, so the next access reads the device:
+     * batched, see zap_flush. */
+    m->zap[m->nzap++] = slot;
+    if (m->nzap == ZAP_BATCH)
+        zap_flush(m);
     return VMM_OK;
 }
 
@@ -874,7 +948,7 @@ int vmm_mem_create(vmm_pool *pool, uint64_t npages, const char *path, int backen
     m->pool = pool;
     m->ops = &BACKENDS[backend];
     m->policy = policy;
-    m->fd = -1;
+    m->fd = m->wfd = m->pidfd = -1;
     m->head = m->tail = NONE;
     *out = m;
     return VMM_OK;
