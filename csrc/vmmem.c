@@ -447,7 +447,8 @@ static int direct_read(vmm_mem *m, uint32_t slot, uint8_t *dst)
 /* -- mmap backend: the file mapped shared; page-in reads through the mapping, page-out
  * writes with pwrite (not through the mapping: a store into an uncached page of the
  * mapping would first read the old block, and the mapped page would cost TLB shootdowns
- * to write back and to unmap), then sync_file_range and a page-cache drop. */
+ * to write back and to unmap): O_DIRECT where the filesystem has it, else buffered, then
+ * sync_file_range and a page-cache drop. */
 
 static int mmap_opened(vmm_mem *m)
 {

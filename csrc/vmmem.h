@@ -36,8 +36,10 @@
 #define VMM_ENODIRECT -10007 /* the paging folder's filesystem refused O_DIRECT */
 
 #define VMM_BACKEND_DIRECT 0 /* O_DIRECT pread/pwrite between frame and file */
-#define VMM_BACKEND_MMAP 1   /* page-in through a shared mapping of the file; page-out by
-                              * pwrite + sync_file_range; the page cache dropped after each */
+#define VMM_BACKEND_MMAP 1   /* page-in through a shared mapping of the file (unmapped and
+                              * dropped from the page cache in batches); page-out by O_DIRECT
+                              * pwrite, or where the filesystem refuses O_DIRECT by pwrite +
+                              * sync_file_range + a page-cache drop */
 
 #define VMM_POLICY_LRU 0     /* exact LRU, O(1) per access and per eviction */
 #define VMM_POLICY_CLOCK 1   /* second chance: referenced bit, FIFO hand */
