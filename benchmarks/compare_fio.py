@@ -6,7 +6,11 @@ direct I/O, and a write-back cannot beat its random write: fio measures those bo
 measures its paging core against them, and the ratio says how much the emulator costs on top of
 the disk (the goal is at least 0.9).
 
-    python benchmarks/compare_fio.py [--dir DIR] [--pages N] [--seconds S] [--json FILE]
+    python benchmarks/compare_fio.py [--dir DIR] [--backend direct|mmap] [--pages N]
+                                     [--seconds S] [--json FILE]
+
+The device's counters are read around every phase, in both directions: a page-in phase that
+writes, or a page-out phase that reads (the mmap backend's old read-before-write), shows here.
 """
 
 from __future__ import annotations
@@ -89,10 +93,17 @@ def lay_out_paging_file(mem: vmmem.GuestMemory) -> None:
     mem.frame_limit = 0
 
 
+def _device_delta(before: Any, after: Any) -> dict[str, int | None]:
+    if before is None or after is None:
+        return {"read": None, "write": None}
+    d = after - before
+    return {"read": d.read_bytes, "write": d.write_bytes}
+
+
 def vmmem_page_ins(
     mem: vmmem.GuestMemory, seconds: float, rng: np.random.Generator
 ) -> dict[str, Any]:
-    """Random read faults over a clean, paged-out file, one thread, direct backend."""
+    """Random read faults over a clean, paged-out file, one thread."""
     mem.frame_limit = 0
     mem.frame_limit = 256  # a few frames: nearly every access faults; evictions are clean drops
     mem.reset_stats()
@@ -105,11 +116,13 @@ def vmmem_page_ins(
     after = devices.io_counters(info)
     s = mem.stats
     assert s.page_outs == 0, "the page-in run must not write"
+    dev = _device_delta(before, after)
     return {
         "ios": s.page_ins,
         "seconds": elapsed,
         "hist": s.page_in_latency,
-        "device_bytes": None if before is None else (after - before).read_bytes,
+        "device_bytes": dev["read"],
+        "device_other_bytes": dev["write"],  # written during page-ins: should be ~0
         "paged_bytes": s.bytes_read,
     }
 
@@ -120,7 +133,7 @@ def vmmem_page_outs(
     """Random dirty evictions into existing slots: a batch of random pages is faulted in with a
     write (not timed), then evicted by lowering the frame limit to 0 (timed)."""
     info = devices.device_for_path(mem.paging_dir)
-    ios, elapsed, device_bytes = 0, 0.0, 0
+    ios, elapsed, device_bytes, device_read = 0, 0.0, 0, 0
     counts, total_ns = None, 0
     while elapsed < seconds:
         mem.frame_limit = CHUNK
@@ -135,7 +148,9 @@ def vmmem_page_outs(
         s = mem.stats
         assert s.page_outs == CHUNK and s.file_pages == mem.pages  # existing slots only
         ios += s.page_outs
-        device_bytes += 0 if before is None else (after - before).write_bytes
+        dev = _device_delta(before, after)
+        device_bytes += dev["write"] or 0
+        device_read += dev["read"] or 0
         hist = s.page_out_latency
         counts = hist.counts if counts is None else counts + hist.counts
         total_ns += hist.total_ns
@@ -144,6 +159,8 @@ def vmmem_page_outs(
         "seconds": elapsed,
         "hist": vmmem.LatencyHistogram(counts, total_ns),
         "device_bytes": device_bytes if devices.io_counters(info) is not None else None,
+        # read during page-outs: a write that first reads the old block shows here
+        "device_other_bytes": device_read if devices.io_counters(info) is not None else None,
         "paged_bytes": ios * PAGE,
     }
 
@@ -156,6 +173,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         sum(r["hist"].counts for r in runs), sum(r["hist"].total_ns for r in runs)
     )
     device = [r["device_bytes"] for r in runs]
+    other = [r["device_other_bytes"] for r in runs]
     return {
         "iops": ios / seconds,
         "ios": ios,
@@ -164,6 +182,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_us": hist.percentile(99) * 1e6,
         "mean_us": hist.mean * 1e6,
         "device_bytes": None if None in device else sum(device),
+        "device_other_bytes": None if None in other else sum(other),
         "paged_bytes": sum(r["paged_bytes"] for r in runs),
         "rounds_iops": [r["ios"] / r["seconds"] for r in runs],
     }
@@ -187,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         "--dir",
         default=None,
         help="folder to measure (default: a new folder under the system temp dir)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=sorted(vmmem.memory.BACKENDS),
+        default="direct",
+        help="vmmem's paging backend to measure (default direct)",
     )
     parser.add_argument(
         "--pages",
@@ -223,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "fstype": info.fstype,
         "rotational": info.rotational,
         "ram_backed": info.ram_backed,
+        "backend": args.backend,
         "pages": args.pages,
         "file_bytes": size,
         "seconds": args.seconds,
@@ -244,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 size,
                 frame_limit=0,
                 paging_dir=folder,
-                backend="direct",
+                backend=args.backend,
                 policy="lru",
                 name="fio-compare",
             ) as mem,
@@ -290,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             write_ratio,
         ),
     ]
-    print(f"\n{info.describe()}")
+    print(f"\n{info.describe()}; vmmem backend {args.backend}")
     print(
         f"{'':26}{'fio IOPS':>10}{'vmmem IOPS':>12}{'ratio':>7}   "
         f"{'fio p50/p99 us':>16}{'vmmem p50/p99 us':>19}"
@@ -305,11 +331,14 @@ def main(argv: list[str] | None = None) -> int:
     pin, pout = results["vmmem_page_in"], results["vmmem_page_out"]
     if pin["device_bytes"] is not None and pout["device_bytes"] is not None:
         print(
-            f"device counters: read {pin['device_bytes'] / 2**20:.0f} MiB during "
-            f"{pin['paged_bytes'] / 2**20:.0f} MiB of page-ins, wrote "
-            f"{pout['device_bytes'] / 2**20:.0f} MiB during "
-            f"{pout['paged_bytes'] / 2**20:.0f} MiB of page-outs"
+            f"device counters: read {pin['device_bytes'] / 2**20:.1f} MiB and wrote "
+            f"{pin['device_other_bytes'] / 2**20:.1f} MiB during "
+            f"{pin['paged_bytes'] / 2**20:.1f} MiB of page-ins; wrote "
+            f"{pout['device_bytes'] / 2**20:.1f} MiB and read "
+            f"{pout['device_other_bytes'] / 2**20:.1f} MiB during "
+            f"{pout['paged_bytes'] / 2**20:.1f} MiB of page-outs"
         )
+        results["page_out_read_share"] = pout["device_other_bytes"] / max(1, pout["paged_bytes"])
     else:
         print("device counters: none for this folder (no block device); device I/O unconfirmed")
     if args.json:

@@ -2,33 +2,48 @@
  * vmmem.c - the paging core. See vmmem.h for the contract.
  *
  * Layout of the state:
- *  - the pool owns the frames and one frame_meta per frame; a frame's meta is
- *    written only by the vmm_mem that holds the frame (under that mem's lock),
- *    the free-frame stack only under the pool's lock;
- *  - a vmm_mem owns a page table of 8-byte entries (frame + 1, file slot + 1),
- *    a doubly linked list of its frames (most recent at head) threaded through
- *    the pool's frame_meta, and the paging file.
+ *  - the pool owns the frames and, per frame, list links, the page held and
+ *    flags, in three arrays (the hit path touches only the links); a frame's
+ *    entries are written only by the vmm_mem that holds the frame (under that
+ *    mem's lock), the free-frame stack only under the pool's lock;
+ *  - a vmm_mem owns a page table as two arrays (frame + 1, file slot + 1: the
+ *    hit path reads only the first), a doubly linked list of its frames (most
+ *    recent at head) threaded through the pool's links, and the paging file;
+ *  - the page table, the free-slot stack and a hierarchical bitmap of the pages
+ *    that hold a file slot are address space reserved with MAP_NORESERVE: host
+ *    memory is committed only where pages were touched, so creation is O(1)
+ *    and a 12 TiB guest costs nothing until it is used;
+ *  - the two backends (direct, mmap) are one table of file operations each.
  */
 #define _GNU_SOURCE
 #include "vmmem.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #define NONE UINT32_MAX
 #define F_DIRTY 1u
 #define F_REF 2u
-#define MAX_GUEST_PAGES ((uint64_t)UINT32_MAX - 1)
+#define MAX_GUEST_PAGES ((uint64_t)UINT32_MAX - 1) /* 12 TiB of 4 KiB pages fits */
+#define BM_NONE UINT64_MAX
+#define BM_LEVELS_MAX 6 /* 64^6 > 2^32 pages */
 /* The mmap backend reserves file space in chunks so a full disk shows up as
  * ENOSPC from fallocate, never as SIGBUS on a store into the mapping. */
 #define MMAP_GROW_BYTES (64u << 20)
+/* The mmap backend unmaps the pages it read in batches of this many: one TLB shootdown
+ * per batch instead of one per page-in (every thread of the process shares the mm). */
+#define ZAP_BATCH 32
 
 #if defined(__GNUC__)
 #define LIKELY(x) __builtin_expect(!!(x), 1)
@@ -38,10 +53,40 @@
 #define UNLIKELY(x) (x)
 #endif
 
+_Static_assert(sizeof(((vmm_stats *)0)->page_in_hist) == VMM_HIST_BUCKETS * sizeof(uint64_t),
+               "vmmem.h: the histogram arrays' literal size must equal VMM_HIST_BUCKETS");
+_Static_assert(sizeof(((vmm_stats *)0)->page_out_hist) == VMM_HIST_BUCKETS * sizeof(uint64_t),
+               "vmmem.h: the histogram arrays' literal size must equal VMM_HIST_BUCKETS");
+_Static_assert(sizeof(((vmm_stats *)0)->fault_hist) == VMM_HIST_BUCKETS * sizeof(uint64_t),
+               "vmmem.h: the histogram arrays' literal size must equal VMM_HIST_BUCKETS");
+/* vmm_counters is the prefix of vmm_stats, field for field. */
+#define SAME_FIELD(f)                                                                          \
+    _Static_assert(offsetof(vmm_counters, f) == offsetof(vmm_stats, f), "vmm_counters." #f)
+SAME_FIELD(accesses);
+SAME_FIELD(hits);
+SAME_FIELD(zero_fills);
+SAME_FIELD(page_ins);
+SAME_FIELD(page_outs);
+SAME_FIELD(clean_drops);
+SAME_FIELD(bytes_read);
+SAME_FIELD(bytes_written);
+SAME_FIELD(releases);
+SAME_FIELD(resident);
+SAME_FIELD(frame_limit);
+SAME_FIELD(file_pages);
+SAME_FIELD(file_pages_peak);
+SAME_FIELD(file_size);
+SAME_FIELD(file_created);
+SAME_FIELD(file_deleted);
+SAME_FIELD(page_in_ns);
+SAME_FIELD(page_out_ns);
+SAME_FIELD(disk_faults);
+SAME_FIELD(fault_ns);
+_Static_assert(sizeof(vmm_counters) == offsetof(vmm_stats, page_in_hist),
+               "vmm_counters holds every scalar of vmm_stats");
+
 typedef struct frame_meta {
     uint32_t prev, next; /* list links inside the holding mem */
-    uint32_t page;       /* guest page held */
-    uint32_t flags;      /* F_DIRTY, F_REF */
 } frame_meta;
 
 struct vmm_pool {
@@ -50,34 +95,64 @@ struct vmm_pool {
     uint64_t nframes;
     uint32_t page_size;
     uint32_t page_shift;
-    frame_meta *meta;
+    frame_meta *meta;  /* per frame: list links */
+    uint32_t *page_of; /* per frame: guest page held */
+    uint8_t *flags;    /* per frame: F_DIRTY, F_REF */
     pthread_mutex_t lock;
     uint32_t *free_stack;
     uint64_t nfree;
 };
 
-typedef struct pte {
-    uint32_t frame1; /* frame + 1; 0 = not resident */
-    uint32_t slot1;  /* file slot + 1; 0 = no copy in the file */
-} pte;
+
+/* A bitmap of n bits with a summary level per 64 words: level k+1 has a bit set
+ * for every non-zero word of level k, so the next set bit is found in at most
+ * BM_LEVELS_MAX word reads, however sparse the map. */
+typedef struct bitmap {
+    uint64_t *lvl[BM_LEVELS_MAX];
+    uint64_t words[BM_LEVELS_MAX];
+    int levels;
+    uint64_t *mem; /* one reservation for every level */
+    size_t bytes;
+} bitmap;
+
+typedef struct backend_ops backend_ops;
 
 struct vmm_mem {
     pthread_mutex_t lock;
     vmm_pool *pool;
     uint64_t npages;
-    pte *pt;
+    uint32_t *frame1;  /* reserved, per page: frame + 1; 0 = not resident */
+    uint32_t *slot1;   /* reserved, per page: file slot + 1; 0 = no copy in the file */
     char *path;
-    int backend, policy;
+    const backend_ops *ops;
+    int policy;
     int fd;           /* -1 while the file does not exist */
+    int wfd;          /* mmap backend: O_DIRECT descriptor for page-outs, or -1 */
+    int pidfd;        /* mmap backend: this process, for process_madvise; or -1 */
+    pid_t zap_pid;    /* the process pidfd names (a fork's child must not use it) */
+    uint32_t nzap;    /* mmap backend: slots read through the mapping, still mapped */
+    uint32_t zap[ZAP_BATCH];
     uint8_t *map;     /* mmap backend: the file mapped over npages pages */
     uint64_t reserved; /* mmap backend: bytes allocated in the file */
     uint32_t slot_hwm; /* slots ever handed out since the file was created */
-    uint32_t *free_slots;
+    uint32_t *free_slots; /* reserved, npages entries; touched up to slot_hwm */
     uint64_t nfree_slots;
-    uint32_t head, tail;
+    bitmap has_slot;   /* pages whose slot1 != 0: drain walks it */
+    uint32_t head;     /* most recent frame; NONE when the list is empty */
     uint64_t resident, frame_limit;
+    uint32_t tail;     /* least recent: not next to head, or GCC packs the two into one
+                        * vector register in the replay loop (SLP) and unpacks it per access */
+    uint64_t paged_out;    /* pages with a file copy and no frame */
     uint64_t drain_cursor; /* where a partial drain resumes */
     vmm_stats st;
+};
+
+struct backend_ops {
+    int open_flags;                                       /* added to O_RDWR|O_CREAT|O_EXCL */
+    int (*opened)(vmm_mem *m);                            /* after open: set up the file */
+    void (*closing)(vmm_mem *m);                          /* before close: tear it down */
+    int (*write)(vmm_mem *m, uint32_t slot, const uint8_t *src);
+    int (*read)(vmm_mem *m, uint32_t slot, uint8_t *dst);
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -113,6 +188,86 @@ static inline uint8_t *frame_addr(const vmm_pool *pool, uint32_t f)
     return pool->base + ((size_t)f << pool->page_shift);
 }
 
+/* Address space for metadata that grows with use: zero-filled, committed page by
+ * page as it is touched, never counted against the host's commit limit. */
+static void *reserve(size_t bytes)
+{
+    void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void unreserve(void *p, size_t bytes)
+{
+    if (p)
+        munmap(p, bytes ? bytes : 1);
+}
+
+static int bm_init(bitmap *b, uint64_t nbits)
+{
+    memset(b, 0, sizeof *b);
+    uint64_t n = nbits, total = 0;
+    do {
+        n = (n + 63) / 64;
+        b->words[b->levels++] = n;
+        total += n;
+    } while (n > 1 && b->levels < BM_LEVELS_MAX);
+    b->bytes = (size_t)total * sizeof(uint64_t);
+    b->mem = reserve(b->bytes);
+    if (!b->mem)
+        return VMM_ENOMEM;
+    uint64_t *p = b->mem;
+    for (int k = 0; k < b->levels; k++) {
+        b->lvl[k] = p;
+        p += b->words[k];
+    }
+    return VMM_OK;
+}
+
+static void bm_free(bitmap *b) { unreserve(b->mem, b->bytes); }
+
+static inline void bm_set(bitmap *b, uint64_t i)
+{
+    for (int k = 0; k < b->levels; k++) {
+        uint64_t *w = &b->lvl[k][i >> 6], was = *w;
+        *w = was | (1ull << (i & 63));
+        if (was)
+            return;
+        i >>= 6;
+    }
+}
+
+static inline void bm_clear(bitmap *b, uint64_t i)
+{
+    for (int k = 0; k < b->levels; k++) {
+        uint64_t *w = &b->lvl[k][i >> 6];
+        *w &= ~(1ull << (i & 63));
+        if (*w)
+            return;
+        i >>= 6;
+    }
+}
+
+/* The first set bit at or after i, or BM_NONE. */
+static uint64_t bm_next(const bitmap *b, uint64_t i)
+{
+    int k = 0;
+    for (;;) { /* up: find a level whose word (from i on) has a bit */
+        if (k == b->levels || (i >> 6) >= b->words[k])
+            return BM_NONE;
+        uint64_t bits = b->lvl[k][i >> 6] & (~0ull << (i & 63));
+        if (bits) {
+            i = (i & ~63ull) | (uint64_t)__builtin_ctzll(bits);
+            break;
+        }
+        i = (i >> 6) + 1; /* the next word of this level: its bit in the level above */
+        k++;
+    }
+    while (k-- > 0) /* down: the lowest set bit of each non-zero word */
+        i = (i << 6) | (uint64_t)__builtin_ctzll(b->lvl[k][i]);
+    return i;
+}
+
 /* ------------------------------------------------------------------ pool */
 
 int vmm_pool_create(uint64_t nframes, uint32_t page_size, vmm_pool **out)
@@ -132,14 +287,18 @@ int vmm_pool_create(uint64_t nframes, uint32_t page_size, vmm_pool **out)
     pool->page_shift = (uint32_t)__builtin_ctz(page_size);
     pool->bytes = (size_t)nframes * page_size;
     pool->meta = calloc(nframes, sizeof *pool->meta);
+    pool->page_of = calloc(nframes, sizeof *pool->page_of);
+    pool->flags = calloc(nframes, sizeof *pool->flags);
     pool->free_stack = malloc(nframes * sizeof *pool->free_stack);
     /* MAP_POPULATE commits every frame now: the pool is real RAM, not a promise. */
     void *base = mmap(NULL, pool->bytes, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (!pool->meta || !pool->free_stack || base == MAP_FAILED) {
+    if (!pool->meta || !pool->page_of || !pool->flags || !pool->free_stack || base == MAP_FAILED) {
         if (base != MAP_FAILED)
             munmap(base, pool->bytes);
         free(pool->meta);
+        free(pool->page_of);
+        free(pool->flags);
         free(pool->free_stack);
         free(pool);
         return VMM_ENOMEM;
@@ -161,6 +320,8 @@ void vmm_pool_destroy(vmm_pool *pool)
     munmap(pool->base, pool->bytes);
     pthread_mutex_destroy(&pool->lock);
     free(pool->meta);
+    free(pool->page_of);
+    free(pool->flags);
     free(pool->free_stack);
     free(pool);
 }
@@ -225,59 +386,108 @@ static inline void list_push_head(vmm_mem *m, uint32_t f)
 
 /* ---------------------------------------------------------- paging file */
 
-static void file_delete(vmm_mem *m)
+/* One whole page between a buffer and the file (pread/pwrite), retried on EINTR and
+ * short transfers. A transfer of nothing means the disk is full (write) or the file
+ * is shorter than a slot we wrote, i.e. it was tampered with (read). */
+static int transfer_fd(vmm_mem *m, int fd, uint8_t *buf, off_t off, int write)
 {
-    if (m->fd < 0)
-        return;
-    if (m->map)
-        munmap(m->map, (size_t)m->npages << m->pool->page_shift);
-    close(m->fd);
-    unlink(m->path);
-    m->map = NULL;
-    m->fd = -1;
-    m->reserved = 0;
-    m->slot_hwm = 0;
-    m->nfree_slots = 0;
-    m->st.file_size = 0;
-}
-
-static int file_create(vmm_mem *m)
-{
-    int flags = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-    if (m->backend == VMM_BACKEND_DIRECT)
-        flags |= O_DIRECT;
-    int fd = open(m->path, flags, 0600);
-    if (fd < 0) {
-        /* open(O_DIRECT) on a filesystem without it fails with EINVAL, and
-         * may have created the file first: O_EXCL says it is ours to remove. */
-        if (errno == EINVAL && m->backend == VMM_BACKEND_DIRECT) {
-            unlink(m->path);
-            return VMM_ENODIRECT;
+    size_t ps = m->pool->page_size, done = 0;
+    while (done < ps) {
+        ssize_t n = write ? pwrite(fd, buf + done, ps - done, off + (off_t)done)
+                          : pread(fd, buf + done, ps - done, off + (off_t)done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
         }
-        return -errno;
+        if (n == 0)
+            return write ? -ENOSPC : -EIO;
+        done += (size_t)n;
     }
-    if (m->backend == VMM_BACKEND_MMAP) {
-        void *map = mmap(NULL, (size_t)m->npages << m->pool->page_shift,
-                         PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (map == MAP_FAILED) {
-            int err = errno;
-            close(fd);
-            unlink(m->path);
-            return -err;
-        }
-        /* No read-around: a fault must read just its page from the device, or the
-         * neighbours it drags into the page cache make later page-ins a lie. */
-        madvise(map, (size_t)m->npages << m->pool->page_shift, MADV_RANDOM);
-        posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
-        m->map = map;
-    }
-    m->fd = fd;
-    m->st.file_created++;
     return VMM_OK;
 }
 
-/* mmap backend: make sure the bytes up to end are allocated on disk. */
-static int file_reserve(vmm_mem *m, uint64_t end)
+static int transfer(vmm_mem *m, uint8_t *buf, off_t off, int write)
+{
+    return transfer_fd(m, m->fd, buf, off, write);
+}
+
+static inline off_t slot_offset(const vmm_mem *m, uint32_t slot)
+{
+    return (off_t)slot << m->pool->page_shift;
+}
+
+/* -- direct backend: O_DIRECT pread/pwrite between the frame and the file. */
+
+static int direct_opened(vmm_mem *m)
+{
+    (void)m;
+    return VMM_OK;
+}
+
+static void direct_closing(vmm_mem *m) { (void)m; }
+
+static int direct_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
+{
+    off_t off = slot_offset(m, slot);
+    int rc = transfer(m, (uint8_t *)src, off, 1);
+    if (rc)
+        return rc;
+    uint64_t end = (uint64_t)off + m->pool->page_size;
+    if (end > m->st.file_size)
+        m->st.file_size = end;
+    return VMM_OK;
+}
+
+static int direct_read(vmm_mem *m, uint32_t slot, uint8_t *dst)
+{
+    return transfer(m, dst, slot_offset(m, slot), 0);
+}
+
+/* -- mmap backend: the file mapped shared; page-in reads through the mapping, page-out
+ * writes with pwrite (not through the mapping: a store into an uncached page of the
+ * mapping would first read the old block, and the mapped page would cost TLB shootdowns
+ * to write back and to unmap): O_DIRECT where the filesystem has it, else buffered, then
+ * sync_file_range and a page-cache drop. */
+
+static int mmap_opened(vmm_mem *m)
+{
+    size_t bytes = (size_t)m->npages << m->pool->page_shift;
+    void *map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
+    if (map == MAP_FAILED)
+        return -errno;
+    /* No read-around: a fault must read just its page from the device, or the
+     * neighbours it drags into the page cache make later page-ins a lie. */
+    madvise(map, bytes, MADV_RANDOM);
+    posix_fadvise(m->fd, 0, 0, POSIX_FADV_RANDOM);
+    m->map = map;
+#ifdef SYS_pidfd_open
+    m->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    m->zap_pid = getpid();
+#endif
+    /* Page-outs go by O_DIRECT where the filesystem has it: no page cache, so nothing to
+     * write back, wait for or drop; where it has not, buffered pwrite + sync_file_range. */
+    m->wfd = open(m->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    return VMM_OK;
+}
+
+static void mmap_closing(vmm_mem *m)
+{
+    if (m->map)
+        munmap(m->map, (size_t)m->npages << m->pool->page_shift);
+    if (m->wfd >= 0)
+        close(m->wfd);
+    if (m->pidfd >= 0)
+        close(m->pidfd);
+    m->map = NULL;
+    m->wfd = m->pidfd = -1;
+    m->nzap = 0; /* unmapped with the rest; the file goes away */
+    m->reserved = 0;
+}
+
+/* Make sure the bytes up to end are allocated on disk, in chunks, so a full disk shows
+ * up as ENOSPC here, never as SIGBUS from the mapping or a lost delayed write. */
+static int mmap_reserve(vmm_mem *m, uint64_t end)
 {
     if (end <= m->reserved)
         return VMM_OK;
@@ -301,79 +511,139 @@ static int file_reserve(vmm_mem *m, uint64_t end)
     return VMM_OK;
 }
 
-/* mmap backend: drop a slot from this mapping and from the page cache, so the next
- * access to it must read the device. */
-static void drop_cached(vmm_mem *m, off_t off)
+/* Unmaps every page read through the mapping since the last flush, with one TLB
+ * shootdown (process_madvise batches them; where it is missing, one madvise each), and
+ * drops them from the page cache. Until then a slot read stays mapped and cached, so a
+ * slot is flushed before it is read or written again (zap_if_pending). */
+static void zap_flush(vmm_mem *m)
 {
     size_t ps = m->pool->page_size;
-    madvise(m->map + off, ps, MADV_DONTNEED);
-    posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED);
-}
-
-/* direct backend: one whole page between a frame and the file, retried on EINTR and
- * short transfers. A transfer of nothing means the disk is full (write) or the file
- * is shorter than a slot we wrote, i.e. it was tampered with (read). */
-static int direct_transfer(vmm_mem *m, uint8_t *buf, off_t off, int write)
-{
-    size_t ps = m->pool->page_size, done = 0;
-    while (done < ps) {
-        ssize_t n = write ? pwrite(m->fd, buf + done, ps - done, off + (off_t)done)
-                          : pread(m->fd, buf + done, ps - done, off + (off_t)done);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
+    uint32_t n = m->nzap;
+    if (!n)
+        return;
+    int done = 0;
+#ifdef SYS_process_madvise
+    if (m->pidfd >= 0 && m->zap_pid == getpid()) {
+        struct iovec iov[ZAP_BATCH];
+        for (uint32_t i = 0; i < n; i++) {
+            iov[i].iov_base = m->map + slot_offset(m, m->zap[i]);
+            iov[i].iov_len = ps;
         }
-        if (n == 0)
-            return write ? -ENOSPC : -EIO;
-        done += (size_t)n;
+        done = syscall(SYS_process_madvise, m->pidfd, iov, (size_t)n, MADV_DONTNEED, 0u) ==
+               (long)(n * ps);
     }
-    return VMM_OK;
+#endif
+    for (uint32_t i = 0; i < n; i++) {
+        off_t off = slot_offset(m, m->zap[i]);
+        if (!done)
+            madvise(m->map + off, ps, MADV_DONTNEED);
+        posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED);
+    }
+    m->nzap = 0;
 }
 
-static int file_write(vmm_mem *m, uint32_t slot, uint8_t *src)
+static inline void zap_if_pending(vmm_mem *m, uint32_t slot)
+{
+    for (uint32_t i = 0; i < m->nzap; i++)
+        if (m->zap[i] == slot) {
+            zap_flush(m);
+            return;
+        }
+}
+
+static int mmap_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
 {
     size_t ps = m->pool->page_size;
-    off_t off = (off_t)slot * (off_t)ps;
-    if (m->backend == VMM_BACKEND_MMAP) {
-        int rc = file_reserve(m, (uint64_t)off + ps);
-        if (rc)
-            return rc;
-        memcpy(m->map + off, src, ps);
-        /* Write the page's data to the device and wait for it (msync would also
-         * force a journal commit for the fallocated extent: metadata a paging file
-         * deleted after use does not need). */
-        if (sync_file_range(m->fd, off, (off_t)ps,
-                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                                SYNC_FILE_RANGE_WAIT_AFTER) != 0)
-            return -errno;
-        drop_cached(m, off);
-        return VMM_OK;
-    }
-    int rc = direct_transfer(m, src, off, 1);
+    off_t off = slot_offset(m, slot);
+    int rc = mmap_reserve(m, (uint64_t)off + ps);
     if (rc)
         return rc;
-    uint64_t end = (uint64_t)off + ps;
-    if (end > m->st.file_size)
-        m->st.file_size = end;
+    zap_if_pending(m, slot); /* a mapped page would be unmapped by the write, alone */
+    if (m->wfd >= 0) /* the frame is page-aligned: a direct write straight from it */
+        return transfer_fd(m, m->wfd, (uint8_t *)src, off, 1);
+    /* A whole, aligned page: the page cache takes it without reading the old block. */
+    rc = transfer(m, (uint8_t *)src, off, 1);
+    if (rc)
+        return rc;
+    /* Write the page's data to the device and wait for it (fsync/msync would also force
+     * a journal commit for the fallocated extent: metadata a paging file deleted after
+     * use does not need). The page is in no mapping, so write-back unmaps nothing. */
+    if (sync_file_range(m->fd, off, (off_t)ps,
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                            SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+        return -errno;
+    posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED); /* the next page-in reads the device */
     return VMM_OK;
 }
 
-static int file_read(vmm_mem *m, uint32_t slot, uint8_t *dst)
+static int mmap_read(vmm_mem *m, uint32_t slot, uint8_t *dst)
 {
     size_t ps = m->pool->page_size;
-    off_t off = (off_t)slot * (off_t)ps;
-    if (m->backend == VMM_BACKEND_MMAP) {
-        memcpy(dst, m->map + off, ps); /* faults the page in from the device */
-        drop_cached(m, off);
-        return VMM_OK;
-    }
-    return direct_transfer(m, dst, off, 0);
+    off_t off = slot_offset(m, slot);
+    zap_if_pending(m, slot); /* still cached from its last read: it must come from the device */
+    memcpy(dst, m->map + off, ps); /* faults the page in from the device */
+    /* Unmap it and drop it from the page cache, so the next access reads the device:
+     * batched, see zap_flush. */
+    m->zap[m->nzap++] = slot;
+    if (m->nzap == ZAP_BATCH)
+        zap_flush(m);
+    return VMM_OK;
 }
 
-static void slot_free(vmm_mem *m, uint32_t slot)
+static const backend_ops BACKENDS[] = {
+    [VMM_BACKEND_DIRECT] = {O_DIRECT, direct_opened, direct_closing, direct_write, direct_read},
+    [VMM_BACKEND_MMAP] = {0, mmap_opened, mmap_closing, mmap_write, mmap_read},
+};
+
+static void file_delete(vmm_mem *m)
 {
-    m->free_slots[m->nfree_slots++] = slot;
+    if (m->fd < 0)
+        return;
+    m->ops->closing(m);
+    /* Delete the path only while it still names the file we made: if anyone replaced it
+     * (a rename, a symlink put in its place) theirs is left alone. */
+    struct stat ours, now;
+    if (fstat(m->fd, &ours) == 0 && lstat(m->path, &now) == 0 && ours.st_dev == now.st_dev &&
+        ours.st_ino == now.st_ino)
+        unlink(m->path);
+    close(m->fd);
+    m->fd = -1;
+    m->slot_hwm = 0;
+    m->nfree_slots = 0;
+    m->st.file_size = 0;
+}
+
+static int file_create(vmm_mem *m)
+{
+    int flags = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | m->ops->open_flags;
+    int fd = open(m->path, flags, 0600);
+    if (fd < 0) {
+        /* open(O_DIRECT) on a filesystem without it fails with EINVAL, and
+         * may have created the file first: O_EXCL says it is ours to remove. */
+        if (errno == EINVAL && (m->ops->open_flags & O_DIRECT)) {
+            unlink(m->path);
+            return VMM_ENODIRECT;
+        }
+        return -errno;
+    }
+    m->fd = fd;
+    int rc = m->ops->opened(m);
+    if (rc) {
+        close(fd);
+        unlink(m->path);
+        m->fd = -1;
+        return rc;
+    }
+    m->st.file_created++;
+    return VMM_OK;
+}
+
+/* Page p gives its file slot back (the copy is forgotten). */
+static void slot_drop(vmm_mem *m, uint32_t p)
+{
+    m->free_slots[m->nfree_slots++] = m->slot1[p] - 1;
+    m->slot1[p] = 0;
+    bm_clear(&m->has_slot, p);
     m->st.file_pages--;
 }
 
@@ -398,9 +668,9 @@ static inline void record(uint64_t *hist, uint64_t *total, uint64_t t0)
  * with the caller. On a failed write nothing changes. */
 static int evict(vmm_mem *m, uint32_t f)
 {
-    frame_meta *fm = &m->pool->meta[f];
-    pte *e = &m->pt[fm->page];
-    if (fm->flags & F_DIRTY) {
+    uint8_t *flags = &m->pool->flags[f];
+    uint32_t p = m->pool->page_of[f];
+    if (*flags & F_DIRTY) {
         int created = 0, new_slot = 0;
         uint32_t slot;
         if (m->fd < 0) {
@@ -409,14 +679,14 @@ static int evict(vmm_mem *m, uint32_t f)
                 return rc;
             created = 1;
         }
-        if (e->slot1) {
-            slot = e->slot1 - 1;
+        if (m->slot1[p]) {
+            slot = m->slot1[p] - 1;
         } else {
             slot = m->nfree_slots ? m->free_slots[--m->nfree_slots] : m->slot_hwm++;
             new_slot = 1;
         }
         uint64_t t0 = now_ns();
-        int rc = file_write(m, slot, frame_addr(m->pool, f));
+        int rc = m->ops->write(m, slot, frame_addr(m->pool, f));
         if (rc) {
             if (new_slot) {
                 if (slot + 1 == m->slot_hwm)
@@ -432,7 +702,8 @@ static int evict(vmm_mem *m, uint32_t f)
         }
         record(m->st.page_out_hist, &m->st.page_out_ns, t0);
         if (new_slot) {
-            e->slot1 = slot + 1;
+            m->slot1[p] = slot + 1;
+            bm_set(&m->has_slot, p);
             if (++m->st.file_pages > m->st.file_pages_peak)
                 m->st.file_pages_peak = m->st.file_pages;
         }
@@ -442,9 +713,11 @@ static int evict(vmm_mem *m, uint32_t f)
         m->st.clean_drops++;
     }
     list_unlink(m, f);
-    e->frame1 = 0;
-    fm->flags = 0;
+    m->frame1[p] = 0;
+    *flags = 0;
     m->resident--;
+    if (m->slot1[p])
+        m->paged_out++;
     return VMM_OK;
 }
 
@@ -452,19 +725,46 @@ static uint32_t pick_victim(vmm_mem *m)
 {
     if (m->policy == VMM_POLICY_LRU)
         return m->tail;
-    frame_meta *meta = m->pool->meta;
+    uint8_t *flags = m->pool->flags;
     for (;;) {
         uint32_t f = m->tail;
-        if (!(meta[f].flags & F_REF))
+        if (!(flags[f] & F_REF))
             return f;
-        meta[f].flags &= ~F_REF; /* second chance */
+        flags[f] &= (uint8_t)~F_REF; /* second chance */
         list_unlink(m, f);
         list_push_head(m, f);
     }
 }
 
+/* Page p now lives in frame f, clean, most recently used. */
+static void install(vmm_mem *m, uint32_t p, uint32_t f)
+{
+    m->pool->page_of[f] = p;
+    m->pool->flags[f] = 0;
+    list_push_head(m, f);
+    m->frame1[p] = f + 1;
+    m->resident++;
+}
+
+/* Reads paged-out page p from its slot into frame f and installs it there: the one
+ * page-in of the fault path and of drain. On failure the frame stays with the caller
+ * and nothing changed. */
+static int page_in(vmm_mem *m, uint32_t p, uint32_t f)
+{
+    uint64_t t0 = now_ns();
+    int rc = m->ops->read(m, m->slot1[p] - 1, frame_addr(m->pool, f));
+    if (rc)
+        return rc;
+    record(m->st.page_in_hist, &m->st.page_in_ns, t0);
+    m->st.page_ins++;
+    m->st.bytes_read += m->pool->page_size;
+    m->paged_out--;
+    install(m, p, f);
+    return VMM_OK;
+}
+
 /* Brings page p into a frame: a free one within the limit, else a victim. */
-static int fault(vmm_mem *m, uint32_t p, uint32_t *out)
+static __attribute__((noinline)) int fault(vmm_mem *m, uint32_t p, uint32_t *out)
 {
     uint64_t t0 = now_ns(), outs_before = m->st.page_outs;
     uint32_t f = NONE;
@@ -478,31 +778,20 @@ static int fault(vmm_mem *m, uint32_t p, uint32_t *out)
         if (rc)
             return rc;
     }
-    pte *e = &m->pt[p];
-    uint8_t *dst = frame_addr(m->pool, f);
     int paged_in = 0;
-    if (e->slot1) {
-        uint64_t t_in = now_ns();
-        int rc = file_read(m, e->slot1 - 1, dst);
+    if (m->slot1[p]) {
+        int rc = page_in(m, p, f);
         if (rc) {
             /* The victim (if any) is already out; keep the frame for later. */
             pool_free(m->pool, f);
             return rc;
         }
-        record(m->st.page_in_hist, &m->st.page_in_ns, t_in);
         paged_in = 1;
-        m->st.page_ins++;
-        m->st.bytes_read += m->pool->page_size;
     } else {
-        memset(dst, 0, m->pool->page_size);
+        memset(frame_addr(m->pool, f), 0, m->pool->page_size);
         m->st.zero_fills++;
+        install(m, p, f);
     }
-    frame_meta *fm = &m->pool->meta[f];
-    fm->page = p;
-    fm->flags = 0;
-    list_push_head(m, f);
-    e->frame1 = f + 1;
-    m->resident++;
     if (paged_in || m->st.page_outs != outs_before) {
         record(m->st.fault_hist, &m->st.fault_ns, t0);
         m->st.disk_faults++;
@@ -513,19 +802,17 @@ static int fault(vmm_mem *m, uint32_t p, uint32_t *out)
 
 static inline void bump_le64(uint8_t *b)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | b[i];
-    v++;
-    for (int i = 0; i < 8; i++, v >>= 8)
-        b[i] = (uint8_t)v;
+    uint64_t v;
+    memcpy(&v, b, sizeof v);
+    v = htole64(le64toh(v) + 1);
+    memcpy(b, &v, sizeof v);
 }
 
-/* One guest access; *frame receives the frame now holding the page. */
+/* One guest access (read/write path); *frame receives the frame now holding the page. */
 static inline int access_page(vmm_mem *m, uint32_t p, int write, uint32_t *frame)
 {
-    frame_meta *meta = m->pool->meta;
-    uint32_t f1 = m->pt[p].frame1;
+    uint8_t *flags = m->pool->flags;
+    uint32_t f1 = m->frame1[p];
     uint32_t f;
     if (LIKELY(f1)) {
         f = f1 - 1;
@@ -536,7 +823,7 @@ static inline int access_page(vmm_mem *m, uint32_t p, int write, uint32_t *frame
                 list_push_head(m, f);
             }
         } else {
-            meta[f].flags |= F_REF;
+            flags[f] |= F_REF;
         }
     } else {
         int rc = fault(m, p, &f);
@@ -545,12 +832,94 @@ static inline int access_page(vmm_mem *m, uint32_t p, int write, uint32_t *frame
     }
     m->st.accesses++;
     if (write)
-        meta[f].flags |= F_DIRTY;
+        flags[f] |= F_DIRTY;
     *frame = f;
     return VMM_OK;
 }
 
+/* The replay loop, one copy per policy and per presence of write flags (both are
+ * constants after inlining). The list ends live in locals: stores to the frame links
+ * could alias them in memory and would force a reload of each on every access. The
+ * counters are not touched per access: accesses are the entries done, hits those minus
+ * the faults. Everything goes back to the vmm_mem around a fault, which works on the
+ * vmm_mem's own copies. */
+static inline __attribute__((always_inline)) int
+replay_loop(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uint64_t n, uint64_t *done,
+            const int lru, const int has_writes)
+{
+    frame_meta *const meta = m->pool->meta;
+    uint8_t *const flags = m->pool->flags;
+    const uint32_t *const frame1 = m->frame1;
+    const uint64_t npages = m->npages;
+    uint32_t head = m->head, tail = m->tail;
+    uint64_t i = 0, flushed = 0; /* entries up to `flushed` are in m->st already */
+    int rc = VMM_OK;
+    for (; i < n; i++) {
+        uint32_t p = pages[i], f;
+        if (UNLIKELY(p >= npages)) {
+            rc = VMM_ERANGE;
+            break;
+        }
+        uint32_t f1 = frame1[p];
+        if (LIKELY(f1)) {
+            f = f1 - 1;
+            if (lru) {
+                if (f != head) { /* move to front; f is not the head, so it has a prev */
+                    uint32_t pv = meta[f].prev, nx = meta[f].next;
+                    meta[pv].next = nx;
+                    if (nx != NONE)
+                        meta[nx].prev = pv;
+                    else
+                        tail = pv;
+                    meta[f].prev = NONE;
+                    meta[f].next = head;
+                    meta[head].prev = f;
+                    head = f;
+                }
+            } else {
+                flags[f] |= F_REF;
+            }
+        } else {
+            m->head = head;
+            m->tail = tail;
+            m->st.hits += i - flushed; /* every entry since the last fault was a hit */
+            m->st.accesses += i - flushed;
+            flushed = i + 1;
+            uint32_t nf; /* its address goes to fault(), f's does not: f stays in a register */
+            rc = fault(m, p, &nf);
+            head = m->head;
+            tail = m->tail;
+            if (UNLIKELY(rc)) {
+                flushed = i;
+                break;
+            }
+            f = nf;
+            m->st.accesses++;
+        }
+        if (has_writes && writes[i]) {
+            flags[f] |= F_DIRTY;
+            bump_le64(frame_addr(m->pool, f));
+        }
+    }
+    m->head = head;
+    m->tail = tail;
+    m->st.hits += i - flushed;
+    m->st.accesses += i - flushed;
+    *done = i;
+    return rc;
+}
+
 /* ------------------------------------------------------------ guest API */
+
+static void mem_free(vmm_mem *m)
+{
+    unreserve(m->frame1, (size_t)m->npages * sizeof *m->frame1);
+    unreserve(m->slot1, (size_t)m->npages * sizeof *m->slot1);
+    unreserve(m->free_slots, (size_t)m->npages * sizeof *m->free_slots);
+    bm_free(&m->has_slot);
+    free(m->path);
+    free(m);
+}
 
 int vmm_mem_create(vmm_pool *pool, uint64_t npages, const char *path, int backend, int policy,
                    vmm_mem **out)
@@ -560,6 +929,8 @@ int vmm_mem_create(vmm_pool *pool, uint64_t npages, const char *path, int backen
     *out = NULL;
     if (!pool || !path || !*path || npages == 0 || npages > MAX_GUEST_PAGES)
         return VMM_EINVAL;
+    if (npages > (SIZE_MAX >> pool->page_shift))
+        return VMM_EINVAL;
     if (backend != VMM_BACKEND_DIRECT && backend != VMM_BACKEND_MMAP)
         return VMM_EINVAL;
     if (policy != VMM_POLICY_LRU && policy != VMM_POLICY_CLOCK)
@@ -567,24 +938,23 @@ int vmm_mem_create(vmm_pool *pool, uint64_t npages, const char *path, int backen
     vmm_mem *m = calloc(1, sizeof *m);
     if (!m)
         return VMM_ENOMEM;
-    /* calloc of large sizes maps zero pages lazily: a 64 GiB guest costs
-     * nothing until its pages are touched. */
-    m->pt = calloc(npages, sizeof *m->pt);
-    m->free_slots = malloc(npages * sizeof *m->free_slots);
+    m->npages = npages;
+    /* Reserved, not committed: a page of the table costs RAM once a guest page it
+     * describes is touched, so creation is O(1) whatever the guest's size. */
+    m->frame1 = reserve((size_t)npages * sizeof *m->frame1);
+    m->slot1 = reserve((size_t)npages * sizeof *m->slot1);
+    m->free_slots = reserve((size_t)npages * sizeof *m->free_slots);
+    int bm = bm_init(&m->has_slot, npages);
     m->path = strdup(path);
-    if (!m->pt || !m->free_slots || !m->path) {
-        free(m->pt);
-        free(m->free_slots);
-        free(m->path);
-        free(m);
+    if (!m->frame1 || !m->slot1 || !m->free_slots || bm != VMM_OK || !m->path) {
+        mem_free(m);
         return VMM_ENOMEM;
     }
     pthread_mutex_init(&m->lock, NULL);
     m->pool = pool;
-    m->npages = npages;
-    m->backend = backend;
+    m->ops = &BACKENDS[backend];
     m->policy = policy;
-    m->fd = -1;
+    m->fd = m->wfd = m->pidfd = -1;
     m->head = m->tail = NONE;
     *out = m;
     return VMM_OK;
@@ -598,16 +968,13 @@ void vmm_mem_destroy(vmm_mem *m)
     frame_meta *meta = m->pool->meta;
     for (uint32_t f = m->head, next; f != NONE; f = next) {
         next = meta[f].next;
-        meta[f].flags = 0;
+        m->pool->flags[f] = 0;
         pool_free(m->pool, f);
     }
     file_delete(m);
     pthread_mutex_unlock(&m->lock);
     pthread_mutex_destroy(&m->lock);
-    free(m->pt);
-    free(m->free_slots);
-    free(m->path);
-    free(m);
+    mem_free(m);
 }
 
 int vmm_mem_set_frame_limit(vmm_mem *m, uint64_t frames)
@@ -686,22 +1053,14 @@ int vmm_mem_replay(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uin
         *done = 0;
     if (!m || (n && !pages))
         return VMM_EINVAL;
-    int rc = VMM_OK;
     pthread_mutex_lock(&m->lock);
-    uint64_t npages = m->npages;
-    for (; i < n; i++) {
-        uint32_t p = pages[i], f;
-        if (UNLIKELY(p >= npages)) {
-            rc = VMM_ERANGE;
-            break;
-        }
-        int w = writes ? writes[i] != 0 : 0;
-        rc = access_page(m, p, w, &f);
-        if (UNLIKELY(rc))
-            break;
-        if (w)
-            bump_le64(frame_addr(m->pool, f));
-    }
+    int rc, lru = m->policy == VMM_POLICY_LRU;
+    if (writes)
+        rc = lru ? replay_loop(m, pages, writes, n, &i, 1, 1)
+                 : replay_loop(m, pages, writes, n, &i, 0, 1);
+    else
+        rc = lru ? replay_loop(m, pages, NULL, n, &i, 1, 0)
+                 : replay_loop(m, pages, NULL, n, &i, 0, 0);
     pthread_mutex_unlock(&m->lock);
     if (done)
         *done = i;
@@ -715,21 +1074,21 @@ int vmm_mem_release(vmm_mem *m, uint64_t first, uint64_t count)
     if (first > m->npages || count > m->npages - first)
         return VMM_ERANGE;
     pthread_mutex_lock(&m->lock);
-    frame_meta *meta = m->pool->meta;
     for (uint64_t p = first; p < first + count; p++) {
-        pte *e = &m->pt[p];
-        if (!e->frame1 && !e->slot1)
+        if (!m->frame1[p] && !m->slot1[p])
             continue;
-        if (e->frame1) {
-            uint32_t f = e->frame1 - 1;
+        if (m->frame1[p]) {
+            uint32_t f = m->frame1[p] - 1;
             list_unlink(m, f);
-            meta[f].flags = 0;
+            m->pool->flags[f] = 0;
             pool_free(m->pool, f);
             m->resident--;
+            m->frame1[p] = 0;
+        } else {
+            m->paged_out--; /* it had a slot and no frame */
         }
-        if (e->slot1)
-            slot_free(m, e->slot1 - 1);
-        e->frame1 = e->slot1 = 0;
+        if (m->slot1[p])
+            slot_drop(m, (uint32_t)p);
         m->st.releases++;
     }
     file_delete_if_empty(m);
@@ -743,55 +1102,49 @@ int vmm_mem_drain(vmm_mem *m, uint64_t max_pages, uint64_t *left)
         return VMM_EINVAL;
     pthread_mutex_lock(&m->lock);
     int rc = VMM_OK;
-    /* A scan of the page table: drain is rare, and a counter kept on the fault path
-     * would cost every fault for it. */
-    uint64_t paged_out = 0;
-    for (uint64_t p = 0; p < m->npages && m->st.file_pages; p++)
-        if (m->pt[p].slot1 && !m->pt[p].frame1)
-            paged_out++;
-    if (m->resident + paged_out > m->frame_limit || paged_out > vmm_pool_free_frames(m->pool)) {
+    if (m->resident + m->paged_out > m->frame_limit ||
+        m->paged_out > vmm_pool_free_frames(m->pool)) {
         if (left)
             *left = m->st.file_pages;
         pthread_mutex_unlock(&m->lock);
         return VMM_EFRAMES;
     }
-    frame_meta *meta = m->pool->meta;
     uint64_t done = 0, p = m->drain_cursor < m->npages ? m->drain_cursor : 0;
-    for (uint64_t scanned = 0; scanned < m->npages && m->st.file_pages;
-         scanned++, p = p + 1 < m->npages ? p + 1 : 0) {
-        pte *e = &m->pt[p];
-        if (!e->slot1)
+    int wrapped = 0;
+    /* Only pages that hold a slot are visited: the bitmap's summary levels skip the
+     * rest, so the cost follows the pages in the file, not the guest's size. */
+    while (m->st.file_pages) {
+        uint64_t q = bm_next(&m->has_slot, p);
+        if (q == BM_NONE) {
+            if (wrapped || p == 0)
+                break; /* cannot happen while file_pages > 0 */
+            wrapped = 1;
+            p = 0;
             continue;
+        }
+        p = q;
         if (max_pages && done == max_pages)
             break; /* resume here next call: the caller lets others at the lock */
         uint32_t f;
-        if (e->frame1) {
-            f = e->frame1 - 1;
+        if (m->frame1[p]) {
+            f = m->frame1[p] - 1;
         } else {
             f = pool_alloc(m->pool);
             if (f == NONE) { /* another guest took the frames meanwhile */
                 rc = VMM_EFRAMES;
                 break;
             }
-            uint64_t t0 = now_ns();
-            rc = file_read(m, e->slot1 - 1, frame_addr(m->pool, f));
+            rc = page_in(m, (uint32_t)p, f);
             if (rc) {
                 pool_free(m->pool, f);
                 break;
             }
-            record(m->st.page_in_hist, &m->st.page_in_ns, t0);
-            m->st.page_ins++;
-            m->st.bytes_read += m->pool->page_size;
-            meta[f].page = (uint32_t)p;
-            list_push_head(m, f);
-            e->frame1 = f + 1;
-            m->resident++;
         }
         /* The file copy goes away, so the frame is now the only copy. */
-        meta[f].flags = F_DIRTY;
-        slot_free(m, e->slot1 - 1);
-        e->slot1 = 0;
+        m->pool->flags[f] = F_DIRTY;
+        slot_drop(m, (uint32_t)p);
         done++;
+        p = p + 1 < m->npages ? p + 1 : 0;
     }
     m->drain_cursor = p;
     file_delete_if_empty(m);
@@ -809,6 +1162,18 @@ int vmm_mem_stats(vmm_mem *m, vmm_stats *out)
         return VMM_EINVAL;
     pthread_mutex_lock(&m->lock);
     *out = m->st;
+    out->resident = m->resident;
+    out->frame_limit = m->frame_limit;
+    pthread_mutex_unlock(&m->lock);
+    return VMM_OK;
+}
+
+int vmm_mem_counters(vmm_mem *m, vmm_counters *out)
+{
+    if (!m || !out)
+        return VMM_EINVAL;
+    pthread_mutex_lock(&m->lock);
+    memcpy(out, &m->st, sizeof *out); /* the scalar prefix of vmm_stats */
     out->resident = m->resident;
     out->frame_limit = m->frame_limit;
     pthread_mutex_unlock(&m->lock);
@@ -836,11 +1201,11 @@ int vmm_mem_page_state(vmm_mem *m, uint64_t page, int *state)
     if (page >= m->npages)
         return VMM_ERANGE;
     pthread_mutex_lock(&m->lock);
-    pte e = m->pt[page];
-    if (e.frame1)
-        *state = (m->pool->meta[e.frame1 - 1].flags & F_DIRTY) ? 2 : 1;
+    uint32_t f1 = m->frame1[page];
+    if (f1)
+        *state = (m->pool->flags[f1 - 1] & F_DIRTY) ? 2 : 1;
     else
-        *state = e.slot1 ? 3 : 0;
+        *state = m->slot1[page] ? 3 : 0;
     pthread_mutex_unlock(&m->lock);
     return VMM_OK;
 }

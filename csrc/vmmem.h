@@ -36,7 +36,10 @@
 #define VMM_ENODIRECT -10007 /* the paging folder's filesystem refused O_DIRECT */
 
 #define VMM_BACKEND_DIRECT 0 /* O_DIRECT pread/pwrite between frame and file */
-#define VMM_BACKEND_MMAP 1   /* shared mapping, written back and dropped from the cache on every transfer */
+#define VMM_BACKEND_MMAP 1   /* page-in through a shared mapping of the file (unmapped and
+                              * dropped from the page cache in batches); page-out by O_DIRECT
+                              * pwrite, or where the filesystem refuses O_DIRECT by pwrite +
+                              * sync_file_range + a page-cache drop */
 
 #define VMM_POLICY_LRU 0     /* exact LRU, O(1) per access and per eviction */
 #define VMM_POLICY_CLOCK 1   /* second chance: referenced bit, FIFO hand */
@@ -49,6 +52,31 @@
 
 typedef struct vmm_pool vmm_pool;
 typedef struct vmm_mem vmm_mem;
+
+/* The scalar counters alone: the first fields of vmm_stats, same names, same order,
+ * for a read that does not copy the histograms (see vmm_mem_counters). */
+typedef struct vmm_counters {
+    uint64_t accesses;
+    uint64_t hits;
+    uint64_t zero_fills;
+    uint64_t page_ins;
+    uint64_t page_outs;
+    uint64_t clean_drops;
+    uint64_t bytes_read;
+    uint64_t bytes_written;
+    uint64_t releases;
+    uint64_t resident;
+    uint64_t frame_limit;
+    uint64_t file_pages;
+    uint64_t file_pages_peak;
+    uint64_t file_size;
+    uint64_t file_created;
+    uint64_t file_deleted;
+    uint64_t page_in_ns;
+    uint64_t page_out_ns;
+    uint64_t disk_faults;
+    uint64_t fault_ns;
+} vmm_counters;
 
 typedef struct vmm_stats {
     uint64_t accesses;      /* guest accesses (replay entries, pages touched by read/write) */
@@ -71,6 +99,7 @@ typedef struct vmm_stats {
     uint64_t page_out_ns;   /* total time spent in page-out I/O */
     uint64_t disk_faults;   /* faults that waited on the file: victim write-back and/or page-in */
     uint64_t fault_ns;      /* total time of those faults, from the fault to the frame ready */
+    /* 328 is VMM_HIST_BUCKETS (cffi needs the literal; vmmem.c asserts they agree) */
     uint64_t page_in_hist[328];
     uint64_t page_out_hist[328];
     uint64_t fault_hist[328]; /* what a guest waits for a fault that touches the disk */
@@ -88,7 +117,10 @@ uint32_t vmm_pool_page_size(const vmm_pool *pool);
 /* ---- guest memory ---- */
 /* npages guest pages (< 2^32 - 1) on pool. path is the paging file to create
  * at the first page-out (O_CREAT|O_EXCL); it is copied. backend and policy
- * are VMM_BACKEND_* and VMM_POLICY_*. The frame limit starts at 0. */
+ * are VMM_BACKEND_* and VMM_POLICY_*. The frame limit starts at 0.
+ * Creation is O(1): the page table and the slot metadata are address space
+ * reserved without commitment (MAP_NORESERVE), so host memory is spent only on
+ * the parts of them that pages touched (a 12 TiB guest fits a small host). */
 int vmm_mem_create(vmm_pool *pool, uint64_t npages, const char *path,
                    int backend, int policy, vmm_mem **out);
 /* Returns every frame to the pool and deletes the paging file. */
@@ -118,7 +150,9 @@ int vmm_mem_release(vmm_mem *mem, uint64_t first, uint64_t count);
 
 /* Empties the paging file: brings every paged-out page back into a frame and
  * forgets the file copies of resident pages (they become dirty), in page
- * order; deletes the file once it holds no page. Fails with VMM_EFRAMES,
+ * order; deletes the file once it holds no page. Its cost is proportional to
+ * the pages in the file, not to the guest's size (a bitmap index of the pages
+ * that hold a slot finds them). Fails with VMM_EFRAMES,
  * changing nothing, when the frame limit (or the pool) cannot hold every page.
  * max_pages > 0 stops after that many pages, so a caller can let others at the
  * guest's lock between calls; the next call resumes where this one stopped.
@@ -127,6 +161,8 @@ int vmm_mem_drain(vmm_mem *mem, uint64_t max_pages, uint64_t *left);
 
 /* Fills *out with a consistent snapshot of the counters. */
 int vmm_mem_stats(vmm_mem *mem, vmm_stats *out);
+/* The scalar counters only (no histograms): a cheap read for polling. */
+int vmm_mem_counters(vmm_mem *mem, vmm_counters *out);
 int vmm_mem_reset_stats(vmm_mem *mem); /* zeroes the event counters and histograms */
 
 /* State of one page: 0 zero (untouched or released), 1 resident clean,

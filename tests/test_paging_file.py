@@ -205,3 +205,42 @@ def test_large_pages_page_out_and_back_whole(disk_dir, backend):
         for page, data in enumerate(pattern):
             assert mem.read(page * large + large - len(data), len(data)) == data
         assert mem.stats.bytes_read == mem.stats.page_ins * large > 0
+
+
+def test_mmap_backend_pages_through_a_filesystem_without_direct_io(tmp_path):
+    """ramfs refuses O_DIRECT: the mmap backend's page-outs fall back to pwrite +
+    sync_file_range there, and every page comes back intact (ramfs is RAM: only the data
+    path is checked here, the device proofs are in test_device_io.py)."""
+    import warnings
+
+    from conftest import mounted
+
+    with mounted(["-t", "ramfs"], "ramfs", tmp_path / "ramfs") as mnt:
+        probe = mnt / "probe"
+        try:
+            fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o600)
+        except OSError:
+            pass
+        else:
+            os.close(fd)
+            pytest.skip("this kernel's ramfs accepts O_DIRECT: no fallback to exercise")
+        finally:
+            probe.unlink(missing_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", vmmem.RamBackedWarning)
+            with (
+                vmmem.FramePool(256 * PAGE) as pool,
+                vmmem.GuestMemory(
+                    pool, 256 * PAGE, frame_limit=16, paging_dir=mnt, backend="mmap"
+                ) as mem,
+            ):
+                for rounds in range(3):
+                    for page in range(256):
+                        mem.write(page * PAGE, (page * 7 + rounds).to_bytes(8, "little"))
+                    for page in np.random.default_rng(rounds).permutation(256):
+                        got = int.from_bytes(mem.read(int(page) * PAGE, 8), "little")
+                        assert got == int(page) * 7 + rounds
+                s = mem.stats
+                assert s.page_outs >= 3 * 240 and s.page_ins >= 3 * 240
+                mem.frame_limit = 256
+                assert mem.drain() == 0 and not mem.paging_file.exists

@@ -272,7 +272,7 @@ class SmartPagingFile:
     @property
     def pages(self) -> int:
         """Pages with a copy in the file now."""
-        return self._memory.stats.file_pages
+        return int(self._memory._counters().file_pages)
 
     @property
     def bytes(self) -> int:
@@ -282,11 +282,11 @@ class SmartPagingFile:
     @property
     def size(self) -> int:
         """Bytes the file occupies on disk now (0 when it does not exist)."""
-        return self._memory.stats.file_size
+        return int(self._memory._counters().file_size)
 
     @property
     def peak_pages(self) -> int:
-        return self._memory.stats.file_pages_peak
+        return int(self._memory._counters().file_pages_peak)
 
     def __repr__(self) -> str:
         state = f"{format_size(self.bytes)} in use" if self.exists else "not in use"
@@ -409,7 +409,7 @@ class GuestMemory:
     @property
     def frame_limit(self) -> int:
         """How many frames (pages of host RAM) the guest may hold: its assigned memory."""
-        return self.stats.frame_limit
+        return int(self._counters().frame_limit)
 
     @frame_limit.setter
     def frame_limit(self, frames: int) -> None:
@@ -533,12 +533,25 @@ class GuestMemory:
             fault_latency=histogram(raw.fault_hist, values["fault_ns"]),
         )
 
+    def _counters(self) -> Any:
+        """The scalar counters only (a C struct, no histograms copied): for properties."""
+        raw = ffi.new("vmm_counters *")
+        self._call(lib.vmm_mem_counters, raw, doing="reading counters")
+        return raw
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """The scalar counters of `stats` (same names), without copying its three latency
+        histograms: the cheap read for polling in a loop."""
+        raw = self._counters()
+        return {name: int(getattr(raw, name)) for name in _COUNTERS}
+
     def reset_stats(self) -> None:
         self._call(lib.vmm_mem_reset_stats, doing="resetting counters")
 
     @property
     def resident_pages(self) -> int:
-        return self.stats.resident
+        return int(self._counters().resident)
 
     def pages_in_state(self, state: PageState) -> Iterator[int]:
         """Page numbers in the given state (walks the page table: for tests and inspection)."""
@@ -572,16 +585,43 @@ def _check_paging_dir(folder: str) -> None:
         raise PagingFileError(
             code, f"cannot create a Smart Paging file here ({os.strerror(code)})", folder
         )
+    ram_fstype = _ram_backed_fstype(folder)
+    if ram_fstype is not None:
+        warnings.warn(
+            f"the Smart Paging folder {folder} is on {ram_fstype}, "
+            "which is RAM: paging there measures nothing real about a disk",
+            RamBackedWarning,
+            stacklevel=4,
+        )
+
+
+# (folder, st_dev, mount table text) -> fstype when RAM-backed, else None. The verdict is
+# looked up once per folder and mount table: parsing /proc/mounts and walking sysfs was 90 %
+# of creating a GuestMemory. A mount or unmount anywhere changes the text, so it is redone.
+_RAM_VERDICTS: dict[tuple[str, int, str], str | None] = {}
+_RAM_VERDICTS_LOCK = threading.Lock()
+
+
+def _ram_backed_fstype(folder: str) -> str | None:
+    """The fstype of folder's filesystem if it is RAM (tmpfs, zram, ...), else None."""
+    try:
+        with open("/proc/self/mounts") as f:
+            table = f.read()
+        key = (folder, os.stat(folder).st_dev, table)
+    except OSError:
+        return None
+    with _RAM_VERDICTS_LOCK:
+        if key in _RAM_VERDICTS:
+            return _RAM_VERDICTS[key]
     from .devices import device_for_path
 
     try:
         info = device_for_path(folder)
     except Exception:  # facts are advisory here: never block paging on them
-        return
-    if getattr(info, "ram_backed", False):
-        warnings.warn(
-            f"the Smart Paging folder {folder} is on {getattr(info, 'fstype', 'a RAM disk')}, "
-            "which is RAM: paging there measures nothing real about a disk",
-            RamBackedWarning,
-            stacklevel=4,
-        )
+        return None
+    verdict = getattr(info, "fstype", "a RAM disk") if getattr(info, "ram_backed", False) else None
+    with _RAM_VERDICTS_LOCK:
+        if len(_RAM_VERDICTS) > 256:  # many folders or mount changes: start over
+            _RAM_VERDICTS.clear()
+        _RAM_VERDICTS[key] = verdict
+    return verdict

@@ -171,17 +171,17 @@ class GuestSession:
 
     def observe_file(self) -> bool:
         """Note the Smart Paging file's state for the boot report; True if it exists."""
-        stats = self.memory.stats
-        exists = stats.file_created > stats.file_deleted
+        c = self.memory.counters  # scalars only: this runs after every replay chunk
+        exists = c["file_created"] > c["file_deleted"]
         rec = self.record
         now = time.monotonic()
         if exists:
             if rec.file_created_at is None or rec.file_deleted_at is not None:
                 rec.file_created_at = rec.file_created_at or now
                 rec.file_deleted_at = None
-            paged_out = max(0, stats.zero_fills - stats.releases - stats.resident)
+            paged_out = max(0, c["zero_fills"] - c["releases"] - c["resident"])
             rec.peak_paged_out = max(rec.peak_paged_out, paged_out)
-            rec.peak_file_size = max(rec.peak_file_size, stats.file_size)
+            rec.peak_file_size = max(rec.peak_file_size, c["file_size"])
         elif rec.file_created_at is not None and rec.file_deleted_at is None:
             rec.file_deleted_at = now
         return exists

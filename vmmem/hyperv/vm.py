@@ -336,10 +336,10 @@ class VM:
                     s.name, self._state, self._phase, 0, 0, s.startup, 0.0, "", False, None, 0, 0
                 )
             memory = session.memory
-            stats = memory.stats
-            in_use = stats.file_created > stats.file_deleted
+            c = memory.counters  # scalars only: status is polled
+            in_use = c["file_created"] > c["file_deleted"]
             assigned, demand = session.assigned * ps, session.demand * ps
-            paged_out = max(0, stats.zero_fills - stats.releases - stats.resident) if in_use else 0
+            paged_out = max(0, c["zero_fills"] - c["releases"] - c["resident"]) if in_use else 0
             return VMStatus(
                 name=s.name,
                 state="Running",
@@ -361,7 +361,7 @@ class VM:
                 if in_use
                 else self.smart_paging_path,
                 smart_paging_bytes=paged_out * ps,
-                smart_paging_file_size=stats.file_size,
+                smart_paging_file_size=c["file_size"],
             )
 
     # -- what the host calls (with its lock held) ----------------------------------------------
@@ -400,7 +400,7 @@ class VM:
             soft = self._soft
             resident = 0
             if not soft and session is not None:
-                resident = session.memory.stats.resident
+                resident = session.memory.counters["resident"]
             assigned = 0 if session is None else session.assigned
             claim = claim_for(
                 s.name,
@@ -428,7 +428,7 @@ class VM:
                 return
             memory = session.memory
             if pages < session.assigned and not self._soft:
-                pages = max(pages, session.demand, memory.stats.resident)
+                pages = max(pages, session.demand, memory.counters["resident"])
             if pages == session.assigned:
                 return
             try:

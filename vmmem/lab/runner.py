@@ -293,11 +293,11 @@ class _Tracker:
         if mem is None or eta is None:
             return None
         try:
-            stats = mem.stats
+            c = mem.counters
         except Exception:  # the memory may be closing under us
             return eta.eta
         startup_pages = max(1, vm.settings.startup // self.host.page_size)
-        return eta.update(now, (stats.resident + stats.file_pages) / startup_pages)
+        return eta.update(now, (c["resident"] + c["file_pages"]) / startup_pages)
 
 
 def _expected_cpu(vm: Any, page_size: int) -> float | None:
