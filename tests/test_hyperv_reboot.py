@@ -177,3 +177,25 @@ def test_generation_2_allows_12_tb():
     from vmmem.hyperv import validate_settings
 
     assert validate_settings("vm", "512MB", maximum="12TB").maximum == 12 * 2**40
+
+
+def test_a_running_static_vm_can_be_resized(disk_dir):
+    """Windows Server 2016 and later: a static VM's memory changes while it runs, if the host
+    has it (more) or the guest can give it back (less)."""
+    work = [Boot(cpu_time=0.1), Idle(demand="20MB", touch_interval=0.05)]
+    with Host("256MB", smart_paging_path=disk_dir, balancer_interval=0.05) as host:
+        static = host.add_vm("static", startup="64MB", dynamic=False, workload=work)
+        other = host.add_vm("dyn", startup="64MB", minimum="32MB", workload=work)
+        for vm in (static, other):
+            vm.start()
+            vm.wait_booted(10)
+        host.wait_settled(10)
+        static.startup = "128MB"
+        assert static.status.memory_assigned == 128 * MB and static.startup == 128 * MB
+        with pytest.raises(NotEnoughMemoryError, match="resize the virtual machine 'static'"):
+            static.startup = "256MB"
+        assert static.startup == 128 * MB  # unchanged by the refusal
+        static.startup = "32MB"  # the guest uses 20 MB: it can give the rest back
+        assert static.status.memory_assigned == 32 * MB
+        with pytest.raises(SettingsError, match="cannot be changed while"):
+            other.startup = "96MB"  # a dynamic VM's Startup RAM only while it is off

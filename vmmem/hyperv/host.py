@@ -238,6 +238,33 @@ class Host:
                 vm.launch(self.clock())
             self._sample()
 
+    def resize_running(self, vm: VM, pages: int) -> None:
+        """A running static VM's memory changed (Set-VMMemory -StartupBytes while it runs,
+        Windows Server 2016 and later): more must be available from the host now, less must
+        be memory the guest can give back (what it does not use)."""
+        with self.lock:
+            if pages > vm.assigned_pages:
+                others = [v.claim(starting=True) for v in self._running() if v is not vm]
+                can_have = room_to_start(self._capacity_pages, others, self._unit)
+                if can_have < pages:
+                    raise NotEnoughMemoryError(
+                        f"Not enough memory in the system to resize the virtual machine "
+                        f"'{vm.name}' to {format_size(pages * self.page_size)}: only "
+                        f"{format_size(max(0, can_have) * self.page_size)} can be made available"
+                    )
+                for v in self._running():  # reclaim the others' buffers first
+                    if v is not vm:
+                        v.set_assigned(max(v.claim().floor, 0))
+            vm.set_assigned(pages)
+            if vm.assigned_pages != pages:
+                got = vm.assigned_pages
+                raise SettingsError(
+                    f"the virtual machine '{vm.name}' cannot give back that much memory: its "
+                    f"guest uses {format_size(got * self.page_size)}, asked "
+                    f"{format_size(pages * self.page_size)}"
+                )
+            self._sample()
+
     def stop_vm(self, vm: VM) -> None:
         """Turn `vm` off (VM.stop calls this): its memory goes back, its paging file goes."""
         with self.lock:

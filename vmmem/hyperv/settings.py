@@ -347,7 +347,14 @@ def change_settings(settings: VMSettings, key: str, value: object, *, running: b
     and Minimum only fall; Minimum, Maximum and Buffer only with Dynamic Memory on. Raises
     SettingsError naming the PowerShell parameter."""
     s = settings
-    if running and key in ("startup", "dynamic", "smart_paging_path", "generation"):
+    # A static VM's memory may be resized while it runs (Windows Server 2016 and later); the
+    # host checks the memory is there (Host.resize_running).
+    resizable = key == "startup" and not s.dynamic
+    if (
+        running
+        and key in ("startup", "dynamic", "smart_paging_path", "generation")
+        and not resizable
+    ):
         raise SettingsError(
             f"{PS_NAMES[key]} cannot be changed while the virtual machine {s.name!r} "
             "is running: turn it off first"

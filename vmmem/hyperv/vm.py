@@ -29,7 +29,12 @@ from ..workspace import Workspace
 from .balancer import Claim, claim_for
 from .reports import BootReport, VMStatus, memory_status
 from .session import BootRecord, GuestSession, Stopped
-from .settings import VMSettings, change_settings, smart_paging_folder
+from .settings import (
+    MAXIMUM_RAM_BY_GENERATION,
+    VMSettings,
+    change_settings,
+    smart_paging_folder,
+)
 from .workloads import Workload, boot_phase_count
 
 
@@ -49,6 +54,8 @@ class HostServices(Protocol):
     def start_vm(self, vm: VM) -> None: ...
 
     def stop_vm(self, vm: VM) -> None: ...
+
+    def resize_running(self, vm: VM, pages: int) -> None: ...
 
     def restart_vms(self, names: Sequence[str] | None = None, *, kind: str = ...) -> None: ...
 
@@ -191,14 +198,24 @@ class VM:
         self._change(automatic_start_delay=value)
 
     def _change(self, **changes: object) -> None:
-        """Apply a setting change with Hyper-V's rules (settings.change_settings)."""
+        """Apply a setting change with Hyper-V's rules (settings.change_settings); a running
+        static VM's new Startup RAM is assigned by the host first (Host.resize_running)."""
         with self._host.lock:
             [(key, value)] = changes.items()
-            new_settings = change_settings(
-                self._settings, key, value, running=self._state == "Running"
-            )
+            running = self._state == "Running"
+            new_settings = change_settings(self._settings, key, value, running=running)
             self._host.check_workload(new_settings, self._phases)
+            if running and new_settings.startup != self._settings.startup:
+                self._host.resize_running(self, new_settings.startup // self._host.page_size)
             self._settings = new_settings
+
+    def _address_space(self) -> int:
+        """Guest-physical memory: Maximum RAM for a dynamic VM; for a static VM as much as its
+        generation allows, so a runtime resize can grow it (untouched pages cost nothing)."""
+        if self._settings.dynamic:
+            return self._settings.maximum
+        limit = MAXIMUM_RAM_BY_GENERATION[self._settings.generation]
+        return min(limit, (2**32 - 2) * self._host.page_size // MB * MB)
 
     # -- lifecycle (the host does the memory policy) -----------------------------------------
 
@@ -445,7 +462,7 @@ class VM:
         self._host.claim_folder(folder)
         memory = GuestMemory(
             self._host.pool,
-            self._settings.maximum,
+            self._address_space(),
             frame_limit=0,
             paging_dir=folder,
             backend=self._host.backend,
