@@ -1219,3 +1219,22 @@ int vmm_mem_file_exists(vmm_mem *m)
     pthread_mutex_unlock(&m->lock);
     return exists;
 }
+
+int vmm_mem_set_path(vmm_mem *m, const char *path)
+{
+    if (!m || !path || !*path)
+        return VMM_EINVAL;
+    char *copy = strdup(path);
+    if (!copy)
+        return VMM_ENOMEM;
+    pthread_mutex_lock(&m->lock);
+    if (m->fd >= 0) {
+        pthread_mutex_unlock(&m->lock);
+        free(copy);
+        return VMM_EBUSY;
+    }
+    free(m->path);
+    m->path = copy;
+    pthread_mutex_unlock(&m->lock);
+    return VMM_OK;
+}

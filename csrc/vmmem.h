@@ -34,6 +34,7 @@
 #define VMM_ENOMEM -10005   /* host allocation failed (metadata, mapping) */
 #define VMM_EFRAMES -10006  /* drain: not enough frames to bring every page back */
 #define VMM_ENODIRECT -10007 /* the paging folder's filesystem refused O_DIRECT */
+#define VMM_EBUSY -10008    /* set_path: a paging file exists now */
 
 #define VMM_BACKEND_DIRECT 0 /* O_DIRECT pread/pwrite between frame and file */
 #define VMM_BACKEND_MMAP 1   /* page-in through a shared mapping of the file (unmapped and
@@ -171,6 +172,10 @@ int vmm_mem_page_state(vmm_mem *mem, uint64_t page, int *state);
 
 /* Whether the paging file exists now (1) or not (0). */
 int vmm_mem_file_exists(vmm_mem *mem);
+/* Where the next paging file is made (copied). Only while no file exists, since
+ * the pages in a file stay where they are: VMM_EBUSY otherwise. A caller gives
+ * one guest paging files of different roles this way, one at a time. */
+int vmm_mem_set_path(vmm_mem *mem, const char *path);
 
 /* Lower bound in ns of histogram bucket b (b may equal VMM_HIST_BUCKETS). */
 uint64_t vmm_hist_lower_ns(uint32_t b);

@@ -183,9 +183,10 @@ def test_static_vm_keeps_startup_and_never_smart_pages(disk_dir: Path) -> None:
         assert dyn.status.memory_status == "OK"
 
 
-def test_running_vm_short_of_memory_waits_and_never_pages(disk_dir: Path) -> None:
+def test_running_vm_short_of_memory_without_a_disk_waits_and_never_pages(disk_dir: Path) -> None:
     # After boot the guest commits 200 MB more than the 128 MB host has: it stays short
-    # (pressure > 100, Warning), and no paging file is ever made for a running VM.
+    # (pressure > 100, Warning), and no paging file is ever made for a running VM. (It has no
+    # virtual disk, so no page file of its own either: test_vm_disks_and_guests has that.)
     trace = Trace(np.arange(0, 200 * 256, dtype=np.uint32), np.ones(200 * 256, bool))
     with Host("128MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
         vm = host.add_vm(
@@ -193,7 +194,7 @@ def test_running_vm_short_of_memory_waits_and_never_pages(disk_dir: Path) -> Non
             startup="32MB",
             minimum="32MB",
             maximum="512MB",
-            workload=[Boot(cpu_per_page=0), trace],
+            workload=[Boot(cpu_per_page=0, disk_read_fraction=0.0), trace],
         )
         vm.start()
         vm.wait_booted(30)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from test_cli_run import fast_scenario, paging_files
@@ -122,3 +124,34 @@ def test_guest_and_disk_options_are_checked_before_running(tmp_path, args, code,
     r = CliRunner().invoke(cli, ["run", "--scale", "8", *args])
     assert r.exit_code == code and message in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_running_vm_short_of_memory_pages_inside_the_guest(disk_dir: Path) -> None:
+    """Not Smart Paging: the guest pages to its own page file on its virtual disk, counted
+    apart; Smart Paging's status and counters stay untouched."""
+    from vmmem.hyperv import Trace
+
+    trace = Trace(np.arange(0, 200 * 256, dtype=np.uint32), np.ones(200 * 256, bool))
+    vhds = disk_dir / "vhds"
+    with Host("128MB", smart_paging_path=disk_dir / "vms", balancer_interval=0.05) as host:
+        vm = host.add_vm(
+            "vm1", startup="32MB", minimum="32MB", maximum="512MB", vhd_path=vhds,
+            workload=[Boot(cpu_per_page=0), trace],
+        )  # fmt: skip
+        vm.start()
+        vm.wait_booted(30)
+        deadline = time.monotonic() + 30
+        while vm.phase == "trace" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = vm.status
+        assert vm.phase == "done", "the trace ran to its end instead of waiting"
+        assert status.guest_page_outs >= (200 - 128) * 256  # at least what did not fit
+        assert status.guest_paging_bytes > 0
+        assert not status.smart_paging_file_in_use and status.smart_paging_bytes == 0
+        assert status.pressure > 100 and status.memory_status == "Warning"
+        (page_file,) = vhds.glob("pagefile-*.slp")
+        assert page_file.stat().st_size > 0
+        assert not list((disk_dir / "vms").rglob("*.slp"))  # no Smart Paging file anywhere
+        report = vm.boot_report
+        assert report is not None and not report.smart_paging and report.page_outs == 0
+    assert not list(vhds.glob("*.slp"))  # deleted with the VM's memory

@@ -32,6 +32,7 @@ _CORE_MESSAGES = {
         "and it holds no page it could evict",
     ),
     lib.VMM_ELIMIT: (SettingsError, "frame limit is larger than the frame pool"),
+    lib.VMM_EBUSY: (VmmemError, "a paging file exists now: its path cannot change"),
     lib.VMM_ENOMEM: (VmmemError, "the host could not allocate memory for the paging core"),
     lib.VMM_EFRAMES: (
         OutOfFramesError,

@@ -483,6 +483,20 @@ class GuestMemory:
             )
         raise_for(rc, self._path, f"replaying access {done[0]} of the trace")
 
+    def move_paging_file(self, folder: str | os.PathLike[str], stem: str | None = None) -> str:
+        """Make the next paging file in `folder` (named `stem`-<random>.slp, default the
+        guest's name), e.g. a guest page file on its virtual disk after a Smart Paging file.
+        Only while no paging file exists (VmmemError otherwise): pages in a file stay in it.
+        Returns the new path (not created yet)."""
+        folder = os.path.abspath(os.fspath(folder))
+        _check_paging_dir(folder)
+        safe = _NAME_RE.sub("_", stem if stem is not None else self.name)[:64] or "guest"
+        path = os.path.join(folder, f"{safe}-{uuid.uuid4().hex[:12]}.slp")
+        self._call(lib.vmm_mem_set_path, path.encode(), doing="moving the paging file")
+        self._path = path
+        self.paging_dir = folder
+        return path
+
     def release(self, first_page: int, count: int) -> None:
         """The guest gives pages back (the balloon's path): no I/O, frames return to the
         pool, file copies are discarded; the pages read as zeros again."""

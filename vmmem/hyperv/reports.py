@@ -50,6 +50,11 @@ class VMStatus:
     smart_paging_file_path: str | None
     smart_paging_bytes: int  # guest memory held only in the file now (paged out)
     smart_paging_file_size: int  # bytes the file occupies on disk now
+    # The guest's own paging (a running guest short of memory, to its page file on its
+    # virtual disk): not Smart Paging, and not shown by Get-VM; vmmem counts it apart.
+    guest_paging_bytes: int = 0  # guest memory in its page file now
+    guest_page_ins: int = 0  # since this boot began paging inside the guest
+    guest_page_outs: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

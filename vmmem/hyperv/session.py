@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +70,8 @@ class GuestSession:
         lock: threading.RLock,
         cv: threading.Condition,
         disk: VirtualDisk | None = None,
+        guest_page_folder: str | None = None,
+        on_new_file: Callable[[str], None] | None = None,
     ) -> None:
         self.memory = memory
         self.disk = disk  # the VM's virtual disk, when its workload reads one
@@ -90,6 +93,12 @@ class GuestSession:
         self.disk_requests = 0
         self.disk_read_bytes = 0
         self.disk_write_bytes = 0
+        # In-guest paging (a running guest short of memory pages to its own page file on its
+        # virtual disk, as Hyper-V leaves it to the guest): where, and since when it counts.
+        self.guest_page_folder = guest_page_folder
+        self.on_new_file = on_new_file
+        self.file_role = "smart"  # what the (next) paging file is for: "smart" or "guest"
+        self._guest_base: dict[str, int] | None = None  # counters when in-guest paging began
 
     # -- demand ------------------------------------------------------------------------------
 
@@ -144,8 +153,10 @@ class GuestSession:
         self._check()
 
     def _wait_for_frames(self) -> None:
-        """A running guest short of memory waits for the balancer (pressure > 100) instead of
-        paging: only a restart on Smart Paging may page."""
+        """Before a chunk of accesses: a boot on Smart Paging goes on (the host pages); a
+        running guest short of memory pages inside itself, to its own page file on its
+        virtual disk (never Smart Paging), once no Smart Paging file is left; without a page
+        file it waits for the balancer (pressure > 100)."""
         with self.cv:
             while True:
                 self._check()
@@ -153,7 +164,36 @@ class GuestSession:
                 booting_on_file = self.smart_paging and not self.booted.is_set()
                 if assigned > 0 and (booting_on_file or assigned >= self.demand):
                     return
+                if assigned > 0 and self._page_inside_guest():
+                    return
                 self.cv.wait(0.05)
+
+    def _page_inside_guest(self) -> bool:
+        """Switch the guest's paging file to its own page file, if it has one and no Smart
+        Paging file is in the way (called with the lock held). True if it may page now."""
+        if self.guest_page_folder is None or self.smart_paging or not self.booted.is_set():
+            return False
+        if self.file_role != "guest":
+            if self.memory.paging_file.exists:
+                return False  # a Smart Paging file still draining
+            path = self.memory.move_paging_file(self.guest_page_folder, "pagefile")
+            if self.on_new_file is not None:
+                self.on_new_file(path)
+            self.file_role = "guest"
+            self._guest_base = self.memory.counters
+        return True
+
+    def guest_paging(self) -> dict[str, int]:
+        """The guest's own paging so far: page-ins and page-outs since it began, and the bytes
+        in its page file now."""
+        if self._guest_base is None:
+            return {"page_ins": 0, "page_outs": 0, "bytes": 0}
+        c = self.memory.counters
+        return {
+            "page_ins": c["page_ins"] - self._guest_base["page_ins"],
+            "page_outs": c["page_outs"] - self._guest_base["page_outs"],
+            "bytes": c["file_pages"] * self.page_size if self.file_role == "guest" else 0,
+        }
 
     def replay(self, pages: np.ndarray, writes: np.ndarray | None) -> None:
         n = len(pages)
@@ -171,6 +211,8 @@ class GuestSession:
 
     def observe_file(self) -> bool:
         """Note the Smart Paging file's state for the boot report; True if it exists."""
+        if self.file_role == "guest":
+            return False  # the guest's own page file: not Smart Paging
         c = self.memory.counters  # scalars only: this runs after every replay chunk
         exists = c["file_created"] > c["file_deleted"]
         rec = self.record

@@ -354,8 +354,10 @@ class VM:
                 )
             memory = session.memory
             c = memory.counters  # scalars only: status is polled
-            in_use = c["file_created"] > c["file_deleted"]
+            smart_file = session.file_role == "smart"
+            in_use = smart_file and c["file_created"] > c["file_deleted"]
             assigned, demand = session.assigned * ps, session.demand * ps
+            guest = session.guest_paging()
             paged_out = max(0, c["zero_fills"] - c["releases"] - c["resident"]) if in_use else 0
             return VMStatus(
                 name=s.name,
@@ -378,7 +380,10 @@ class VM:
                 if in_use
                 else self.smart_paging_path,
                 smart_paging_bytes=paged_out * ps,
-                smart_paging_file_size=c["file_size"],
+                smart_paging_file_size=c["file_size"] if smart_file else 0,
+                guest_paging_bytes=guest["bytes"],
+                guest_page_ins=guest["page_ins"],
+                guest_page_outs=guest["page_outs"],
             )
 
     # -- what the host calls (with its lock held) ----------------------------------------------
@@ -477,7 +482,15 @@ class VM:
             memory.close()
             raise
         session = GuestSession(
-            memory, BootRecord(kind=kind), startup_pages, self._lock, self._cv, disk
+            memory,
+            BootRecord(kind=kind),
+            startup_pages,
+            self._lock,
+            self._cv,
+            disk,
+            # The guest's own page file lives on its virtual disk (none: it waits instead).
+            guest_page_folder=self.vhd_folder if disk is not None else None,
+            on_new_file=self._host.workspace.record_file,
         )
         session.restarting = restarting
         with self._lock:
