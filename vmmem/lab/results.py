@@ -224,6 +224,22 @@ class RunResult:
         if st["event"] is None:
             return "no VM restarted, so Smart Paging never came into play"
         if not st["smart_paging_vms"]:
+            short = [
+                b
+                for b in self.storm_boots()
+                if b.get("event") == st["event"]
+                and b.get("smart_paging")
+                and b.get("assigned_at_boot", 0) < b.get("startup_bytes", 0)
+            ]
+            if short:
+                gap = sum(b["startup_bytes"] - b["assigned_at_boot"] for b in short)
+                return (
+                    f"no page went to Smart Paging: {len(short)} VM(s) restarted short of "
+                    f"their Startup RAM ({mb(gap)} in all, a Smart Paging file allowed each) but "
+                    f"their guests touched no more than the memory they were given; the "
+                    f"restart took {seconds(st['boot_time'])} (baseline "
+                    f"{seconds(st['baseline'])})"
+                )
             return (
                 f"no Smart Paging: the restart of {st['vms']} VM(s) took "
                 f"{seconds(st['boot_time'])} (baseline {seconds(st['baseline'])})"
