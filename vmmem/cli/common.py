@@ -1,15 +1,7 @@
 """What every ``vmmem`` command shares: the click group, exit codes, errors for people, the
 scenario loading, shared options and output checks. The commands live in `info` (scenario,
 plan, disks, clean, guests, record-boot) and `experiments` (run, compare, show); `main` is the
-entry point.
-
-Exit codes (also in ``vmmem --help`` and docs/CLI.md):
-
-    0    done
-    1    the run failed (a VM could not start, a paging-file error, ...)
-    2    usage or scenario error (bad option, bad or missing scenario file)
-    3    a Smart Paging location was refused (missing, not writable, not enough free space)
-    130  interrupted (Ctrl-C or SIGTERM): partial results printed, no Smart Paging file left
+entry point. The exit codes are EXIT_* here, explained in EXIT_CODES_HELP (`vmmem --help`).
 """
 
 from __future__ import annotations
@@ -49,7 +41,8 @@ Exit codes:
   0    done
   1    the run failed (a VM could not start, a paging-file error)
   2    usage or scenario error
-  3    a Smart Paging location was refused (missing, read-only, too little free space)
+  3    a location was refused (missing, read-only, too little free space, in use by
+       another vmmem run)
   130  interrupted by Ctrl-C or SIGTERM (partial results printed, no Smart Paging
        file left)"""
 

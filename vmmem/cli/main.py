@@ -5,7 +5,7 @@ Exit codes (also in ``vmmem --help`` and docs/CLI.md):
     0    done
     1    the run failed (a VM could not start, a paging-file error, ...)
     2    usage or scenario error (bad option, bad or missing scenario file)
-    3    a Smart Paging location was refused (missing, not writable, not enough free space)
+    3    a location was refused (missing, not writable, too little free space, in use)
     130  interrupted (Ctrl-C or SIGTERM): partial results printed, no Smart Paging file left
 """
 
