@@ -28,7 +28,7 @@ from vmmem.cli.common import (
     write_json,
     write_output,
 )
-from vmmem.lab.runner import ProgressSink, VMProgress
+from vmmem.lab.progress import ProgressSink, VMProgress
 from vmmem.lab.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -110,7 +110,8 @@ def _execute(
     s: Scenario, paging_dir: str | None, backend: str, quiet: bool, label: str = ""
 ) -> RunResult:
     """Run one scenario with live progress; LocationRefused becomes exit code 3."""
-    from vmmem.lab.runner import LocationRefused, run_scenario
+    from vmmem.lab.locations import LocationRefused
+    from vmmem.lab.runner import run_scenario
 
     sink = _LiveProgress(quiet=quiet)
     if label and not quiet:
@@ -331,7 +332,7 @@ def compare_cmd(
     worst case is refused (exit 3); a RAM-backed one is run but flagged.
     """
     from vmmem.lab.compare import check_compare_locations, compare_locations
-    from vmmem.lab.runner import LocationRefused
+    from vmmem.lab.locations import LocationRefused
 
     check_outputs(json_path, plot_path)
     scenario_files = [p for p in paths if os.path.isfile(p)]

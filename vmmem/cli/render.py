@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from vmmem.guests import GuestProfile
     from vmmem.lab.disks import ProbeResult
     from vmmem.lab.plan import Plan
+    from vmmem.lab.progress import VMProgress
     from vmmem.lab.results import CompareResult, RunResult
-    from vmmem.lab.runner import VMProgress
 
 __all__ = ["disks", "guests", "plan", "scenario", "seconds"]
 

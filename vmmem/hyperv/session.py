@@ -20,7 +20,8 @@ from .. import devices
 from ..errors import OutOfFramesError
 from ..memory import GuestMemory
 from ..vdisk import VirtualDisk
-from .reports import BootReport
+from .reports import BootReport, VMStatus, memory_status
+from .settings import VMSettings
 
 __all__ = ["CHUNK", "CHUNK_PAGING", "BootRecord", "GuestSession", "Stopped"]
 
@@ -325,6 +326,40 @@ class GuestSession:
             disk_write_bytes=self.disk_write_bytes,
             page_in_latency=stats.page_in_latency,
             fault_latency=faults,
+        )
+
+    def status(self, settings: VMSettings, phase: str, paging_folder: str) -> VMStatus:
+        """The running VM's memory as Get-VM shows it (and the guest's own paging, apart)."""
+        s, ps = settings, self.page_size
+        c = self.memory.counters  # scalars only: status is polled
+        smart_file = self.file_role == "smart"
+        in_use = smart_file and c["file_created"] > c["file_deleted"]
+        assigned, demand = self.assigned * ps, self.demand * ps
+        guest = self.guest_paging()
+        paged_out = max(0, c["zero_fills"] - c["releases"] - c["resident"]) if in_use else 0
+        return VMStatus(
+            name=s.name,
+            state="Running",
+            phase=phase,
+            memory_assigned=assigned,
+            memory_demand=demand,
+            memory_startup=s.startup,
+            pressure=round(demand / assigned * 100, 1) if assigned else 0.0,
+            memory_status=memory_status(
+                running=True,
+                dynamic=s.dynamic,
+                paging=in_use,
+                assigned=assigned,
+                demand=demand,
+                buffer=s.buffer,
+            ),
+            smart_paging_file_in_use=in_use,
+            smart_paging_file_path=self.memory.paging_file.path if in_use else paging_folder,
+            smart_paging_bytes=paged_out * ps,
+            smart_paging_file_size=c["file_size"] if smart_file else 0,
+            guest_paging_bytes=guest["bytes"],
+            guest_page_ins=guest["page_ins"],
+            guest_page_outs=guest["page_outs"],
         )
 
     # -- the end -------------------------------------------------------------------------------

@@ -22,12 +22,12 @@ from typing import Protocol
 from .. import devices
 from ..errors import VmmemError
 from ..memory import FramePool, GuestMemory
-from ..sizes import MB, SizeLike, format_size
+from ..sizes import MB, format_size
 from ..validate import check_number
 from ..vdisk import VirtualDisk
 from ..workspace import Workspace
 from .balancer import Claim, claim_for
-from .reports import BootReport, VMStatus, memory_status
+from .reports import BootReport, VMStatus
 from .session import BootRecord, GuestSession, Stopped
 from .settings import (
     MAXIMUM_RAM_BY_GENERATION,
@@ -35,6 +35,7 @@ from .settings import (
     change_settings,
     smart_paging_folder,
 )
+from .vm_settings import SettingsProperties
 from .workloads import Workload, boot_phase_count
 
 
@@ -67,7 +68,7 @@ class HostServices(Protocol):
 __all__ = ["VM", "HostServices"]
 
 
-class VM:
+class VM(SettingsProperties):
     """A Hyper-V virtual machine with Dynamic Memory. Made by `Host.add_vm`."""
 
     def __init__(
@@ -108,94 +109,8 @@ class VM:
     def workload(self) -> tuple[Workload, ...]:
         return self._phases
 
-    @property
-    def startup(self) -> int:
-        return self._settings.startup
-
-    @startup.setter
-    def startup(self, value: SizeLike) -> None:
-        self._change(startup=value)
-
-    @property
-    def minimum(self) -> int:
-        return self._settings.minimum
-
-    @minimum.setter
-    def minimum(self, value: SizeLike) -> None:
-        self._change(minimum=value)
-
-    @property
-    def maximum(self) -> int:
-        return self._settings.maximum
-
-    @maximum.setter
-    def maximum(self, value: SizeLike) -> None:
-        self._change(maximum=value)
-
-    @property
-    def buffer(self) -> int:
-        return self._settings.buffer
-
-    @buffer.setter
-    def buffer(self, value: int) -> None:
-        self._change(buffer=value)
-
-    @property
-    def priority(self) -> int:
-        return self._settings.priority
-
-    @priority.setter
-    def priority(self, value: int) -> None:
-        self._change(priority=value)
-
-    @property
-    def dynamic(self) -> bool:
-        return self._settings.dynamic
-
-    @dynamic.setter
-    def dynamic(self, value: bool) -> None:
-        self._change(dynamic=value)
-
-    @property
-    def smart_paging_path(self) -> str:
-        """The VM's Smart Paging folder (its own folder under the host's by default)."""
-        return smart_paging_folder(self._host.folder, self.name, self._settings.smart_paging_path)
-
-    @smart_paging_path.setter
-    def smart_paging_path(self, value: str | os.PathLike[str] | None) -> None:
-        self._change(smart_paging_path=value)
-
-    @property
-    def generation(self) -> int:
-        """1 or 2, fixed when the VM is made (New-VM -Generation)."""
-        return self._settings.generation
-
-    @property
-    def automatic_stop_action(self) -> str:
-        """What a host reboot does to the VM first: Save, ShutDown or TurnOff."""
-        return self._settings.automatic_stop_action
-
-    @automatic_stop_action.setter
-    def automatic_stop_action(self, value: str) -> None:
-        self._change(automatic_stop_action=value)
-
-    @property
-    def automatic_start_action(self) -> str:
-        """What the host does with the VM when it is back: StartIfRunning, Start or Nothing."""
-        return self._settings.automatic_start_action
-
-    @automatic_start_action.setter
-    def automatic_start_action(self, value: str) -> None:
-        self._change(automatic_start_action=value)
-
-    @property
-    def automatic_start_delay(self) -> float:
-        """Seconds after the host is back before the automatic start action."""
-        return self._settings.automatic_start_delay
-
-    @automatic_start_delay.setter
-    def automatic_start_delay(self, value: float) -> None:
-        self._change(automatic_start_delay=value)
+    def _host_folder(self) -> str:
+        return self._host.folder
 
     def _change(self, **changes: object) -> None:
         """Apply a setting change with Hyper-V's rules (settings.change_settings); a running
@@ -345,46 +260,13 @@ class VM:
     def status(self) -> VMStatus:
         """Memory as Get-VM shows it."""
         s = self._settings
-        ps = self._host.page_size
         with self._lock:
             session = self._session
             if self._state != "Running" or session is None:
                 return VMStatus(
                     s.name, self._state, self._phase, 0, 0, s.startup, 0.0, "", False, None, 0, 0
                 )
-            memory = session.memory
-            c = memory.counters  # scalars only: status is polled
-            smart_file = session.file_role == "smart"
-            in_use = smart_file and c["file_created"] > c["file_deleted"]
-            assigned, demand = session.assigned * ps, session.demand * ps
-            guest = session.guest_paging()
-            paged_out = max(0, c["zero_fills"] - c["releases"] - c["resident"]) if in_use else 0
-            return VMStatus(
-                name=s.name,
-                state="Running",
-                phase=self._phase,
-                memory_assigned=assigned,
-                memory_demand=demand,
-                memory_startup=s.startup,
-                pressure=round(demand / assigned * 100, 1) if assigned else 0.0,
-                memory_status=memory_status(
-                    running=True,
-                    dynamic=s.dynamic,
-                    paging=in_use,
-                    assigned=assigned,
-                    demand=demand,
-                    buffer=s.buffer,
-                ),
-                smart_paging_file_in_use=in_use,
-                smart_paging_file_path=memory.paging_file.path
-                if in_use
-                else self.smart_paging_path,
-                smart_paging_bytes=paged_out * ps,
-                smart_paging_file_size=c["file_size"] if smart_file else 0,
-                guest_paging_bytes=guest["bytes"],
-                guest_page_ins=guest["page_ins"],
-                guest_page_outs=guest["page_outs"],
-            )
+            return session.status(s, self._phase, self.smart_paging_path)
 
     # -- what the host calls (with its lock held) ----------------------------------------------
     # The host decides; these carry its decisions out on this VM's current boot.

@@ -7,9 +7,11 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
+from vmmem.lab.locations import check_locations
 from vmmem.lab.plan import plan_scenario
+from vmmem.lab.progress import ProgressSink
 from vmmem.lab.results import CompareResult
-from vmmem.lab.runner import ProgressSink, check_locations, run_scenario
+from vmmem.lab.runner import run_scenario
 from vmmem.lab.scenario import Scenario
 
 __all__ = ["baseline_scenario", "check_compare_locations", "compare_locations"]

@@ -3,32 +3,35 @@
 The runner only drives and records: every figure in the result comes from the Hyper-V layer's
 BootReports, statuses and timeline, the paging core's histograms, and the block devices' own
 counters. It waits in short polls so progress stays live and Ctrl-C is honoured at once; the
-host is always closed, which deletes every Smart Paging file, and the folders are checked
-afterwards for anything left.
+host is always closed, which deletes the files it made and nothing else. Where the files go and
+what is checked before anything is made: `locations`; what is shown meanwhile: `progress`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-from vmmem.devices import DeviceInfo, device_for_path, io_counters
+from vmmem.devices import DeviceInfo, io_counters
 from vmmem.hyperv.host import DEFAULT_FOLDER, DEFAULT_PAGE_SIZE
-from vmmem.hyperv.settings import smart_paging_folder
 from vmmem.lab.disks import describe_location
+from vmmem.lab.locations import (
+    LocationRefused,
+    check_folders_free,
+    check_locations,
+    paging_folders,
+)
+from vmmem.lab.progress import POLL, BootEta, ProgressSink, RunTracker, VMProgress
 from vmmem.lab.results import STORM_KINDS, RunResult
 from vmmem.lab.scenario import Event, Scenario
 from vmmem.memory import LatencyHistogram
-from vmmem.sizes import MB
-from vmmem.sizes import format_mb as mb
 
 __all__ = [
+    "BootEta",
     "LocationRefused",
     "ProgressSink",
     "VMProgress",
@@ -38,129 +41,6 @@ __all__ = [
     "run_scenario",
     "sigterm_as_interrupt",
 ]
-
-POLL = 0.1  # seconds between progress polls
-
-
-class LocationRefused(Exception):
-    """A Smart Paging folder cannot be used: missing, not writable, or too little free space."""
-
-
-@dataclass(frozen=True)
-class VMProgress:
-    """One VM as the live display shows it."""
-
-    name: str
-    state: str
-    phase: str
-    memory_assigned: int
-    memory_demand: int
-    memory_status: str
-    smart_paging_bytes: int
-    boot_elapsed: float | None  # seconds into the current boot, None when not booting
-    boot_eta: float | None  # seconds left, estimated from the boot's progress
-
-
-class ProgressSink:
-    """Receives progress; the CLI shows it live. The default does nothing."""
-
-    def event_started(self, index: int, count: int, description: str) -> None: ...
-
-    def event_done(self, index: int, description: str, seconds: float, note: str = "") -> None: ...
-
-    def update(self, vms: list[VMProgress], available: int, elapsed: float) -> None: ...
-
-    def message(self, text: str) -> None: ...
-
-    def close(self) -> None: ...
-
-
-# ---------------------------------------------------------------------------------------------
-# locations
-
-
-def paging_folders(s: Scenario, host_folder: str) -> dict[str, str]:
-    """VM name -> its Smart Paging folder (absolute), as the Hyper-V layer will place it."""
-    return {v.name: smart_paging_folder(host_folder, v.name, v.smart_paging_path) for v in s.vms}
-
-
-def _existing_ancestor(path: str) -> str:
-    p = os.path.abspath(path)
-    while not os.path.exists(p):
-        parent = os.path.dirname(p)
-        if parent == p:
-            break
-        p = parent
-    return p
-
-
-def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], list[str]]:
-    """The filesystems the Smart Paging files will live on, and warnings for people.
-
-    Raises LocationRefused when a folder is missing (its parent must exist), not writable, or
-    its filesystem has less free space than the worst case: every dynamic VM on it with a
-    Smart Paging file as large as its Startup RAM (plus 64 MB of slack for the filesystem).
-    """
-    folders = paging_folders(s, host_folder)
-    by_fs: dict[str, tuple[DeviceInfo, list[str]]] = {}
-    for name, folder in folders.items():
-        if s.vm(name).smart_paging_path and not os.path.isdir(folder):
-            raise LocationRefused(
-                f"Smart Paging folder {folder} (VM {name}) does not exist or is not a folder"
-            )
-        anchor = _existing_ancestor(folder)
-        if not os.path.isdir(anchor) or not os.access(anchor, os.W_OK | os.X_OK):
-            raise LocationRefused(f"Smart Paging folder {folder} (VM {name}) is not writable")
-        info = device_for_path(anchor)
-        key = f"{info.mountpoint}\0{info.device or info.source}"
-        by_fs.setdefault(key, (info, []))[1].append(name)
-    warnings = []
-    infos = []
-    for info, names in by_fs.values():
-        worst = sum(s.vm(n).startup for n in names if s.vm(n).dynamic)
-        need = worst + 64 * MB if worst else 0
-        if info.free_bytes < need:
-            raise LocationRefused(
-                f"not enough free space for the Smart Paging files on {info.mountpoint} "
-                f"({info.fstype}): the worst case needs {mb(need)} ({', '.join(names)}: up to "
-                f"their Startup RAM each, plus 64 MB), {mb(info.free_bytes)} is free. "
-                "Choose another folder with --paging-dir, or a smaller --scale."
-            )
-        if info.ram_backed:
-            warnings.append(
-                f"{info.mountpoint} is RAM-backed ({info.fstype}): the Smart Paging files of "
-                f"{', '.join(names)} live in RAM there, so nothing real is measured"
-            )
-        elif not info.has_counters:
-            warnings.append(
-                f"{info.mountpoint} ({info.fstype}) has no block-device counters: "
-                "the run cannot confirm that paging reached a device"
-            )
-        infos.append(info)
-    return infos, warnings
-
-
-def check_folders_free(folders: list[str]) -> list[str]:
-    """Refuse folders another live run holds (LocationRefused, naming its pid); remove what
-    runs that died left there, provably theirs. Returns messages for people."""
-    from vmmem.workspace import active_runs, earlier_runs, remove_earlier_run
-
-    for f in folders:
-        live = active_runs(f)
-        if live:
-            who = ", ".join(f"pid {r.pid} (started {r.started_text})" for r in live)
-            raise LocationRefused(
-                f"the Smart Paging folder {f} is in use by another vmmem run: {who}. Two runs "
-                "on one folder would measure each other's disk I/O; wait for it to finish, or "
-                "use another --paging-dir"
-            )
-    notes = []
-    for f in folders:
-        for run in earlier_runs(f):
-            removed = remove_earlier_run(run)
-            what = f"{len(removed)} Smart Paging file(s) removed" if removed else "no file left"
-            notes.append(f"{f}: {run.describe()}: {what}")
-    return notes
 
 
 @contextmanager
@@ -183,135 +63,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------------
 # the run
-
-
-class BootEta:
-    """Seconds left in one boot, from how far it got: never growing, never jumping about.
-
-    A boot touches each of its Startup pages once. The estimate is the larger of two:
-    the guest CPU time still ahead (the workload's expected CPU time for the pages not yet
-    touched: the boot cannot go faster than that), and the pages left at the recent rate
-    (smoothed over about a second, so one slow chunk does not swing it). The shown ETA never
-    increases: when a boot slows down (Smart Paging starts to page out) it holds instead of
-    growing, and it falls again once the estimate catches up.
-    """
-
-    SMOOTHING = 1.0  # seconds: time constant of the rate's moving average
-    MIN_PROGRESS = 0.02  # below this share of the pages, a rate says nothing yet
-
-    def __init__(self, expected_cpu: float | None):
-        self.expected_cpu = expected_cpu
-        self._last: tuple[float, float] | None = None  # (time, fraction)
-        self._rate: float | None = None  # fraction per second
-        self.eta: float | None = None
-
-    def update(self, now: float, fraction: float) -> float | None:
-        fraction = min(1.0, max(0.0, fraction))
-        if self._last is not None:
-            t0, f0 = self._last
-            dt = now - t0
-            if dt <= 0:
-                return self.eta
-            inst = max(0.0, fraction - f0) / dt
-            weight = 1 - math.exp(-dt / self.SMOOTHING)
-            self._rate = inst if self._rate is None else self._rate + weight * (inst - self._rate)
-        self._last = (now, fraction)
-        left = 1.0 - fraction
-        candidates = []
-        if self.expected_cpu is not None:
-            candidates.append(self.expected_cpu * left)
-        if self._rate and fraction >= self.MIN_PROGRESS:
-            candidates.append(left / self._rate)
-        if not candidates:
-            return self.eta
-        estimate = max(candidates)
-        self.eta = estimate if self.eta is None else min(self.eta, estimate)
-        return self.eta
-
-
-class _Tracker:
-    """Per VM: boot start times (host clock) and ETAs for the live view, and when the run saw
-    each Smart Paging file come and go (the file's life, for the plot)."""
-
-    def __init__(self, host: Any):
-        self.host = host
-        self.boot_started: dict[str, float] = {}
-        self._etas: dict[str, BootEta] = {}
-        # VM -> [first seen in use, first seen gone (None: still there)] per file life.
-        self.file_seen: dict[str, list[list[float | None]]] = {}
-
-    def mark(self, name: str) -> None:
-        self.boot_started[name] = self.host.clock()
-        vm = self.host.vms[name]
-        self._etas[name] = BootEta(_expected_cpu(vm, self.host.page_size))
-
-    def snapshot(self) -> list[VMProgress]:
-        out = []
-        now = self.host.clock()
-        for name, vm in self.host.vms.items():
-            st = vm.status
-            self._note_file(name, st.smart_paging_file_in_use, now)
-            elapsed = eta = None
-            if st.phase == "boot" and name in self.boot_started:
-                elapsed = now - self.boot_started[name]
-                eta = self._eta(name, vm, now)
-            out.append(
-                VMProgress(
-                    name,
-                    st.state,
-                    st.phase,
-                    st.memory_assigned,
-                    st.memory_demand,
-                    st.memory_status,
-                    st.smart_paging_bytes,
-                    elapsed,
-                    eta,
-                )
-            )
-        return out
-
-    def _note_file(self, name: str, in_use: bool, now: float) -> None:
-        lives = self.file_seen.setdefault(name, [])
-        open_life = bool(lives) and lives[-1][1] is None
-        if in_use and not open_life:
-            lives.append([now, None])
-        elif not in_use and open_life:
-            lives[-1][1] = now
-
-    def file_life(self, name: str, started_at: float) -> tuple[float | None, float | None]:
-        """(first seen, first seen gone) of the first file seen after a boot's start."""
-        for seen, gone in self.file_seen.get(name, []):
-            if seen is not None and seen >= started_at - POLL:
-                return seen, gone
-        return None, None
-
-    def _eta(self, name: str, vm: Any, now: float) -> float | None:
-        # The boot touches every Startup page once; pages holding data now (in frames or in
-        # the file) over Startup pages is how far it got.
-        mem = vm.memory
-        eta = self._etas.get(name)
-        if mem is None or eta is None:
-            return None
-        try:
-            c = mem.counters
-        except Exception:  # the memory may be closing under us
-            return eta.eta
-        startup_pages = max(1, vm.settings.startup // self.host.page_size)
-        return eta.update(now, (c["resident"] + c["file_pages"]) / startup_pages)
-
-
-def _expected_cpu(vm: Any, page_size: int) -> float | None:
-    """The guest CPU time of the VM's boot phases, if the workload says (Boot, RecordedBoot)."""
-    startup_pages = vm.settings.startup // page_size
-    total = 0.0
-    for phase in vm.workload:
-        if not phase.boot:
-            break
-        expected = getattr(phase, "expected_cpu_time", None)
-        if expected is None:
-            return None
-        total += expected(startup_pages)
-    return total or None
 
 
 def run_scenario(
@@ -444,7 +195,7 @@ class _Run:
             if v.dynamic:
                 kwargs.update(minimum=v.minimum, maximum=v.maximum, buffer=v.buffer)
             self.host.add_vm(v.name, **kwargs)
-        self.tracker = _Tracker(self.host)
+        self.tracker = RunTracker(self.host)
         self.outcomes: dict[str, dict[str, object]] = {}  # the current event's, per VM
         self.handlers: dict[str, Callable[[Event], str]] = {
             "start": self.start,
@@ -607,7 +358,7 @@ def _collect_boots(host: Any, result: RunResult, before: dict[str, int], event: 
             result.boots.append(d)
 
 
-def _final(host: Any, result: RunResult, tracker: _Tracker | None = None) -> None:
+def _final(host: Any, result: RunResult, tracker: RunTracker | None = None) -> None:
     """Refresh boot reports (Smart Paging duration is known only once the file is gone), add
     each Smart Paging file's life, and record final statuses and the timeline."""
     by_key = {(b["vm"], b["started_at"]): b for b in result.boots}

@@ -83,8 +83,8 @@ from vmmem.lab.scenario_model import (
     WorkloadSpec,
     scale_size,
 )
-from vmmem.sizes import MB, parse_size
-from vmmem.validate import control_characters
+from vmmem.lab.toml_reader import TomlReader, show_value
+from vmmem.sizes import MB
 
 __all__ = [
     "ARTICLE_SCENARIO_TOML",
@@ -124,117 +124,6 @@ EVENT_ACTIONS = ("start", "idle", "restart-vms", "restart", "reboot-host", "sett
 # parsing
 
 
-class _Reader:
-    """Reads typed values out of a TOML table, raising located ScenarioErrors."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, key: str, message: str) -> ScenarioError:
-        return ScenarioError(self.source, key, message)
-
-    def check_keys(self, table: dict[str, Any], allowed: set[str], prefix: str) -> None:
-        for k in table:
-            if k not in allowed:
-                where = f"{prefix}.{k}" if prefix else k
-                raise self.fail(
-                    where, "unknown key; expected one of: " + ", ".join(sorted(allowed))
-                )
-
-    def table(self, value: Any, key: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(key, f"expected a table, got {_show(value)}")
-        return value
-
-    def size(
-        self, value: Any, key: str, *, minimum: int = 0, hyperv: bool = True, what: str = "a size"
-    ) -> int:
-        n = _parse_size(value)
-        if n is None:
-            raise self.fail(
-                key,
-                f'expected {what} such as "512MB" or "1.5GB", got {_show(value)}'
-                + (" (a bare number is bytes)" if isinstance(value, int) else ""),
-            )
-        if hyperv and n % MB:
-            raise self.fail(
-                key,
-                f"expected {what} in whole MB (Hyper-V), got {_show(value)}"
-                + (
-                    ' (a bare number is bytes; write e.g. "512MB")'
-                    if isinstance(value, int)
-                    else ""
-                ),
-            )
-        if hyperv and n % ALIGN:
-            raise self.fail(
-                key,
-                f"expected {what} that is a multiple of 2 MB (Hyper-V: "
-                f'"not properly aligned"), got {_show(value)}',
-            )
-        if n < minimum:
-            raise self.fail(key, f"expected at least {minimum // MB} MB, got {_show(value)}")
-        return n
-
-    def integer(self, value: Any, key: str, lo: int, hi: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise self.fail(key, f"expected a whole number from {lo} to {hi}, got {_show(value)}")
-        return value
-
-    def number(self, value: Any, key: str, *, positive: bool = True) -> float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or (positive and value <= 0)
-            or value < 0
-        ):
-            kind = "a number of seconds above 0" if positive else "a number of seconds >= 0"
-            raise self.fail(key, f"expected {kind}, got {_show(value)}")
-        return float(value)
-
-    def boolean(self, value: Any, key: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(key, f"expected true or false, got {_show(value)}")
-        return value
-
-    def string(self, value: Any, key: str) -> str:
-        """A name or a path: non-empty, printable (it ends up in file names and tables)."""
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, f"expected a non-empty string, got {_show(value)}")
-        bad = control_characters(value)
-        if bad:
-            raise self.fail(
-                key,
-                f"expected printable text, got {value!r}, which contains control characters "
-                f"({', '.join(bad)})",
-            )
-        return value
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-def _parse_size(value: Any) -> int | None:
-    """Bytes from an int (bytes) or a string with a unit (vmmem.parse_size); None if bad."""
-    if isinstance(value, float):
-        return None  # TOML floats are a slip for "1.5GB"; ask for the unit
-    try:
-        n = parse_size(value)
-    except SettingsError:
-        return None
-    return n if n >= 0 else None
-
-
 _TOP_KEYS = {"name", "description", "host", "vm", "event"}
 _HOST_KEYS = {"memory", "reserve", "smart_paging_path", "balancer_interval"}
 _VM_KEYS = {
@@ -261,14 +150,14 @@ _EVENT_KEYS = {"action", "vms", "seconds", "timeout", "smart_paging_on_host_rebo
 
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
     """A validated Scenario from a parsed TOML document. Raises ScenarioError."""
-    r = _Reader(source)
+    r = TomlReader(source)
     r.check_keys(data, _TOP_KEYS, "")
     name = r.string(
         data.get("name", os.path.splitext(os.path.basename(source))[0] or "scenario"), "name"
     )
     description = data.get("description", "")
     if not isinstance(description, str):
-        raise r.fail("description", f"expected a string, got {_show(description)}")
+        raise r.fail("description", f"expected a string, got {show_value(description)}")
 
     if "host" not in data:
         raise r.fail("host", 'missing: expected a [host] table with memory = "..."')
@@ -330,7 +219,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
     )
 
 
-def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[VMSpec]:
+def _parse_vm(r: TomlReader, raw: Any, key: str, host_paging: str | None) -> list[VMSpec]:
     t = r.table(raw, key)
     r.check_keys(t, _VM_KEYS, key)
     if "name" not in t:
@@ -361,7 +250,9 @@ def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[V
     if "maximum" in t:
         maximum = r.size(t["maximum"], f"{key}.maximum", minimum=startup, what="Maximum RAM")
         if maximum > MAX_MEMORY:
-            raise r.fail(f"{key}.maximum", f"expected at most 12 TB, got {_show(t['maximum'])}")
+            raise r.fail(
+                f"{key}.maximum", f"expected at most 12 TB, got {show_value(t['maximum'])}"
+            )
     if "buffer" in t:
         buffer = r.integer(t["buffer"], f"{key}.buffer", 5, 2000)
     priority = r.integer(t.get("priority", 50), f"{key}.priority", 0, 100)
@@ -447,7 +338,7 @@ def _parse_vm(r: _Reader, raw: Any, key: str, host_paging: str | None) -> list[V
     return specs
 
 
-def _check_with_hyperv(r: _Reader, key: str, spec: VMSpec) -> None:
+def _check_with_hyperv(r: TomlReader, key: str, spec: VMSpec) -> None:
     """The Hyper-V layer's own checks (settings, workload phases), located at this [[vm]]:
     whatever the layer would refuse at run time is refused here, before anything runs."""
 
@@ -464,7 +355,7 @@ def _check_with_hyperv(r: _Reader, key: str, spec: VMSpec) -> None:
             raise r.fail(f"{key}.workload.{table}", str(e)) from None
 
 
-def _phase_params(r: _Reader, raw: Any, key: str, allowed: dict[str, type]) -> dict[str, Any]:
+def _phase_params(r: TomlReader, raw: Any, key: str, allowed: dict[str, type]) -> dict[str, Any]:
     t = r.table(raw, key)
     r.check_keys(t, set(allowed), key)
     out: dict[str, Any] = {}
@@ -475,12 +366,12 @@ def _phase_params(r: _Reader, raw: Any, key: str, allowed: dict[str, type]) -> d
         )
         if not ok or v < 0 or (isinstance(v, float) and not math.isfinite(v)):
             what = "a whole number >= 0" if kind is int else "a number >= 0"
-            raise r.fail(f"{key}.{k}", f"expected {what}, got {_show(v)}")
+            raise r.fail(f"{key}.{k}", f"expected {what}, got {show_value(v)}")
         out[k] = kind(v)
     return out
 
 
-def _parse_event(r: _Reader, raw: Any, key: str, names: list[str]) -> Event:
+def _parse_event(r: TomlReader, raw: Any, key: str, names: list[str]) -> Event:
     t = r.table(raw, key)
     r.check_keys(t, _EVENT_KEYS, key)
     if "action" not in t:
@@ -488,7 +379,7 @@ def _parse_event(r: _Reader, raw: Any, key: str, names: list[str]) -> Event:
     action = t["action"]
     if action not in EVENT_ACTIONS:
         raise r.fail(
-            f"{key}.action", f"expected one of {', '.join(EVENT_ACTIONS)}, got {_show(action)}"
+            f"{key}.action", f"expected one of {', '.join(EVENT_ACTIONS)}, got {show_value(action)}"
         )
     vms: tuple[str, ...] = ()
     if action == "restart-host":
@@ -509,7 +400,7 @@ def _parse_event(r: _Reader, raw: Any, key: str, names: list[str]) -> Event:
             vms = tuple(raw_vms)
         else:
             raise r.fail(
-                f"{key}.vms", f'expected "all" or a list of VM names, got {_show(raw_vms)}'
+                f"{key}.vms", f'expected "all" or a list of VM names, got {show_value(raw_vms)}'
             )
     elif "vms" in t:
         raise r.fail(f"{key}.vms", f'not used by "{action}" (it concerns the whole host)')
@@ -533,7 +424,7 @@ def _parse_event(r: _Reader, raw: Any, key: str, names: list[str]) -> Event:
     return Event(action, vms, seconds, article)
 
 
-def _check_event_order(r: _Reader, events: tuple[Event, ...], names: list[str]) -> None:
+def _check_event_order(r: TomlReader, events: tuple[Event, ...], names: list[str]) -> None:
     """VMs must be started before they restart, and not started twice."""
     running: set[str] = set()
     for i, e in enumerate(events):
