@@ -51,6 +51,50 @@ def file_lives(result: RunResult) -> list[dict[str, Any]]:
     return out
 
 
+REBOOT_MARKS = {"restored": "o", "started": "^", "failed": "X", "saved": "s", "off": "v"}
+
+
+def _mark_reboots(
+    ax: Any,
+    result: RunResult,
+    per_vm: dict[str, dict[str, list[float]]],
+    times: list[float],
+    colors: list[str],
+    capacity: float,
+) -> None:
+    """A host reboot's phases on the memory panel: each VM's saved spell shaded (state Saved
+    in the timeline), and a mark where it was restored, started or failed to start."""
+    names = list(per_vm)
+    for i, name in enumerate(names):
+        c = colors[i % len(colors)]
+        saved = [
+            sample["time"]
+            for sample in result.timeline
+            for v in sample["vms"]
+            if v["name"] == name and v.get("state") == "Saved"
+        ]
+        if saved:
+            ax.axvspan(min(saved), max(saved), color=c, alpha=0.08)
+    for e in result.events:
+        for name, o in (e.get("outcomes") or {}).items():
+            at = o.get("at")
+            if at is None:
+                continue
+            i = names.index(name) if name in names else 0
+            marker = REBOOT_MARKS.get(o.get("result", ""), "o")
+            ax.plot(
+                [at], [capacity * (1.05 + 0.05 * i)], marker=marker, color=colors[i % len(colors)]
+            )
+            ax.annotate(
+                f"{name} {o.get('result')}",
+                (at, capacity * (1.05 + 0.05 * i)),
+                xytext=(4, 0),
+                textcoords="offset points",
+                fontsize="x-small",
+                va="center",
+            )
+
+
 def plot_run(result: RunResult, path: str) -> None:
     """Assigned memory and Smart Paging bytes per VM over time, and the boot times."""
     times, per_vm = _series(result)
@@ -99,6 +143,7 @@ def plot_run(result: RunResult, path: str) -> None:
     for b in result.storm_boots():
         ax_mem.axvline(b["started_at"], color="red", alpha=0.15)
         ax_sp.axvline(b["started_at"], color="red", alpha=0.15)
+    _mark_reboots(ax_mem, result, per_vm, times, colors, capacity)
     ax_mem.set_ylim(0, capacity * 1.4)  # head room for the legend above the lines
     ax_mem.set_ylabel("assigned memory (MB)\n(dotted: demand)")
     ax_mem.legend(fontsize="small", ncol=2, loc="upper right")

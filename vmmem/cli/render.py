@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -285,6 +285,28 @@ _RUN_COLUMNS = (
 )
 
 
+def _guests_line(s: dict[str, Any]) -> str:
+    """Which guest produced the figures: a recorded boot and its guest_ips, or the synthetic
+    boot and its CPU time."""
+    from vmmem.guests import DEFAULT_GUEST_IPS
+
+    seen = []
+    for v in s.get("vms", []):
+        w = v.get("workload", {})
+        if w.get("guest"):
+            ips = w.get("guest_ips") or DEFAULT_GUEST_IPS
+            text = f"guest {w['guest']} at {ips:.3g} instructions/s"
+            if (w.get("guest_scale") or 1) != 1:
+                text += f" (shrunk 1/{w['guest_scale']:g})"
+        elif w.get("boot_seconds"):
+            text = f"synthetic boot of {w['boot_seconds']:g} s CPU"
+        else:
+            text = "synthetic boot (50 us of CPU per page)"
+        if text not in seen:
+            seen.append(text)
+    return ", ".join(seen) or "synthetic boot"
+
+
 def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
     """The table per VM for the restart boots, the settings line, and the verdict."""
     s = result.scenario
@@ -292,7 +314,7 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
     console.print(
         f"[bold]{s['name']}[/bold]{scale}: {len(s['vms'])} VMs on "
         f"{mb(s['host']['memory_bytes'] - s['host']['reserve_bytes'])}, "
-        f"ran {seconds(result.duration)}"
+        f"ran {seconds(result.duration)}; {_guests_line(s)}"
     )
     for loc in result.locations:
         io = loc.get("device_io")

@@ -3,9 +3,12 @@ lives as the run saw them. The CLI renders it; a library user may pass their own
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from vmmem.hyperv.reports import VMStatus
 
 __all__ = ["POLL", "BootEta", "ProgressSink", "RunTracker", "VMProgress"]
 
@@ -13,18 +16,12 @@ POLL = 0.1  # seconds between progress polls
 
 
 @dataclass(frozen=True)
-class VMProgress:
-    """One VM as the live display shows it."""
+class VMProgress(VMStatus):
+    """One VM as the live display shows it: its status as Get-VM shows it (the one record of
+    a VM's state, `VMStatus`), and how far its current boot is."""
 
-    name: str
-    state: str
-    phase: str
-    memory_assigned: int
-    memory_demand: int
-    memory_status: str
-    smart_paging_bytes: int
-    boot_elapsed: float | None  # seconds into the current boot, None when not booting
-    boot_eta: float | None  # seconds left, estimated from the boot's progress
+    boot_elapsed: float | None = None  # seconds into the current boot, None when not booting
+    boot_eta: float | None = None  # seconds left, estimated from the boot's progress
 
 
 class ProgressSink:
@@ -115,19 +112,7 @@ class RunTracker:
             if st.phase == "boot" and name in self.boot_started:
                 elapsed = now - self.boot_started[name]
                 eta = self._eta(name, vm, now)
-            out.append(
-                VMProgress(
-                    name,
-                    st.state,
-                    st.phase,
-                    st.memory_assigned,
-                    st.memory_demand,
-                    st.memory_status,
-                    st.smart_paging_bytes,
-                    elapsed,
-                    eta,
-                )
-            )
+            out.append(VMProgress(**dataclasses.asdict(st), boot_elapsed=elapsed, boot_eta=eta))
         return out
 
     def _note_file(self, name: str, in_use: bool, now: float) -> None:
