@@ -199,3 +199,35 @@ def test_a_running_static_vm_can_be_resized(disk_dir):
         assert static.status.memory_assigned == 32 * MB
         with pytest.raises(SettingsError, match="cannot be changed while"):
             other.startup = "96MB"  # a dynamic VM's Startup RAM only while it is off
+
+
+def test_reboot_host_through_the_command_line(disk_dir, monkeypatch):
+    """`vmmem run` with a reboot-host event: each VM's outcome printed, the verdict about the
+    reboot (never Smart Paging), the outcomes in the JSON, and the phases on the plot."""
+    import json
+
+    from click.testing import CliRunner
+
+    from vmmem.cli.main import cli
+
+    monkeypatch.chdir(disk_dir)
+    (disk_dir / "reboot.toml").write_text(REBOOT % {"stop": "ShutDown"})
+    r = CliRunner().invoke(
+        cli,
+        ["run", "reboot.toml", "--scale", "8", "-q", "--json", "r.json", "--plot", "r.png"],
+    )
+    assert r.exit_code == 0, r.output
+    assert "synthetic boot of 0.2 s CPU" in r.stdout  # which guest produced the figures
+    assert "vm1 started, vm2 started, vm3 failed, vm4 failed" in r.stdout
+    assert "host reboot: vm1, vm2 started; vm3, vm4 failed" in r.stdout
+    data = json.loads((disk_dir / "r.json").read_text())
+    (event,) = [e for e in data["events"] if e["action"] == "reboot-host"]
+    assert {n: o["result"] for n, o in event["outcomes"].items()} == {
+        "vm1": "started",
+        "vm2": "started",
+        "vm3": "failed",
+        "vm4": "failed",
+    }
+    assert "Not enough memory in the system" in event["outcomes"]["vm3"]["error"]
+    assert (disk_dir / "r.png").stat().st_size > 20_000
+    assert list(disk_dir.rglob("*.slp")) == []

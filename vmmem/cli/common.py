@@ -52,7 +52,8 @@ class CliFailure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_FAILED):
         super().__init__(message)
-        self.exit_code = exit_code
+        # click declares exit_code a class variable (8.5); click reads it from the instance.
+        setattr(self, "exit_code", exit_code)  # noqa: B010
 
     def show(self, file: Any = None) -> None:
         click.echo(f"vmmem: error: {self.format_message()}", err=True, file=file)
