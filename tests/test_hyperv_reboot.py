@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+from pathlib import Path
 
 import pytest
 
@@ -47,13 +48,29 @@ def test_save_restores_every_vm_with_its_memory_and_no_boot(disk_dir):
         assert {s.state for s in host.status} <= {"Saved", "Running"}
         outcomes = reboot.wait(30)
         assert {o.result for o in outcomes.values()} == {"restored"}
+        host.wait_settled(timeout=30)  # the saved state read back, the guests idle again
         assert {s.name: s.memory_assigned for s in host.status} == before
         assert {s.state for s in host.status} == {"Running"}
         assert {n: len(vm.boot_reports) for n, vm in host.vms.items()} == boots  # no boot ran
-        # No Smart Paging file was ever made: none exists, and no guest created one.
+        # The saved state was real: written out at the Save, read back at the restore, gone.
+        for vm in host.vms.values():
+            c = vm.memory.counters
+            assert c["page_outs"] > 0 and c["page_ins"] == c["page_outs"]
+            assert c["file_created"] == c["file_deleted"] == 1
         assert paging_files(disk_dir) == []
-        assert all(vm.memory.stats.file_created == 0 for vm in host.vms.values())
-        host.wait_settled(timeout=30)
+        # And never Smart Paging: no sample of any VM shows a Smart Paging file in use.
+        assert not any(v.smart_paging_file_in_use for t in host.timeline for v in t.vms)
+
+
+def test_a_saved_vm_holds_its_memory_in_a_saved_state_file(disk_dir):
+    with article_host(disk_dir, start="Nothing") as host:
+        assert {o.result for o in host.reboot().wait(10).values()} == {"saved"}
+        saved = sorted(Path(p).name.split("-")[:2] for p in paging_files(disk_dir))
+        assert saved == [[f"vm{i}", "savedstate"] for i in range(1, 5)]
+        assert host.available_memory == 176 * MB  # their frames went back to the host
+        host.vms["vm1"].stop()  # discards vm1's saved state
+        assert len(paging_files(disk_dir)) == 3
+    assert paging_files(disk_dir) == []  # the host's close discards the rest
 
 
 def test_shutdown_with_no_delay_starts_two_and_two_fail_with_hyperv_message(disk_dir):

@@ -490,12 +490,14 @@ class Host:
         self.workspace.claim(folder)
 
     def _remove_made_folders(self) -> None:
-        """Release the folders no running VM uses: this run's files, lock file and the
-        folders it made (if empty) go; nothing else is touched."""
+        """Release the folders no running or saved VM uses (its Smart Paging folder, its
+        virtual disk's folder, where its page file or saved state may be): this run's files,
+        lock file and the folders it made (if empty) go; nothing else is touched."""
         in_use = {
-            os.path.abspath(vm.smart_paging_path)
+            os.path.abspath(folder)
             for vm in self._vms.values()
-            if vm.state == "Running"
+            if vm.state in ("Running", "Saved")
+            for folder in (vm.smart_paging_path, vm.vhd_folder)
         }
         for folder in self.workspace.folders:
             if folder not in in_use:

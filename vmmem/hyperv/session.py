@@ -184,6 +184,17 @@ class GuestSession:
             self._guest_base = self.memory.counters
         return True
 
+    def read_saved_state(self) -> None:
+        """A restore reads the guest's saved memory back from its file before the guest runs
+        on (real reads, a chunk at a time so status reads get in between); the file is then
+        empty and deleted, and the next paging file is Smart Paging's again."""
+        self.file_role = "saved"
+        while True:
+            self._check()
+            if not self.memory.drain(max_pages=CHUNK):
+                break
+        self.file_role = "smart"
+
     def guest_paging(self) -> dict[str, int]:
         """The guest's own paging so far: page-ins and page-outs since it began, and the bytes
         in its page file now."""
@@ -212,8 +223,8 @@ class GuestSession:
 
     def observe_file(self) -> bool:
         """Note the Smart Paging file's state for the boot report; True if it exists."""
-        if self.file_role == "guest":
-            return False  # the guest's own page file: not Smart Paging
+        if self.file_role != "smart":
+            return False  # the guest's own page file, or its saved state: not Smart Paging
         c = self.memory.counters  # scalars only: this runs after every replay chunk
         exists = c["file_created"] > c["file_deleted"]
         rec = self.record
@@ -364,8 +375,9 @@ class GuestSession:
 
     # -- the end -------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """End the boot: stop the guest thread, free the memory (deleting any paging file)."""
+    def close(self, keep_memory: bool = False) -> None:
+        """End the boot: stop the guest thread, free the memory (deleting any paging file).
+        `keep_memory`: a Save, which keeps the guest's memory for its saved state."""
         self.stop.set()
         with self.cv:
             self.cv.notify_all()
@@ -373,7 +385,7 @@ class GuestSession:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         with self.lock:
-            if not self.memory.closed:
+            if not self.memory.closed and not keep_memory:
                 self.memory.close()
             if self.disk is not None:
                 self.disk.close()  # the file stays: a VM's disk outlives its boots

@@ -83,6 +83,8 @@ class VM(SettingsProperties):
         self._phase = "off"
         self._session: GuestSession | None = None  # the current boot, while Running
         self._saved_pages = 0  # assigned memory when saved (state "Saved")
+        # While Saved: the guest's memory, every page of it written to its saved-state file.
+        self._saved_memory: GuestMemory | None = None
         self._boots: list[BootRecord] = []
         self._baseline_given: float | None = None
         self._baseline_measured: float | None = None
@@ -347,16 +349,19 @@ class VM(SettingsProperties):
         host is dividing memory for a restart (the VM may be given less than Startup RAM)."""
         folder = self.smart_paging_path
         self._host.claim_folder(folder)
-        memory = GuestMemory(
-            self._host.pool,
-            self._address_space(),
-            frame_limit=0,
-            paging_dir=folder,
-            backend=self._host.backend,
-            policy=self._host.policy,
-            name=self.name,
-        )
-        self._host.workspace.record_file(memory.paging_file.path)
+        if resume and self._saved_memory is not None:
+            memory, self._saved_memory = self._saved_memory, None  # read back by the restore
+        else:
+            memory = GuestMemory(
+                self._host.pool,
+                self._address_space(),
+                frame_limit=0,
+                paging_dir=folder,
+                backend=self._host.backend,
+                policy=self._host.policy,
+                name=self.name,
+            )
+            self._host.workspace.record_file(memory.paging_file.path)
         startup_pages = self._settings.startup // memory.page_size
         try:
             disk = self._open_disk(startup_pages, memory.page_size)
@@ -440,7 +445,19 @@ class VM(SettingsProperties):
         session = self._session
         assigned = 0 if session is None else session.assigned
         self._saved_pages = assigned if pages is None else pages
-        self._end_session(session)
+        if session is not None:
+            self._end_session(session, keep_memory=True)
+            memory = session.memory
+            # Its saved state: every page the guest holds is written to a file beside its other
+            # files (real writes; pages never written cost nothing), its frames go back to the
+            # host. A Smart Paging or page file in use already holds its share and stays.
+            if not memory.paging_file.exists:
+                folder = self.vhd_folder
+                self._host.claim_folder(folder)
+                path = memory.move_paging_file(folder, f"{self.name}-savedstate")
+                self._host.workspace.record_file(path)
+            memory.frame_limit = 0
+            self._saved_memory = memory
         with self._lock:
             self._state = "Saved"
             self._phase = "saved"
@@ -483,15 +500,23 @@ class VM(SettingsProperties):
         session.thread.start()
 
     def power_off(self) -> None:
-        """Stop the guest thread and free its memory (deletes any paging file)."""
+        """Stop the guest thread and free its memory (deletes any paging file); a Saved VM's
+        saved state is discarded."""
         self._end_session(self._session)
+        saved, self._saved_memory = self._saved_memory, None
+        if saved is not None:
+            saved.close()  # deletes the saved-state file
 
     def _end_session(
-        self, session: GuestSession | None, error: BaseException | None = None
+        self,
+        session: GuestSession | None,
+        error: BaseException | None = None,
+        keep_memory: bool = False,
     ) -> None:
-        """The one teardown: a power-off, or a guest that failed (`error`)."""
+        """The one teardown: a power-off, a guest that failed (`error`), or a Save
+        (`keep_memory`)."""
         if session is not None:
-            session.close()
+            session.close(keep_memory=keep_memory)
         with self._lock:
             if self._session is not session:
                 return
@@ -513,6 +538,7 @@ class VM(SettingsProperties):
             nboot = boot_phase_count(self._phases)
             if resume:
                 guest.booted.set()
+                guest.read_saved_state()
             elif nboot == 0:
                 self._boot_complete(guest)
             for index, phase in enumerate(self._phases):
