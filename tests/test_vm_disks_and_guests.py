@@ -155,3 +155,24 @@ def test_a_running_vm_short_of_memory_pages_inside_the_guest(disk_dir: Path) -> 
         report = vm.boot_report
         assert report is not None and not report.smart_paging and report.page_outs == 0
     assert not list(vhds.glob("*.slp"))  # deleted with the VM's memory
+
+
+def test_a_disk_folder_without_room_for_the_virtual_disks_is_refused(tmp_path_factory):
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    mnt = tmp_path_factory.mktemp("tiny")
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if mount.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        r = CliRunner().invoke(cli, ["run", "--scale", "8", "--vhd-dir", str(mnt)])
+        assert r.exit_code == EXIT_REFUSED, r.output
+        assert "not enough free space for the VMs' virtual disks" in r.stderr
+        assert "--vhd-dir" in r.stderr
+        assert os.listdir(mnt) == []  # refused before anything was made
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

@@ -11,12 +11,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import SettingsError
 from ..memory import BACKENDS, POLICIES
 from ..sizes import MB, TB, SizeLike, format_size, parse_size
 from ..validate import check_choice, check_name, check_number, check_path
+
+if TYPE_CHECKING:
+    from .workloads import Workload
 
 __all__ = [
     "DEFAULT_BUFFER",
@@ -33,6 +38,8 @@ __all__ = [
     "VMSettings",
     "check_host_arguments",
     "change_settings",
+    "vhd_file_name",
+    "vhd_size_for",
     "check_size",
     "smart_paging_folder",
     "validate_settings",
@@ -90,6 +97,22 @@ def smart_paging_folder(
     """A VM's Smart Paging folder: its own setting, else its folder under the host's (as
     Hyper-V keeps the file with the VM's other files). Absolute."""
     return os.path.abspath(smart_paging_path or os.path.join(os.fspath(host_folder), vm_name))
+
+
+def vhd_file_name(vm_name: str, size: int) -> str:
+    """A VM's virtual-disk file name: its size is in the name, so runs at other sizes
+    (--scale) each keep their own disk and reuse it."""
+    return f"{vm_name}-{size // MB}MB.vmdisk"
+
+
+def vhd_size_for(
+    settings: VMSettings, phases: Sequence[Workload], page_size: int, startup_pages: int
+) -> int:
+    """A VM's virtual-disk size: its setting, else four times what its workload reads
+    (each phase's disk_size_hint); 0: it reads no disk, and has none."""
+    if settings.vhd_size is not None:
+        return settings.vhd_size
+    return max((p.disk_size_hint(startup_pages, page_size) for p in phases), default=0)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ from .settings import (
     VMSettings,
     change_settings,
     smart_paging_folder,
+    vhd_file_name,
+    vhd_size_for,
 )
 from .vm_settings import SettingsProperties
 from .workloads import Workload, boot_phase_count
@@ -403,16 +405,14 @@ class VM(SettingsProperties):
 
     def vhd_size(self, startup_pages: int | None = None, page_size: int | None = None) -> int:
         """The virtual disk's size: the setting, else what the workload reads from (0: no disk)."""
-        if self._settings.vhd_size is not None:
-            return self._settings.vhd_size
         ps = page_size or self._host.page_size
         pages = startup_pages or self._settings.startup // ps
-        return max((p.disk_size_hint(pages, ps) for p in self._phases), default=0)
+        return vhd_size_for(self._settings, self._phases, ps, pages)
 
     def vhd_file(self, size: int) -> str:
         """The virtual disk's file: its size is in the name, so runs at other sizes (--scale)
         each keep their own disk and reuse it."""
-        return os.path.join(self.vhd_folder, f"{self.name}-{size // MB}MB.vmdisk")
+        return os.path.join(self.vhd_folder, vhd_file_name(self.name, size))
 
     def _open_disk(self, startup_pages: int, page_size: int) -> VirtualDisk | None:
         """The VM's virtual disk (created once, zero-filled, then reused by every boot and

@@ -12,7 +12,13 @@ from vmmem.lab.scenario import Scenario
 from vmmem.sizes import MB
 from vmmem.sizes import format_mb as mb
 
-__all__ = ["LocationRefused", "check_folders_free", "check_locations", "paging_folders"]
+__all__ = [
+    "LocationRefused",
+    "check_folders_free",
+    "check_locations",
+    "new_vhd_files",
+    "paging_folders",
+]
 
 
 class LocationRefused(Exception):
@@ -54,17 +60,32 @@ def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], li
         info = device_for_path(anchor)
         key = f"{info.mountpoint}\0{info.device or info.source}"
         by_fs.setdefault(key, (info, []))[1].append(name)
+    # The VMs' virtual disks that a first run will make (kept afterwards), by filesystem.
+    disks: dict[str, tuple[DeviceInfo, int]] = {}
+    for path, size in new_vhd_files(s, host_folder).values():
+        info = device_for_path(_existing_ancestor(os.path.dirname(path)))
+        key = f"{info.mountpoint}\0{info.device or info.source}"
+        disks[key] = (info, disks.get(key, (info, 0))[1] + size)
+    for key, (info, size) in disks.items():
+        if key not in by_fs and info.free_bytes < size + 64 * MB:
+            raise LocationRefused(
+                f"not enough free space for the VMs' virtual disks on {info.mountpoint} "
+                f"({info.fstype}): they need {mb(size)} plus 64 MB, {mb(info.free_bytes)} is "
+                "free. Choose another folder with --vhd-dir, or a smaller --scale."
+            )
     warnings = []
     infos = []
-    for info, names in by_fs.values():
+    for key, (info, names) in by_fs.items():
         worst = sum(s.vm(n).startup for n in names if s.vm(n).dynamic)
-        need = worst + 64 * MB if worst else 0
+        vhds = disks.get(key, (info, 0))[1]
+        need = worst + vhds + 64 * MB if worst or vhds else 0
         if info.free_bytes < need:
+            disk_text = f" and {mb(vhds)} of virtual disks to make" if vhds else ""
             raise LocationRefused(
                 f"not enough free space for the Smart Paging files on {info.mountpoint} "
                 f"({info.fstype}): the worst case needs {mb(need)} ({', '.join(names)}: up to "
-                f"their Startup RAM each, plus 64 MB), {mb(info.free_bytes)} is free. "
-                "Choose another folder with --paging-dir, or a smaller --scale."
+                f"their Startup RAM each{disk_text}, plus 64 MB), {mb(info.free_bytes)} is "
+                "free. Choose another folder with --paging-dir, or a smaller --scale."
             )
         if info.ram_backed:
             warnings.append(
@@ -78,6 +99,24 @@ def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], li
             )
         infos.append(info)
     return infos, warnings
+
+
+def new_vhd_files(s: Scenario, host_folder: str) -> dict[str, tuple[str, int]]:
+    """VM name -> (path, size) of each virtual disk the run will have to make (those that
+    exist are reused and need no room)."""
+    from vmmem.hyperv.settings import vhd_file_name, vhd_size_for
+
+    page = 4096
+    out = {}
+    for v in s.vms:
+        size = vhd_size_for(v.settings, v.workload.phases(), page, v.startup // page)
+        if not size:
+            continue
+        folder = smart_paging_folder(host_folder, v.name, v.vhd_path)
+        path = os.path.join(folder, vhd_file_name(v.name, size))
+        if not os.path.exists(path):
+            out[v.name] = (path, size)
+    return out
 
 
 def check_folders_free(folders: list[str]) -> list[str]:
