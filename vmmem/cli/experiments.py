@@ -173,6 +173,20 @@ def apply_guest_options(
     return s
 
 
+def json_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--json FILE: what the command measured, as JSON (docs/json-schema.json)."""
+    return click.option(
+        "--json", "json_path", type=click.Path(dir_okay=False), metavar="FILE", help=help
+    )
+
+
+def plot_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--plot FILE.png: a picture of it (any format matplotlib writes)."""
+    return click.option(
+        "--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png", help=help
+    )
+
+
 wide_option = click.option(
     "--wide", is_flag=True, help="Show every column of the tables (the default fits 120 columns)."
 )
@@ -182,21 +196,11 @@ wide_option = click.option(
 @scenario_argument
 @scale_option
 @paging_dir_option
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="Write every figure, the settings, and the machine and device facts to FILE "
-    "(layout: docs/json-schema.json).",
+@json_option(
+    "Write every figure, the settings, and the machine and device facts to FILE "
+    "(layout: docs/json-schema.json)."
 )
-@click.option(
-    "--plot",
-    "plot_path",
-    type=click.Path(dir_okay=False),
-    metavar="FILE.png",
-    help="Draw assigned memory and Smart Paging bytes per VM over time, and the boot times.",
-)
+@plot_option("Draw assigned memory and Smart Paging bytes per VM over time, and the boot times.")
 @guest_options
 @backend_option
 @wide_option
@@ -276,20 +280,8 @@ def _save(
     metavar="DIR [DIR]... [SCENARIO.toml]",
 )
 @scale_option
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="Write every run's figures, the table and the summary to FILE.",
-)
-@click.option(
-    "--plot",
-    "plot_path",
-    type=click.Path(dir_okay=False),
-    metavar="FILE.png",
-    help="Draw the boot time per location and the fault-latency CDFs.",
-)
+@json_option("Write every run's figures, the table and the summary to FILE.")
+@plot_option("Draw the boot time per location and the fault-latency CDFs.")
 @click.option(
     "--no-baseline",
     is_flag=True,
@@ -392,13 +384,7 @@ def _plot_compare(cmp: CompareResult, path: str) -> None:
 
 @cli.command("show")
 @click.argument("result_file", type=click.Path(exists=True, dir_okay=False), metavar="RESULT.json")
-@click.option(
-    "--plot",
-    "plot_path",
-    type=click.Path(dir_okay=False),
-    metavar="FILE.png",
-    help="Draw the run's or the comparison's plot again.",
-)
+@plot_option("Draw the run's or the comparison's plot again.")
 @wide_option
 def show_cmd(result_file: str, plot_path: str | None, wide: bool) -> None:
     """Print (and plot) a result saved with --json, without running anything.
