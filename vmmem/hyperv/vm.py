@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
+import numpy as np
+
 from .. import devices
 from ..errors import VmmemError
 from ..memory import FramePool, GuestMemory
@@ -85,8 +87,10 @@ class VM(SettingsProperties):
         self._phase = "off"
         self._session: GuestSession | None = None  # the current boot, while Running
         self._saved_pages = 0  # assigned memory when saved (state "Saved")
-        # While Saved: the guest's memory, every page of it written to its saved-state file.
+        # While Saved: the guest's memory, every page of it written to its saved-state file,
+        # and which pages it had committed (its demand goes on from there at the restore).
         self._saved_memory: GuestMemory | None = None
+        self._saved_committed: np.ndarray | None = None
         self._boots: list[BootRecord] = []
         self._baseline_given: float | None = None
         self._baseline_measured: float | None = None
@@ -392,6 +396,9 @@ class VM(SettingsProperties):
             nboot = boot_phase_count(self._phases)
             if resume:
                 self._phase = self._phases[nboot].phase if nboot < len(self._phases) else "done"
+                if self._saved_committed is not None:  # the demand it had when saved
+                    session.committed = self._saved_committed
+                    session.demand = int(np.count_nonzero(self._saved_committed))
             elif nboot:
                 session.commit_range(0, startup_pages)
             else:
@@ -446,6 +453,7 @@ class VM(SettingsProperties):
         assigned = 0 if session is None else session.assigned
         self._saved_pages = assigned if pages is None else pages
         if session is not None:
+            self._saved_committed = session.committed.copy()
             self._end_session(session, keep_memory=True)
             memory = session.memory
             # Its saved state: every page the guest holds is written to a file beside its other
