@@ -210,3 +210,36 @@ def test_the_hyperv_layers_own_checks_run_at_load_time(tmp_path, vm_body, key, e
     with pytest.raises(ScenarioError) as err:
         load_scenario(path)
     assert str(err.value).startswith(f"{path}: {key}: ") and expected in str(err.value)
+
+
+def test_scenario_shows_the_boot_the_disk_and_the_host_reboot_actions(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        """
+[host]
+memory = "1400MB"
+[[vm]]
+name = "db"
+startup = "512MB"
+generation = 1
+maximum = "1TB"
+automatic_stop_action = "ShutDown"
+automatic_start_action = "Start"
+automatic_start_delay = 30
+vhd_path = "/srv/vhds"
+[vm.workload]
+guest = "debian-12"
+guest_ips = 3e9
+[[event]]
+action = "start"
+[[event]]
+action = "reboot-host"
+"""
+    )
+    r = CliRunner().invoke(cli, ["scenario", str(path)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert (
+        "db: recorded guest debian-12 at 3e+09 instructions/s; virtual disk in /srv/vhds; at a "
+        "host reboot ShutDown, then Start after 30 s; generation 1" in r.stdout
+    )
+    assert "reboot the host (each VM's automatic stop and start actions)" in r.stdout

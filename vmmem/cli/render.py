@@ -67,6 +67,22 @@ def scenario(console: Console, s: Scenario) -> None:
             v.smart_paging_path or s.smart_paging_path or "(VM's folder)",
         )
     console.print(t)
+    # What the table leaves out: the boot, the virtual disk, what a host reboot does.
+    for v in s.vms:
+        boot = (
+            f"recorded guest {v.workload.guest}"
+            + (f" at {v.workload.guest_ips:.3g} instructions/s" if v.workload.guest_ips else "")
+            if v.workload.guest
+            else "synthetic boot"
+        )
+        disk = v.vhd_path or "its folder"
+        size = f" ({mb(v.vhd_size)})" if v.vhd_size else ""
+        console.print(
+            f"  {v.name}: {boot}; virtual disk in {disk}{size}; at a host reboot "
+            f"{v.automatic_stop_action}, then {v.automatic_start_action} after "
+            f"{v.automatic_start_delay:g} s; generation {v.generation}",
+            highlight=False,
+        )
     console.print("events:")
     for i, e in enumerate(s.events):
         console.print(f"  {i}. {e.describe()}")
