@@ -112,6 +112,16 @@ def throttled_hdd(workdir: str) -> Iterator[tuple[str, str]]:
             os.unlink(image)
 
 
+def vmmem_in_cgroup(cgroup: str, cwd: object, args: str) -> subprocess.CompletedProcess[str]:
+    """`vmmem ARGS` in the throttled cgroup: the shell joins it, then becomes vmmem (its threads
+    inherit the cgroup)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = f'echo $$ > {cgroup}/cgroup.procs && exec "{sys.executable}" -m vmmem.cli {args}'
+    return subprocess.run(
+        ["sh", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
 def test_compare_ranks_the_throttled_device_slower(disk_dir):
     workdir = tempfile.mkdtemp(prefix="vmmem-rig-", dir="/var/tmp")
     try:
@@ -121,19 +131,10 @@ def test_compare_ranks_the_throttled_device_slower(disk_dir):
             scenario = disk_dir / "tiny.toml"
             scenario.write_text(TINY)
             out_json = disk_dir / "cmp.json"
-            env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            # The shell joins the throttled cgroup, then becomes vmmem (threads inherit it).
-            cmd = (
-                f'echo $$ > {cgroup}/cgroup.procs && exec "{sys.executable}" -m vmmem.cli '
-                f"compare {ssd} {hdd} {scenario} --no-baseline -q --json {out_json}"
-            )
-            r = subprocess.run(
-                ["sh", "-c", cmd],
-                cwd=disk_dir,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
+            r = vmmem_in_cgroup(
+                cgroup,
+                disk_dir,
+                f"compare {ssd} {hdd} {scenario} --no-baseline -q --json {out_json}",
             )
             assert r.returncode == 0, r.stderr + r.stdout
             data = json.loads(out_json.read_text())
@@ -181,15 +182,9 @@ def test_boot_time_is_bounded_below_by_its_reads_on_the_throttled_disk(disk_dir)
             scenario = disk_dir / "reader.toml"
             scenario.write_text(READER)
             out_json = disk_dir / "r.json"
-            env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            cmd = (
-                f'echo $$ > {cgroup}/cgroup.procs && exec "{sys.executable}" -m vmmem.cli '
-                f"run {scenario} --vhd-dir {hdd} -q --json {out_json}"
+            r = vmmem_in_cgroup(
+                cgroup, disk_dir, f"run {scenario} --vhd-dir {hdd} -q --json {out_json}"
             )
-            r = subprocess.run(
-                ["sh", "-c", cmd], cwd=disk_dir, env=env, capture_output=True, text=True,
-                timeout=120,
-            )  # fmt: skip
             assert r.returncode == 0, r.stderr + r.stdout
             (boot,) = json.loads(out_json.read_text())["boots"]
             assert boot["disk_requests"] == 1152 and boot["disk_read_bytes"] == 1152 * 32768

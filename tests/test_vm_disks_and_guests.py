@@ -176,3 +176,17 @@ def test_a_disk_folder_without_room_for_the_virtual_disks_is_refused(tmp_path_fa
         assert os.listdir(mnt) == []  # refused before anything was made
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_record_boot_never_overwrites_and_checks_its_folder_first(tmp_path):
+    images = tmp_path / "image"
+    images.mkdir()
+    existing = tmp_path / "mine.npz"
+    existing.write_bytes(b"the user's")
+    r = CliRunner().invoke(cli, ["record-boot", str(existing), "--image-dir", str(images)])
+    assert r.exit_code == EXIT_USAGE and "vmmem never overwrites it" in r.stderr
+    assert existing.read_bytes() == b"the user's"
+    r = CliRunner().invoke(
+        cli, ["record-boot", str(tmp_path / "nope" / "t.npz"), "--image-dir", str(images)]
+    )
+    assert r.exit_code == EXIT_USAGE and "folder is missing or not writable" in r.stderr

@@ -5,7 +5,12 @@ line (`vmmem.cli`) only calls it and renders what it returns. Library users and 
 call the same functions.
 """
 
-from typing import Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vmmem.guests import GuestProfile
 
 from vmmem.lab.scenario import (
     ARTICLE_SCENARIO_TOML,
@@ -33,7 +38,7 @@ __all__ = [
 ]
 
 
-def guest_profiles(startup_ram: str | int = "512MB") -> list[Any]:
+def guest_profiles(startup_ram: str | int = "512MB") -> list[GuestProfile]:
     """Every guest a VM can boot (`vmmem guests`): the shipped recorded boots, and the
     synthetic boot with its figures for a VM of `startup_ram`."""
     from vmmem.guests import list_guests
