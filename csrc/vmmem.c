@@ -38,9 +38,6 @@
 #define MAX_GUEST_PAGES ((uint64_t)UINT32_MAX - 1) /* 12 TiB of 4 KiB pages fits */
 #define BM_NONE UINT64_MAX
 #define BM_LEVELS_MAX 6 /* 64^6 > 2^32 pages */
-/* The mmap backend reserves file space in chunks so a full disk shows up as
- * ENOSPC from fallocate, never as SIGBUS on a store into the mapping. */
-#define MMAP_GROW_BYTES (64u << 20)
 /* The mmap backend unmaps the pages it read in batches of this many: one TLB shootdown
  * per batch instead of one per page-in (every thread of the process shares the mm). */
 #define ZAP_BATCH 32
@@ -133,7 +130,6 @@ struct vmm_mem {
     uint32_t nzap;    /* mmap backend: slots read through the mapping, still mapped */
     uint32_t zap[ZAP_BATCH];
     uint8_t *map;     /* mmap backend: the file mapped over npages pages */
-    uint64_t reserved; /* mmap backend: bytes allocated in the file */
     uint32_t slot_hwm; /* slots ever handed out since the file was created */
     uint32_t *free_slots; /* reserved, npages entries; touched up to slot_hwm */
     uint64_t nfree_slots;
@@ -427,15 +423,21 @@ static int direct_opened(vmm_mem *m)
 
 static void direct_closing(vmm_mem *m) { (void)m; }
 
+/* After a page-out to this slot: the file now reaches at least its end. */
+static inline void note_written(vmm_mem *m, off_t off)
+{
+    uint64_t end = (uint64_t)off + m->pool->page_size;
+    if (end > m->st.file_size)
+        m->st.file_size = end;
+}
+
 static int direct_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
 {
     off_t off = slot_offset(m, slot);
     int rc = transfer(m, (uint8_t *)src, off, 1);
     if (rc)
         return rc;
-    uint64_t end = (uint64_t)off + m->pool->page_size;
-    if (end > m->st.file_size)
-        m->st.file_size = end;
+    note_written(m, off);
     return VMM_OK;
 }
 
@@ -482,38 +484,11 @@ static void mmap_closing(vmm_mem *m)
     m->map = NULL;
     m->wfd = m->pidfd = -1;
     m->nzap = 0; /* unmapped with the rest; the file goes away */
-    m->reserved = 0;
-}
-
-/* Make sure the bytes up to end are allocated on disk, in chunks, so a full disk shows
- * up as ENOSPC here, never as SIGBUS from the mapping or a lost delayed write. */
-static int mmap_reserve(vmm_mem *m, uint64_t end)
-{
-    if (end <= m->reserved)
-        return VMM_OK;
-    uint64_t limit = m->npages << m->pool->page_shift;
-    uint64_t want = m->reserved + MMAP_GROW_BYTES;
-    if (want < end)
-        want = end;
-    if (want > limit)
-        want = limit;
-    int err = posix_fallocate(m->fd, (off_t)m->reserved, (off_t)(want - m->reserved));
-    if (err && want > end) { /* a nearly full disk may still take just this page */
-        want = end;
-        err = posix_fallocate(m->fd, (off_t)m->reserved, (off_t)(want - m->reserved));
-    }
-    if (err) {
-        if (ftruncate(m->fd, (off_t)m->reserved) != 0) { /* the old size stays usable */ }
-        return -err;
-    }
-    m->reserved = want;
-    m->st.file_size = want;
-    return VMM_OK;
 }
 
 /* Unmaps every page read through the mapping since the last flush, with one TLB
  * shootdown (process_madvise batches them; where it is missing, one madvise each), and
- * drops them from the page cache. Until then a slot read stays mapped and cached, so a
+ * drops them from the page cache with one fadvise. Until then a slot read stays mapped and cached, so a
  * slot is flushed before it is read or written again (zap_if_pending). */
 static void zap_flush(vmm_mem *m)
 {
@@ -533,12 +508,18 @@ static void zap_flush(vmm_mem *m)
                (long)(n * ps);
     }
 #endif
+    off_t lo = slot_offset(m, m->zap[0]), hi = lo;
     for (uint32_t i = 0; i < n; i++) {
         off_t off = slot_offset(m, m->zap[i]);
         if (!done)
             madvise(m->map + off, ps, MADV_DONTNEED);
-        posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED);
+        lo = off < lo ? off : lo;
+        hi = off > hi ? off : hi;
     }
+    /* One drop over the batch's span: the only cached pages of the file are the ones
+     * read through the mapping (page-outs bypass or drop the cache), and the kernel
+     * walks only the cached pages in the range, so this costs what 32 drops did not. */
+    posix_fadvise(m->fd, lo, hi - lo + (off_t)ps, POSIX_FADV_DONTNEED);
     m->nzap = 0;
 }
 
@@ -555,24 +536,30 @@ static int mmap_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
 {
     size_t ps = m->pool->page_size;
     off_t off = slot_offset(m, slot);
-    int rc = mmap_reserve(m, (uint64_t)off + ps);
-    if (rc)
-        return rc;
     zap_if_pending(m, slot); /* a mapped page would be unmapped by the write, alone */
-    if (m->wfd >= 0) /* the frame is page-aligned: a direct write straight from it */
-        return transfer_fd(m, m->wfd, (uint8_t *)src, off, 1);
+    /* The file grows by these writes, as the direct backend's does: the mapping is only
+     * ever read at slots already written, so it never reaches past the end (no SIGBUS),
+     * and a full disk is ENOSPC from the write. Nothing is fallocated: writing into an
+     * unwritten extent costs a journalled extent split per page. */
+    if (m->wfd >= 0) { /* the frame is page-aligned: a direct write straight from it */
+        int rc = transfer_fd(m, m->wfd, (uint8_t *)src, off, 1);
+        if (rc == VMM_OK)
+            note_written(m, off);
+        return rc;
+    }
     /* A whole, aligned page: the page cache takes it without reading the old block. */
-    rc = transfer(m, (uint8_t *)src, off, 1);
+    int rc = transfer(m, (uint8_t *)src, off, 1);
     if (rc)
         return rc;
     /* Write the page's data to the device and wait for it (fsync/msync would also force
-     * a journal commit for the fallocated extent: metadata a paging file deleted after
+     * a journal commit for the file's new blocks: metadata a paging file deleted after
      * use does not need). The page is in no mapping, so write-back unmaps nothing. */
     if (sync_file_range(m->fd, off, (off_t)ps,
                         SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
                             SYNC_FILE_RANGE_WAIT_AFTER) != 0)
         return -errno;
     posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED); /* the next page-in reads the device */
+    note_written(m, off);
     return VMM_OK;
 }
 
