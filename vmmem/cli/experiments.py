@@ -92,8 +92,9 @@ backend_option = click.option(
     type=click.Choice(["direct", "mmap"]),
     default="direct",
     show_default=True,
-    help="How paging reaches the disk: O_DIRECT pread/pwrite, or a mapping flushed and dropped "
-    "from the page cache.",
+    help="How paging reaches the disk: 'direct' reads and writes with O_DIRECT; 'mmap' reads "
+    "through a shared mapping of the file (each page dropped from the page cache after) and "
+    "writes with O_DIRECT.",
 )
 
 
