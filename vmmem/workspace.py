@@ -356,26 +356,24 @@ def _is_held(lock_path: str) -> bool | None:
     return False
 
 
+def _runs_in(folder: str | os.PathLike[str], held: bool) -> list[EarlierRun]:
+    """The runs whose manifest is in `folder` and whose lock is (held) or is not held."""
+    path = os.path.abspath(os.fspath(folder))
+    return [
+        run
+        for lock in _lock_files(path)
+        if (run := _read_manifest(lock, path)) is not None and _is_held(lock) is held
+    ]
+
+
 def active_runs(folder: str | os.PathLike[str]) -> list[EarlierRun]:
     """Live vmmem runs that hold `folder` (this process's own Hosts included)."""
-    path = os.path.abspath(os.fspath(folder))
-    out = []
-    for lock in _lock_files(path):
-        run = _read_manifest(lock, path)
-        if run is not None and _is_held(lock):
-            out.append(run)
-    return out
+    return _runs_in(folder, held=True)
 
 
 def earlier_runs(folder: str | os.PathLike[str]) -> list[EarlierRun]:
     """Runs that left a manifest in `folder` and are no longer alive."""
-    path = os.path.abspath(os.fspath(folder))
-    out = []
-    for lock in _lock_files(path):
-        run = _read_manifest(lock, path)
-        if run is not None and _is_held(lock) is False:
-            out.append(run)
-    return out
+    return _runs_in(folder, held=False)
 
 
 def remove_earlier_run(run: EarlierRun) -> list[str]:

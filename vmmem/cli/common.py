@@ -10,15 +10,12 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from rich.console import Console
 
 from vmmem.lab.scenario import Scenario, ScenarioError, load_scenario
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "EXIT_FAILED",

@@ -8,10 +8,11 @@ frees. The boot is complete when the leading boot phases have finished.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -139,19 +140,9 @@ class Boot(Workload):
         from ..guests import synthetic_profile
 
         pages = parse_size(startup_ram, "Startup RAM") // 4096
-        params = {
-            k: getattr(self, k)
-            for k in (
-                "cpu_per_page",
-                "cpu_time",
-                "hot_fraction",
-                "hot_ratio",
-                "revisit_ratio",
-                "write_ratio",
-                "chunk_pages",
-                "disk_read_fraction",
-                "disk_request_bytes",
-            )
+        # every setting but the seed, which only picks which pages, not how many or how fast
+        params: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "seed"
         }
         params["source"] = (
             "CPU time invented: 50 us per page makes a 512 MB boot with enough memory take "
