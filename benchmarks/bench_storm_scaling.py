@@ -86,8 +86,8 @@ def fio_at_depth(folder: Path, jobs: int, file_bytes: int) -> dict[str, float] |
         job["read"]["clat_ns"]["mean"] * job["read"]["total_ios"]
         + job["write"]["clat_ns"]["mean"] * job["write"]["total_ios"]
     ) / max(1, ios)
-    for f in folder.iterdir():
-        f.unlink()
+    for n in range(jobs):  # exactly the files fio made: <name>.<job>.0
+        (folder / f"storm.{n}.0").unlink(missing_ok=True)
     return {
         "iops": job["read"]["iops"] + job["write"]["iops"],
         "mean_latency_s": lat_ns / 1e9,

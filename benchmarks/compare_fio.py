@@ -316,7 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.path.exists(fio_file):
             os.unlink(fio_file)
         if own_dir:
-            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                os.rmdir(folder)  # our files are gone by now; anything else stays
+            except OSError as exc:
+                print(f"left {folder}: {exc.strerror}", file=sys.stderr)
 
     read_ratio = _paired_median(results["vmmem_page_in"], results["fio_randread"])
     write_ratio = _paired_median(results["vmmem_page_out"], results["fio_randwrite"])

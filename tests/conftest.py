@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +138,22 @@ def quiet_loop_fs(tmp_path: Path) -> Iterator[Path]:
             subprocess.run(["umount", str(mnt)], capture_output=True)
     finally:
         subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+def settled_delta(
+    info: devices.DeviceInfo, before: devices.IOCounters, reads: int = 0, writes: int = 0
+) -> devices.IOCounters:
+    """Counters since `before`, once the request counts have caught up.
+
+    The block layer adds a request's bytes before it wakes the waiting task but counts the
+    request itself just after, so a read of /proc/diskstats right after the last transfer
+    may miss its count (never its bytes): wait briefly for the counts we expect.
+    """
+    deadline = time.monotonic() + 2.0
+    while True:
+        delta = devices.io_counters(info) - before
+        if (delta.read_count >= reads and delta.write_count >= writes) or (
+            time.monotonic() > deadline
+        ):
+            return delta
+        time.sleep(0.01)

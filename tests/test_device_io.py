@@ -7,11 +7,9 @@ happen is the page cache absorbing the paging, which would leave the device coun
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
-from conftest import small_ext4
+from conftest import settled_delta, small_ext4
 
 import vmmem
 from vmmem import devices
@@ -99,25 +97,6 @@ def test_release_and_clean_drops_cost_no_paging_io(disk_dir, pool):
         assert s.bytes_written == s.bytes_read == 0
         assert s.clean_drops == 240 and s.releases == 16
         assert not mem.paging_file.exists
-
-
-def settled_delta(
-    info: devices.DeviceInfo, before: devices.IOCounters, reads: int = 0, writes: int = 0
-) -> devices.IOCounters:
-    """Counters since `before`, once the request counts have caught up.
-
-    The block layer adds a request's bytes before it wakes the waiting task but counts the
-    request itself just after, so a read of /proc/diskstats right after the last transfer
-    may miss its count (never its bytes): wait briefly for the counts we expect.
-    """
-    deadline = time.monotonic() + 2.0
-    while True:
-        delta = devices.io_counters(info) - before
-        if (delta.read_count >= reads and delta.write_count >= writes) or (
-            time.monotonic() > deadline
-        ):
-            return delta
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("backend", ["direct", "mmap"])

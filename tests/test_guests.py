@@ -4,12 +4,11 @@ the device."""
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 
 import numpy as np
 import pytest
-from conftest import small_ext4
+from conftest import settled_delta, small_ext4
 
 import vmmem
 from vmmem import devices
@@ -165,17 +164,6 @@ def test_replay_callback_can_stop_and_guest_ips_is_checked(tmp_path):
         assert r.epochs == 10 and r.cpu_seconds == pytest.approx(10 * 1e6 / 1e9)
 
 
-def settled(info, before, reads=0, writes=0):
-    deadline = time.monotonic() + 2.0
-    while True:
-        delta = devices.io_counters(info) - before
-        if (delta.read_count >= reads and delta.write_count >= writes) or (
-            time.monotonic() > deadline
-        ):
-            return delta
-        time.sleep(0.01)
-
-
 def test_replay_paging_and_disk_reads_reach_a_private_loop_device(tmp_path):
     """On a loop device nobody else uses: the replay's page-outs and page-ins and its virtual
     disk's reads all show in the device's own counters."""
@@ -192,7 +180,7 @@ def test_replay_paging_and_disk_reads_reach_a_private_loop_device(tmp_path):
         before = devices.io_counters(info)
         result = replay_epochs(mem, trace, disk=disk, start=1200)  # its disk reads are late
         s = mem.stats
-        delta = settled(info, before, reads=s.page_ins + result.disk_requests)
+        delta = settled_delta(info, before, reads=s.page_ins + result.disk_requests)
     assert result.disk_requests > 0 and result.disk_bytes_read >= 4 * 2**20
     assert s.page_ins > 500 and s.page_outs > 500
     want_read = s.bytes_read + result.disk_bytes_read

@@ -38,6 +38,20 @@ def test_created_0600_then_reused(disk_dir):
     assert not path.exists()
 
 
+def test_delete_leaves_a_file_put_in_the_disks_place(disk_dir):
+    path = disk_dir / "vm.vhd"
+    disk = VirtualDisk(path, 4 * MB)
+    path.rename(disk_dir / "moved.vhd")
+    path.write_bytes(b"someone else's")
+    disk.delete()
+    assert path.read_bytes() == b"someone else's"
+    assert (disk_dir / "moved.vhd").exists()
+    closed = VirtualDisk(disk_dir / "other.vhd", 4 * MB)
+    closed.close()
+    closed.delete()
+    assert (disk_dir / "other.vhd").exists(), "a closed disk deletes nothing"
+
+
 def test_refuses_a_symlink_and_a_wrong_size(disk_dir):
     target = disk_dir / "target"
     target.write_bytes(b"")

@@ -144,12 +144,22 @@ class VirtualDisk:
             self._buf = None
 
     def delete(self) -> None:
-        """Close and remove the file (the only way vmmem removes a virtual disk)."""
+        """Close and remove the file (the only way vmmem removes a virtual disk), but only
+        while its path still names the file this disk opened: a file someone renamed or put
+        in its place is left alone. A closed disk deletes nothing."""
+        ours = False
+        if self._fd >= 0:
+            try:
+                mine, now = os.fstat(self._fd), os.lstat(self.path)
+                ours = (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
+            except OSError:
+                pass
         self.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        if ours:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
 
     def __enter__(self) -> VirtualDisk:
         return self
