@@ -488,8 +488,8 @@ static void mmap_closing(vmm_mem *m)
 
 /* Unmaps every page read through the mapping since the last flush, with one TLB
  * shootdown (process_madvise batches them; where it is missing, one madvise each), and
- * drops them from the page cache with one fadvise. Until then a slot read stays mapped and cached, so a
- * slot is flushed before it is read or written again (zap_if_pending). */
+ * drops them from the page cache with one fadvise. Until then a slot read stays mapped
+ * and cached, so a slot is flushed before it is read or written again (zap_if_pending). */
 static void zap_flush(vmm_mem *m)
 {
     size_t ps = m->pool->page_size;
@@ -540,25 +540,23 @@ static int mmap_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
     /* The file grows by these writes, as the direct backend's does: the mapping is only
      * ever read at slots already written, so it never reaches past the end (no SIGBUS),
      * and a full disk is ENOSPC from the write. Nothing is fallocated: writing into an
-     * unwritten extent costs a journalled extent split per page. */
-    if (m->wfd >= 0) { /* the frame is page-aligned: a direct write straight from it */
-        int rc = transfer_fd(m, m->wfd, (uint8_t *)src, off, 1);
-        if (rc == VMM_OK)
-            note_written(m, off);
-        return rc;
-    }
-    /* A whole, aligned page: the page cache takes it without reading the old block. */
-    int rc = transfer(m, (uint8_t *)src, off, 1);
+     * unwritten extent costs a journalled extent split per page. The frame is
+     * page-aligned, so the O_DIRECT descriptor writes straight from it; without one, a
+     * whole aligned page is taken by the page cache without reading the old block. */
+    int rc = transfer_fd(m, m->wfd >= 0 ? m->wfd : m->fd, (uint8_t *)src, off, 1);
     if (rc)
         return rc;
-    /* Write the page's data to the device and wait for it (fsync/msync would also force
-     * a journal commit for the file's new blocks: metadata a paging file deleted after
-     * use does not need). The page is in no mapping, so write-back unmaps nothing. */
-    if (sync_file_range(m->fd, off, (off_t)ps,
-                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                            SYNC_FILE_RANGE_WAIT_AFTER) != 0)
-        return -errno;
-    posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED); /* the next page-in reads the device */
+    if (m->wfd < 0) {
+        /* Write the page's data to the device and wait for it (fsync/msync would also
+         * force a journal commit for the file's new blocks: metadata a paging file
+         * deleted after use does not need). The page is in no mapping, so write-back
+         * unmaps nothing. Then drop it: the next page-in reads the device. */
+        if (sync_file_range(m->fd, off, (off_t)ps,
+                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+            return -errno;
+        posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED);
+    }
     note_written(m, off);
     return VMM_OK;
 }
