@@ -18,10 +18,8 @@ the process's RSS.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
+from fio_qd1 import run_fio_4k
 
 import vmmem
 from vmmem import devices
@@ -60,27 +59,16 @@ def fio_at_depth(folder: Path, jobs: int, file_bytes: int) -> dict[str, float] |
     read/write): the disk's aggregate IOPS and mean completion latency at that depth."""
     if shutil.which("fio") is None:
         return None
-    cmd = [
-        "fio",
+    job, command = run_fio_4k(
         "--name=storm",
         f"--directory={folder}",
         "--rw=randrw",
         "--rwmixread=50",
-        "--bs=4k",
-        "--ioengine=psync",
-        "--iodepth=1",
-        "--direct=1",
-        f"--size={file_bytes}",
         f"--numjobs={jobs}",
-        f"--runtime={FIO_SECONDS}",
-        "--time_based",
         "--group_reporting",
-        "--randrepeat=0",
-        "--norandommap",
-        "--output-format=json",
-    ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    job = json.loads(out[out.index("{") :])["jobs"][0]
+        size=file_bytes,
+        seconds=FIO_SECONDS,
+    )
     ios = job["read"]["total_ios"] + job["write"]["total_ios"]
     lat_ns = (
         job["read"]["clat_ns"]["mean"] * job["read"]["total_ios"]
@@ -91,7 +79,7 @@ def fio_at_depth(folder: Path, jobs: int, file_bytes: int) -> dict[str, float] |
     return {
         "iops": job["read"]["iops"] + job["write"]["iops"],
         "mean_latency_s": lat_ns / 1e9,
-        "command": " ".join(cmd),
+        "command": command,
     }
 
 

@@ -30,6 +30,7 @@ import time
 from typing import Any
 
 import numpy as np
+from fio_qd1 import run_fio_4k
 
 import vmmem
 from vmmem import devices
@@ -41,25 +42,14 @@ GOAL = 0.95  # of fio's IOPS, median of the rounds' paired ratios
 
 def run_fio(filename: str, rw: str, size: int, seconds: float) -> dict[str, Any]:
     """One fio job, 4 KiB, QD1, O_DIRECT, psync: IOPS and completion-latency percentiles."""
-    cmd = [
-        "fio",
+    job, command = run_fio_4k(
         "--name=vmmem-compare",
         f"--filename={filename}",
         f"--rw={rw}",
-        "--bs=4k",
-        "--iodepth=1",
-        "--direct=1",
-        "--ioengine=psync",
-        f"--size={size}",
-        f"--runtime={seconds}",
-        "--time_based",
         "--numjobs=1",
-        "--randrepeat=0",
-        "--norandommap",
-        "--output-format=json",
-    ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    job = json.loads(out[out.index("{") :])["jobs"][0]
+        size=size,
+        seconds=seconds,
+    )
     side = job["read" if "read" in rw else "write"]
     pct = side.get("clat_ns", {}).get("percentile", {})
     return {
@@ -67,7 +57,7 @@ def run_fio(filename: str, rw: str, size: int, seconds: float) -> dict[str, Any]
         "ios": side["total_ios"],
         "p50_us": pct.get("50.000000", 0) / 1e3,
         "p99_us": pct.get("99.000000", 0) / 1e3,
-        "command": " ".join(cmd),
+        "command": command,
     }
 
 
