@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,36 @@ def test_save_restores_every_vm_with_its_memory_and_no_boot(disk_dir):
         assert paging_files(disk_dir) == []
         # And never Smart Paging: no sample of any VM shows a Smart Paging file in use.
         assert not any(v.smart_paging_file_in_use for t in host.timeline for v in t.vms)
+
+
+def test_settled_waits_until_every_restore_has_read_its_saved_state(disk_dir, monkeypatch):
+    """A restore that has not yet read its saved state back is not settled (CI once saw the
+    host settle with half the saved pages still in the file)."""
+    from vmmem.hyperv.session import GuestSession
+
+    gate = threading.Event()
+    read_saved_state = GuestSession.read_saved_state
+
+    def held_back(self: GuestSession) -> None:
+        gate.wait(30)  # a slow disk: the restore's reads have not begun
+        read_saved_state(self)
+
+    with article_host(disk_dir) as host:
+        monkeypatch.setattr(GuestSession, "read_saved_state", held_back)
+        outcomes = host.reboot().wait(30)
+        assert {o.result for o in outcomes.values()} == {"restored"}
+        assert all(vm.restoring for vm in host.vms.values())
+        assert {s.phase for s in host.status} == {"restoring"}
+        assert not any(s.smart_paging_file_in_use for s in host.status)  # a saved state
+        with pytest.raises(TimeoutError, match="restoring"):
+            host.wait_settled(timeout=0.5)
+        gate.set()
+        host.wait_settled(timeout=30)
+        assert not any(vm.restoring for vm in host.vms.values())
+        assert {s.phase for s in host.status} == {"idle"}
+        for vm in host.vms.values():
+            c = vm.memory.counters
+            assert c["page_outs"] > 0 and c["page_ins"] == c["page_outs"]
 
 
 def test_a_saved_vm_holds_its_memory_in_a_saved_state_file(disk_dir):

@@ -286,6 +286,12 @@ class VM(SettingsProperties):
         return 0 if session is None else session.assigned
 
     @property
+    def restoring(self) -> bool:
+        """A restore is still reading this VM's saved state back."""
+        session = self._session
+        return session is not None and session.file_role == "saved"
+
+    @property
     def smart_paging_active(self) -> bool:
         """This boot may use (or still drains) its Smart Paging file."""
         session = self._session
@@ -395,7 +401,10 @@ class VM(SettingsProperties):
             # A restore resumes after the boot; its phase sets the demand it had.
             nboot = boot_phase_count(self._phases)
             if resume:
-                self._phase = self._phases[nboot].phase if nboot < len(self._phases) else "done"
+                # Until its saved state is read back the VM is restoring (Hyper-V's status
+                # "Restoring"); then the workload goes on where it was.
+                self._phase = "restoring"
+                session.file_role = "saved"
                 if self._saved_committed is not None:  # the demand it had when saved
                     session.committed = self._saved_committed
                     session.demand = int(np.count_nonzero(self._saved_committed))
