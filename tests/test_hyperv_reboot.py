@@ -12,6 +12,7 @@ import pytest
 
 from vmmem.errors import NotEnoughMemoryError, SettingsError
 from vmmem.hyperv import Boot, Host, Idle
+from vmmem.hyperv.session import GuestSession
 from vmmem.lab.plan import plan_scenario
 from vmmem.lab.scenario import article_scenario, parse_scenario
 
@@ -66,8 +67,6 @@ def test_save_restores_every_vm_with_its_memory_and_no_boot(disk_dir):
 def test_settled_waits_until_every_restore_has_read_its_saved_state(disk_dir, monkeypatch):
     """A restore that has not yet read its saved state back is not settled (CI once saw the
     host settle with half the saved pages still in the file)."""
-    from vmmem.hyperv.session import GuestSession
-
     gate = threading.Event()
     read_saved_state = GuestSession.read_saved_state
 

@@ -187,8 +187,8 @@ class GuestSession:
     def read_saved_state(self) -> None:
         """A restore reads the guest's saved memory back from its file before the guest runs
         on (real reads, a chunk at a time so status reads get in between); the file is then
-        empty and deleted, and the next paging file is Smart Paging's again."""
-        self.file_role = "saved"
+        empty and deleted, and the next paging file is Smart Paging's again. (The restore's
+        power-on set `file_role` to "saved": the VM is restoring until this returns.)"""
         while True:
             self._check()
             if not self.memory.drain(max_pages=CHUNK):

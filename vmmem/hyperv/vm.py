@@ -398,11 +398,10 @@ class VM(SettingsProperties):
             self._state = "Running"
             self._phase = "boot"
             # The guest boots into its Startup RAM: that is its demand from the first moment.
-            # A restore resumes after the boot; its phase sets the demand it had.
+            # A restore resumes after the boot with the demand it had, and is restoring
+            # (Hyper-V's status "Restoring") until its saved state is read back.
             nboot = boot_phase_count(self._phases)
             if resume:
-                # Until its saved state is read back the VM is restoring (Hyper-V's status
-                # "Restoring"); then the workload goes on where it was.
                 self._phase = "restoring"
                 session.file_role = "saved"
                 if self._saved_committed is not None:  # the demand it had when saved
