@@ -23,6 +23,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_REFUSED",
     "EXIT_USAGE",
+    "EXIT_VMS_FAILED",
     "CliFailure",
     "cli",
 ]
@@ -31,15 +32,27 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_VMS_FAILED = 4
 EXIT_INTERRUPTED = 130
+# A result's outcome (docs/json-schema.json) -> the exit code of run and compare.
+EXIT_FOR_OUTCOME = {
+    "ok": EXIT_OK,
+    "vms_failed": EXIT_VMS_FAILED,
+    "failed": EXIT_FAILED,
+    "interrupted": EXIT_INTERRUPTED,
+}
 
 EXIT_CODES_HELP = """\b
 Exit codes:
   0    done
-  1    the run failed (a VM could not start, a paging-file error)
+  1    the run failed and stopped (a VM could not start at a start event, a
+       paging-file error)
   2    usage or scenario error
   3    a location was refused (missing, read-only, too little free space, in use by
        another vmmem run)
+  4    the run finished and was measured, but a host reboot could not start every VM
+       (Not enough memory in the system to start the virtual machine); outcome
+       vms_failed
   130  interrupted by Ctrl-C or SIGTERM (partial results printed, no Smart Paging
        file left)"""
 

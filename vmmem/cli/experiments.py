@@ -12,9 +12,7 @@ import click
 
 from vmmem.cli import render
 from vmmem.cli.common import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
+    EXIT_FOR_OUTCOME,
     EXIT_REFUSED,
     EXIT_USAGE,
     CliFailure,
@@ -245,9 +243,7 @@ def run_cmd(
     result = _execute(s, paging_dir, backend, quiet)
     render.run_report(out_console(), result, wide=wide)
     _save(result.to_dict(), json_path, plot_path, lambda path: _plot_run(result, path))
-    sys.exit(
-        {"ok": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[result.outcome]
-    )
+    sys.exit(EXIT_FOR_OUTCOME[result.outcome])
 
 
 def _plot_run(result: RunResult, path: str) -> None:
@@ -370,7 +366,7 @@ def compare_cmd(
         raise CliFailure(str(e), EXIT_REFUSED) from None
     render.compare_report(out_console(), cmp, wide=wide)
     _save(cmp.to_dict(), json_path, plot_path, lambda path: _plot_compare(cmp, path))
-    sys.exit({"ok": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[cmp.outcome])
+    sys.exit(EXIT_FOR_OUTCOME[cmp.outcome])
 
 
 def _plot_compare(cmp: CompareResult, path: str) -> None:

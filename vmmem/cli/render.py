@@ -421,7 +421,12 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
             f"[bold red]{len(result.leftover_files)} of this run's Smart Paging file(s) were "
             "still there when their VM stopped, and have been deleted[/bold red]"
         )
-    style = {"ok": "bold", "failed": "bold red", "interrupted": "bold yellow"}[result.outcome]
+    style = {
+        "ok": "bold",
+        "vms_failed": "bold red",
+        "failed": "bold red",
+        "interrupted": "bold yellow",
+    }[result.outcome]
     console.print(f"[{style}]{result.verdict()}[/{style}]")
 
 
@@ -476,7 +481,11 @@ def compare_report(console: Console, cmp: CompareResult, wide: bool = False) -> 
                 "model": r["model"] or "-",
                 "kind": kind,
                 "filesystem": r["fstype"] or "-",
-                "boot time": (seconds(r["boot_time"]) if r["outcome"] == "ok" else r["outcome"]),
+                "boot time": (
+                    seconds(r["boot_time"])
+                    if r["outcome"] in ("ok", "vms_failed")
+                    else r["outcome"]
+                ),
                 "slower": _ratio(r["slowdown"]),
                 "fault p50": _ms(r["fault_p50"]),
                 "fault p90": _ms(r["fault_p90"]),
