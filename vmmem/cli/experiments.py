@@ -143,8 +143,9 @@ def guest_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--guest",
         metavar="NAME",
-        help="Every VM boots this recorded guest instead of the synthetic boot: a shipped one "
-        "(vmmem guests: debian-12, busybox) or a trace file from vmmem record-boot.",
+        help="Every VM boots this guest (vmmem guests): a shipped recorded boot (debian-12, "
+        "busybox), a trace file from vmmem record-boot, or synthetic-boot (the default boot, "
+        "also for VMs whose scenario names a guest).",
     )(f)
 
 
@@ -154,7 +155,17 @@ def apply_guest_options(
     """The scenario with --guest/--guest-ips/--vhd-dir applied, checked before anything runs."""
     if guest_ips is not None and guest is None:
         raise CliFailure("--guest-ips goes with --guest", EXIT_USAGE)
-    if guest is not None:
+    from vmmem.guests import SYNTHETIC_BOOT
+
+    if guest == SYNTHETIC_BOOT:  # listed by `vmmem guests`: every VM boots the synthetic boot
+        if guest_ips is not None:
+            raise CliFailure(
+                f"--guest-ips is for a recorded guest; {SYNTHETIC_BOOT} charges 50 us of CPU "
+                "per page (or the scenario's boot_seconds)",
+                EXIT_USAGE,
+            )
+        s = s.with_guest(None)
+    elif guest is not None:
         from vmmem.errors import GuestTraceError
         from vmmem.guests import load_guest
 
