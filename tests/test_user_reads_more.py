@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from vmmem.cli import render
+from vmmem.cli import plots, render
 from vmmem.cli.experiments import apply_guest_options
 from vmmem.cli.main import EXIT_VMS_FAILED, cli
 from vmmem.lab.plan import plan_scenario
@@ -189,3 +189,139 @@ def test_start_delay_step_needs_a_count_block():
     text = (REBOOT % {"extra": "start_delay_step = 2"}).replace("count = 4\n", "")
     with pytest.raises(ScenarioError, match="start_delay_step: only used with count of 2"):
         parse_scenario(tomllib.loads(text))
+
+
+# --- the run's table and plot for a host reboot -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reboot_run(tmp_path_factory) -> RunResult:
+    """A real run of the reboot (1/8 size, about 2 s): vm3 and vm4 fail to start."""
+    from vmmem.devices import device_for_path
+    from vmmem.lab.runner import run_scenario
+
+    folder = tmp_path_factory.mktemp("reboot")
+    assert not device_for_path(folder).ram_backed
+    old = os.getcwd()
+    os.chdir(folder)  # the host's default folder, ./vmmem-vms
+    try:
+        run = run_scenario(reboot_scenario().scaled(8))
+    finally:
+        os.chdir(old)
+    assert run.outcome == "vms_failed", run.error
+    return run
+
+
+def table_rows(text: str) -> list[list[str]]:
+    return [
+        [c.strip() for c in line.split("│")[1:-1]]
+        for line in text.splitlines()
+        if line.startswith("│")
+    ]
+
+
+def test_table_tells_first_starts_from_starts_after_the_reboot(reboot_run):
+    text = render_text(render.run_report, reboot_run, width=160)
+    rows = table_rows(text)
+    events = [(r[0], r[1]) for r in rows]
+    assert events[:4] == [(f"vm{i}", "start") for i in range(1, 5)]
+    assert ("vm1", "start after reboot") in events and ("vm2", "start after reboot") in events
+    # The starts the reboot could not make are rows too, and say so.
+    failed = {r[0]: r for r in rows if r[2] == "failed"}
+    assert set(failed) == {"vm3", "vm4"}
+    assert all(
+        r[1] == "start after reboot" and "not enough memory" in r[-1] for r in failed.values()
+    )
+    # The first rows show how those boots went, not the VM's state at the end (Off).
+    for r in rows[:4]:
+        assert r[-1] == "booted", r
+    assert {r[0]: r[-1] for r in rows[4:6]} == {"vm1": "OK", "vm2": "OK"}
+
+
+def test_plot_marks_the_reboot_and_keeps_failures_clear_of_the_legend(
+    reboot_run, tmp_path, monkeypatch
+):
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    plots.plot_run(reboot_run, str(tmp_path / "r.png"))
+    fig = figures[0]
+    ax_mem, ax_sp, ax_boot = fig.axes[:3]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = ax_mem.get_legend().get_window_extent(renderer)
+    texts = {t.get_text(): t for t in ax_mem.texts}
+    for name in ("vm3", "vm4"):
+        mark = texts[f"{name} FAILED to start"].get_window_extent(renderer)
+        assert not mark.overlaps(legend), name
+        assert mark.x1 <= ax_mem.get_window_extent(renderer).x1 + 1  # inside the panel
+    # The reboot's phases: the stop and the automatic starts, in the legend.
+    labels = ax_mem.get_legend_handles_labels()[1]
+    assert "host reboot: VMs stopped" in labels and "automatic starts" in labels
+    (phase,) = plots.reboot_phases(reboot_run)
+    starts = [o["at"] for o in reboot_run.events[1]["outcomes"].values()]
+    assert phase["down"] <= min(starts) and phase["last_start"] == max(starts)
+    # Nothing paged: the Smart Paging panel says so instead of an empty axis.
+    assert any("no Smart Paging" in t.get_text() for t in ax_sp.texts)
+    assert list(ax_sp.get_yticks()) == []
+    # The boot panel: a slowdown over every bar that has one, and the failed starts named.
+    boot_texts = [t.get_text() for t in ax_boot.texts]
+    assert sum(t.endswith(" x") for t in boot_texts) == 6
+    assert boot_texts.count("failed\nto start") == 2
+
+
+def test_every_bar_with_a_slowdown_is_labelled(tmp_path, monkeypatch):
+    """Boots 1.6-1.9 x their baseline without Smart Paging were drawn without a figure."""
+    with open(os.path.join(HERE, "data", "run-v1-mixed.json"), encoding="utf-8") as f:
+        run = RunResult.from_dict(json.load(f))
+    slow = [b for b in run.boots if not b.get("smart_paging_peak_bytes")][:2]
+    for b, factor in zip(slow, (1.6, 1.9), strict=True):
+        b["boot_time"], b["slowdown"] = b["baseline"] * factor, factor
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    plots.plot_run(run, str(tmp_path / "m.png"))
+    labels = [t.get_text() for t in figures[0].axes[2].texts]
+    assert "1.6 x" in labels and "1.9 x" in labels
+    assert len(labels) == len(run.boots)
+
+
+# --- the table at 80 columns, and after an interrupt ------------------------------------------
+
+
+def mixed() -> RunResult:
+    with open(os.path.join(HERE, "data", "run-v1-mixed.json"), encoding="utf-8") as f:
+        return RunResult.from_dict(json.load(f))
+
+
+@pytest.mark.parametrize("width", [80, 90])
+def test_run_table_at_80_columns_keeps_the_status_and_says_what_it_left_out(width):
+    text = render_text(render.run_report, mixed(), width=width)
+    table = [line for line in text.splitlines() if line[:1] in "┏┃┡│└"]
+    assert all(len(line) <= width for line in table)
+    assert "…" not in "\n".join(table), "a column was cut"
+    header = table[1]
+    for kept in ("VM", "event", "boot", "slower", "status"):
+        assert kept in header, kept
+    rows = table_rows("\n".join(table))
+    assert all(r[-1] in ("OK", "booted") for r in rows), rows  # never blank
+    left = [c for c in ("fault p99", "file for") if c not in header]
+    assert left and f"{', '.join(left)} left out" in text.replace("\n", " ")
+
+
+def test_reboot_table_at_80_columns(reboot_run):
+    text = render_text(render.run_report, reboot_run, width=80)
+    rows = table_rows(text)
+    assert [r[-1] for r in rows if r[0] == "vm3"] == ["booted", "Off: not enough memory"]
+    assert "…" not in text
+
+
+def test_after_an_interrupt_the_status_says_the_file_is_gone():
+    run = mixed()
+    run.outcome = "interrupted"
+    for st in run.final_status:
+        if st["name"] == "batch1":
+            st.update(memory_status="Paging", smart_paging_file_in_use=True)
+    text = render_text(render.run_report, run, width=160)
+    assert "file in use" not in text
+    (batch1,) = [r for r in table_rows(text) if r[0] == "batch1"]
+    assert batch1[-1] == "was Paging when interrupted; file deleted"
+    assert "every Smart Paging file was deleted" in text
