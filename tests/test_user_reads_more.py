@@ -325,3 +325,41 @@ def test_after_an_interrupt_the_status_says_the_file_is_gone():
     (batch1,) = [r for r in table_rows(text) if r[0] == "batch1"]
     assert batch1[-1] == "was Paging when interrupted; file deleted"
     assert "every Smart Paging file was deleted" in text
+
+
+def test_live_table_at_80_columns_leaves_columns_out_instead_of_cutting_them():
+    from vmmem.lab.progress import VMProgress
+
+    vms = [
+        VMProgress(
+            name=f"batch{i}",
+            state="Running",
+            phase="booting",
+            memory_assigned=180 * MB,
+            memory_demand=512 * MB,
+            memory_startup=512 * MB,
+            pressure=100,
+            memory_status="Paging",
+            smart_paging_file_in_use=True,
+            smart_paging_file_path="/x",
+            smart_paging_bytes=332 * MB,
+            smart_paging_file_size=332 * MB,
+            guest_paging_bytes=0,
+            guest_page_ins=0,
+            guest_page_outs=0,
+            boot_elapsed=12.3,
+            boot_eta=40.1,
+        )
+        for i in range(3)
+    ]
+    title = "event 3/4: restart vm1, vm2, vm3, vm4 at once"
+    narrow = render_text(
+        lambda c: c.print(render.progress_table(vms, 100 * MB, 33.3, title, 80)), width=80
+    )
+    wide = render_text(
+        lambda c: c.print(render.progress_table(vms, 100 * MB, 33.3, title, 120)), width=120
+    )
+    assert "…" not in narrow and all(len(line) <= 80 for line in narrow.splitlines())
+    rows = table_rows(narrow)
+    assert len(rows) == 3 and all("Paging" in r and "332 MB" in r and "40.1 s" in r for r in rows)
+    assert "state" not in narrow and "Running" in wide  # left out only where it does not fit

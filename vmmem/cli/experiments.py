@@ -66,7 +66,9 @@ class _LiveProgress(ProgressSink):
 
     def update(self, vms: list[VMProgress], available: int, elapsed: float) -> None:
         if self.live is not None:
-            self.live.update(render.progress_table(vms, available, elapsed, self.title))
+            self.live.update(
+                render.progress_table(vms, available, elapsed, self.title, self.console.width)
+            )
 
     def message(self, text: str) -> None:
         if not self.quiet:

@@ -229,13 +229,35 @@ def disks(
 # runs
 
 
-def progress_table(vms: list[VMProgress], available: int, elapsed: float, title: str) -> Table:
-    """The live view: one row per VM (a runner.VMProgress each)."""
-    t = Table(
-        title=f"{title}   [dim]{elapsed:.1f} s, host free {mb(available)}[/dim]",
-        title_justify="left",
-    )
-    for c in (
+# Left out first when the live table is wider than the terminal: state says little that the
+# phase does not, demand and the boot's elapsed time less than the status and the ETA.
+_PROGRESS_DROP_ORDER = ("state", "demand", "boot elapsed")
+_PROGRESS_RIGHT = ("assigned", "demand", "Smart Paging", "boot elapsed", "ETA")
+
+
+def progress_table(
+    vms: list[VMProgress], available: int, elapsed: float, title: str, width: int | None = None
+) -> Table:
+    """The live view: one row per VM (a runner.VMProgress each). Given the terminal's
+    `width`, columns are left out (state, then demand, then the boot's elapsed time) until
+    the rest fit whole, rather than every column cut to a few letters."""
+    rows = []
+    for v in vms:
+        status = v.memory_status or "-"
+        rows.append(
+            {
+                "VM": v.name,
+                "state": v.state,
+                "phase": v.phase,
+                "assigned": mb(v.memory_assigned),
+                "demand": mb(v.memory_demand),
+                "status": status,
+                "Smart Paging": mb(v.smart_paging_bytes) if v.smart_paging_bytes else "-",
+                "boot elapsed": seconds(v.boot_elapsed),
+                "ETA": seconds(v.boot_eta) if v.boot_eta is not None else "-",
+            }
+        )
+    columns = [
         "VM",
         "state",
         "phase",
@@ -245,29 +267,30 @@ def progress_table(vms: list[VMProgress], available: int, elapsed: float, title:
         "Smart Paging",
         "boot elapsed",
         "ETA",
-    ):
-        t.add_column(
-            c,
-            justify="right"
-            if c in ("assigned", "demand", "Smart Paging", "boot elapsed", "ETA")
-            else "left",
-        )
-    for v in vms:
-        status = v.memory_status or "-"
-        if status == "Paging":
-            status = "[bold yellow]Paging[/bold yellow]"
-        t.add_row(
-            v.name,
-            v.state,
-            v.phase,
-            mb(v.memory_assigned),
-            mb(v.memory_demand),
-            status,
-            mb(v.smart_paging_bytes) if v.smart_paging_bytes else "-",
-            seconds(v.boot_elapsed),
-            seconds(v.boot_eta) if v.boot_eta is not None else "-",
-        )
+    ]
+    if width is not None:
+        for drop in _PROGRESS_DROP_ORDER:
+            if _natural_width(columns, rows) <= width:
+                break
+            columns.remove(drop)
+    t = Table(
+        title=f"{title}   [dim]{elapsed:.1f} s, host free {mb(available)}[/dim]",
+        title_justify="left",
+    )
+    for c in columns:
+        t.add_column(c, justify="right" if c in _PROGRESS_RIGHT else "left", no_wrap=True)
+    for row in rows:
+        cells = [row[c] for c in columns]
+        if row["status"] == "Paging":
+            cells[columns.index("status")] = "[bold yellow]Paging[/bold yellow]"
+        t.add_row(*cells)
     return t
+
+
+def _natural_width(columns: list[str], rows: list[dict[str, str]]) -> int:
+    """A rich table's width with every column at its widest cell (borders and padding: 3
+    characters a column, plus 1)."""
+    return 1 + sum(3 + max([len(c)] + [len(r[c]) for r in rows]) for c in columns)
 
 
 def _ms(value: float | None) -> str:
