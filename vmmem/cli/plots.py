@@ -115,11 +115,14 @@ def _mark_reboots(
             va="center",
             fontsize="small",
         )
+    x0, x1 = ax.get_xlim()
     for e in result.events:
         for name, o in (e.get("outcomes") or {}).items():
             at = o.get("at")
             if at is None:
                 continue
+            # Near the right edge the text goes to the left of its mark, inside the panel.
+            left = x1 > x0 and (at - x0) / (x1 - x0) > 0.7
             i = names.index(name) if name in names else 0
             failed = o.get("result") == "failed"
             y = capacity * (1.04 + 0.06 * i)
@@ -133,9 +136,10 @@ def _mark_reboots(
             ax.annotate(
                 f"{name} {'FAILED to start' if failed else o.get('result')}",
                 (at, y),
-                xytext=(6, 0),
+                xytext=(-6, 0) if left else (6, 0),
                 textcoords="offset points",
                 fontsize="small",
+                ha="right" if left else "left",
                 va="center",
                 color="red" if failed else "black",
                 fontweight="bold" if failed else "normal",
