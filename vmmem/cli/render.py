@@ -394,7 +394,7 @@ def _final_state(result: RunResult, vm: str) -> str:
     statuses were taken, which deleted every Smart Paging file."""
     st = next((x for x in result.final_status if x.get("name") == vm), {})
     fin = str(st.get("memory_status") or st.get("state") or "-")
-    if vm in result.failed_starts():
+    if st.get("state") == "Off" and vm in result.failed_starts():
         return "Off (start failed)"
     if st.get("smart_paging_file_in_use"):
         when = "when interrupted" if result.outcome == "interrupted" else "at the end"
