@@ -255,6 +255,7 @@ def test_interrupt_stops_cleanly_and_leaves_no_file(disk_dir, signum):
             proc.kill()
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert "interrupted" in out
+    assert "file in use" not in out  # the table says what is true after the clean-up
     assert paging_files(paging) == []
     data = json.loads((disk_dir / "part.json").read_text())
     check_against_schema(data)

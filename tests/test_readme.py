@@ -1,5 +1,7 @@
 """The README's promises: its two set-up commands and its library example stay true."""
 
+import contextlib
+import io
 import os
 import re
 import tomllib
@@ -36,5 +38,10 @@ def test_library_example_runs(disk_dir, monkeypatch):
         assert full in code, f"the README example changed: {full!r} is gone"
         code = code.replace(full, small)
     monkeypatch.chdir(disk_dir)  # the Host's default folder, ./vmmem-vms
-    exec(compile(code, "README.md", "exec"), {})
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    # It pages for real, as it says: thousands of page-ins and page-outs, not one or two.
+    page_ins, page_outs = (int(x) for x in out.getvalue().splitlines()[0].split()[:2])
+    assert page_ins > 5_000 and page_outs > 5_000, out.getvalue()
     assert not any(name.endswith(".slp") for _, _, files in os.walk(disk_dir) for name in files)

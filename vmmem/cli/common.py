@@ -23,6 +23,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_REFUSED",
     "EXIT_USAGE",
+    "EXIT_VMS_FAILED",
     "CliFailure",
     "cli",
 ]
@@ -31,15 +32,27 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_VMS_FAILED = 4
 EXIT_INTERRUPTED = 130
+# A result's outcome (docs/json-schema.json) -> the exit code of run and compare.
+EXIT_FOR_OUTCOME = {
+    "ok": EXIT_OK,
+    "vms_failed": EXIT_VMS_FAILED,
+    "failed": EXIT_FAILED,
+    "interrupted": EXIT_INTERRUPTED,
+}
 
 EXIT_CODES_HELP = """\b
 Exit codes:
   0    done
-  1    the run failed (a VM could not start, a paging-file error)
+  1    the run failed and stopped (a VM could not start at a start event, a
+       paging-file error)
   2    usage or scenario error
   3    a location was refused (missing, read-only, too little free space, in use by
        another vmmem run)
+  4    the run finished and was measured, but a host reboot could not start every VM
+       (Not enough memory in the system to start the virtual machine); outcome
+       vms_failed
   130  interrupted by Ctrl-C or SIGTERM (partial results printed, no Smart Paging
        file left)"""
 
@@ -139,18 +152,32 @@ def cli() -> None:
     """Hyper-V Dynamic Memory and Smart Paging on real RAM and real disks.
 
     \b
-    The article's reboot storm: four idle VMs that fit a 1400 MB host
-    ballooned down are all restarted at once and need 2048 MB to boot;
-    the gap goes to Smart Paging files. How much slower is that boot, and
-    how does the disk under the Smart Paging folder change it?
+    A restart storm (the article's patch night): four idle VMs that fit a
+    1400 MB host ballooned down restart at once and need 2048 MB to boot;
+    Hyper-V gives the gap to Smart Paging files. How much slower is that
+    boot, and how does the disk under the Smart Paging folder change it?
+    A host reboot (reboot-host) is another event: each VM is saved and
+    restored, or shut down and started from Off, which never uses Smart
+    Paging but can fail ("Not enough memory in the system to start the
+    virtual machine").
 
     \b
     Start here:
-      vmmem plan                      will a host restart need Smart Paging?
-      vmmem disks --probe             where could the files go, how fast is it?
-      vmmem run --scale 4             run the article's storm (quarter size)
+      vmmem plan                      no I/O: will a restart storm need Smart
+                                      Paging, how much per VM, what avoids it;
+                                      which VMs a host reboot restores, starts
+                                      or fails to start, and the start delays
+                                      that avoid failures
+      vmmem disks --probe             where could the files go, how fast is each?
+      vmmem run --scale 4             run the article's restart storm for real
+                                      (quarter size), a table per VM, a verdict
       vmmem compare /mnt/ssd /mnt/hdd --scale 4
-                                      the same storm with the files on each disk
+                                      the same storm with the files on each
+                                      location, plus a baseline with enough memory
+      vmmem guests                    the guests a VM can boot (--guest NAME)
+      vmmem scenario --toml           the article's scenario as a file to edit
+      vmmem show run.json             a saved result again (--plot to draw it)
+      vmmem clean                     remove what runs that were killed left behind
 
     Every command takes a scenario file (TOML, see examples/) or runs the
     article's scenario when none is given. Sizes use Hyper-V's MB (2^20 bytes).

@@ -12,9 +12,7 @@ import click
 
 from vmmem.cli import render
 from vmmem.cli.common import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
+    EXIT_FOR_OUTCOME,
     EXIT_REFUSED,
     EXIT_USAGE,
     CliFailure,
@@ -68,7 +66,9 @@ class _LiveProgress(ProgressSink):
 
     def update(self, vms: list[VMProgress], available: int, elapsed: float) -> None:
         if self.live is not None:
-            self.live.update(render.progress_table(vms, available, elapsed, self.title))
+            self.live.update(
+                render.progress_table(vms, available, elapsed, self.title, self.console.width)
+            )
 
     def message(self, text: str) -> None:
         if not self.quiet:
@@ -145,8 +145,9 @@ def guest_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--guest",
         metavar="NAME",
-        help="Every VM boots this recorded guest instead of the synthetic boot: a shipped one "
-        "(vmmem guests: debian-12, busybox) or a trace file from vmmem record-boot.",
+        help="Every VM boots this guest (vmmem guests): a shipped recorded boot (debian-12, "
+        "busybox), a trace file from vmmem record-boot, or synthetic-boot (the default boot, "
+        "also for VMs whose scenario names a guest).",
     )(f)
 
 
@@ -156,7 +157,17 @@ def apply_guest_options(
     """The scenario with --guest/--guest-ips/--vhd-dir applied, checked before anything runs."""
     if guest_ips is not None and guest is None:
         raise CliFailure("--guest-ips goes with --guest", EXIT_USAGE)
-    if guest is not None:
+    from vmmem.guests import SYNTHETIC_BOOT
+
+    if guest == SYNTHETIC_BOOT:  # listed by `vmmem guests`: every VM boots the synthetic boot
+        if guest_ips is not None:
+            raise CliFailure(
+                f"--guest-ips is for a recorded guest; {SYNTHETIC_BOOT} charges 50 us of CPU "
+                "per page (or the scenario's boot_seconds)",
+                EXIT_USAGE,
+            )
+        s = s.with_guest(None)
+    elif guest is not None:
         from vmmem.errors import GuestTraceError
         from vmmem.guests import load_guest
 
@@ -245,9 +256,7 @@ def run_cmd(
     result = _execute(s, paging_dir, backend, quiet)
     render.run_report(out_console(), result, wide=wide)
     _save(result.to_dict(), json_path, plot_path, lambda path: _plot_run(result, path))
-    sys.exit(
-        {"ok": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[result.outcome]
-    )
+    sys.exit(EXIT_FOR_OUTCOME[result.outcome])
 
 
 def _plot_run(result: RunResult, path: str) -> None:
@@ -370,7 +379,7 @@ def compare_cmd(
         raise CliFailure(str(e), EXIT_REFUSED) from None
     render.compare_report(out_console(), cmp, wide=wide)
     _save(cmp.to_dict(), json_path, plot_path, lambda path: _plot_compare(cmp, path))
-    sys.exit({"ok": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}[cmp.outcome])
+    sys.exit(EXIT_FOR_OUTCOME[cmp.outcome])
 
 
 def _plot_compare(cmp: CompareResult, path: str) -> None:

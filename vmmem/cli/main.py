@@ -3,9 +3,11 @@
 Exit codes (also in ``vmmem --help`` and docs/CLI.md):
 
     0    done
-    1    the run failed (a VM could not start, a paging-file error, ...)
+    1    the run failed and stopped (a VM could not start at a start event, a paging-file
+         error, ...)
     2    usage or scenario error (bad option, bad or missing scenario file)
     3    a location was refused (missing, not writable, too little free space, in use)
+    4    the run finished and was measured, but a host reboot could not start every VM
     130  interrupted (Ctrl-C or SIGTERM): partial results printed, no Smart Paging file left
 """
 
@@ -26,6 +28,7 @@ from vmmem.cli.common import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_USAGE,
+    EXIT_VMS_FAILED,
     cli,
 )
 from vmmem.errors import RamBackedWarning
@@ -36,6 +39,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_REFUSED",
     "EXIT_USAGE",
+    "EXIT_VMS_FAILED",
     "cli",
     "main",
 ]

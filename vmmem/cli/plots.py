@@ -54,16 +54,32 @@ def file_lives(result: RunResult) -> list[dict[str, Any]]:
 REBOOT_MARKS = {"restored": "o", "started": "^", "failed": "X", "saved": "s", "off": "v"}
 
 
+def reboot_phases(result: RunResult) -> list[dict[str, Any]]:
+    """Each host reboot of the run on the host clock: when the VMs were stopped (their stop
+    actions; the host back at once), and when the last automatic start was made. The stop
+    is when a start's delay began: its start time less its delay (the earliest of them)."""
+    out = []
+    for e in result.events:
+        if e.get("action") != "reboot-host" or not e.get("outcomes"):
+            continue
+        starts = [o for o in e["outcomes"].values() if o.get("at") is not None]
+        if not starts:
+            continue
+        down = min(o["at"] - (o.get("start_delay") or 0.0) for o in starts)
+        out.append({"down": down, "last_start": max(o["at"] for o in starts)})
+    return out
+
+
 def _mark_reboots(
     ax: Any,
     result: RunResult,
     per_vm: dict[str, dict[str, list[float]]],
-    times: list[float],
     colors: list[str],
     capacity: float,
 ) -> None:
-    """A host reboot's phases on the memory panel: each VM's saved spell shaded (state Saved
-    in the timeline), and a mark where it was restored, started or failed to start."""
+    """A host reboot's phases on the memory panel: the stop (a dashed line), the automatic
+    starts (shaded up to the last one), each VM's saved spell (state Saved in the timeline),
+    and a mark where it was restored, started or failed to start (failures in red)."""
     names = list(per_vm)
     for i, name in enumerate(names):
         c = colors[i % len(colors)]
@@ -75,23 +91,58 @@ def _mark_reboots(
         ]
         if saved:
             ax.axvspan(min(saved), max(saved), color=c, alpha=0.08)
+    for k, phase in enumerate(reboot_phases(result)):
+        ax.axvline(
+            phase["down"],
+            color="black",
+            linestyle="-.",
+            linewidth=1,
+            label="host reboot: VMs stopped" if k == 0 else None,
+        )
+        ax.axvspan(
+            phase["down"],
+            max(phase["last_start"], phase["down"]),
+            color="gold",
+            alpha=0.25,
+            label="automatic starts" if k == 0 else None,
+        )
+        ax.annotate(
+            "host reboot",
+            (phase["down"], capacity * 1.3),
+            xytext=(-4, 0),
+            textcoords="offset points",
+            ha="right",
+            va="center",
+            fontsize="small",
+        )
+    x0, x1 = ax.get_xlim()
     for e in result.events:
         for name, o in (e.get("outcomes") or {}).items():
             at = o.get("at")
             if at is None:
                 continue
+            # Near the right edge the text goes to the left of its mark, inside the panel.
+            left = x1 > x0 and (at - x0) / (x1 - x0) > 0.7
             i = names.index(name) if name in names else 0
-            marker = REBOOT_MARKS.get(o.get("result", ""), "o")
+            failed = o.get("result") == "failed"
+            y = capacity * (1.04 + 0.06 * i)
             ax.plot(
-                [at], [capacity * (1.05 + 0.05 * i)], marker=marker, color=colors[i % len(colors)]
+                [at],
+                [y],
+                marker=REBOOT_MARKS.get(o.get("result", ""), "o"),
+                color="red" if failed else colors[i % len(colors)],
+                markersize=8 if failed else 6,
             )
             ax.annotate(
-                f"{name} {o.get('result')}",
-                (at, capacity * (1.05 + 0.05 * i)),
-                xytext=(4, 0),
+                f"{name} {'FAILED to start' if failed else o.get('result')}",
+                (at, y),
+                xytext=(-6, 0) if left else (6, 0),
                 textcoords="offset points",
-                fontsize="x-small",
+                fontsize="small",
+                ha="right" if left else "left",
                 va="center",
+                color="red" if failed else "black",
+                fontweight="bold" if failed else "normal",
             )
 
 
@@ -99,7 +150,7 @@ def plot_run(result: RunResult, path: str) -> None:
     """Assigned memory and Smart Paging bytes per VM over time, and the boot times."""
     times, per_vm = _series(result)
     fig, (ax_mem, ax_sp, ax_boot) = plt.subplots(
-        3, 1, figsize=(10, 10), gridspec_kw={"height_ratios": [3, 2, 2]}
+        3, 1, figsize=(12, 10), gridspec_kw={"height_ratios": [3, 2, 2]}
     )
     s = result.scenario
     scale = f", scaled 1/{s['scale']:g}" if s.get("scale", 1) != 1 else ""
@@ -143,39 +194,68 @@ def plot_run(result: RunResult, path: str) -> None:
     for b in result.storm_boots():
         ax_mem.axvline(b["started_at"], color="red", alpha=0.15)
         ax_sp.axvline(b["started_at"], color="red", alpha=0.15)
-    _mark_reboots(ax_mem, result, per_vm, times, colors, capacity)
-    ax_mem.set_ylim(0, capacity * 1.4)  # head room for the legend above the lines
+    _mark_reboots(ax_mem, result, per_vm, colors, capacity)
+    ax_mem.set_ylim(0, capacity * 1.4)  # head room for the reboot's marks above the lines
     ax_mem.set_ylabel("assigned memory (MB)\n(dotted: demand)")
-    ax_mem.legend(fontsize="small", ncol=2, loc="upper right")
+    # Beside the panel, not over it: nothing the run drew is hidden under the legend.
+    ax_mem.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax_mem.grid(alpha=0.3)
-    ax_sp.set_ylim(0, max(top, 1) * 1.35)
     ax_sp.set_ylabel("Smart Paging (MB)\ndashed: exact peak,\nshaded: the file's life")
     ax_sp.set_xlabel("time (s)")
     ax_sp.grid(alpha=0.3)
-    if lives:
-        ax_sp.legend(fontsize="small", ncol=4, loc="upper right")
+    if lives or top:
+        ax_sp.set_ylim(0, max(top, 1) * 1.35)
+        if lives:
+            ax_sp.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:  # an empty 0-1 MB axis would read as "a little"; say there was none
+        ax_sp.set_ylim(0, 1)
+        ax_sp.set_yticks([])
+        ax_sp.text(
+            0.5,
+            0.5,
+            "no Smart Paging in this run: no VM's memory went to a Smart Paging file",
+            ha="center",
+            va="center",
+            transform=ax_sp.transAxes,
+        )
 
-    boots = result.boots
-    labels = [f"{b['vm']}\n{b['kind']}" for b in boots]
-    x = range(len(boots))
+    from vmmem.cli.render import boot_label, boot_rows
+
+    rows = [row for row, _ in boot_rows(result)]
+    labels = [f"{b['vm']}\n{boot_label(result, b)}" for b in rows]
+    x = range(len(rows))
+    heights = [0.0 if "failed" in b else b["boot_time"] or 0.0 for b in rows]
     ax_boot.bar(
         x,
-        [b["boot_time"] for b in boots],
-        color=["tab:red" if b.get("smart_paging_peak_bytes") else "tab:blue" for b in boots],
+        heights,
+        color=["tab:red" if b.get("smart_paging_peak_bytes") else "tab:blue" for b in rows],
     )
-    for i, b in enumerate(boots):
-        if b.get("baseline"):
-            ax_boot.plot([i - 0.4, i + 0.4], [b["baseline"]] * 2, color="black")
-        if b.get("slowdown") and b.get("smart_paging_peak_bytes"):
+    tallest = max(heights, default=0.0)
+    for i, b in enumerate(rows):
+        if "failed" in b:
             ax_boot.annotate(
-                f"{b['slowdown']:.1f} x",
-                (i, b["boot_time"]),
+                "failed\nto start",
+                (i, tallest * 0.05),
                 ha="center",
                 va="bottom",
                 fontsize="small",
+                color="red",
+                fontweight="bold",
             )
+            continue
+        if b.get("baseline"):
+            ax_boot.plot([i - 0.4, i + 0.4], [b["baseline"]] * 2, color="black")
+        if b.get("slowdown"):  # every bar: a slow boot without paging is worth reading too
+            ax_boot.annotate(
+                f"{b['slowdown']:.1f} x",
+                (i, max(b["boot_time"] or 0.0, b.get("baseline") or 0.0)),
+                ha="center",
+                va="bottom",
+                fontsize="small" if len(rows) <= 12 else "x-small",
+            )
+    ax_boot.set_ylim(0, max(tallest, 1e-3) * 1.2)  # room for the labels above the bars
     ax_boot.set_xticks(list(x), labels, fontsize="x-small")
-    ax_boot.set_ylabel("boot time (s)\nred: Smart Paging;\nline: baseline")
+    ax_boot.set_ylabel("boot time (s)\nred: Smart Paging;\nline: baseline;\nabove: x baseline")
     ax_boot.grid(alpha=0.3, axis="y")
     fig.text(0.01, 0.005, result.verdict(), fontsize="small", wrap=True)
     fig.tight_layout(rect=(0, 0.03, 1, 1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from vmmem.devices import KIND_WORDS
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from vmmem.lab.progress import VMProgress
     from vmmem.lab.results import CompareResult, RunResult
 
-__all__ = ["disks", "guests", "plan", "scenario", "seconds"]
+__all__ = ["boot_label", "boot_rows", "disks", "guests", "plan", "scenario", "seconds"]
 
 
 def _opt_mb(value: int | None, fallback: str = "-") -> str:
@@ -228,13 +229,35 @@ def disks(
 # runs
 
 
-def progress_table(vms: list[VMProgress], available: int, elapsed: float, title: str) -> Table:
-    """The live view: one row per VM (a runner.VMProgress each)."""
-    t = Table(
-        title=f"{title}   [dim]{elapsed:.1f} s, host free {mb(available)}[/dim]",
-        title_justify="left",
-    )
-    for c in (
+# Left out first when the live table is wider than the terminal: state says little that the
+# phase does not, demand and the boot's elapsed time less than the status and the ETA.
+_PROGRESS_DROP_ORDER = ("state", "demand", "boot elapsed")
+_PROGRESS_RIGHT = ("assigned", "demand", "Smart Paging", "boot elapsed", "ETA")
+
+
+def progress_table(
+    vms: list[VMProgress], available: int, elapsed: float, title: str, width: int | None = None
+) -> Table:
+    """The live view: one row per VM (a runner.VMProgress each). Given the terminal's
+    `width`, columns are left out (state, then demand, then the boot's elapsed time) until
+    the rest fit whole, rather than every column cut to a few letters."""
+    rows = []
+    for v in vms:
+        status = v.memory_status or "-"
+        rows.append(
+            {
+                "VM": v.name,
+                "state": v.state,
+                "phase": v.phase,
+                "assigned": mb(v.memory_assigned),
+                "demand": mb(v.memory_demand),
+                "status": status,
+                "Smart Paging": mb(v.smart_paging_bytes) if v.smart_paging_bytes else "-",
+                "boot elapsed": seconds(v.boot_elapsed),
+                "ETA": seconds(v.boot_eta) if v.boot_eta is not None else "-",
+            }
+        )
+    columns = [
         "VM",
         "state",
         "phase",
@@ -244,29 +267,30 @@ def progress_table(vms: list[VMProgress], available: int, elapsed: float, title:
         "Smart Paging",
         "boot elapsed",
         "ETA",
-    ):
-        t.add_column(
-            c,
-            justify="right"
-            if c in ("assigned", "demand", "Smart Paging", "boot elapsed", "ETA")
-            else "left",
-        )
-    for v in vms:
-        status = v.memory_status or "-"
-        if status == "Paging":
-            status = "[bold yellow]Paging[/bold yellow]"
-        t.add_row(
-            v.name,
-            v.state,
-            v.phase,
-            mb(v.memory_assigned),
-            mb(v.memory_demand),
-            status,
-            mb(v.smart_paging_bytes) if v.smart_paging_bytes else "-",
-            seconds(v.boot_elapsed),
-            seconds(v.boot_eta) if v.boot_eta is not None else "-",
-        )
+    ]
+    if width is not None:
+        for drop in _PROGRESS_DROP_ORDER:
+            if _natural_width(columns, rows) <= width:
+                break
+            columns.remove(drop)
+    t = Table(
+        title=f"{title}   [dim]{elapsed:.1f} s, host free {mb(available)}[/dim]",
+        title_justify="left",
+    )
+    for c in columns:
+        t.add_column(c, justify="right" if c in _PROGRESS_RIGHT else "left", no_wrap=True)
+    for row in rows:
+        cells = [row[c] for c in columns]
+        if row["status"] == "Paging":
+            cells[columns.index("status")] = "[bold yellow]Paging[/bold yellow]"
+        t.add_row(*cells)
     return t
+
+
+def _natural_width(columns: list[str], rows: list[dict[str, str]]) -> int:
+    """A rich table's width with every column at its widest cell (borders and padding: 3
+    characters a column, plus 1)."""
+    return 1 + sum(3 + max([len(c)] + [len(r[c]) for r in rows]) for c in columns)
 
 
 def _ms(value: float | None) -> str:
@@ -323,6 +347,109 @@ def _guests_line(s: dict[str, Any]) -> str:
     return ", ".join(seen) or "synthetic boot"
 
 
+# Left out first when the default table is wider than the terminal (80 columns): the
+# figures a reader can do without before the boot time, the slowdown and the status.
+_NARROW_DROP_ORDER = ("fault p99", "file for", "baseline", "paged")
+
+
+def boot_label(result: RunResult, boot: dict[str, Any]) -> str:
+    """A boot's event as people read it: a start (or restore) that a host reboot's automatic
+    start action made is not the VM's first start."""
+    kind = str(boot.get("kind", "?"))
+    if kind in ("start", "restore") and boot.get("event") is not None:
+        action = next(
+            (e.get("action") for e in result.events if e.get("index") == boot["event"]), None
+        )
+        if action == "reboot-host":
+            return f"{kind} after reboot"
+    return kind
+
+
+def boot_rows(result: RunResult) -> list[tuple[dict[str, Any], bool]]:
+    """Every boot of the run and every start a host reboot could not make (a dict with key
+    "failed": the outcome), in the order they happened, each with whether it is its VM's
+    last row."""
+    return _boot_rows(result, result.boots, with_failed_starts=True)
+
+
+def _boot_rows(
+    result: RunResult, boots: list[dict[str, Any]], *, with_failed_starts: bool
+) -> list[tuple[dict[str, Any], bool]]:
+    """The table's rows in the order they happened, each with whether it is its VM's last:
+    every boot, and (with_failed_starts) every start a host reboot could not make."""
+    keyed = [(b.get("event") or 0, b.get("started_at") or 0.0, b) for b in boots]
+    if with_failed_starts:
+        for e in result.events:
+            for name, o in (e.get("outcomes") or {}).items():
+                if o.get("result") == "failed":
+                    row = {"vm": name, "kind": "start", "event": e.get("index"), "failed": o}
+                    keyed.append((e.get("index") or 0, o.get("at") or 0.0, row))
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    last = {k[2]["vm"]: i for i, k in enumerate(keyed)}
+    return [(k[2], last[k[2]["vm"]] == i) for i, k in enumerate(keyed)]
+
+
+def _final_state(result: RunResult, vm: str) -> str:
+    """A VM's state as the run left it, true after the clean-up: the host was closed after the
+    statuses were taken, which deleted every Smart Paging file."""
+    st = next((x for x in result.final_status if x.get("name") == vm), {})
+    fin = str(st.get("memory_status") or st.get("state") or "-")
+    if st.get("state") == "Off" and vm in result.failed_starts():
+        return "Off (start failed)"
+    if st.get("smart_paging_file_in_use"):
+        when = "when interrupted" if result.outcome == "interrupted" else "at the end"
+        fin = f"was {fin} {when}; file deleted"
+    return fin
+
+
+def _boot_cells(result: RunResult, b: dict[str, Any], last: bool) -> dict[str, str]:
+    """One row of the run table: a boot's figures, or a start the host could not make."""
+    if "failed" in b:
+        cells = {c: "-" for c, _, _ in _RUN_COLUMNS}
+        cells.update(
+            {
+                "VM": b["vm"],
+                "event": boot_label(result, b),
+                "boot": "failed",
+                "status": "Off: not enough memory" if last else "failed to start",
+            }
+        )
+        return cells
+    peak = b.get("smart_paging_peak_bytes")
+    sp_dur = seconds(b.get("smart_paging_seconds")) if peak else "-"
+    if peak and not b.get("smart_paging_ended"):
+        sp_dur += "+"
+    dev = "-"
+    if b.get("device_read_bytes") is not None:
+        dev = f"{b['device_read_bytes'] / MB:,.0f}/{b['device_write_bytes'] / MB:,.0f} MB"
+    if last:
+        status = _final_state(result, b["vm"])
+    else:  # a later event booted (or stopped) it again: its last row says how it ended
+        status = "booted" if b.get("boot_time") is not None else "did not finish"
+    return {
+        "VM": b["vm"],
+        "event": boot_label(result, b),
+        "boot": seconds(b.get("boot_time")),
+        "baseline": seconds(b.get("baseline")),
+        "slower": _ratio(b.get("slowdown")),
+        "paged": mb(peak) if peak else "no",
+        "file for": sp_dur,
+        "page-ins/outs": f"{b.get('page_ins', 0):,}/{b.get('page_outs', 0):,}",
+        "fault p50/p99": f"{_ms(b.get('fault_p50'))}/{_ms(b.get('fault_p99'))}",
+        "fault p99": _ms(b.get("fault_p99")),
+        "file peak": (
+            mb(b["smart_paging_file_peak_size"]) if b.get("smart_paging_file_peak_size") else "-"
+        ),
+        "disk read": (
+            f"{mb(b['disk_read_bytes'])} in {b.get('disk_requests', 0):,}"
+            if b.get("disk_read_bytes")
+            else "-"
+        ),
+        "device r/w": dev,
+        "status": status,
+    }
+
+
 def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
     """The table per VM for the restart boots, the settings line, and the verdict."""
     s = result.scenario
@@ -345,53 +472,42 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
             f"{'RAM' if loc.get('ram_backed') else KIND_WORDS.get(loc['kind'], loc['kind'])}); "
             f"{io_txt}"
         )
-    boots = result.storm_boots() or result.boots
-    final = {st["name"]: st for st in result.final_status}
-    t = Table(title="restart boots" if result.storm_boots() else "boots", title_justify="left")
+    storm = result.storm_boots()
+    rows = _boot_rows(result, storm or result.boots, with_failed_starts=not storm)
     columns = [(c, right) for c, right, default in _RUN_COLUMNS if wide or default]
     if wide:
         columns = [c for c in columns if c[0] != "fault p99"]  # in "fault p50/p99"
-    for c, right in columns:
-        t.add_column(c, justify="right" if right else "left", no_wrap=c != "status")
-    for b in boots:
-        st = final.get(b["vm"], {})
-        fin = st.get("memory_status") or st.get("state") or "-"
-        if st.get("smart_paging_file_in_use"):
-            fin += " (file in use)"
-        peak = b.get("smart_paging_peak_bytes")
-        sp_dur = seconds(b.get("smart_paging_seconds")) if peak else "-"
-        if peak and not b.get("smart_paging_ended"):
-            sp_dur += "+"
-        dev = "-"
-        if b.get("device_read_bytes") is not None:
-            dev = f"{b['device_read_bytes'] / MB:,.0f}/{b['device_write_bytes'] / MB:,.0f} MB"
-        cells = {
-            "VM": b["vm"],
-            "event": b.get("kind", "?"),
-            "boot": seconds(b.get("boot_time")),
-            "baseline": seconds(b.get("baseline")),
-            "slower": _ratio(b.get("slowdown")),
-            "paged": mb(peak) if peak else "no",
-            "file for": sp_dur,
-            "page-ins/outs": f"{b.get('page_ins', 0):,}/{b.get('page_outs', 0):,}",
-            "fault p50/p99": f"{_ms(b.get('fault_p50'))}/{_ms(b.get('fault_p99'))}",
-            "fault p99": _ms(b.get("fault_p99")),
-            "file peak": (
-                mb(b["smart_paging_file_peak_size"])
-                if b.get("smart_paging_file_peak_size")
-                else "-"
-            ),
-            "disk read": (
-                f"{mb(b['disk_read_bytes'])} in {b.get('disk_requests', 0):,}"
-                if b.get("disk_read_bytes")
-                else "-"
-            ),
-            "device r/w": dev,
-            "status": fin,
-        }
-        t.add_row(*(cells[c] for c, _ in columns))
-    if boots:
+    cells = [_boot_cells(result, row, last) for row, last in rows]
+    left_out: list[str] = []
+    while True:
+        t = Table(title="restart boots" if storm else "boots", title_justify="left")
+        for c, right in columns:
+            # The status says what is true at the end: never cut, wrapped if it must be.
+            t.add_column(
+                c,
+                justify="right" if right else "left",
+                no_wrap=c != "status",
+                min_width=len("status") if c == "status" else None,
+            )
+        for row_cells in cells:
+            t.add_row(*(row_cells[c] for c, _ in columns))
+        droppable = [c for c in _NARROW_DROP_ORDER if c in dict(columns)]
+        natural = Measurement.get(console, console.options.update_width(10_000), t).maximum
+        if wide or not droppable or natural <= console.width:
+            break
+        # Too narrow for every column at its full width (rich would squeeze the last ones to
+        # nothing): leave out the least needed, and say so below the table.
+        left_out.append(droppable[0])
+        columns = [c for c in columns if c[0] != droppable[0]]
+    if rows:
         console.print(t)
+        if left_out:
+            console.print(
+                f"(at {console.width} columns {', '.join(left_out)} left out; a wider "
+                "terminal shows them, and the JSON has them)",
+                style="dim",
+                highlight=False,
+            )
     plan = result.plan or {}
     if plan.get("events") and result.storm_event() is not None:
         predicted = next(
@@ -421,7 +537,12 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
             f"[bold red]{len(result.leftover_files)} of this run's Smart Paging file(s) were "
             "still there when their VM stopped, and have been deleted[/bold red]"
         )
-    style = {"ok": "bold", "failed": "bold red", "interrupted": "bold yellow"}[result.outcome]
+    style = {
+        "ok": "bold",
+        "vms_failed": "bold red",
+        "failed": "bold red",
+        "interrupted": "bold yellow",
+    }[result.outcome]
     console.print(f"[{style}]{result.verdict()}[/{style}]")
 
 
@@ -476,7 +597,11 @@ def compare_report(console: Console, cmp: CompareResult, wide: bool = False) -> 
                 "model": r["model"] or "-",
                 "kind": kind,
                 "filesystem": r["fstype"] or "-",
-                "boot time": (seconds(r["boot_time"]) if r["outcome"] == "ok" else r["outcome"]),
+                "boot time": (
+                    seconds(r["boot_time"])
+                    if r["outcome"] in ("ok", "vms_failed")
+                    else r["outcome"]
+                ),
                 "slower": _ratio(r["slowdown"]),
                 "fault p50": _ms(r["fault_p50"]),
                 "fault p90": _ms(r["fault_p90"]),

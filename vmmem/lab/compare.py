@@ -45,7 +45,9 @@ def compare_locations(
     on_done: Callable[[ProgressSink | None], None] | None = None,
 ) -> CompareResult:
     """Run `s` with every VM's Smart Paging file in each folder in turn (after the baseline,
-    unless `baseline` is False). Stops at the first run that fails or is interrupted.
+    unless `baseline` is False). Stops at the first run that fails or is interrupted; a run
+    whose host reboot could not start a VM (outcome "vms_failed") was measured in full, so the
+    comparison goes on, and its outcome is "vms_failed" too.
 
     `progress(index, count, folder)` may return a sink for that run (folder None: the
     baseline); `on_done(sink)` is called after each run, whatever happened.
@@ -73,7 +75,9 @@ def compare_locations(
             cmp.baseline = run
         else:
             cmp.runs[folder] = run
-        if run.outcome != "ok":
+        if run.outcome == "vms_failed":  # measured in full: go on to the next location
+            cmp.outcome = "vms_failed"
+        elif run.outcome != "ok":
             cmp.outcome, cmp.error = run.outcome, run.error or run.verdict()
             break
     cmp.duration = time.monotonic() - t0

@@ -98,11 +98,11 @@ class Plan:
             )
             delays = [e.suggested_delay for e in self.events if e.suggested_delay]
             if delays:
+                d = max(delays)
                 text += (
-                    f"; staggering the automatic starts by {max(delays):g} s "
-                    "(automatic_start_delay 0, "
-                    f"{max(delays):g}, {2 * max(delays):g} s, ... in start order) lets every "
-                    "VM start"
+                    f"; staggering the automatic starts by {d:g} s (automatic_start_delay 0, "
+                    f"{d:g}, {2 * d:g} s, ... in start order; in a count block "
+                    f"start_delay_step = {d:g}) lets every VM start"
                 )
             return text
         if not self.needs_smart_paging:
@@ -255,7 +255,17 @@ def _walk(s: Scenario) -> tuple[list[EventPlan], dict[str, int]]:
             )
             idle = _settle(running, available)
         elif e.action == "reboot-host":
+            # What the automatic starts ask for: a saved VM the memory it had, one started
+            # from Off its Startup RAM (whether or not the host can give it).
+            up = {v.name for v in running}
             outcomes = _reboot(s, running, idle, available)
+            needs = sum(
+                idle.get(v.name, v.startup)
+                if v.name in up and v.automatic_stop_action == "Save"
+                else v.startup
+                for v in s.vms
+                if outcomes[v.name] in ("restored", "started", "failed")
+            )
             failed = tuple(n for n, o in outcomes.items() if o == "failed")
             delay = _smallest_stagger(s, running, idle, available) if failed else None
             running = [v for v in s.vms if outcomes.get(v.name) in ("restored", "started")]
@@ -265,7 +275,7 @@ def _walk(s: Scenario) -> tuple[list[EventPlan], dict[str, int]]:
                     desc,
                     e.action,
                     available,
-                    0,
+                    needs,
                     start_failures=failed,
                     outcomes=outcomes,
                     suggested_delay=delay,
@@ -360,12 +370,15 @@ def _reboot(
 def _smallest_stagger(
     s: Scenario, was_running: list[VMSpec], idle: dict[str, int], available: int
 ) -> float | None:
-    """The smallest delay D (in steps of half a second) such that with automatic start delays
-    0, D, 2D, ... in the host's start order (higher priority first) every VM starts."""
+    """The smallest delay D in whole seconds such that with automatic start delays 0, D, 2D,
+    ... in the host's start order (higher priority first) every VM starts. Whole seconds:
+    Set-VM -AutomaticStartDelay is an Int32 number of seconds (Microsoft's Set-VM reference,
+    https://learn.microsoft.com/powershell/module/hyper-v/set-vm), so a fraction could not
+    be set."""
     order = sorted(s.vms, key=lambda v: -v.priority)
     longest = max((_boot_seconds(v) for v in s.vms), default=0.0)
     limit = 4 * (longest + 2 * s.balancer_interval + 1) + 10
-    step = 0.5
+    step = 1.0
     d = step
     while d <= limit:
         delays = {v.name: i * d for i, v in enumerate(order)}

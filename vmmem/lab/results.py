@@ -65,7 +65,7 @@ class RunResult:
     """One scenario run. Sizes in bytes, times in seconds; see docs/json-schema.json."""
 
     scenario: dict[str, Any]  # Scenario.to_dict()
-    outcome: str = "ok"  # "ok", "failed", "interrupted"
+    outcome: str = "ok"  # "ok", "vms_failed", "failed", "interrupted" (docs/CLI.md)
     error: str | None = None
     started: str = field(default_factory=now_iso)
     duration: float = 0.0
@@ -91,6 +91,16 @@ class RunResult:
     def storm_boots(self) -> list[dict[str, Any]]:
         """The boots of restart events (the ones Smart Paging can serve)."""
         return [b for b in self.boots if b.get("kind") in STORM_KINDS]
+
+    def failed_starts(self) -> list[str]:
+        """The VMs whose automatic start failed at a host reboot (Hyper-V's "Not enough memory
+        in the system to start the virtual machine"), in event order."""
+        return [
+            name
+            for e in self.events
+            for name, o in (e.get("outcomes") or {}).items()
+            if o.get("result") == "failed"
+        ]
 
     def storm_event(self) -> int | None:
         """Index of the first restart event with boots (the storm the verdict is about)."""
@@ -196,7 +206,18 @@ class RunResult:
 
     def verdict(self) -> str:
         """The headline: how many VMs booted on Smart Paging and what it cost the one it
-        slowed most (against that VM's own full-memory boot), and where the files were."""
+        slowed most (against that VM's own full-memory boot), and where the files were; and
+        which VMs a host reboot could not start, whatever else the run was about."""
+        text = self._headline()
+        failed = self.failed_starts()
+        if self.outcome == "vms_failed" and failed and not text.startswith("host reboot:"):
+            text += (
+                f"; at the host reboot {', '.join(failed)} failed to start: Not enough memory "
+                "in the system to start the virtual machine"
+            )
+        return text
+
+    def _headline(self) -> str:
         from vmmem.sizes import format_duration as seconds
         from vmmem.sizes import format_mb as mb
 

@@ -120,6 +120,10 @@ def run_scenario(
         with sigterm_as_interrupt():
             run = _Run(s, result, progress, t0, should_stop, host_folder, backend, policy)
             run.play()
+        # Every event played and was measured; a VM the host reboot could not start is the
+        # answer, not a failure of the run (docs/CLI.md, exit code 4).
+        if result.failed_starts():
+            result.outcome = "vms_failed"
     except KeyboardInterrupt:
         result.outcome = "interrupted"
     except (VmmemError, OSError, TimeoutError) as e:

@@ -32,6 +32,7 @@ Hyper-V; a bare integer is bytes)::
     automatic_stop_action = "Save"          # at a host reboot: Save, ShutDown or TurnOff
     automatic_start_action = "StartIfRunning"  # then: StartIfRunning, Start or Nothing
     automatic_start_delay = 0    # seconds after the host is back
+    start_delay_step = 1         # optional, with count: each next VM starts this much later
     [vm.workload]
     boot_seconds = 6.5           # how long a boot takes with enough memory (default: 50 us
                                  # of guest CPU per 4 KiB page of Startup RAM)
@@ -69,9 +70,11 @@ from __future__ import annotations
 import math
 import os
 import tomllib
+from dataclasses import replace
 from typing import Any
 
 from vmmem.errors import SettingsError
+from vmmem.hyperv.settings import MAX_START_DELAY
 from vmmem.lab.scenario_model import (
     ALIGN,
     MAX_MEMORY,
@@ -141,6 +144,7 @@ _VM_KEYS = {
     "automatic_stop_action",
     "automatic_start_action",
     "automatic_start_delay",
+    "start_delay_step",
     "vhd_path",
     "vhd_size",
 }
@@ -289,6 +293,8 @@ def _parse_vm(r: TomlReader, raw: Any, key: str, host_paging: str | None) -> lis
             "give either boot_seconds or boot.cpu_per_page, not both",
         )
     guest = r.string(w["guest"], f"{key}.workload.guest") if "guest" in w else None
+    if guest == "synthetic-boot":  # vmmem guests lists it: the default boot, named
+        guest = None
     guest_ips = r.number(w["guest_ips"], f"{key}.workload.guest_ips") if "guest_ips" in w else None
     if guest is None and guest_ips is not None:
         raise r.fail(f"{key}.workload.guest_ips", "only used with workload.guest")
@@ -319,6 +325,9 @@ def _parse_vm(r: TomlReader, raw: Any, key: str, host_paging: str | None) -> lis
         host_settings["automatic_start_delay"] = r.number(
             t["automatic_start_delay"], f"{key}.automatic_start_delay", positive=False
         )
+    delays = _start_delays(r, t, key, count, host_settings.get("automatic_start_delay", 0.0))
+    if "start_delay_step" in t:
+        host_settings.pop("automatic_start_delay", None)
     specs = [
         VMSpec(
             name=n,
@@ -334,8 +343,31 @@ def _parse_vm(r: TomlReader, raw: Any, key: str, host_paging: str | None) -> lis
         )
         for n in names
     ]
-    _check_with_hyperv(r, key, specs[0])
+    if "start_delay_step" in t:
+        specs = [replace(v, automatic_start_delay=d) for v, d in zip(specs, delays, strict=True)]
+    _check_with_hyperv(r, key, specs[-1])  # the last of a count block has the longest delay
     return specs
+
+
+def _start_delays(
+    r: TomlReader, t: dict[str, Any], key: str, count: int, first: float
+) -> list[float]:
+    """A count block's automatic start delays: `automatic_start_delay` for the first VM, then
+    `start_delay_step` seconds more for each next one (a stagger, as Hyper-V hosts set it with
+    a different -AutomaticStartDelay per VM)."""
+    if "start_delay_step" not in t:
+        return [first] * count
+    step = r.number(t["start_delay_step"], f"{key}.start_delay_step", positive=False)
+    if count < 2:
+        raise r.fail(f"{key}.start_delay_step", "only used with count of 2 or more")
+    last = first + (count - 1) * step
+    if last > MAX_START_DELAY:
+        raise r.fail(
+            f"{key}.start_delay_step",
+            f"expected the last VM's delay ({first:g} + {count - 1} x {step:g} = {last:g} s) "
+            f"at most {MAX_START_DELAY} s",
+        )
+    return [first + i * step for i in range(count)]
 
 
 def _check_with_hyperv(r: TomlReader, key: str, spec: VMSpec) -> None:

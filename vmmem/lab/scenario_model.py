@@ -303,9 +303,9 @@ class Scenario:
             self, vms=tuple(dataclasses.replace(v, vhd_path=p) for v in self.vms)
         )
 
-    def with_guest(self, guest: str, guest_ips: float | None = None) -> Scenario:
+    def with_guest(self, guest: str | None, guest_ips: float | None = None) -> Scenario:
         """Every VM boots the recorded guest ``guest`` (a shipped name or a trace file), shrunk
-        by the scenario's scale as the rest of it is."""
+        by the scenario's scale as the rest of it is; None: the synthetic boot."""
         return dataclasses.replace(
             self,
             vms=tuple(

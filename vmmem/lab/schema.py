@@ -91,7 +91,13 @@ _str = {"type": "string"}
 _nstr = {"type": ["string", "null"]}
 _bool = {"type": "boolean"}
 _nbool = {"type": ["boolean", "null"]}
-_OUTCOME = {"enum": ["ok", "failed", "interrupted"]}
+_OUTCOME = {
+    "enum": ["ok", "vms_failed", "failed", "interrupted"],
+    "description": "ok: every event played and every VM started; vms_failed: every event "
+    "played and was measured, but a host reboot's automatic start failed for a VM (Not enough "
+    "memory in the system to start the virtual machine), as Hyper-V would; failed: the run "
+    "stopped early (error says why); interrupted: Ctrl-C or SIGTERM",
+}
 
 
 def _obj(props: dict[str, Any], desc: str | None = None) -> dict[str, Any]:
