@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from vmmem.cli.common import EXIT_USAGE, CliFailure, err_console, write_output
+from vmmem.cli.common import EXIT_USAGE, CliFailure, write_output
 
 __all__ = ["ScenarioCommand", "import_cmd"]
 
@@ -81,9 +81,10 @@ def import_cmd(files: tuple[str, ...], output: str | None) -> None:
 
     write_output("-o", output, write)
     running = len(s.events[0].vms) if s.events and s.events[0].action == "start" else 0
-    err_console().print(
+    click.echo(
         f"wrote {output}: {s.name}, {len(s.vms)} VM(s), {running} running; next: "
-        f"vmmem plan {_quote(output)}"
+        f"vmmem plan {_quote(output)}",
+        err=True,
     )
 
 

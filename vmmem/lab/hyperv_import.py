@@ -222,9 +222,14 @@ def looks_like_export(path: str | os.PathLike[str]) -> bool:
     text = raw[skip:].decode(name, errors="ignore").lstrip("\ufeff \t\r\n")
     if text.startswith("{"):
         return True
-    # "[" opens a JSON array or a TOML table header ("[host]"); JSON follows it with "{",
-    # "[", a quote, a digit or "]".
-    return bool(re.match(r"\[\s*[\{\[\"\]\d-]", text))
+    # "[" opens a JSON array or a TOML table header ("[host]", "[[vm]]", '["a b"]'). An export
+    # is an array of objects ("[{"), or of strings (a truncated one) across several lines.
+    if re.match(r"\[\s*[\{\]]", text):
+        return True
+    first_line = text.split("\n", 1)[0]
+    return bool(re.match(r'\[\s*"', text)) and not re.fullmatch(
+        r'\[[^\]]*\]\s*(#.*)?', first_line.strip()
+    )
 
 
 def _load_json(source: str) -> Any:
