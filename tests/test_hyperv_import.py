@@ -119,7 +119,7 @@ def test_every_value_names_where_it_came_from():
         line("automatic_start_action", web)
     )
     assert "MemoryDemand: 262,144,000 bytes = 250 MB" in line("idle_demand", web)
-    assert "ps51-vm.json: VM[1] (\"web01\"), State Running" in lines[web - 1]
+    assert 'ps51-vm.json: VM[1] ("web01"), State Running' in lines[web - 1]
     # A person can read it and it reads back as the same scenario.
     assert parse_scenario(tomllib.loads(text), "x").vms == import_scenario(PS51).vms
 
@@ -397,7 +397,8 @@ def test_plan_answers_for_the_host_from_the_export():
     data = json.loads(r.stdout)
     assert data == plan_scenario(import_scenario([PS51_COMBINED])).to_dict()
     events = {e["action"]: e for e in data["events"]}
-    assert events["restart-vms"]["smart_paging_bytes"] == {"dc01": 0, "web01": 64 * MB, "web02": 64 * MB}
+    paging = events["restart-vms"]["smart_paging_bytes"]
+    assert paging == {"dc01": 0, "web01": 64 * MB, "web02": 64 * MB}
     assert events["reboot-host"]["outcomes"]["test01"] == "failed"
     r = CliRunner().invoke(cli, ["plan", PS51_COMBINED])
     assert r.exit_code == 0 and "test01 cannot start" in r.stdout

@@ -228,7 +228,7 @@ def looks_like_export(path: str | os.PathLike[str]) -> bool:
         return True
     first_line = text.split("\n", 1)[0]
     return bool(re.match(r'\[\s*"', text)) and not re.fullmatch(
-        r'\[[^\]]*\]\s*(#.*)?', first_line.strip()
+        r"\[[^\]]*\]\s*(#.*)?", first_line.strip()
     )
 
 
