@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vmmem.cli.main import cli
 from vmmem.lab.hyperv_import import (
+    VM_PROPERTIES,
     ExportError,
     export_to_toml,
     import_scenario,
@@ -448,3 +451,134 @@ def test_import_plan_run_end_to_end(disk_dir, monkeypatch):
     assert "test01 failed" in r.stdout  # the host reboot, as planned
     assert "every Smart Paging file is gone" in r.stdout
     assert not [f for _, _, fs in os.walk(disk_dir) for f in fs if f.endswith(".slp")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fuzzing: any JSON, any value in any field: a located ExportError or a scenario that reads back
+
+
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([0, 1, 2, 3, 4, 6, 9, 32783, 2 * MB, 32 * MB, 511 * MB, 2**63, -MB]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "Running",
+            "Off",
+            "Saved",
+            "Start",
+            "Save",
+            "Microsoft.HyperV.PowerShell.VMMemory",
+            "@{Name=x}",
+            "\\/Date(1795977000000)\\/",
+            "/Date(99999999999999999)/",
+            "2026-13-45",
+            "web01",
+            "a/b",
+            "",
+            " ",
+        ]
+    ),
+)
+JSON = st.recursive(
+    SCALAR,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(
+            st.one_of(
+                st.text(max_size=8),
+                st.sampled_from(
+                    ["Name", "VMName", "MemoryStartup", "MemoryCapacity", "VM", "VMHost", "value"]
+                ),
+            ),
+            inner,
+            max_size=5,
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+def check_import(paths: list[str]) -> None:
+    try:
+        text = export_to_toml(paths)
+    except ExportError as e:
+        assert e.source and str(e)
+        return
+    # What was written must read back with the scenario reader and Hyper-V's checks.
+    parse_scenario(tomllib.loads(text), "fuzz")
+
+
+@FUZZ
+@given(doc=JSON)
+def test_fuzz_any_json_document(tmp_path, doc):
+    check_import([write(tmp_path, doc, "any.json")])
+
+
+VM_FIELDS = (*VM_PROPERTIES, "Unknown")
+MEMORY_FIELDS = ("VMName", "DynamicMemoryEnabled", "Startup", "Minimum", "Maximum", "Buffer")
+MEMORY_FIELDS += ("Priority",)
+TOP_FIELDS = ("ExportedAt", "MemoryReserve", "BalancerAvailableMemory", "VM", "VMMemory")
+
+
+@FUZZ
+@given(
+    changes=st.lists(
+        st.tuples(
+            st.sampled_from(["VM", "VMMemory", "VMHost", "top"]),
+            st.integers(min_value=0, max_value=3),
+            st.sampled_from(
+                VM_FIELDS + MEMORY_FIELDS + TOP_FIELDS + ("MemoryCapacity", "Name", "Format")
+            ),
+            st.one_of(SCALAR, JSON),
+            st.booleans(),  # remove the field instead
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-be", "utf-16-le"]),
+)
+def test_fuzz_a_real_export_with_values_changed(tmp_path, changes, encoding):
+    data = ps7_data()
+    for section, index, prop, value, remove in changes:
+        if section == "top":
+            target = data
+        elif section == "VMHost":
+            target = data["VMHost"]
+        else:
+            items = data[section]
+            if not isinstance(items, list) or not items or not isinstance(items[0], dict):
+                continue
+            target = items[index % len(items)]
+        if remove:
+            target.pop(prop, None)
+        else:
+            target[prop] = value
+    path = tmp_path / "host.json"
+    path.write_bytes(json.dumps(data).encode(encoding))
+    check_import([str(path)])
+
+
+@FUZZ
+@given(raw=st.binary(max_size=200))
+def test_fuzz_bytes(tmp_path, raw):
+    path = tmp_path / "raw.json"
+    path.write_bytes(raw)
+    check_import([str(path)])
+    looks_like_export(path)
+
+
+@FUZZ
+@given(doc=JSON)
+def test_fuzz_the_command_never_shows_a_traceback(tmp_path, doc):
+    r = CliRunner().invoke(cli, ["scenario", "import", write(tmp_path, doc, "any.json")])
+    assert r.exit_code in (0, 2), r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
