@@ -582,3 +582,41 @@ def test_fuzz_the_command_never_shows_a_traceback(tmp_path, doc):
     r = CliRunner().invoke(cli, ["scenario", "import", write(tmp_path, doc, "any.json")])
     assert r.exit_code in (0, 2), r.output
     assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+
+
+# ---------------------------------------------------------------------------------------------
+# The script and the docs hold the same format as the reader
+
+
+def test_export_script_writes_what_the_reader_reads():
+    script = (ROOT / "tools" / "Export-VmmemHost.ps1").read_text(encoding="utf-8")
+    assert script.startswith("<#") and ".SYNOPSIS" in script and ".EXAMPLE" in script
+    select = script[script.index("$vms = @(Get-VM") : script.index("$memory = @()")]
+    for prop in VM_PROPERTIES:
+        assert prop in select, prop
+    for prop in ("State", "AutomaticStartAction", "AutomaticStopAction"):
+        assert f"[string]$_.{prop}" in select  # names, not 5.1's integers
+    for key in ("VMHost", "VM ", "VMMemory", "MemoryReserve", "BalancerAvailableMemory"):
+        assert f"\n    {key}" in script, key
+    assert "'vmmem-hyperv-export'" in script and "ExportedAt" in script
+    assert "-Depth 4" in script and "Out-File -FilePath $Path -Encoding utf8" in script
+    for prop in ("VMName", "Buffer", "Priority", "Startup", "Minimum", "Maximum"):
+        assert prop in script[script.index("Get-VMMemory -VMName *") :]
+
+
+def test_the_docs_show_what_the_import_writes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("HV-LAB01-vmmem.json").write_bytes(Path(PS51_COMBINED).read_bytes())
+    text = export_to_toml(["HV-LAB01-vmmem.json"])
+    doc = (ROOT / "docs" / "IMPORT.md").read_text(encoding="utf-8")
+    excerpt = doc[doc.index("```toml\n") + 8 :]
+    excerpt = excerpt[: excerpt.index("```")]
+    shown = [x for x in excerpt.splitlines() if x.strip() and x != "..."]
+    assert len(shown) > 30
+    for line in shown:
+        assert line in text.splitlines(), line
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "vmmem scenario import tests/data/hyperv/host-ps51.json -o hv-lab01.toml" in readme
+    plan = plan_scenario(import_scenario([PS51_COMBINED]))
+    restart = next(e for e in plan.events if e.action == "restart-vms")
+    assert restart.paging_total == 128 * MB and "128 MB of Smart Paging" in readme
