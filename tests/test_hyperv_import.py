@@ -620,3 +620,12 @@ def test_the_docs_show_what_the_import_writes(tmp_path, monkeypatch):
     plan = plan_scenario(import_scenario([PS51_COMBINED]))
     restart = next(e for e in plan.events if e.action == "restart-vms")
     assert restart.paging_total == 128 * MB and "128 MB of Smart Paging" in readme
+
+
+def test_top_level_fields_are_named_plainly(tmp_path):
+    data = ps7_data()
+    data["MemoryReserve"] = "lots"
+    e = refused([write(tmp_path, data)])
+    assert e.key == "MemoryReserve"
+    e = refused([write(tmp_path, "Microsoft.HyperV.PowerShell.VirtualMachine", "one.json")])
+    assert "-Depth" in e.message

@@ -262,7 +262,7 @@ class _Ctx:
     where: str  # e.g. 'VM[2] ("web1")'
 
     def fail(self, prop: str, message: str) -> ExportError:
-        key = f"{self.where}.{prop}" if prop else self.where
+        key = f"{self.where}.{prop}" if prop and self.where else prop or self.where
         return ExportError(self.source, key, message)
 
 
@@ -490,7 +490,10 @@ def read_exports(paths: Sequence[str | os.PathLike[str]]) -> HostExport:
             out.kinds.setdefault(source, []).append("Get-VMHost")
             _set_host(out, _records(doc, source, "VMHost"), source)
         elif kind == "truncated":
-            raise ExportError(source, "[0]", f"holds {_show(_unwrap(doc)[0])}: {_ASK_DEPTH}")
+            items = _unwrap(doc)
+            first = items[0] if isinstance(items, list) else items
+            where = "[0]" if isinstance(items, list) else ""
+            raise ExportError(source, where, f"holds {_show(first)}: {_ASK_DEPTH}")
         else:
             raise ExportError(source, "", _unknown_message(doc))
     _merge_memory(out, memory)
