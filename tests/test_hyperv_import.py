@@ -629,3 +629,19 @@ def test_top_level_fields_are_named_plainly(tmp_path):
     assert e.key == "MemoryReserve"
     e = refused([write(tmp_path, "Microsoft.HyperV.PowerShell.VirtualMachine", "one.json")])
     assert "-Depth" in e.message
+
+
+def test_plain_get_vm_without_select_object(tmp_path):
+    """`Get-VM | ConvertTo-Json` (5.1) holds the same properties among many others, some
+    nested and truncated at the default depth: the ones vmmem reads are all top-level."""
+    vms = json.loads(codecs.decode((DATA / "ps51-vm.json").read_bytes(), "utf-16"))
+    for v in vms:
+        v.update(
+            VMName=v["Name"],
+            CreationTime="/Date(1795977000000)/",
+            Uptime={"Ticks": 0, "Days": 0, "TotalSeconds": 0},
+            NetworkAdapters=["Microsoft.HyperV.PowerShell.VMNetworkAdapter"],
+            HardDrives=["Microsoft.HyperV.PowerShell.HardDiskDrive"],
+        )
+    path = write(tmp_path, vms, "getvm.json")
+    assert import_scenario([path, *PS51[1:]]).vms == import_scenario(PS51).vms
