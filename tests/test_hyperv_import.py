@@ -381,6 +381,11 @@ def test_import_errors_exit_2_without_traceback(tmp_path):
         assert "Traceback" not in r.output and "vmmem: error:" in r.stderr
     r = CliRunner().invoke(cli, ["scenario", "import"])
     assert r.exit_code == 2
+    export = tmp_path / "host.json"
+    export.write_bytes(Path(PS7).read_bytes())
+    r = CliRunner().invoke(cli, ["scenario", "import", str(export), "-o", str(export)])
+    assert r.exit_code == 2 and "one of the exports read" in r.stderr
+    assert export.read_bytes() == Path(PS7).read_bytes()
 
 
 def test_scenario_still_checks_files_and_mentions_import():

@@ -7,6 +7,7 @@ lab policy: vmmem.lab.hyperv_import.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from typing import Any
 
@@ -65,6 +66,11 @@ def import_cmd(files: tuple[str, ...], output: str | None) -> None:
             check_output("-o", output)
         except OutputError as e:
             raise CliFailure(str(e), EXIT_USAGE) from None
+        for f in files:
+            if os.path.exists(f) and os.path.exists(output) and os.path.samefile(f, output):
+                raise CliFailure(
+                    f"-o {output} is one of the exports read: give another file", EXIT_USAGE
+                )
     try:
         text = export_to_toml(list(files))
         # What is written must read back as a scenario: the same reader plan and run use.
