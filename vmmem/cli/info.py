@@ -20,6 +20,7 @@ from vmmem.cli.common import (
     scale_option,
     scenario_argument,
 )
+from vmmem.cli.importing import ScenarioCommand
 
 if TYPE_CHECKING:
     pass
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 # scenario
 
 
-@cli.command("scenario")
+@cli.command("scenario", cls=ScenarioCommand)
 @click.argument(
     "scenarios", nargs=-1, type=click.Path(dir_okay=False), metavar="[SCENARIO.toml]..."
 )

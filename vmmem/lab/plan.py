@@ -208,7 +208,7 @@ def _settle(running: list[VMSpec], available: int) -> dict[str, int]:
     return _allocate(available, [], running)
 
 
-def _walk(s: Scenario) -> tuple[list[EventPlan], dict[str, int]]:
+def _walk(s: Scenario, stagger: bool = True) -> tuple[list[EventPlan], dict[str, int]]:
     """Plan every event of ``s``; returns the event plans and where VMs idle at the end."""
     available = s.available
     running: list[VMSpec] = []
@@ -267,7 +267,8 @@ def _walk(s: Scenario) -> tuple[list[EventPlan], dict[str, int]]:
                 if outcomes[v.name] in ("restored", "started", "failed")
             )
             failed = tuple(n for n, o in outcomes.items() if o == "failed")
-            delay = _smallest_stagger(s, running, idle, available) if failed else None
+            # The stagger search is for the answer, not for the remedies' yes/no (_fits).
+            delay = _smallest_stagger(s, running, idle, available) if failed and stagger else None
             running = [v for v in s.vms if outcomes.get(v.name) in ("restored", "started")]
             plans.append(
                 EventPlan(
@@ -390,7 +391,7 @@ def _smallest_stagger(
 
 
 def _fits(s: Scenario) -> bool:
-    plans, _ = _walk(s)
+    plans, _ = _walk(s, stagger=False)
     return not any(p.paging_total or p.start_failures for p in plans)
 
 

@@ -486,6 +486,10 @@ def load_scenario(path: str | os.PathLike[str] | None) -> Scenario:
     if path is None:
         return article_scenario()
     source = os.fspath(path)
+    from vmmem.lab.hyperv_import import import_scenario, looks_like_export
+
+    if looks_like_export(source):  # a Hyper-V host's PowerShell export (docs/IMPORT.md)
+        return import_scenario([source])
     try:
         with open(source, "rb") as f:
             data = tomllib.load(f)
