@@ -83,7 +83,7 @@ class _LiveProgress(ProgressSink):
 
 paging_dir_option = click.option(
     "--paging-dir",
-    type=click.Path(file_okay=False),
+    type=click.Path(),  # checked (exit 3) with the other folders, not by click (exit 2)
     metavar="DIR",
     help="Put every VM's Smart Paging file in DIR (Set-VM -SmartPagingFilePath on all; made "
     "if missing, removed at the end if empty). Default: each VM's folder under ./vmmem-vms, "
@@ -144,7 +144,7 @@ def guest_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--guest, --guest-ips and --vhd-dir: which guest boots, and where its disk is."""
     f = click.option(
         "--vhd-dir",
-        type=click.Path(file_okay=False),
+        type=click.Path(),  # checked (exit 3) with the other folders, not by click (exit 2)
         metavar="DIR",
         help="Put every VM's virtual disk in DIR (New-VHD -Path on all; made once, kept for "
         "later runs; DIR is made if missing). Default: each VM's folder under ./vmmem-vms, "

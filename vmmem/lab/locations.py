@@ -3,9 +3,10 @@
 room, RAM-backed, a virtual disk vmmem did not make, in use by another run), and what runs
 that died left there.
 
-A Smart Paging or virtual-disk folder that does not exist is made by the run (0700, listed in
-its manifest, removed at its end when empty), as long as the folder it goes in exists: a
-mistyped path must not quietly land on another filesystem."""
+A Smart Paging or virtual-disk folder that does not exist is made by the run, with its missing
+parents (0700, listed in its manifest, removed at its end when empty): the README's HDD command
+names folders on a filesystem made a moment before. Where they land is shown (the device of
+every location), so a mistyped path is seen."""
 
 from __future__ import annotations
 
@@ -44,25 +45,20 @@ def vhd_folders(s: Scenario, host_folder: str) -> dict[str, str]:
 
 
 def check_folder(folder: str, what: str) -> str | None:
-    """Refuse (LocationRefused) a folder a run cannot use or make: a path that is not a
-    folder, a missing parent, not writable, or writable by every user without the sticky
-    bit. Returns a warning for people (others can write it, or another user owns it), if any.
-    `what` names it in messages ("Smart Paging folder", "--vhd-dir folder" ...)."""
+    """Refuse (LocationRefused) a folder a run cannot use or make (a missing one is made, with
+    its missing parents): a path that is not a folder or lies under a file, not writable, or
+    writable by every user without the sticky bit. Returns a warning for people (others can
+    write it, or another user owns it), if any. `what` names it in messages ("Smart Paging
+    folder", "--vhd-dir: folder" ...)."""
     from vmmem.workspace import folder_safety
 
     path = os.path.abspath(folder)
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise LocationRefused(f"{what} {folder} is not a folder")
-    if not os.path.isdir(path):
-        parent = os.path.dirname(path)
-        if not os.path.isdir(parent):
-            raise LocationRefused(
-                f"{what} {folder} does not exist, nor does its parent {parent}: vmmem makes "
-                "the folder itself, not the folders above it"
-            )
-        anchor = parent
-    else:
-        anchor = path
+    anchor = path
+    while not os.path.lexists(anchor):
+        anchor = os.path.dirname(anchor)
+    if not os.path.isdir(anchor):
+        under = "" if anchor == path else f" (it lies under {anchor}, which is not a folder)"
+        raise LocationRefused(f"{what} {folder} is not a folder{under}")
     if not os.access(anchor, os.W_OK | os.X_OK):
         made = "" if anchor == path else f" (it would be made in {anchor})"
         raise LocationRefused(f"{what} {folder} is not writable{made}")
@@ -85,9 +81,9 @@ def _existing_ancestor(path: str) -> str:
 def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], list[str]]:
     """The filesystems the Smart Paging files will live on, and warnings for people.
 
-    Raises LocationRefused when a folder given is missing and so is its parent, a folder is not
-    writable or is writable by every user without the sticky bit, a virtual disk in the VMs'
-    folders was not made by vmmem, or a filesystem has less free space than the worst case:
+    Raises LocationRefused when a folder cannot be used or made (not a folder, not writable,
+    writable by every user without the sticky bit), a virtual disk in the VMs' folders was not
+    made by vmmem, or a filesystem has less free space than the worst case:
     every dynamic VM on it with a Smart Paging file as large as its Startup RAM (plus 64 MB of
     slack for the filesystem).
     """
@@ -104,16 +100,13 @@ def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], li
 
     by_fs: dict[str, tuple[DeviceInfo, list[str]]] = {}
     for name, folder in folders.items():
-        given = s.vm(name).smart_paging_path
-        # The default VM folders may be made with their parents (./vmmem-vms/<vm>).
-        check(folder if given else _existing_ancestor(folder), "Smart Paging folder")
+        check(folder, "Smart Paging folder")
         anchor = _existing_ancestor(folder)
         info = device_for_path(anchor)
         key = f"{info.mountpoint}\0{info.device or info.source}"
         by_fs.setdefault(key, (info, []))[1].append(name)
-    for name, folder in vhd_folders(s, host_folder).items():
-        given = s.vm(name).vhd_path
-        check(folder if given else _existing_ancestor(folder), "virtual-disk folder")
+    for folder in vhd_folders(s, host_folder).values():
+        check(folder, "virtual-disk folder")
     # The VMs' virtual disks that a first run will make (kept afterwards), by filesystem.
     disks: dict[str, tuple[DeviceInfo, int]] = {}
     for path, size in new_vhd_files(s, host_folder).values():
