@@ -528,7 +528,10 @@ def remove_earlier_run(run: EarlierRun) -> list[str]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return []  # alive after all, or another run is cleaning it right now
-        now = os.lstat(run.lock_path)
+        try:
+            now = os.lstat(run.lock_path)
+        except OSError:
+            return []  # another clean-up took it meanwhile
         if (now.st_dev, now.st_ino) != (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
             return []  # replaced since it was read
         removed = []

@@ -38,8 +38,9 @@ Exit codes:
   0    done
   1    the run failed (a VM could not start, a paging-file error)
   2    usage or scenario error
-  3    a location was refused (missing, read-only, too little free space, in use by
-       another vmmem run)
+  3    a location was refused (cannot be made, read-only, writable by everyone
+       without the sticky bit, too little free space, a virtual disk vmmem did
+       not make, in use by another vmmem run)
   130  interrupted by Ctrl-C or SIGTERM (partial results printed, no Smart Paging
        file left)"""
 
