@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_cli_run import ROOT, fast_scenario
 
 from vmmem.cli.main import EXIT_REFUSED, EXIT_USAGE, cli
@@ -494,3 +496,47 @@ def test_folder_modes_are_checked_on_the_folder_itself(tmp_path):
         assert stat.S_IMODE(os.stat(made).st_mode) == 0o700
         w.close()
     assert os.listdir(parent) == []
+
+
+# -- fuzzing what another user can write --------------------------------------------------------
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.one_of(
+        st.binary(max_size=2048),
+        st.lists(
+            st.dictionaries(
+                st.sampled_from(["tool", "run_id", "pid", "started", "file", "made_folder"]),
+                st.one_of(st.text(max_size=40), st.integers(), st.floats(), st.none()),
+            ),
+            max_size=5,
+        ).map(lambda xs: "".join(json.dumps(x) + "\n" for x in xs).encode()),
+    )
+)
+def test_any_lock_file_text_is_read_without_error_and_deletes_only_vmmems_files(tmp_path, data):
+    folder = tmp_path / "fuzz"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    (folder / "notes.slp").write_bytes(b"keep")
+    (folder / "vmmem-run-e.lock").write_bytes(data)
+    for rep in clean(folder):
+        assert all(is_paging_file_name(os.path.basename(f)) for f in rep.removed)
+    assert (folder / "notes.slp").read_bytes() == b"keep"
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(block=st.binary(max_size=MARKER_BYTES))
+def test_any_last_block_is_judged_without_error(tmp_path, block):
+    disk = tmp_path / "vm1-4MB.vmdisk"
+    with open(disk, "wb") as f:
+        f.truncate(4 * MB)
+        f.write(block.ljust(MARKER_BYTES, b"\0"))  # at 0: a marker must be at the end
+        f.seek(4 * MB)
+        f.write(block.ljust(MARKER_BYTES, b"\0"))
+    problem = disk_problem(disk, 4 * MB)
+    assert problem is not None and "marker" in problem
