@@ -540,3 +540,20 @@ def test_any_last_block_is_judged_without_error(tmp_path, block):
         f.write(block.ljust(MARKER_BYTES, b"\0"))
     problem = disk_problem(disk, 4 * MB)
     assert problem is not None and "marker" in problem
+
+
+def test_compare_refuses_a_disk_it_did_not_make_before_the_baseline(tmp_path, monkeypatch):
+    """compare checks the VMs' own folders (./vmmem-vms/<vm>), where each run puts its disk,
+    before the baseline runs."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vmmem-vms" / "vm1").mkdir(parents=True)
+    users = tmp_path / "users.img"
+    before = _users_file(users, 16 * MB + MARKER_BYTES)
+    os.link(users, tmp_path / "vmmem-vms" / "vm1" / "vm1-16MB.vmdisk")
+    r = CliRunner().invoke(
+        cli, ["compare", str(tmp_path / "sp"), "--guest", "busybox", "--scale", "8", "-q"]
+    )
+    assert r.exit_code == EXIT_REFUSED, r.output
+    assert "vm1-16MB.vmdisk (VM vm1) has 2 names" in " ".join(r.stderr.split())
+    assert "baseline" not in r.stdout and not (tmp_path / "sp").exists()
+    assert _digest(users) == before
