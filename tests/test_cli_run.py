@@ -203,9 +203,11 @@ def test_refuses_a_folder_without_room(disk_dir, tmp_path_factory):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_missing_folder_is_refused(tmp_path):
-    r = CliRunner().invoke(cli, ["run", "--paging-dir", str(tmp_path / "nope")])
-    assert r.exit_code == EXIT_REFUSED and "does not exist" in r.stderr
+def test_a_folder_that_cannot_be_made_is_refused(tmp_path):
+    # A missing folder is made by the run; one under a file cannot be.
+    (tmp_path / "file").write_text("")
+    r = CliRunner().invoke(cli, ["run", "--paging-dir", str(tmp_path / "file" / "nope")])
+    assert r.exit_code == EXIT_REFUSED and "is not a folder" in r.stderr
 
 
 def test_ram_backed_folder_is_flagged():

@@ -16,7 +16,7 @@ from conftest import small_ext4
 
 from vmmem import devices
 from vmmem.errors import SettingsError, VirtualDiskError, VmmemError
-from vmmem.vdisk import VirtualDisk
+from vmmem.vdisk import MARKER_BYTES, VirtualDisk
 
 MB = 2**20
 
@@ -26,7 +26,8 @@ def test_created_0600_then_reused(disk_dir):
     with VirtualDisk(path, 4 * MB) as d:
         assert d.created
         st = os.stat(path)
-        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_size == 4 * MB
+        # The guest's 4 MB and vmmem's marker block after it (the guest never reaches it).
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_size == 4 * MB + MARKER_BYTES
         assert st.st_blocks * 512 >= 4 * MB, "preallocated"
         assert d.read(0, 512) == 4096  # aligned up to the 4 KiB O_DIRECT unit
         assert d.write(8192, 100) == 4096
@@ -62,9 +63,9 @@ def test_refuses_a_symlink_and_a_wrong_size(disk_dir):
     assert info.value.errno == errno.ELOOP and info.value.filename == str(link)
     assert target.stat().st_size == 0
     VirtualDisk(disk_dir / "a.vhd", 4 * MB).close()
-    with pytest.raises(VirtualDiskError, match="not the 8388608 asked for"):
+    with pytest.raises(VirtualDiskError, match="not the 8392704 of a 8 MB vmmem disk"):
         VirtualDisk(disk_dir / "a.vhd", 8 * MB)
-    assert (disk_dir / "a.vhd").stat().st_size == 4 * MB
+    assert (disk_dir / "a.vhd").stat().st_size == 4 * MB + MARKER_BYTES
 
 
 def test_clear_errors(disk_dir):

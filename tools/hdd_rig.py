@@ -7,8 +7,10 @@
 Makes a file-backed loop device (direct I/O to its file, so the host's page cache does not
 answer for it) with ext4 on it, mounts it, throttles it to --iops reads and --iops writes per
 second for a cgroup of its own (cgroup v1 blkio), runs the command in that cgroup, and always
-tears it all down (unmount, detach, remove the cgroup and the image). 150 IOPS is the random
-rate of a 7200 rpm disk. Needs root, losetup, mkfs.ext4 and cgroup v1 blkio.
+tears it all down (unmount, detach, remove the cgroup, the image and the mount point if it
+made it). The filesystem is new, so the folders the command names under the mount point do
+not exist yet: vmmem makes the ones it is given. 150 IOPS is the random rate of a 7200 rpm
+disk. Needs root, losetup, mkfs.ext4 and cgroup v1 blkio.
 """
 
 from __future__ import annotations
@@ -42,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     work = tempfile.mkdtemp(prefix="vmmem-rig-", dir="/var/tmp")
     image = os.path.join(work, "hdd.img")
     dev = cgroup = None
-    mounted = False
+    mounted = made_mount = False
     try:
         _run("truncate", "-s", args.size, image)
         _run("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", image)
         dev = _run("losetup", "--find", "--show", "--direct-io=on", image)
+        made_mount = not os.path.lexists(args.mount)
         os.makedirs(args.mount, exist_ok=True)
         _run("mount", "-o", "noatime", dev, args.mount)
         mounted = True
@@ -71,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             os.unlink(image)
         with contextlib.suppress(OSError):
             os.rmdir(work)
+        if made_mount:
+            with contextlib.suppress(OSError):
+                os.rmdir(args.mount)  # only if empty (unmounted), never anything in it
 
 
 if __name__ == "__main__":

@@ -5,8 +5,15 @@ The file is created once (O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600, space reserv
 posix_fallocate, then written with zeros once so its extents are real: a filesystem answers
 reads of fallocated-but-unwritten extents with zeros and no device I/O) and reused by
 every later run that asks for the same path and size; vmmem never deletes it unless
-`delete()` is called. Its contents do not matter: a request reads into, or writes from, one
-page-aligned buffer.
+`delete()` is called (or `vmmem clean --disks`). Its contents do not matter: a request reads
+into, or writes from, one page-aligned buffer.
+
+A disk is used again only when it is provably one vmmem made: a regular file (not a symlink),
+owned by the running user, with one name (link count 1: a hard link could be a user's file),
+of the disk's size plus one 4 KiB block past the guest's end that holds vmmem's marker (a
+magic, the size and a SHA-256 of both, written last when the disk was made; the guest never
+reaches it). Anything else is refused with VirtualDiskError naming the file and why, and is
+never written.
 
 Requests are issued from Python, one `os.preadv`/`os.pwritev` per request on the O_DIRECT
 descriptor, batched one epoch per call of `issue()`. The Python cost per request is a few
@@ -17,9 +24,14 @@ tests/test_vdisk.py measures that share and holds it under 5 %.
 from __future__ import annotations
 
 import errno
+import fcntl
+import hashlib
+import json
 import mmap
 import os
+import re
 import stat
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +40,180 @@ import numpy as np
 from .errors import SettingsError, VirtualDiskError
 from .sizes import SizeLike, format_size, parse_size
 
-__all__ = ["ALIGN", "DiskIO", "VirtualDisk"]
+__all__ = [
+    "ALIGN",
+    "MARKER_BYTES",
+    "DiskIO",
+    "KeptDisk",
+    "VirtualDisk",
+    "disk_problem",
+    "find_kept_disks",
+    "remove_kept_disk",
+]
 
 ALIGN = 4096  # O_DIRECT alignment of offsets, lengths and the buffer (a 4Kn device's block)
+MARKER_BYTES = ALIGN  # vmmem's marker: one block past the guest's end of the disk
+_MAGIC = b"vmmem virtual disk v1\n"
+DISK_SUFFIX = ".vmdisk"
+# The names the Hyper-V layer gives its disks (settings.vhd_file_name): <vm>-<MB>MB.vmdisk.
+_DISK_NAME_RE = re.compile(r"^(?P<vm>.+)-(?P<mb>[0-9]+)MB\.vmdisk$")
+
+
+def _marker(size: int) -> bytes:
+    """The marker block: magic, a JSON line (tool, size, when), and the SHA-256 of both."""
+    body = json.dumps(
+        {"tool": "vmmem", "size": size, "created": round(time.time(), 3)}, sort_keys=True
+    ).encode()
+    payload = _MAGIC + body + b"\n"
+    return (payload + hashlib.sha256(payload).hexdigest().encode() + b"\n").ljust(ALIGN, b"\0")
+
+
+def _marker_size(block: bytes) -> int | None:
+    """The guest size a marker block records, or None when it is not an intact vmmem marker."""
+    if not block.startswith(_MAGIC):
+        return None
+    lines = block.rstrip(b"\0").split(b"\n")
+    if len(lines) < 3:
+        return None
+    payload = lines[0] + b"\n" + lines[1] + b"\n"
+    if hashlib.sha256(payload).hexdigest().encode() != lines[2]:
+        return None
+    try:
+        rec = json.loads(lines[1])
+        size = rec["size"] if rec.get("tool") == "vmmem" else None
+    except (ValueError, AttributeError, KeyError):
+        return None
+    return size if isinstance(size, int) and size > 0 else None
+
+
+def _problem(fd: int, st: os.stat_result, size: int | None) -> str | None:
+    """Why the open file `fd` is not a disk vmmem made (of `size`, if given), or None.
+    Reads only its last block (the marker); never writes."""
+    me = os.geteuid()
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_uid != me:
+        return (
+            f"is owned by uid {st.st_uid}, not by you (uid {me}): vmmem uses and deletes only "
+            "disks it made"
+        )
+    if st.st_nlink != 1:
+        return (
+            f"has {st.st_nlink} names (hard links), so it may be someone's file under another "
+            "name: vmmem uses and deletes only a disk with one name"
+        )
+    if size is not None and st.st_size != size + MARKER_BYTES:
+        old = " (a disk of an older vmmem, without its marker?)" if st.st_size == size else ""
+        return (
+            f"exists with {st.st_size} bytes, not the {size + MARKER_BYTES} of a "
+            f"{format_size(size)} vmmem disk{old}; vmmem does not resize or delete it: remove "
+            "it or choose another path or size"
+        )
+    if st.st_size < 2 * MARKER_BYTES or st.st_size % ALIGN:
+        return "is not a vmmem disk (its size is not a whole number of 4 KiB blocks plus one)"
+    try:
+        block = os.pread(fd, MARKER_BYTES, st.st_size - MARKER_BYTES)
+    except OSError as exc:
+        return f"cannot be read to check vmmem's marker: {exc.strerror or exc}"
+    recorded = _marker_size(block)
+    if recorded is None:
+        return (
+            "has no vmmem marker in its last block: vmmem did not make it (or a run was "
+            "stopped while making it); vmmem does not use or delete it: remove it yourself "
+            "or choose another path"
+        )
+    if recorded != st.st_size - MARKER_BYTES:
+        return f"has a vmmem marker for {recorded} bytes, not its own {st.st_size - MARKER_BYTES}"
+    return None
+
+
+def disk_problem(path: str | os.PathLike[str], size: int | None = None) -> str | None:
+    """Why the existing file at `path` is not a disk vmmem made (of `size` guest bytes, when
+    given): "is a symbolic link", "is owned by uid N ...", "has 2 names ...", a size or marker
+    problem; None when it is one. Opens without following a symlink and without blocking on a
+    FIFO; reads only the marker block."""
+    p = os.path.abspath(os.fspath(path))
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link; vmmem does not follow one to a disk"
+        return f"cannot be opened: {exc.strerror or exc}"
+    try:
+        return _problem(fd, os.fstat(fd), size)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class KeptDisk:
+    """A `*.vmdisk` file found in a folder: kept between runs on purpose."""
+
+    path: str
+    size: int  # bytes of the file
+    allocated: int  # bytes its blocks take on the filesystem
+    problem: str | None  # None: provably a disk vmmem made (and may delete)
+
+    @property
+    def ours(self) -> bool:
+        return self.problem is None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "size": self.size,
+            "allocated": self.allocated,
+            "vmmem_made": self.ours,
+            "problem": self.problem,
+        }
+
+
+def find_kept_disks(folder: str | os.PathLike[str]) -> list[KeptDisk]:
+    """The `<vm>-<N>MB.vmdisk` files directly in `folder`, each with whether vmmem provably
+    made it (symlinks are listed, as not vmmem's)."""
+    top = os.path.abspath(os.fspath(folder))
+    try:
+        names = sorted(os.listdir(top))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        m = _DISK_NAME_RE.match(name)
+        if m is None:
+            continue
+        path = os.path.join(top, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        problem = disk_problem(path, int(m["mb"]) * 2**20)
+        out.append(KeptDisk(path, st.st_size, st.st_blocks * 512, problem))
+    return out
+
+
+def remove_kept_disk(disk: KeptDisk) -> bool:
+    """Delete a kept disk if it is still provably vmmem's (checked again on the open file, and
+    its name must still be that file). Returns whether it was deleted."""
+    m = _DISK_NAME_RE.match(os.path.basename(disk.path))
+    if m is None:
+        return False
+    try:
+        fd = os.open(disk.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if _problem(fd, st, int(m["mb"]) * 2**20) is not None:
+            return False
+        now = os.lstat(disk.path)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return False
+        os.unlink(disk.path)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -46,10 +229,12 @@ class DiskIO:
 class VirtualDisk:
     """A virtual-disk file of `size` bytes at `path`, opened with O_DIRECT.
 
-    Created (0600, preallocated) when absent; reused when present as a regular file of that
-    size. Raises VirtualDiskError (an OSError) with the path when the folder is missing, the
-    path is a symbolic link or not a regular file, the size differs, the filesystem has no
-    room (the half-made file is removed) or does not support O_DIRECT.
+    Created (0600, preallocated, `size` plus vmmem's marker block) when absent; reused only
+    when present as a disk vmmem made (see the module docstring). Raises VirtualDiskError (an
+    OSError) with the path when the folder is missing, the path is a symbolic link, not a
+    regular file, owned by another user, has more than one name, has another size or no vmmem
+    marker, the filesystem has no room (the half-made file is removed) or does not support
+    O_DIRECT. A refused file is never written.
     """
 
     def __init__(self, path: str | os.PathLike[str], size: SizeLike) -> None:
@@ -73,7 +258,7 @@ class VirtualDisk:
         self._fd = fd
         if self.created:
             try:
-                os.posix_fallocate(fd, 0, self.size)
+                os.posix_fallocate(fd, 0, self.size + MARKER_BYTES)
                 self._fill()
             except OSError as exc:
                 self.close()
@@ -94,28 +279,34 @@ class VirtualDisk:
             for start in range(0, self.size, chunk):
                 n = min(chunk, self.size - start)
                 os.pwritev(self._fd, [buf[:n]], start)
+            # The marker last: a disk whose making was cut short has none, and is refused.
+            buf[:MARKER_BYTES] = _marker(self.size)
+            os.pwritev(self._fd, [buf[:MARKER_BYTES]], self.size)
+            buf[:MARKER_BYTES] = bytes(MARKER_BYTES)
             os.fsync(self._fd)
         finally:
             buf.release()
 
     def _open_existing(self, flags: int) -> int:
+        """Open an existing disk for reuse, only when it is provably vmmem's: checked on the
+        open file (fstat and its marker), so nothing can be swapped in between."""
         try:
-            fd = os.open(self.path, flags)
+            # O_NONBLOCK: a FIFO in the disk's place must not hang the open (no effect on a
+            # file); O_DIRECT once it is checked (the marker is read through the page cache).
+            fd = os.open(self.path, (flags & ~os.O_DIRECT) | os.O_NONBLOCK)
         except OSError as exc:
             raise self._error(exc, "opening") from exc
-        st = os.fstat(fd)
-        problem = None
-        if not stat.S_ISREG(st.st_mode):
-            problem = "is not a regular file"
-        elif st.st_size != self.size:
-            problem = (
-                f"exists with {st.st_size} bytes, not the {self.size} asked for; vmmem does "
-                "not resize or delete it: remove it or choose another path or size"
-            )
-        if problem:
+        try:
+            problem = _problem(fd, os.fstat(fd), self.size)
+            if problem is None:
+                # The same open file, now with O_DIRECT for the guest's requests.
+                fcntl.fcntl(fd, fcntl.F_SETFL, os.O_DIRECT)
+                return fd
+        except OSError as exc:
             os.close(fd)
-            raise VirtualDiskError(errno.EEXIST, f"virtual disk {self.path} {problem}", self.path)
-        return fd
+            raise self._error(exc, "opening") from exc
+        os.close(fd)
+        raise VirtualDiskError(errno.EEXIST, f"virtual disk {self.path} {problem}", self.path)
 
     def _error(self, exc: OSError, doing: str) -> VirtualDiskError:
         why = {

@@ -11,9 +11,15 @@ only ever appended, so a run killed mid-write leaves at most one torn last line,
   are empty. Never by pattern, never through a symlink (every check is lstat, every delete unlink
   or rmdir of a path the run listed).
 - A lock file whose flock can be taken belongs to a run that is no longer alive (the kernel drops
-  flock when a process dies, SIGKILL included): an *earlier run that did not finish*. Its listed
-  files are removed only when they are still provably its own: regular files (not symlinks),
-  directly in that folder, owned by the same user, named as the core names paging files.
+  flock when a process dies, SIGKILL included): an *earlier run that did not finish*. Anyone
+  who can write in the folder can write such a file, so its manifest is trusted only when the
+  lock file is a regular file with one name (link count 1), owned by the user cleaning up, and
+  named for the run id it records. Its listed files are then removed only when they are still
+  provably its own: regular files with one name (not symlinks), directly in that folder, owned
+  by the same user, named exactly as vmmem names paging files (`<name>-<12 hex>.slp`).
+- A folder writable by every user without the sticky bit is refused (UnsafeFolderError):
+  anyone could rename or replace the run's files and lock there. One that others can write
+  with the sticky bit (as /tmp), or that another user owns, is used with a SharedFolderWarning.
 - A lock file whose flock is held belongs to a live run (this process's included: flock is per
   open file). Callers decide what to do; the command line refuses to share a folder, since two
   runs on one disk would measure each other's I/O.
@@ -25,10 +31,13 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import stat
 import time
 import uuid
+import warnings
+import weakref
 from dataclasses import dataclass, field
 
 from .errors import VmmemError
@@ -37,11 +46,15 @@ __all__ = [
     "LOCK_PREFIX",
     "EarlierRun",
     "FolderInUseError",
+    "SharedFolderWarning",
+    "UnsafeFolderError",
     "Workspace",
     "CleanReport",
     "active_runs",
     "clean",
     "earlier_runs",
+    "folder_safety",
+    "is_paging_file_name",
     "remove_earlier_run",
 ]
 
@@ -50,6 +63,68 @@ LOCK_SUFFIX = ".lock"
 TOOL = "vmmem"
 FOLDER_MODE = 0o700  # the folders hold guest memory
 PAGING_SUFFIX = ".slp"
+# The names GuestMemory gives its paging files (memory.py): the guest's (or a stem's) name made
+# safe and cut to 64 characters, a dash, 12 hex digits of a random id, ".slp".
+_PAGING_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}-[0-9a-f]{12}\.slp")
+
+
+def is_paging_file_name(name: str) -> bool:
+    """Whether a file name is one vmmem gives a paging file (Smart Paging, guest page file,
+    saved state). A base name, not a path."""
+    return _PAGING_NAME_RE.fullmatch(name) is not None
+
+
+class UnsafeFolderError(VmmemError):
+    """A folder every user can write without the sticky bit: anyone could rename or replace
+    a run's files there."""
+
+
+class SharedFolderWarning(UserWarning):
+    """A folder other users can write (sticky) or own: used, but they can see the run's files
+    or (an owner) remove them. vmmem's own checks keep their files safe from it."""
+
+
+def folder_safety(folder: str | os.PathLike[str]) -> tuple[str | None, str | None]:
+    """(refusal, warning) for putting a run's files in `folder`, or, when it does not exist
+    yet, in the nearest folder above it that does (where it would be made). A refusal: every
+    user can write it and it has no sticky bit. A warning: others can write it (with the
+    sticky bit), or another user owns it (that user can delete or rename what is in it)."""
+    path = os.path.abspath(os.fspath(folder))
+    made = False
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path, made = parent, True
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None  # missing or unreadable: the callers' own checks name that
+    mode = stat.S_IMODE(st.st_mode)
+    shown = f"mode {mode:04o}, owner uid {st.st_uid}"
+    where = f"{path} (where {os.path.abspath(os.fspath(folder))} would be made)" if made else path
+    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        return (
+            f"the folder {where} can be written by every user and has no sticky bit ({shown}): "
+            "anyone could rename or replace vmmem's files there. Use a folder of your own, or "
+            "set the sticky bit (chmod +t)",
+            None,
+        )
+    if made:
+        return None, None  # the folder vmmem makes is its own, 0700
+    me = os.geteuid()
+    if mode & stat.S_IWOTH:
+        return None, (
+            f"the folder {path} can be written by every user ({shown}): they can see the "
+            "names and sizes of vmmem's files there (the sticky bit keeps them from removing "
+            "them)"
+        )
+    if st.st_uid not in (me, 0):
+        return None, (
+            f"the folder {path} belongs to another user ({shown}), who can delete or rename "
+            "vmmem's files there"
+        )
+    return None, None
 
 
 class FolderInUseError(VmmemError):
@@ -78,6 +153,7 @@ class EarlierRun:
     hostname: str
     files: list[str] = field(default_factory=list)
     made_folders: list[str] = field(default_factory=list)
+    distrust: str | None = None  # why its manifest is not trusted (None: trusted)
 
     @property
     def started_text(self) -> str:
@@ -85,9 +161,13 @@ class EarlierRun:
 
     @property
     def existing_files(self) -> list[str]:
+        if self.distrust is not None:
+            return []
         return [f for f in self.files if _provably_ours(f, self.folder)]
 
     def describe(self) -> str:
+        if self.distrust is not None:
+            return f"{self.lock_path} is not trusted ({self.distrust}): left alone"
         return (
             f"left by an earlier run, pid {self.pid}, started {self.started_text}, "
             "that did not finish"
@@ -129,6 +209,10 @@ class Workspace:
         self._claims: dict[str, _Claim] = {}
         self._made: list[str] = []  # folders this run made, outermost first
         self.left_behind: list[str] = []
+        # A Workspace its owner never closed (an exception on the way, a Host never closed)
+        # still releases what it holds when it is collected or the interpreter exits: a
+        # finished process must not leave a manifest behind.
+        self._finalizer = weakref.finalize(self, _release_all, self._claims, self._made, self.pid)
 
     def __repr__(self) -> str:
         return f"Workspace(run {self.run_id}, {len(self._claims)} folders)"
@@ -147,6 +231,11 @@ class Workspace:
         path = os.path.abspath(os.fspath(folder))
         if path in self._claims:
             return path
+        refusal, warning = folder_safety(path)
+        if refusal is not None:
+            raise UnsafeFolderError(refusal)
+        if warning is not None:
+            warnings.warn(SharedFolderWarning(warning), stacklevel=2)
         made = _make_folders(path)
         self._made.extend(made)
         try:
@@ -158,7 +247,9 @@ class Workspace:
             self._tidy()
             raise
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Blocking: the file was just made (O_EXCL), so only another run looking at it
+            # (a shared lock for a moment) can hold it; failing then would end this run.
+            fcntl.flock(fd, fcntl.LOCK_EX)
             _write_line(
                 fd,
                 {
@@ -198,12 +289,10 @@ class Workspace:
         claim = self._claims.pop(os.path.abspath(os.fspath(folder)), None)
         if claim is None:
             return []
-        left = [f for f in claim.files if _provably_ours(f, claim.folder)]
-        for f in left:
-            _unlink_quietly(f)
-        _unlink_quietly(claim.lock_path)
-        os.close(claim.fd)  # after the unlink: nobody may take the lock of a live manifest
-        self._tidy()
+        try:
+            left = _release_claim(claim)
+        finally:
+            self._tidy()
         self.left_behind.extend(left)
         return left
 
@@ -211,14 +300,45 @@ class Workspace:
         """Remove the folders this run made that no claimed folder needs, if empty."""
         unused = [m for m in self._made if not any(_within(c, m) for c in self._claims)]
         _remove_folders(unused)
-        self._made = [m for m in self._made if os.path.lexists(m)]
+        self._made[:] = [m for m in self._made if os.path.lexists(m)]  # in place: see finalize
 
     def close(self) -> list[str]:
         """Release every folder (deepest first, so made parents can go too)."""
         left: list[str] = []
-        for folder in sorted(self._claims, key=len, reverse=True):
-            left.extend(self.release(folder))
+        try:
+            for folder in sorted(self._claims, key=len, reverse=True):
+                left.extend(self.release(folder))
+        finally:
+            _release_all(self._claims, self._made, self.pid)  # whatever an error left
         return left
+
+
+def _release_claim(claim: _Claim) -> list[str]:
+    """Delete a claim's files that are still there and provably its own, then its lock file;
+    returns the files deleted."""
+    try:
+        left = [f for f in claim.files if _provably_ours(f, claim.folder)]
+        for f in left:
+            _unlink_quietly(f)
+        _unlink_quietly(claim.lock_path)
+    finally:
+        os.close(claim.fd)  # after the unlink: nobody may take the lock of a live manifest
+    return left
+
+
+def _release_all(claims: dict[str, _Claim], made: list[str], pid: int) -> None:
+    """Release every claim left and remove the made folders that are empty: the end of a
+    Workspace whatever happened. Only in the process that made them (not a forked child)."""
+    if os.getpid() != pid:
+        return
+    for folder in sorted(claims, key=len, reverse=True):
+        claim = claims.pop(folder)
+        try:
+            _release_claim(claim)
+        except OSError:
+            pass
+    _remove_folders(made)
+    made[:] = [m for m in made if os.path.lexists(m)]
 
 
 def _within(path: str, folder: str) -> bool:
@@ -260,7 +380,7 @@ def _remove_folders(made: list[str]) -> None:
             st = os.lstat(m)
         except OSError:
             continue
-        if stat.S_ISDIR(st.st_mode):
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
             try:
                 os.rmdir(m)  # only when empty: what anyone else put there stays
             except OSError:
@@ -276,25 +396,39 @@ def _unlink_quietly(path: str) -> None:
 
 def _provably_ours(path: str, folder: str) -> bool:
     """A listed file that is still what vmmem made: directly in `folder`, a regular file (not a
-    symlink), owned by this user, named as the core names paging files."""
-    if os.path.dirname(path) != folder or not path.endswith(PAGING_SUFFIX):
+    symlink) with one name, owned by this user, named exactly as vmmem names paging files."""
+    if os.path.dirname(path) != folder or not is_paging_file_name(os.path.basename(path)):
         return False
     try:
         st = os.lstat(path)
     except OSError:
         return False
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_nlink == 1
+
+
+def _lock_distrust(st: os.stat_result) -> str | None:
+    """Why a lock file (its fstat) cannot be a manifest this user's run wrote, or None."""
+    me = os.geteuid()
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_uid != me:
+        return f"written by uid {st.st_uid}, not by you (uid {me})"
+    if st.st_nlink != 1:
+        return f"it has {st.st_nlink} names (hard links)"
+    return None
 
 
 def _read_manifest(lock_path: str, folder: str) -> EarlierRun | None:
     """The manifest of a lock file, or None when it is not a vmmem manifest."""
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             return None
+        distrust = _lock_distrust(st)
         data = b""
         while chunk := os.read(fd, 1 << 16):
             data += chunk
@@ -315,8 +449,11 @@ def _read_manifest(lock_path: str, folder: str) -> EarlierRun | None:
         )
         if head.get("tool") != TOOL:
             return None
-    except (IndexError, KeyError, TypeError, ValueError):
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError):
         return None
+    if distrust is None and os.path.basename(lock_path) != _lock_name(run.run_id):
+        distrust = f"its name does not match the run id {run.run_id!r} it records"
+    run.distrust = distrust
     for line in lines[1:]:
         try:
             rec = json.loads(line)
@@ -344,7 +481,7 @@ def _lock_files(folder: str) -> list[str]:
 def _is_held(lock_path: str) -> bool | None:
     """Whether a live process holds the lock file (None: it could not be opened)."""
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -381,14 +518,22 @@ def remove_earlier_run(run: EarlierRun) -> list[str]:
     file, and the folders it made if they are empty. Returns the files deleted; [] if the run
     turned out to be alive (its lock could not be taken)."""
     try:
-        fd = os.open(run.lock_path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(run.lock_path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return []
     try:
+        if run.distrust is not None or _lock_distrust(os.fstat(fd)) is not None:
+            return []  # anyone could have written it: nothing it lists is removed
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return []  # alive after all, or another run is cleaning it right now
+        try:
+            now = os.lstat(run.lock_path)
+        except OSError:
+            return []  # another clean-up took it meanwhile
+        if (now.st_dev, now.st_ino) != (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+            return []  # replaced since it was read
         removed = []
         for f in run.existing_files:
             try:
@@ -412,6 +557,7 @@ class CleanReport:
     earlier: list[EarlierRun] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     live: list[EarlierRun] = field(default_factory=list)
+    untrusted: list[EarlierRun] = field(default_factory=list)  # left alone: see distrust
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -424,6 +570,7 @@ class CleanReport:
             "live_runs": [
                 {"run_id": r.run_id, "pid": r.pid, "started": r.started_text} for r in self.live
             ],
+            "untrusted": [{"lock": r.lock_path, "why": r.distrust} for r in self.untrusted],
         }
 
 
@@ -444,8 +591,11 @@ def clean(folder: str | os.PathLike[str]) -> list[CleanReport]:
     for f in candidates:
         rep = CleanReport(f, live=active_runs(f))
         for run in earlier_runs(f):
+            if run.distrust is not None:
+                rep.untrusted.append(run)
+                continue
             rep.earlier.append(run)
             rep.removed += remove_earlier_run(run)
-        if rep.earlier or rep.live:
+        if rep.earlier or rep.live or rep.untrusted:
             reports.append(rep)
     return reports

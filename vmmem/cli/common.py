@@ -48,8 +48,9 @@ Exit codes:
   1    the run failed and stopped (a VM could not start at a start event, a
        paging-file error)
   2    usage or scenario error
-  3    a location was refused (missing, read-only, too little free space, in use by
-       another vmmem run)
+  3    a location was refused (cannot be made, read-only, writable by everyone
+       without the sticky bit, too little free space, a virtual disk vmmem did
+       not make, in use by another vmmem run)
   4    the run finished and was measured, but a host reboot could not start every VM
        (Not enough memory in the system to start the virtual machine); outcome
        vms_failed

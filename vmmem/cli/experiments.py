@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -82,10 +83,11 @@ class _LiveProgress(ProgressSink):
 
 paging_dir_option = click.option(
     "--paging-dir",
-    type=click.Path(file_okay=False),
+    type=click.Path(),  # checked (exit 3) with the other folders, not by click (exit 2)
     metavar="DIR",
-    help="Put every VM's Smart Paging file in DIR (Set-VM -SmartPagingFilePath on all). "
-    "Default: each VM's folder under ./vmmem-vms, as Hyper-V keeps them with the VM.",
+    help="Put every VM's Smart Paging file in DIR (Set-VM -SmartPagingFilePath on all; made "
+    "if missing, removed at the end if empty). Default: each VM's folder under ./vmmem-vms, "
+    "as Hyper-V keeps them with the VM.",
 )
 backend_option = click.option(
     "--backend",
@@ -98,13 +100,22 @@ backend_option = click.option(
 )
 
 
-def _check_paging_dir(paging_dir: str | None) -> None:
-    if paging_dir is None:
+def _check_folder(folder: str | None, what: str) -> None:
+    """A folder given on the command line: made by the run when missing (its parent must
+    exist), refused with exit 3 when it cannot be used (before the scenario's own checks,
+    which also give the warning for a folder others can write)."""
+    from vmmem.lab.locations import LocationRefused, check_folder
+
+    if folder is None:
         return
-    if not os.path.isdir(paging_dir):
-        raise CliFailure(f"Smart Paging folder {paging_dir} does not exist", EXIT_REFUSED)
-    if not os.access(paging_dir, os.W_OK | os.X_OK):
-        raise CliFailure(f"Smart Paging folder {paging_dir} is not writable", EXIT_REFUSED)
+    try:
+        check_folder(folder, what)
+    except LocationRefused as e:
+        raise CliFailure(str(e), EXIT_REFUSED) from None
+
+
+def _check_paging_dir(paging_dir: str | None) -> None:
+    _check_folder(paging_dir, "Smart Paging folder")
 
 
 def _execute(
@@ -113,12 +124,16 @@ def _execute(
     """Run one scenario with live progress; LocationRefused becomes exit code 3."""
     from vmmem.lab.locations import LocationRefused
     from vmmem.lab.runner import run_scenario
+    from vmmem.workspace import SharedFolderWarning
 
     sink = _LiveProgress(quiet=quiet)
     if label and not quiet:
         sink.console.print(f"[bold]{label}[/bold]")
     try:
-        return run_scenario(s, paging_dir=paging_dir, progress=sink, backend=backend)
+        with warnings.catch_warnings():
+            # Shown once already, as the run's own warning, by the location checks.
+            warnings.simplefilter("ignore", SharedFolderWarning)
+            return run_scenario(s, paging_dir=paging_dir, progress=sink, backend=backend)
     except LocationRefused as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
     finally:
@@ -129,11 +144,11 @@ def guest_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--guest, --guest-ips and --vhd-dir: which guest boots, and where its disk is."""
     f = click.option(
         "--vhd-dir",
-        type=click.Path(file_okay=False),
+        type=click.Path(),  # checked (exit 3) with the other folders, not by click (exit 2)
         metavar="DIR",
         help="Put every VM's virtual disk in DIR (New-VHD -Path on all; made once, kept for "
-        "later runs). Default: each VM's folder under ./vmmem-vms, beside its Smart Paging "
-        "file unless --paging-dir moves that.",
+        "later runs; DIR is made if missing). Default: each VM's folder under ./vmmem-vms, "
+        "beside its Smart Paging file unless --paging-dir moves that.",
     )(f)
     f = click.option(
         "--guest-ips",
@@ -177,10 +192,7 @@ def apply_guest_options(
             raise CliFailure(f"--guest: {e}", EXIT_USAGE) from None
         s = s.with_guest(guest, guest_ips)
     if vhd_dir is not None:
-        if not os.path.isdir(vhd_dir):
-            raise CliFailure(f"--vhd-dir: folder {vhd_dir} does not exist", EXIT_REFUSED)
-        if not os.access(vhd_dir, os.W_OK | os.X_OK):
-            raise CliFailure(f"--vhd-dir: folder {vhd_dir} is not writable", EXIT_REFUSED)
+        _check_folder(vhd_dir, "--vhd-dir: folder")
         s = s.with_vhd_dir(os.path.abspath(vhd_dir))
     return s
 
@@ -286,7 +298,7 @@ def _save(
     "paths",
     nargs=-1,
     required=True,
-    type=click.Path(exists=True),
+    type=click.Path(),
     metavar="DIR [DIR]... [SCENARIO.toml]",
 )
 @scale_option
@@ -330,15 +342,20 @@ def compare_cmd(
       vmmem compare vmmem-vms /mnt/ssd/sp --scale 4   Smart Paging beside the VMs' virtual
                                                        disks, or on another disk
 
-    Every folder is checked before anything runs: one without room for the
-    worst case is refused (exit 3); a RAM-backed one is run but flagged.
+    Every folder is checked before anything runs: a missing one is made (its
+    parent must exist) and removed at the end if empty; one without room for
+    the worst case is refused (exit 3); a RAM-backed one is run but flagged.
     """
     from vmmem.lab.compare import check_compare_locations, compare_locations
     from vmmem.lab.locations import LocationRefused
 
     check_outputs(json_path, plot_path)
+    # A path that does not exist is a folder to make, unless it names a scenario file.
+    missing_toml = [p for p in paths if not os.path.exists(p) and p.endswith(".toml")]
+    if missing_toml:
+        raise CliFailure(f"scenario file {missing_toml[0]} does not exist", EXIT_USAGE)
     scenario_files = [p for p in paths if os.path.isfile(p)]
-    folders = [p for p in paths if os.path.isdir(p)]
+    folders = [p for p in paths if not os.path.isfile(p)]
     if len(scenario_files) > 1:
         raise CliFailure(
             "give at most one scenario file, got: " + ", ".join(scenario_files), EXIT_USAGE

@@ -121,8 +121,16 @@ def plan_cmd(scenario: str | None, scale: float, as_json: bool) -> None:
 @click.option(
     "--probe",
     is_flag=True,
-    help="Measure 4 KiB random reads and writes at queue depth 1 with O_DIRECT in each "
-    "location (about a second each, in a vmmem-probe-* scratch folder made there and removed).",
+    help="Measure 4 KiB random reads and writes at queue depth 1 with O_DIRECT (about a "
+    "second each, in a vmmem-probe-* scratch folder made there and removed) in each FOLDER "
+    "given, else in the current folder only (--all: every location listed).",
+)
+@click.option(
+    "--all",
+    "probe_all",
+    is_flag=True,
+    help="With --probe and no FOLDER: probe every writable filesystem listed, other users' "
+    "included (each gets a scratch folder at its mount point).",
 )
 @click.option(
     "--seconds",
@@ -132,25 +140,33 @@ def plan_cmd(scenario: str | None, scale: float, as_json: bool) -> None:
     help="Probe time per location.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def disks_cmd(folders: tuple[str, ...], probe: bool, seconds: float, as_json: bool) -> None:
+def disks_cmd(
+    folders: tuple[str, ...], probe: bool, probe_all: bool, seconds: float, as_json: bool
+) -> None:
     """Where a Smart Paging file could go: writable filesystems and their devices.
 
     Lists every writable mounted filesystem (or just the FOLDERs given) with
     its block device, model, rotational flag, filesystem and free space.
     RAM-backed ones (tmpfs, /dev/shm, zram) are flagged: a Smart Paging file
-    there measures nothing.
+    there measures nothing. --probe writes only where you say: in each FOLDER
+    given, else in the current folder (--all: on every filesystem listed).
 
     \b
     Examples:
       vmmem disks
+      vmmem disks --probe                 the current folder's filesystem
       vmmem disks --probe /mnt/ssd /mnt/hdd
       vmmem disks --json
     """
     from vmmem.lab.disks import describe_location, list_locations
     from vmmem.lab.disks import probe as run_probe
 
+    if probe_all and (folders or not probe):
+        raise CliFailure("--all goes with --probe and no FOLDER", EXIT_USAGE)
+    # A probe writes: without folders it stays in the current folder unless --all says so.
+    where = list(folders) or ([] if probe_all or not probe else [os.getcwd()])
     try:
-        infos = list_locations(list(folders))
+        infos = list_locations(where)
     except OSError as e:
         raise CliFailure(f"{e.filename or ''}: {e.strerror or e}", EXIT_REFUSED) from None
     probes = {}
@@ -178,17 +194,30 @@ def disks_cmd(folders: tuple[str, ...], probe: bool, seconds: float, as_json: bo
 
 @cli.command("clean")
 @click.argument("folders", nargs=-1, type=click.Path(file_okay=False), metavar="[FOLDER]...")
+@click.option(
+    "--disks",
+    "remove_disks",
+    is_flag=True,
+    help="Also delete the VMs' kept virtual disks (*.vmdisk) that vmmem provably made (its "
+    "marker, owned by you, one name); others are listed and left alone.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def clean_cmd(folders: tuple[str, ...], as_json: bool) -> None:
-    """Remove what vmmem runs that did not finish left behind.
+def clean_cmd(folders: tuple[str, ...], remove_disks: bool, as_json: bool) -> None:
+    """Remove what vmmem runs that did not finish left behind; list the kept disks.
 
     A run that was killed (SIGKILL, a crash, a power cut) cannot delete its
     Smart Paging files. Every run keeps a lock file (vmmem-run-ID.lock) in
     each folder it uses, listing what it made there; once its process is
     gone, the files it lists are removed here if they are still provably its
-    own (regular files, in that folder, owned by you). Nothing else is ever
-    touched: not your files, not symlinks, not a live run's files. `vmmem
-    run` does the same for the folders it is about to use.
+    own (regular files with one name, in that folder, owned by you, named as
+    vmmem names them) and the lock file is yours. Nothing else is ever
+    touched: not your files, not symlinks, not a live run's files, not what
+    a lock file another user wrote lists. `vmmem run` does the same for the
+    folders it is about to use.
+
+    A VM's virtual disk (<vm>-<N>MB.vmdisk) is kept between runs on purpose
+    (made once, reused); they are listed with their size, and --disks deletes
+    those vmmem made (not while a live run uses their folder).
 
     Looks in each FOLDER and its direct subfolders (default: ./vmmem-vms,
     the host folder, with one subfolder per VM).
@@ -196,31 +225,71 @@ def clean_cmd(folders: tuple[str, ...], as_json: bool) -> None:
     \b
     Examples:
       vmmem clean
+      vmmem clean --disks                 also delete the kept virtual disks
       vmmem clean /mnt/ssd/paging --json
     """
-    from vmmem.workspace import clean
+    from vmmem.sizes import format_mb
+    from vmmem.vdisk import find_kept_disks, remove_kept_disk
+    from vmmem.workspace import active_runs, clean
 
     reports = []
+    disks = []
+    removed_disks: list[str] = []
     for folder in folders or ("vmmem-vms",):
         if not os.path.isdir(folder):
             if folders:
                 raise CliFailure(f"{folder}: no such folder", EXIT_USAGE)
             continue
         reports += clean(folder)
+        for sub in [folder, *_subfolders(folder)]:
+            found = find_kept_disks(sub)
+            disks += found
+            if remove_disks and found and not active_runs(sub):
+                removed_disks += [d.path for d in found if d.ours and remove_kept_disk(d)]
     if as_json:
-        click.echo(json.dumps({"folders": [r.to_dict() for r in reports]}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "folders": [r.to_dict() for r in reports],
+                    "disks": [dict(d.to_dict(), removed=d.path in removed_disks) for d in disks],
+                },
+                indent=2,
+            )
+        )
         return
+    where = ", ".join(folders or ("vmmem-vms",))
     if not reports:
-        click.echo(f"nothing left by earlier runs in {', '.join(folders or ('vmmem-vms',))}")
+        click.echo(f"nothing left by earlier runs in {where}")
     for rep in reports:
         for run in rep.earlier:
             gone = [f for f in rep.removed if f in run.files]
             click.echo(f"{rep.folder}: {run.describe()}: removed {len(gone)} Smart Paging file(s)")
+        for run in rep.untrusted:
+            click.echo(f"{rep.folder}: {run.describe()}")
         for run in rep.live:
             click.echo(
                 f"{rep.folder}: in use by a live run, pid {run.pid} (started "
                 f"{run.started_text}): left alone"
             )
+    for d in disks:
+        if d.path in removed_disks:
+            state = "removed"
+        elif not d.ours:
+            state = f"not vmmem's, left alone: it {d.problem}"
+        elif remove_disks:
+            state = "in use by a live run: left alone"
+        else:
+            state = "kept for later runs (vmmem clean --disks deletes it)"
+        click.echo(f"virtual disk {d.path} ({format_mb(d.allocated)} on disk): {state}")
+
+
+def _subfolders(folder: str) -> list[str]:
+    """The direct subfolders of `folder` (symlinked ones are not entered)."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(e.path for e in it if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
 
 
 # ---------------------------------------------------------------------------------------------

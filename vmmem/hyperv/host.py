@@ -528,7 +528,10 @@ class Host:
                     vm.power_off()
                 except Exception as exc:  # noqa: BLE001 - stop the others anyway
                     errors.append(exc)
-            self.pool.close()
-            self._remove_made_folders()
+            try:
+                self.pool.close()
+            finally:
+                # Every folder goes, whatever failed above: a closed host holds no manifest.
+                self.workspace.close()
         if errors:
             raise errors[0]

@@ -1,6 +1,12 @@
 """Where a run's files go: each VM's Smart Paging folder, the checks before anything is made
-(missing, not writable, too little room, RAM-backed, in use by another run), and what runs
-that died left there."""
+(not writable, its parent missing, writable by everyone without the sticky bit, too little
+room, RAM-backed, a virtual disk vmmem did not make, in use by another run), and what runs
+that died left there.
+
+A Smart Paging or virtual-disk folder that does not exist is made by the run, with its missing
+parents (0700, listed in its manifest, removed at its end when empty): the README's HDD command
+names folders on a filesystem made a moment before. Where they land is shown (the device of
+every location), so a mistyped path is seen."""
 
 from __future__ import annotations
 
@@ -14,20 +20,52 @@ from vmmem.sizes import format_mb as mb
 
 __all__ = [
     "LocationRefused",
+    "check_folder",
     "check_folders_free",
     "check_locations",
     "new_vhd_files",
     "paging_folders",
+    "vhd_folders",
 ]
 
 
 class LocationRefused(Exception):
-    """A Smart Paging folder cannot be used: missing, not writable, or too little free space."""
+    """A Smart Paging or virtual-disk folder cannot be used: its parent missing, not writable,
+    unsafe, too little free space, a disk there not vmmem's, or in use by another run."""
 
 
 def paging_folders(s: Scenario, host_folder: str) -> dict[str, str]:
     """VM name -> its Smart Paging folder (absolute), as the Hyper-V layer will place it."""
     return {v.name: smart_paging_folder(host_folder, v.name, v.smart_paging_path) for v in s.vms}
+
+
+def vhd_folders(s: Scenario, host_folder: str) -> dict[str, str]:
+    """VM name -> its virtual disk's folder (absolute), as the Hyper-V layer will place it."""
+    return {v.name: smart_paging_folder(host_folder, v.name, v.vhd_path) for v in s.vms}
+
+
+def check_folder(folder: str, what: str) -> str | None:
+    """Refuse (LocationRefused) a folder a run cannot use or make (a missing one is made, with
+    its missing parents): a path that is not a folder or lies under a file, not writable, or
+    writable by every user without the sticky bit. Returns a warning for people (others can
+    write it, or another user owns it), if any. `what` names it in messages ("Smart Paging
+    folder", "--vhd-dir: folder" ...)."""
+    from vmmem.workspace import folder_safety
+
+    path = os.path.abspath(folder)
+    anchor = path
+    while not os.path.lexists(anchor):
+        anchor = os.path.dirname(anchor)
+    if not os.path.isdir(anchor):
+        under = "" if anchor == path else f" (it lies under {anchor}, which is not a folder)"
+        raise LocationRefused(f"{what} {folder} is not a folder{under}")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        made = "" if anchor == path else f" (it would be made in {anchor})"
+        raise LocationRefused(f"{what} {folder} is not writable{made}")
+    refusal, warning = folder_safety(path)
+    if refusal is not None:
+        raise LocationRefused(f"{what} {folder}: {refusal}")
+    return warning
 
 
 def _existing_ancestor(path: str) -> str:
@@ -43,23 +81,32 @@ def _existing_ancestor(path: str) -> str:
 def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], list[str]]:
     """The filesystems the Smart Paging files will live on, and warnings for people.
 
-    Raises LocationRefused when a folder is missing (its parent must exist), not writable, or
-    its filesystem has less free space than the worst case: every dynamic VM on it with a
-    Smart Paging file as large as its Startup RAM (plus 64 MB of slack for the filesystem).
+    Raises LocationRefused when a folder cannot be used or made (not a folder, not writable,
+    writable by every user without the sticky bit), a virtual disk in the VMs' folders was not
+    made by vmmem, or a filesystem has less free space than the worst case:
+    every dynamic VM on it with a Smart Paging file as large as its Startup RAM (plus 64 MB of
+    slack for the filesystem).
     """
     folders = paging_folders(s, host_folder)
+    warnings: list[str] = []
+    checked: set[str] = set()
+
+    def check(folder: str, what: str) -> None:
+        if folder not in checked:
+            checked.add(folder)
+            warning = check_folder(folder, what)
+            if warning is not None:
+                warnings.append(warning)
+
     by_fs: dict[str, tuple[DeviceInfo, list[str]]] = {}
     for name, folder in folders.items():
-        if s.vm(name).smart_paging_path and not os.path.isdir(folder):
-            raise LocationRefused(
-                f"Smart Paging folder {folder} (VM {name}) does not exist or is not a folder"
-            )
+        check(folder, "Smart Paging folder")
         anchor = _existing_ancestor(folder)
-        if not os.path.isdir(anchor) or not os.access(anchor, os.W_OK | os.X_OK):
-            raise LocationRefused(f"Smart Paging folder {folder} (VM {name}) is not writable")
         info = device_for_path(anchor)
         key = f"{info.mountpoint}\0{info.device or info.source}"
         by_fs.setdefault(key, (info, []))[1].append(name)
+    for folder in vhd_folders(s, host_folder).values():
+        check(folder, "virtual-disk folder")
     # The VMs' virtual disks that a first run will make (kept afterwards), by filesystem.
     disks: dict[str, tuple[DeviceInfo, int]] = {}
     for path, size in new_vhd_files(s, host_folder).values():
@@ -73,7 +120,6 @@ def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], li
                 f"({info.fstype}): they need {mb(size)} plus 64 MB, {mb(info.free_bytes)} is "
                 "free. Choose another folder with --vhd-dir, or a smaller --scale."
             )
-    warnings = []
     infos = []
     for key, (info, names) in by_fs.items():
         worst = sum(s.vm(n).startup for n in names if s.vm(n).dynamic)
@@ -103,8 +149,10 @@ def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], li
 
 def new_vhd_files(s: Scenario, host_folder: str) -> dict[str, tuple[str, int]]:
     """VM name -> (path, size) of each virtual disk the run will have to make (those that
-    exist are reused and need no room)."""
+    exist are reused and need no room). Raises LocationRefused for one that exists but is not
+    a disk vmmem made (a symlink, another user's, a hard link, another size, no marker)."""
     from vmmem.hyperv.settings import vhd_file_name, vhd_size_for
+    from vmmem.vdisk import MARKER_BYTES, disk_problem
 
     page = 4096
     out = {}
@@ -114,8 +162,12 @@ def new_vhd_files(s: Scenario, host_folder: str) -> dict[str, tuple[str, int]]:
             continue
         folder = smart_paging_folder(host_folder, v.name, v.vhd_path)
         path = os.path.join(folder, vhd_file_name(v.name, size))
-        if not os.path.exists(path):
-            out[v.name] = (path, size)
+        if not os.path.lexists(path):
+            out[v.name] = (path, size + MARKER_BYTES)
+        elif (problem := disk_problem(path, size)) is not None:
+            raise LocationRefused(
+                f"virtual disk {path} (VM {v.name}) {problem}. vmmem writes only disks it made"
+            )
     return out
 
 
@@ -129,13 +181,16 @@ def check_folders_free(folders: list[str]) -> list[str]:
         if live:
             who = ", ".join(f"pid {r.pid} (started {r.started_text})" for r in live)
             raise LocationRefused(
-                f"the Smart Paging folder {f} is in use by another vmmem run: {who}. Two runs "
+                f"the folder {f} is in use by another vmmem run: {who}. Two runs "
                 "on one folder would measure each other's disk I/O; wait for it to finish, or "
-                "use another --paging-dir"
+                "use another --paging-dir or --vhd-dir"
             )
     notes = []
     for f in folders:
         for run in earlier_runs(f):
+            if run.distrust is not None:
+                notes.append(f"{f}: {run.describe()}")
+                continue
             removed = remove_earlier_run(run)
             what = f"{len(removed)} Smart Paging file(s) removed" if removed else "no file left"
             notes.append(f"{f}: {run.describe()}: {what}")

@@ -24,6 +24,7 @@ from vmmem.lab.locations import (
     check_folders_free,
     check_locations,
     paging_folders,
+    vhd_folders,
 )
 from vmmem.lab.progress import POLL, BootEta, ProgressSink, RunTracker, VMProgress
 from vmmem.lab.results import STORM_KINDS, RunResult
@@ -108,7 +109,10 @@ def run_scenario(
             "paging_folders": folders,
         },
     )
-    for note in check_folders_free(folders):
+    # The virtual disks' folders too: a run whose Smart Paging files go elsewhere still uses
+    # them, and two runs there would share (and measure) one disk.
+    in_use = sorted(set(folders) | set(vhd_folders(s, host_folder).values()))
+    for note in check_folders_free(in_use):
         result.earlier_runs.append(note)
         progress.message(note)
     for w in warnings:
