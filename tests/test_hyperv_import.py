@@ -447,9 +447,11 @@ def test_import_plan_run_end_to_end(disk_dir, monkeypatch):
     planned = json.loads(r.stdout)
     assert planned["needs_smart_paging"] is True
     r = CliRunner().invoke(cli, ["run", "hv.toml", "--scale", "8", "--json", "run.json"])
-    assert r.exit_code == 0, r.output
+    # Every event ran and was measured; test01 not starting at the host reboot is the answer
+    # (exit 4, outcome vms_failed), as the plan said.
+    assert r.exit_code == 4, r.output
     data = json.loads((disk_dir / "run.json").read_text())
-    assert data["outcome"] == "ok"
+    assert data["outcome"] == "vms_failed"
     storm = [b for b in data["boots"] if b["kind"] == "restart"]
     assert {b["vm"] for b in storm} == {"dc01", "web01", "web02"}
     assert {b["vm"] for b in storm if b["smart_paging"]} <= {"web01", "web02"}
