@@ -382,6 +382,7 @@ class Host:
         """Wait until every running VM has booted (or read its saved state back), no Smart
         Paging file is left, every dynamic VM's memory status is OK (its buffer is there) and
         the balancer has reached its targets (ballooning is over)."""
+        self._check_open()  # a closed host has no VM running: "settled" would be a lie
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             running = self._running()
