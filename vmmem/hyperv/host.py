@@ -173,6 +173,7 @@ class Host:
     def check_workload(self, settings: VMSettings, phases: Sequence[Workload]) -> None:
         """Raise SettingsError if a workload phase cannot run in these settings."""
         for phase in phases:
+            phase.validate_page_size(self.page_size)
             phase.validate(settings.startup // self.page_size, settings.maximum // self.page_size)
 
     # -- lifecycle ---------------------------------------------------------------------------
