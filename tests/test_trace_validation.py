@@ -450,7 +450,7 @@ def test_fuzz_every_mutation_loads_and_replays_or_is_refused_naming_the_file(
     assert trace.epochs >= 1 and trace.instructions > 0 and repr(trace)
     assert trace.memory_pages >= 1 and trace.pages_touched <= trace.entries
     assert trace.disk_bytes_read + trace.disk_bytes_written >= 0
-    assert trace.epoch_instructions_of(trace.epochs - 1) > 0
+    assert trace.epoch_instructions_of(trace.epochs - 1) >= 0
     for start in {0, max(0, trace.epochs - 2)}:
         result = replay_epochs(memory, trace, disk=disk, start=start, stop=start + 2)
         assert result.epochs == min(2, trace.epochs - start)
