@@ -66,6 +66,7 @@ def test_a_failed_guest_is_never_read_after_its_memory_closed(host, monkeypatch)
     assert held.closed.wait(WAIT)
     try:
         assert vm.state == "Running"  # the window: memory closed, session not yet detached
+        assert vm.memory is None  # never a closed memory to read
         assert vm.claim().name == "vm1" and vm.assigned_pages == 0
         assert vm.status.memory_assigned == 0
         host.balance_now()  # the balancer's tick: claims every running VM

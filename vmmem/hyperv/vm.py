@@ -153,8 +153,11 @@ class VM(SettingsProperties):
 
     @property
     def memory(self) -> GuestMemory | None:
-        """The guest's memory of the current boot (read its stats; do not drive it)."""
-        session = self._session
+        """The guest's memory of the current boot (read its stats; do not drive it); None
+        once it is closed. A stop may close it right after this returns: readers not holding
+        the VM's lock must expect that."""
+        with self._lock:
+            session = self._live_session()
         return None if session is None else session.memory
 
     def start(self) -> None:
