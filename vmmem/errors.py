@@ -42,7 +42,17 @@ class VirtualDiskError(VmmemError, OSError):
 
 
 class GuestTraceError(VmmemError, ValueError):
-    """A guest trace is missing, unknown by name, or not a valid vmmem guest trace."""
+    """A guest trace is missing, unknown by name, or not a valid vmmem guest trace.
+
+    `path` and `field` (an array, or provenance.KEY) say where, when known; the message
+    starts with them ("trace.npz: pages: ...").
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None):
+        self.path = path
+        self.field = field
+        where = "".join(f"{part}: " for part in (path, field) if part)
+        super().__init__(where + message)
 
 
 class RecordError(VmmemError):

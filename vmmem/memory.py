@@ -329,8 +329,19 @@ class GuestMemory:
         return bytes(buf)
 
     def write(self, gpa: int, data: bytes | bytearray | memoryview) -> None:
-        """Write data at guest-physical address gpa; written pages become dirty."""
-        view = memoryview(data).cast("B")
+        """Write data at guest-physical address gpa; written pages become dirty. `data` is
+        bytes-like: bytes, bytearray, memoryview, array.array or a NumPy array."""
+        try:
+            view = memoryview(data)
+        except TypeError:
+            hint = "; encode text first, e.g. text.encode()" if isinstance(data, str) else ""
+            raise SettingsError(
+                "write data must be bytes-like (bytes, bytearray, memoryview, a NumPy array), "
+                f"got {type(data).__name__}{hint}"
+            ) from None
+        if not view.c_contiguous:  # a strided view: copy it to one run of bytes
+            view = memoryview(view.tobytes())
+        view = view.cast("B")
         self._check_range(gpa, view.nbytes)
         src = ffi.from_buffer(view)
         self._call(lib.vmm_mem_write, gpa, src, view.nbytes, doing="writing guest memory")

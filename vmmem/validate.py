@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import unicodedata
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -24,6 +25,7 @@ __all__ = [
     "check_path",
     "check_whole",
     "control_characters",
+    "open_regular_file",
 ]
 
 
@@ -130,3 +132,35 @@ def check_path(name: str, value: Any, *, allow_none: bool = False) -> str | None
     if "\x00" in path:
         raise SettingsError(f"{name} {path!r} cannot be used: it contains a NUL character")
     return path
+
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def open_regular_file(path: str | os.PathLike[str]) -> tuple[BinaryIO, os.stat_result]:
+    """An input file opened for reading, and its fstat, only if it is a regular file.
+
+    Opened with O_NONBLOCK, so a FIFO without a writer cannot hang the open, then checked on
+    the open descriptor (no window between a check and the open). A symlink to a regular file
+    is followed: this only reads what the caller named. Raises OSError as open() does
+    (IsADirectoryError for a folder), and ValueError("is a FIFO, not a regular file") for
+    anything else that is not a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(21, "Is a directory", os.fspath(path))
+        if not stat.S_ISREG(st.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a file")
+            raise ValueError(f"is {kind}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb"), st
+    except BaseException:
+        os.close(fd)
+        raise

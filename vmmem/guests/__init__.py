@@ -193,10 +193,7 @@ def replay_epochs(
         raise SettingsError(f"guest_ips must be > 0, got {guest_ips!r}")
     if mapping not in MAPPINGS:
         raise SettingsError(f"page mapping {mapping!r} is not known; use one of {list(MAPPINGS)}")
-    if memory.page_size != trace.page_size:
-        raise SettingsError(
-            f"the trace has {trace.page_size}-byte pages, the memory {memory.page_size}-byte"
-        )
+    trace.check_page_size(memory.page_size)
     stop = trace.epochs if stop is None else min(stop, trace.epochs)
     totals = dict(instructions=0, entries=0, requests=0, read=0, written=0)
     t_all = time.perf_counter()

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import lzma
+import math
 import os
+import struct
+import threading
+import zipfile
+import zlib
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+from numpy.lib import format as npy
 
 from ..errors import GuestTraceError, SettingsError
+from ..validate import control_characters, open_regular_file
 
 __all__ = ["FORMAT", "MAPPINGS", "PAGE_SIZE", "GuestTrace", "map_pages", "shipped_names"]
 
@@ -21,6 +29,62 @@ MAPPINGS = ("fold", "scale")
 _ARRAYS = (
     "epoch_offsets", "pages", "written", "disk_epoch", "disk_offset", "disk_length", "disk_write",
 )  # fmt: skip
+
+# Limits no recorded boot comes near, so that a hostile file cannot take the machine's memory
+# or hours of a run. The Debian 12 boot: a 2.4 MB file, 1.8 M entries, 5,814 epochs, 988
+# disk requests, 5.8 G instructions, a 512 MB VM, a 1 GB disk.
+MAX_FILE_BYTES = 1 << 30
+MAX_ENTRIES = 1 << 26  # 320 MiB of pages and flags
+MAX_EPOCHS = 1 << 22
+MAX_DISK_REQUESTS = 1 << 22
+MAX_INSTRUCTIONS = 10**13  # over 80 minutes of guest CPU at the default 2 G/s
+MAX_MEMORY_BYTES = 12 << 40  # Hyper-V's largest VM (generation 2): 12 TB
+MAX_DISK_BYTES = 64 << 40  # the largest VHDX: 64 TB
+MAX_REQUEST_BYTES = 64 << 20  # 50 x Linux's default largest block request (1,280 KiB)
+_MAX_TEXT = {"format": 64, "provenance": 1 << 20}  # characters
+_MAX_MEMBERS = 64  # zip entries: a trace has 9
+_ZIP_END = b"PK\x05\x06"
+_ZIP_END_SIZE = 22
+# dtype kind and the most elements of each array ("b" bool, "iu" any integer, "U" text).
+_LAYOUT = {
+    "format": ("U", 0),
+    "provenance": ("U", 0),
+    "epoch_offsets": ("iu", MAX_EPOCHS + 1),
+    "pages": ("iu", MAX_ENTRIES),
+    "written": ("b", MAX_ENTRIES),
+    "disk_epoch": ("iu", MAX_DISK_REQUESTS),
+    "disk_offset": ("iu", MAX_DISK_REQUESTS),
+    "disk_length": ("iu", MAX_DISK_REQUESTS),
+    "disk_write": ("b", MAX_DISK_REQUESTS),
+}
+_DTYPES = {
+    "epoch_offsets": np.int64,
+    "pages": np.uint32,
+    "disk_epoch": np.uint32,
+    "disk_offset": np.uint64,
+    "disk_length": np.uint32,
+}
+# Provenance keys docs/GUESTS.md lists, with their JSON types ("count": a whole number >= 0;
+# "file": {file, bytes, sha256} or null). Other keys are kept unread: a later recorder may add.
+_REQUIRED = ("name", "kind", "memory_bytes", "epoch_instructions", "instructions")
+_PROVENANCE = {
+    "format": "str", "name": "str", "kind": "str", "memory_bytes": "count",
+    "page_size": "count", "epoch_instructions": "count", "epochs": "count",
+    "instructions": "count", "accesses": "count", "stores": "count", "io_accesses": "count",
+    "outside_ram_accesses": "count", "entries": "count", "pages_touched": "count",
+    "pages_written": "count", "disk_size": "count", "disk_requests": "count",
+    "disk_bytes_read": "count", "disk_bytes_written": "count", "qemu_version": "str",
+    "qemu_command": "str", "kernel": "file", "initrd": "file", "disk_image": "file",
+    "image": "object", "plugin_sha256": "str", "recorded_at": "str",
+    "recording_seconds": "seconds",
+}  # fmt: skip
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for a path, say: then it names no file
+        return False
 
 
 def data_dir() -> Path:
@@ -79,27 +143,59 @@ class GuestTrace:
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike[str]) -> GuestTrace:
-        text = os.fspath(name_or_path)
+        """A shipped guest by name, or a trace file by path, checked whole (docs/GUESTS.md,
+        "The trace file"): GuestTraceError naming the file and the field otherwise."""
+        try:
+            text = os.fsdecode(os.fspath(name_or_path))
+        except TypeError:
+            text = ""
+        if not text or "\x00" in text:
+            raise GuestTraceError(f"{name_or_path!r} is neither a shipped guest's name nor a path")
         path = Path(text)
-        if not (path.suffix == ".npz" or os.sep in text or path.exists()):
+        if not (path.suffix == ".npz" or os.sep in text or _exists(path)):
             path = data_dir() / f"{text}.npz"
-            if not path.exists():
+            if not _exists(path):
                 raise GuestTraceError(
                     f"no shipped guest named {text!r}; shipped: {shipped_names()} "
                     "(or give a trace file's path)"
                 )
+        where = str(path)
         try:
-            with np.load(path, allow_pickle=False) as z:
-                fmt = str(z["format"]) if "format" in z else None
-                if fmt != FORMAT:
-                    raise GuestTraceError(f"{path}: format {fmt!r}, expected {FORMAT!r}")
-                arrays = {k: z[k] for k in _ARRAYS}
-                provenance = json.loads(str(z["provenance"]))
-        except (OSError, KeyError, ValueError) as exc:
-            if isinstance(exc, GuestTraceError):
-                raise
-            raise GuestTraceError(f"{path}: not a readable vmmem guest trace: {exc}") from exc
-        return cls(path, arrays, provenance)
+            f, st = open_regular_file(path)
+        except FileNotFoundError:
+            raise GuestTraceError("no such file", path=where) from None
+        except IsADirectoryError:
+            raise GuestTraceError(
+                "is a folder; expected a guest trace (.npz)", path=where
+            ) from None
+        except OSError as exc:
+            raise GuestTraceError(f"cannot read: {exc.strerror}", path=where) from None
+        except ValueError as exc:  # a FIFO, a device: never opened blocking, never read
+            raise GuestTraceError(f"{exc}; expected a guest trace (.npz)", path=where) from None
+        with f:
+            key = (where, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            with _CACHE_LOCK:
+                hit = _CACHE.get(key)
+            if hit is None:
+                hit = _read_trace(where, f, st.st_size)
+                with _CACHE_LOCK:
+                    _CACHE[key] = hit
+                    while len(_CACHE) > _CACHE_SIZE:
+                        del _CACHE[next(iter(_CACHE))]
+        arrays, provenance = hit
+        # A fresh provenance for each caller; the arrays are shared, and read-only.
+        return cls(path, arrays, json.loads(provenance))
+
+    def check_page_size(self, page_size: int) -> None:
+        """Raise GuestTraceError (naming this file) unless memory of `page_size`-byte pages
+        can replay it: its page numbers are of 4 KiB pages."""
+        if page_size != self.page_size:
+            raise GuestTraceError(
+                f"the trace's page numbers are of {self.page_size}-byte pages; memory of "
+                f"{page_size}-byte pages cannot replay them",
+                path=str(self.path),
+                field="provenance.page_size",
+            )
 
     # -- what it is -------------------------------------------------------------------------
 
@@ -193,3 +289,289 @@ class GuestTrace:
         """Epoch i's disk requests: byte offsets, byte lengths, write flags."""
         a, b = int(self.disk_epoch_offsets[i]), int(self.disk_epoch_offsets[i + 1])
         return self.disk_offset[a:b], self.disk_length[a:b], self.disk_write[a:b]
+
+
+# -- reading and checking a trace file ---------------------------------------------------------
+# Loaded traces by (path, device, inode, size, mtime, ctime): a run loads its guest once per VM
+# and per check. Holds the checked arrays (read-only) and the provenance's JSON text.
+_CACHE: dict[tuple[Any, ...], tuple[dict[str, np.ndarray], str]] = {}
+_CACHE_SIZE = 4
+_CACHE_LOCK = threading.Lock()
+
+# What a damaged archive raises from zipfile, zlib, lzma, bz2 and numpy's header parser.
+_READ_ERRORS = (
+    OSError, EOFError, ValueError, KeyError, IndexError, OverflowError, RuntimeError,
+    NotImplementedError, struct.error, zipfile.BadZipFile, zlib.error, lzma.LZMAError,
+)  # fmt: skip
+
+
+def _read_trace(where: str, f: IO[bytes], size: int) -> tuple[dict[str, np.ndarray], str]:
+    """The checked arrays of an open trace file of `size` bytes, and its provenance text."""
+    if size > MAX_FILE_BYTES:
+        raise GuestTraceError(
+            f"is {size:,} bytes; a guest trace may have at most {MAX_FILE_BYTES:,}", path=where
+        )
+    if size < _ZIP_END_SIZE:
+        what = "is empty" if size == 0 else f"is {size} bytes"
+        raise GuestTraceError(f"{what}: not a guest trace (a .npz zip archive)", path=where)
+    try:
+        _check_zip_directory(where, f, size)
+        raw: dict[str, np.ndarray] = {}
+        with zipfile.ZipFile(f) as z:
+            names = {info.filename: info for info in z.infolist()}
+            for key, (kinds, most) in _LAYOUT.items():
+                info = names.get(f"{key}.npy")
+                if info is None:
+                    raise GuestTraceError("missing: not a vmmem guest trace", path=where, field=key)
+                with z.open(info) as member:
+                    raw[key] = _read_array(where, key, member, kinds, most)
+    except GuestTraceError:
+        raise
+    except _READ_ERRORS as exc:
+        raise GuestTraceError(
+            f"not a readable vmmem guest trace: {type(exc).__name__}: {exc}", path=where
+        ) from None
+    return _check_trace(where, raw)
+
+
+def _check_zip_directory(where: str, f: IO[bytes], size: int) -> None:
+    """Refuse an archive whose central directory is larger than a trace's before zipfile
+    reads it whole. Finds the end record where zipfile looks for it."""
+    tail = min(size, 65536 + _ZIP_END_SIZE)
+    f.seek(size - tail)
+    data = f.read(tail)
+    if data[-_ZIP_END_SIZE : -_ZIP_END_SIZE + 4] == _ZIP_END and data[-2:] == b"\0\0":
+        start = len(data) - _ZIP_END_SIZE
+    else:
+        start = data.rfind(_ZIP_END)
+    if start < 0 or len(data) - start < _ZIP_END_SIZE:
+        raise GuestTraceError("not a zip archive (a guest trace is a .npz)", path=where)
+    if start >= 20 and data[start - 20 : start - 16] == b"PK\x06\x07":
+        raise GuestTraceError(
+            "a ZIP64 archive: a guest trace is a plain zip (numpy.savez_compressed)", path=where
+        )
+    entries, cd_size = struct.unpack("<HL", data[start + 10 : start + 16])
+    if entries > _MAX_MEMBERS or cd_size > _MAX_MEMBERS * 1024:
+        raise GuestTraceError(
+            f"a zip archive of {entries} entries ({cd_size:,} bytes of directory); "
+            f"a guest trace has {len(_LAYOUT)}",
+            path=where,
+        )
+    f.seek(0)
+
+
+def _read_array(where: str, key: str, member: IO[bytes], kinds: str, most: int) -> np.ndarray:
+    """One .npy member, its header checked (dtype, shape, size) before its data is read."""
+    version = npy.read_magic(member)
+    if version == (1, 0):
+        shape, fortran, dtype = npy.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, fortran, dtype = npy.read_array_header_2_0(member)
+    else:
+        raise GuestTraceError(f"npy format version {version} is not read", path=where, field=key)
+    what = {"U": "text", "b": "bool", "iu": "integers"}[kinds]
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise GuestTraceError(f"dtype {dtype}: expected {what}", path=where, field=key)
+    if dtype.kind not in kinds:
+        raise GuestTraceError(f"dtype {dtype}: expected {what}", path=where, field=key)
+    if kinds == "U":
+        if shape != ():
+            raise GuestTraceError(f"shape {shape}: expected one string", path=where, field=key)
+        if dtype.itemsize // 4 > _MAX_TEXT[key]:
+            raise GuestTraceError(
+                f"{dtype.itemsize // 4:,} characters: at most {_MAX_TEXT[key]:,}",
+                path=where,
+                field=key,
+            )
+    else:
+        if len(shape) != 1:
+            raise GuestTraceError(f"shape {shape}: expected one dimension", path=where, field=key)
+        if dtype.itemsize > 8:
+            raise GuestTraceError(f"dtype {dtype}: expected {what}", path=where, field=key)
+        if shape[0] > most:
+            raise GuestTraceError(
+                f"{shape[0]:,} elements: a guest trace has at most {most:,}",
+                path=where,
+                field=key,
+            )
+    count = math.prod(shape)
+    nbytes = count * dtype.itemsize
+    data = member.read(nbytes)
+    if len(data) != nbytes:
+        raise GuestTraceError(
+            f"ends after {len(data):,} of its {nbytes:,} bytes", path=where, field=key
+        )
+    del fortran  # one dimension or none: the order is the same either way
+    return np.frombuffer(data, dtype=dtype, count=count).reshape(shape)
+
+
+def _check_trace(where: str, raw: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
+    """Every rule of docs/GUESTS.md, "The trace file"; the arrays in their documented dtypes."""
+
+    def fail(field: str, message: str) -> GuestTraceError:
+        return GuestTraceError(message, path=where, field=field)
+
+    fmt = str(raw["format"][()])
+    if fmt != FORMAT:
+        raise fail("format", f"{fmt[:64]!r}, expected {FORMAT!r}")
+    text = str(raw["provenance"][()])
+    try:
+        prov = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise fail("provenance", f"not JSON: {str(exc)[:200]}") from None
+    if not isinstance(prov, dict):
+        raise fail("provenance", f"expected a JSON object, got {type(prov).__name__}")
+    for key in _REQUIRED:
+        if key not in prov:
+            raise fail(f"provenance.{key}", "missing")
+    for key, kind in _PROVENANCE.items():
+        if key in prov:
+            _check_provenance_value(prov[key], kind, lambda m, k=key: fail(f"provenance.{k}", m))
+    if prov.get("format", FORMAT) != FORMAT:
+        raise fail("provenance.format", f"{str(prov['format'])[:64]!r}, expected {FORMAT!r}")
+    name = prov["name"]
+    if not name.strip() or len(name) > 200 or control_characters(name):
+        raise fail(
+            "provenance.name", f"expected a printable name of 1 to 200 characters: {name[:64]!r}"
+        )
+    page_size = prov.get("page_size", PAGE_SIZE)
+    if page_size != PAGE_SIZE:
+        raise fail("provenance.page_size", f"{page_size}: a trace's pages are 4 KiB ({PAGE_SIZE})")
+    memory = prov["memory_bytes"]
+    if not page_size <= memory <= MAX_MEMORY_BYTES or memory % page_size:
+        raise fail(
+            "provenance.memory_bytes",
+            f"{memory:,}: expected a multiple of {page_size} from {page_size} to 12 TB "
+            "(Hyper-V's largest VM)",
+        )
+
+    offsets, pages, written = raw["epoch_offsets"], raw["pages"], raw["written"]
+    n = pages.size
+    epochs = offsets.size - 1
+    if epochs < 1:
+        raise fail("epoch_offsets", f"{offsets.size} elements: expected at least 2 (one epoch)")
+    if written.size != n:
+        raise fail("written", f"{written.size:,} flags for {n:,} pages: expected one per page")
+    if np.any(offsets[1:] < offsets[:-1]):
+        raise fail("epoch_offsets", "decreases: expected offsets that never decrease")
+    if int(offsets[0]) != 0 or int(offsets[-1]) != n:
+        raise fail(
+            "epoch_offsets",
+            f"runs from {int(offsets[0]):,} to {int(offsets[-1]):,}: expected 0 to {n:,} "
+            "(the number of pages)",
+        )
+    memory_pages = memory // page_size
+    if n and (int(pages.min()) < 0 or int(pages.max()) >= memory_pages):
+        bad = int(pages.min()) if int(pages.min()) < 0 else int(pages.max())
+        raise fail(
+            "pages",
+            f"page {bad:,} lies outside the recorded memory (0 to {memory_pages - 1:,}, "
+            f"provenance.memory_bytes {memory:,})",
+        )
+
+    per_epoch = prov["epoch_instructions"]
+    instructions = prov["instructions"]
+    if per_epoch < 1:
+        raise fail("provenance.epoch_instructions", f"{per_epoch}: expected at least 1")
+    low, high = (epochs - 1) * per_epoch, min(MAX_INSTRUCTIONS, (epochs + 1) * per_epoch)
+    # The recorder opens an epoch when a block reaches its boundary: the last one may hold
+    # no instruction at all, never a whole epoch more.
+    if not max(1, low) <= instructions <= high:
+        raise fail(
+            "provenance.instructions",
+            f"{instructions:,} for {epochs:,} epochs of {per_epoch:,}: expected at least "
+            f"{max(1, low):,} (every epoch but the last is whole) and at most {high:,}",
+        )
+
+    d_epoch, d_off, d_len, d_write = (
+        raw[k] for k in ("disk_epoch", "disk_offset", "disk_length", "disk_write")
+    )
+    r = d_epoch.size
+    for key, arr in (("disk_offset", d_off), ("disk_length", d_len), ("disk_write", d_write)):
+        if arr.size != r:
+            raise fail(key, f"{arr.size:,} elements for {r:,} disk requests (disk_epoch)")
+    disk_size = prov.get("disk_size", 0)
+    if disk_size > MAX_DISK_BYTES:
+        raise fail("provenance.disk_size", f"{disk_size:,}: at most 64 TB (the largest VHDX)")
+    if r:
+        if int(d_epoch.min()) < 0 or int(d_epoch.max()) >= epochs:
+            raise fail("disk_epoch", f"an epoch outside 0 to {epochs - 1:,}")
+        if np.any(d_epoch[1:] < d_epoch[:-1]):
+            raise fail("disk_epoch", "decreases: expected epochs that never decrease")
+        shortest, longest = int(d_len.min()), int(d_len.max())
+        if shortest < 1 or longest > MAX_REQUEST_BYTES:
+            raise fail(
+                "disk_length",
+                f"a request of {shortest if shortest < 1 else longest:,} bytes: expected 1 "
+                f"to {MAX_REQUEST_BYTES:,}",
+            )
+        if int(d_off.min()) < 0 or int(d_off.max()) >= disk_size:
+            raise fail(
+                "disk_offset",
+                f"a request at {int(d_off.max()) if int(d_off.min()) >= 0 else int(d_off.min()):,}"
+                f" lies outside the disk (provenance.disk_size {disk_size:,})",
+            )
+        end = d_off.astype(np.int64) + d_len.astype(np.int64)
+        if int(end.max()) > disk_size:
+            raise fail(
+                "disk_offset",
+                f"a request ends at byte {int(end.max()):,}, past the disk's end "
+                f"(provenance.disk_size {disk_size:,})",
+            )
+    counts = {"epochs": epochs, "entries": n, "disk_requests": r}
+    if r:
+        counts["disk_bytes_read"] = int(d_len[~d_write].astype(np.int64).sum())
+        counts["disk_bytes_written"] = int(d_len[d_write].astype(np.int64).sum())
+    for key, actual in counts.items():
+        if key in prov and prov[key] != actual:
+            raise fail(f"provenance.{key}", f"{prov[key]:,}, but the arrays hold {actual:,}")
+    for key in ("pages_touched", "pages_written"):
+        if prov.get(key, 0) > n:
+            raise fail(f"provenance.{key}", f"{prov[key]:,}, more than the {n:,} entries")
+
+    arrays = {}
+    for key in _ARRAYS:
+        arr = raw[key]
+        if key in _DTYPES:
+            arr = arr.astype(_DTYPES[key], copy=False)  # in range: checked above
+        arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)
+        arr.flags.writeable = False
+        arrays[key] = arr
+    return arrays, text
+
+
+def _check_provenance_value(value: Any, kind: str, fail: Any) -> None:
+    if kind == "str":
+        if not isinstance(value, str):
+            raise fail(f"expected a string, got {_json_type(value)}")
+    elif kind == "count":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise fail(f"expected a whole number >= 0, got {str(value)[:64]}")
+    elif kind == "seconds":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise fail(f"expected a number of seconds >= 0, got {str(value)[:64]}")
+    elif kind == "object":
+        if not isinstance(value, dict):
+            raise fail(f"expected a JSON object, got {_json_type(value)}")
+    elif value is not None:  # "file": {file, bytes, sha256} or null
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("file"), str)
+            or not isinstance(value.get("sha256"), str)
+            or isinstance(value.get("bytes"), bool)
+            or not isinstance(value.get("bytes"), int)
+            or value["bytes"] < 0
+        ):
+            raise fail("expected {file, bytes, sha256} or null")
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
+    if value is None:
+        return "null"
+    return names.get(type(value), f"the number {str(value)[:64]}")

@@ -173,6 +173,7 @@ class Host:
     def check_workload(self, settings: VMSettings, phases: Sequence[Workload]) -> None:
         """Raise SettingsError if a workload phase cannot run in these settings."""
         for phase in phases:
+            phase.validate_page_size(self.page_size)
             phase.validate(settings.startup // self.page_size, settings.maximum // self.page_size)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -382,6 +383,7 @@ class Host:
         """Wait until every running VM has booted (or read its saved state back), no Smart
         Paging file is left, every dynamic VM's memory status is OK (its buffer is there) and
         the balancer has reached its targets (ballooning is over)."""
+        self._check_open()  # a closed host has no VM running: "settled" would be a lie
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             running = self._running()

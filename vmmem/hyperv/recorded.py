@@ -84,6 +84,12 @@ class RecordedBoot(Workload):
     def trace(self) -> GuestTrace:
         return GuestTrace.load(self.guest)
 
+    def validate_page_size(self, page_size: int) -> None:
+        try:
+            self.trace.check_page_size(page_size)
+        except GuestTraceError as exc:
+            raise SettingsError(f"RecordedBoot guest: {exc}") from None
+
     def validate(self, startup_pages: int, guest_pages: int) -> None:
         if self.trace.page_size * startup_pages < 32 * MB:
             raise SettingsError("a recorded boot needs a VM of at least 32 MB of Startup RAM")

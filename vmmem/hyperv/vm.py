@@ -153,8 +153,11 @@ class VM(SettingsProperties):
 
     @property
     def memory(self) -> GuestMemory | None:
-        """The guest's memory of the current boot (read its stats; do not drive it)."""
-        session = self._session
+        """The guest's memory of the current boot (read its stats; do not drive it); None
+        once it is closed. A stop may close it right after this returns: readers not holding
+        the VM's lock must expect that."""
+        with self._lock:
+            session = self._live_session()
         return None if session is None else session.memory
 
     def start(self) -> None:
@@ -269,7 +272,7 @@ class VM(SettingsProperties):
         """Memory as Get-VM shows it."""
         s = self._settings
         with self._lock:
-            session = self._session
+            session = self._live_session()
             if self._state != "Running" or session is None:
                 return VMStatus(
                     s.name, self._state, self._phase, 0, 0, s.startup, 0.0, "", False, None, 0, 0
@@ -297,6 +300,13 @@ class VM(SettingsProperties):
         session = self._session
         return session is not None and session.smart_paging
 
+    def _live_session(self) -> GuestSession | None:
+        """The current boot, or None once its memory is closed. A stop closes the memory
+        (under this lock) before it detaches the session (under it again): a reader in
+        between, the balancer or a status poll, must see the VM as off. Call with the lock."""
+        session = self._session
+        return None if session is None or session.memory.closed else session
+
     @property
     def _soft(self) -> bool:
         """May the host hold this VM below what it uses (paging to its file)? Only while it
@@ -314,8 +324,8 @@ class VM(SettingsProperties):
         s = self._settings
         ps = self._host.page_size
         with self._lock:
-            session = self._session
-            soft = self._soft
+            session = self._live_session()
+            soft = self._soft and session is not None
             resident = 0
             if not soft and session is not None:
                 resident = session.memory.counters["resident"]
@@ -341,8 +351,8 @@ class VM(SettingsProperties):
         """Set the guest's frame limit. A VM not on Smart Paging is never taken below what it
         uses, so lowering its limit is pure ballooning: free pages only, no disk I/O."""
         with self._lock:
-            session = self._session
-            if session is None or session.memory.closed:
+            session = self._live_session()
+            if session is None:
                 return
             memory = session.memory
             if pages < session.assigned and not self._soft:

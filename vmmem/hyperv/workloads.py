@@ -67,6 +67,9 @@ class Workload:
     def validate(self, startup_pages: int, guest_pages: int) -> None:
         """Raise SettingsError if this phase cannot run in a VM of that size."""
 
+    def validate_page_size(self, page_size: int) -> None:
+        """Raise SettingsError if this phase cannot run on a host of `page_size`-byte pages."""
+
     def disk_size_hint(self, startup_pages: int, page_size: int) -> int:
         """Bytes of virtual disk this phase reads from (0: it does no disk I/O)."""
         return 0

@@ -88,6 +88,7 @@ from vmmem.lab.scenario_model import (
 )
 from vmmem.lab.toml_reader import TomlReader, show_value
 from vmmem.sizes import MB
+from vmmem.validate import open_regular_file
 
 __all__ = [
     "ARTICLE_SCENARIO_TOML",
@@ -148,6 +149,16 @@ _VM_KEYS = {
     "vhd_path",
     "vhd_size",
 }
+# Limits no real host reaches: Hyper-V runs at most 1,024 VMs per host (Windows Server 2016
+# and later, "Plan for Hyper-V scalability in Windows Server", Microsoft Learn); a scenario's
+# deepest value is vm.workload.boot.KEY; 1 MiB holds 1,024 VMs with every key and comments.
+MAX_VMS = 1024
+MAX_DEPTH = 16
+MAX_SCENARIO_BYTES = 1 << 20
+_TOO_MANY_VMS = (
+    f"more than {MAX_VMS:,} VMs; Hyper-V runs at most {MAX_VMS:,} VMs on one host "
+    "(Windows Server 2016 and later)"
+)
 _WORKLOAD_KEYS = {"boot_seconds", "idle_demand", "boot", "idle", "guest", "guest_ips"}
 _EVENT_KEYS = {"action", "vms", "seconds", "timeout", "smart_paging_on_host_reboot"}
 
@@ -155,6 +166,7 @@ _EVENT_KEYS = {"action", "vms", "seconds", "timeout", "smart_paging_on_host_rebo
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
     """A validated Scenario from a parsed TOML document. Raises ScenarioError."""
     r = TomlReader(source)
+    _check_depth(r, data)
     r.check_keys(data, _TOP_KEYS, "")
     name = r.string(
         data.get("name", os.path.splitext(os.path.basename(source))[0] or "scenario"), "name"
@@ -189,6 +201,8 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
     vms: list[VMSpec] = []
     for i, raw in enumerate(raw_vms):
         vms.extend(_parse_vm(r, raw, f"vm[{i}]", host_paging))
+        if len(vms) > MAX_VMS:
+            raise r.fail(f"vm[{i}]", _TOO_MANY_VMS)
     names = [v.name for v in vms]
     for n in names:
         if names.count(n) > 1:
@@ -223,13 +237,28 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario
     )
 
 
+def _check_depth(r: TomlReader, data: dict[str, Any]) -> None:
+    """Refuse values nested deeper than MAX_DEPTH tables and arrays (walked without
+    recursion: the document may come from anywhere)."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, key, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise r.fail(key, f"nested deeper than a scenario can be (at most {MAX_DEPTH} levels)")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            if isinstance(v, (dict, list)):
+                sub = f"{key}[{k}]" if isinstance(k, int) else (f"{key}.{k}" if key else k)
+                stack.append((v, sub, depth + 1))
+
+
 def _parse_vm(r: TomlReader, raw: Any, key: str, host_paging: str | None) -> list[VMSpec]:
     t = r.table(raw, key)
     r.check_keys(t, _VM_KEYS, key)
     if "name" not in t:
         raise r.fail(f"{key}.name", "missing: expected the VM's name")
     name = r.string(t["name"], f"{key}.name")
-    count = r.integer(t.get("count", 1), f"{key}.count", 1, 1024)
+    count = r.integer(t.get("count", 1), f"{key}.count", 1, MAX_VMS)
     dynamic = r.boolean(t.get("dynamic", True), f"{key}.dynamic")
     if "startup" not in t:
         raise r.fail(f"{key}.startup", 'missing: expected Startup RAM, e.g. "512MB"')
@@ -491,20 +520,42 @@ def load_scenario(path: str | os.PathLike[str] | None) -> Scenario:
     if looks_like_export(source):  # a Hyper-V host's PowerShell export (docs/IMPORT.md)
         return import_scenario([source])
     try:
-        with open(source, "rb") as f:
-            data = tomllib.load(f)
+        f, st = open_regular_file(source)
+        with f:
+            # Sized before it is parsed: a huge file would take minutes and gigabytes.
+            if st.st_size > MAX_SCENARIO_BYTES:
+                raise ScenarioError(
+                    source,
+                    "",
+                    f"is {st.st_size:,} bytes; a scenario file may have at most "
+                    f"{MAX_SCENARIO_BYTES:,} (1 MiB: {MAX_VMS:,} VMs with every key fit in "
+                    "a few hundred KB)",
+                )
+            text = f.read(MAX_SCENARIO_BYTES + 1)
+        if len(text) > MAX_SCENARIO_BYTES:  # it grew after fstat
+            raise ScenarioError(source, "", f"grew past {MAX_SCENARIO_BYTES:,} bytes while read")
+        data = tomllib.loads(text.decode("utf-8"))
+    except ScenarioError:
+        raise
     except FileNotFoundError:
         raise ScenarioError(source, "", "no such file") from None
     except IsADirectoryError:
         raise ScenarioError(source, "", "is a folder; expected a TOML scenario file") from None
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(source, "", f"not valid TOML: {e}") from None
+    except RecursionError:
+        # tomllib recurses once per level of nested arrays or inline tables.
+        raise ScenarioError(
+            source, "", f"nested deeper than a scenario can be (at most {MAX_DEPTH} levels)"
+        ) from None
     except UnicodeDecodeError as e:
         raise ScenarioError(
             source, "", f"not a text file in UTF-8 (byte {e.start}: {e.reason}); TOML is UTF-8"
         ) from None
     except OSError as e:
         raise ScenarioError(source, "", f"cannot read: {e.strerror}") from None
+    except ValueError as e:  # not a regular file (a FIFO, a device): never waited on
+        raise ScenarioError(source, "", f"{e}; expected a TOML scenario file") from None
     return parse_scenario(data, source)
 
 
