@@ -225,12 +225,20 @@ class GuestSession:
             if self.smart_paging and self.booted.is_set():
                 self.end_smart_paging()  # the boot is over: end Smart Paging at the first chance
             self._wait_for_frames()
-            step = CHUNK_PAGING if self.smart_paging else CHUNK
-            end = min(n, start + step)
+            paging = self.smart_paging and self._may_page(min(n - start, CHUNK))
+            end = min(n, start + (CHUNK_PAGING if paging else CHUNK))
             self.memory.replay(pages[start:end], None if writes is None else writes[start:end])
-            if self.smart_paging:
+            if paging:
                 self.observe_file()
             start = end
+
+    def _may_page(self, accesses: int) -> bool:
+        """Could that many accesses reach the paging file now: pages in it, or too few free
+        frames? If not, a boot allowed Smart Paging replays in long chunks and skips the
+        file's book-keeping: with nothing to page, the small chunks were only Python's cost.
+        (The host lowering the limit right after this check only lengthens one call.)"""
+        c = self.memory.counters
+        return c["file_pages"] > 0 or c["resident"] + accesses > c["frame_limit"]
 
     def observe_file(self) -> bool:
         """Note the Smart Paging file's state for the boot report; True if it exists."""
