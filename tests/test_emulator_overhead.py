@@ -285,6 +285,7 @@ def test_the_summary_and_the_table_show_the_emulators_share(tmp_path: Path) -> N
     assert st["emulator_cpu_seconds"] == 0.33 and st["emulator_seconds"] == 0.5
     note = result.emulator_note()
     assert note is not None and "0.33 s of CPU" in note and "0.50 s behind" in note
+    assert "more than 10 % behind in 2 boot(s)" in note  # the storm's two, not the start
     out = io.StringIO()
     render.run_report(Console(width=250, file=out, color_system=None), result, wide=True)
     text = out.getvalue()

@@ -173,12 +173,24 @@ class RunResult:
         )
         if cpu is None and behind is None:
             return None
-        return (
+        note = (
             f"the emulator's own share, kept out of every boot time: up to "
             f"{seconds(cpu or 0.0)} of CPU per boot (its thread: Python, numpy, the replay), and "
             f"its wall clock up to {seconds(behind or 0.0)} behind the boot's time (guest CPU "
             f"plus measured waits)"
         )
+        late = [
+            b
+            for b in self.boots
+            if (b.get("emulator_seconds") or 0) > 0.1 * (b.get("boot_time") or 0)
+        ]
+        if late:
+            # Behind its clock, a guest issued its I/O later than the modelled boot would have.
+            note += (
+                f"; more than 10 % behind in {len(late)} boot(s): the machine was busy, so "
+                "their I/O came later and more spread out than the boots' clocks say"
+            )
+        return note
 
     def device_io_confirmed(self) -> bool | None:
         """Did the devices under the Smart Paging folders move by at least the paged bytes?
