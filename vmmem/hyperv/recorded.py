@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,7 +52,6 @@ class RecordedBoot(Workload):
     boot = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_plans", {})
         if not isinstance(self.guest, str) or not self.guest:
             raise SettingsError(
                 f"RecordedBoot guest must be a guest's name or a path, got {self.guest!r}"
@@ -82,9 +81,10 @@ class RecordedBoot(Workload):
         except GuestTraceError as exc:
             raise SettingsError(f"RecordedBoot guest: {exc}") from None
 
-    _plans: dict[tuple[int, str], _Plan] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    @functools.cached_property
+    def _plans(self) -> dict[tuple[int, str], _Plan]:
+        """The replay planned per VM size (see _plan)."""
+        return {}
 
     @functools.cached_property
     def trace(self) -> GuestTrace:
