@@ -93,6 +93,8 @@ class BootClock:
     def add_disk(self, seconds: float, queued_before: int | None) -> None:
         """A batch of virtual-disk requests took `seconds`; the part the thread spent waiting
         for a core (a loaded machine's, not the disk's) is the emulator's."""
+        if self.stopped is not None:
+            return  # after the boot: not its time
         queued_after = self.queued_ns() if queued_before is not None else None
         if queued_before is not None and queued_after is not None:
             seconds -= (queued_after - queued_before) / 1e9
