@@ -8,8 +8,7 @@ not the guest's. So a boot's time is counted, not read off the wall clock:
 
     boot time = guest time (the workload's CPU time and pauses, as declared: `sleep`)
               + faults (the paging core's own clock around each fault that waited on the disk)
-              + disk (each virtual-disk request, timed around its system call, less the time
-                the thread waited meanwhile for a core: Linux's schedstat run delay)
+              + disk (each virtual-disk request, timed around its system call)
               + memory waits (blocked until the balancer assigned memory)
 
 The guest thread paces itself to that clock (it sleeps until the wall clock reaches the boot's
@@ -22,7 +21,6 @@ CPU time, never added to the boot.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -42,8 +40,6 @@ class BootClock:
         self.memory_wait = 0.0  # s: measured waits for memory from the host
         self.stopped: float | None = None  # the boot's time, once it completed
         self._faults: float | None = None  # its faults' share, frozen with it
-        self._sched: tuple[int, int] | None = None  # (descriptor, thread) of schedstat
-        self._sched_tried = False
 
     def start(self, t0: float) -> None:
         self.t0 = t0
@@ -70,40 +66,10 @@ class BootClock:
         left = self.t0 + self.now() - time.monotonic()
         return stop.wait(left) if left > 0 else stop.is_set()
 
-    def queued_ns(self) -> int | None:
-        """Nanoseconds the calling thread (the boot's guest thread) has waited on a run queue,
-        from /proc/thread-self/schedstat; None where the kernel does not keep it."""
-        if self._sched is None:
-            if self._sched_tried:
-                return None
-            self._sched_tried = True
-            try:
-                fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                return None
-            self._sched = (fd, threading.get_ident())
-        fd, owner = self._sched
-        if owner != threading.get_ident():
-            return None
-        try:
-            return int(os.pread(fd, 128, 0).split()[1])
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def add_disk(self, seconds: float, queued_before: int | None) -> None:
-        """A batch of virtual-disk requests took `seconds`; the part the thread spent waiting
-        for a core (a loaded machine's, not the disk's) is the emulator's."""
-        if self.stopped is not None:
-            return  # after the boot: not its time
-        queued_after = self.queued_ns() if queued_before is not None else None
-        if queued_before is not None and queued_after is not None:
-            seconds -= (queued_after - queued_before) / 1e9
-        self.disk += max(0.0, seconds)
-
-    def close(self) -> None:
-        if self._sched is not None:
-            os.close(self._sched[0])
-            self._sched = None
+    def add_disk(self, seconds: float) -> None:
+        """A batch of virtual-disk requests took `seconds` (after the boot: not its time)."""
+        if self.stopped is None:
+            self.disk += seconds
 
     def stop(self) -> float:
         """The boot completed: freeze its time and return it."""

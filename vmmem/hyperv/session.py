@@ -297,9 +297,8 @@ class GuestSession:
 
         self._check()
         off, ln = fold_disk_requests(offsets, lengths, self.disk.size)
-        queued = self.clock.queued_ns()
         io = self.disk.issue(off, ln, writes)
-        self.clock.add_disk(io.seconds, queued)
+        self.clock.add_disk(io.seconds)
         self.disk_requests += io.requests
         self.disk_read_bytes += io.bytes_read
         self.disk_write_bytes += io.bytes_written
@@ -422,7 +421,6 @@ class GuestSession:
                 self.memory.close()
             if self.disk is not None:
                 self.disk.close()  # the file stays: a VM's disk outlives its boots
-            self.clock.close()
             self.observe_file_closed()
             self.assigned = 0
             self.demand = 0
