@@ -112,10 +112,10 @@ def test_wide_option_on_run_compare_and_show(tmp_path):
 
 
 def test_show_reads_version_1_files_and_refuses_unknown_versions(tmp_path):
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     with open(V1_MIXED, encoding="utf-8") as f:
         data = json.load(f)
-    assert data["schema_version"] == 1  # read as it is: schema 2 describes version 2
+    assert data["schema_version"] == 1  # read as it is: schema 3 describes version 3
     r = CliRunner().invoke(cli, ["show", V1_MIXED, "--plot", str(tmp_path / "v1.png")])
     assert r.exit_code == 0, r.output
     assert "5 of 6 VMs booted on Smart Paging" in r.stdout

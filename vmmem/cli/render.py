@@ -321,6 +321,7 @@ _RUN_COLUMNS = (
     ("file peak", True, False),
     ("disk read", True, False),
     ("device r/w", True, False),
+    ("emulator", True, False),
     ("status", False, True),
 )
 
@@ -446,6 +447,13 @@ def _boot_cells(result: RunResult, b: dict[str, Any], last: bool) -> dict[str, s
             else "-"
         ),
         "device r/w": dev,
+        # the emulator's own share (never in "boot"): its thread's CPU, how far behind
+        "emulator": (
+            f"{seconds(b['emulator_cpu_seconds'])} CPU, "
+            f"+{seconds(b.get('emulator_seconds') or 0.0)}"
+            if b.get("emulator_cpu_seconds") is not None
+            else "-"
+        ),
         "status": status,
     }
 
@@ -524,6 +532,9 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
                 f"Smart Paging for the storm: planned {mb(predicted)} (at the instant "
                 f"of the restart), measured peak {mb(measured)} (sum over VMs)"
             )
+    note = result.emulator_note()
+    if note:
+        console.print(note)
     for e in result.events:
         if e.get("outcomes"):
             what = ", ".join(f"{n} {o['result']}" for n, o in e["outcomes"].items())

@@ -110,6 +110,19 @@ class BootReport:
     disk_requests: int = 0
     disk_read_bytes: int = 0
     disk_write_bytes: int = 0
+    # The boot's time, part by part (boot_time is their sum; docs/DESIGN.md): the guest's
+    # declared CPU time and pauses, and what it waited for, measured: faults on the disk, its
+    # virtual-disk requests, memory from the host.
+    guest_seconds: float | None = None
+    fault_wait_seconds: float | None = None
+    disk_seconds: float | None = None
+    memory_wait_seconds: float | None = None
+    # The emulator's own share, never in boot_time: the wall clock's time for the boot, how far
+    # it ran behind the boot's time (emulator work, waits for a core or the GIL), and the CPU
+    # time of the VM's guest thread (Python, numpy, the replay in C).
+    wall_seconds: float | None = None
+    emulator_seconds: float | None = None
+    emulator_cpu_seconds: float | None = None
     # Latency histograms over the boot window (for CDFs); left out of as_dict().
     page_in_latency: LatencyHistogram | None = field(default=None, repr=False, compare=False)
     fault_latency: LatencyHistogram | None = field(default=None, repr=False, compare=False)

@@ -20,6 +20,7 @@ from .. import devices
 from ..errors import OutOfFramesError
 from ..memory import GuestMemory
 from ..vdisk import VirtualDisk
+from .clock import BootClock
 from .reports import BootReport, VMStatus, memory_status
 from .settings import VMSettings
 
@@ -100,6 +101,8 @@ class GuestSession:
         self.on_new_file = on_new_file
         self.file_role = "smart"  # what the (next) paging file is for: "smart" or "guest"
         self._guest_base: dict[str, int] | None = None  # counters when in-guest paging began
+        # The boot's own time, apart from the emulator's (clock.py); started at launch.
+        self.clock = BootClock(lambda: self.memory.counters["fault_ns"])
 
     # -- demand ------------------------------------------------------------------------------
 
@@ -149,7 +152,12 @@ class GuestSession:
             raise Stopped
 
     def sleep(self, seconds: float) -> None:
-        if seconds > 0 and self.stop.wait(seconds):
+        """The guest spends `seconds` (CPU or a pause). During the boot on the boot's clock:
+        the thread waits until the wall clock catches up with it, never longer."""
+        if not self.booted.is_set():
+            if self.clock.advance(seconds, self.stop):
+                raise Stopped
+        elif seconds > 0 and self.stop.wait(seconds):
             raise Stopped
         self._check()
 
@@ -167,7 +175,10 @@ class GuestSession:
                     return
                 if assigned > 0 and self._page_inside_guest():
                     return
+                waited = time.monotonic()
                 self.cv.wait(0.05)
+                if not self.booted.is_set():  # the boot waits for memory: the guest's time
+                    self.clock.memory_wait += time.monotonic() - waited
 
     def _page_inside_guest(self) -> bool:
         """Switch the guest's paging file to its own page file, if it has one and no Smart
@@ -214,12 +225,20 @@ class GuestSession:
             if self.smart_paging and self.booted.is_set():
                 self.end_smart_paging()  # the boot is over: end Smart Paging at the first chance
             self._wait_for_frames()
-            step = CHUNK_PAGING if self.smart_paging else CHUNK
-            end = min(n, start + step)
+            paging = self.smart_paging and self._may_page(min(n - start, CHUNK))
+            end = min(n, start + (CHUNK_PAGING if paging else CHUNK))
             self.memory.replay(pages[start:end], None if writes is None else writes[start:end])
-            if self.smart_paging:
+            if paging:
                 self.observe_file()
             start = end
+
+    def _may_page(self, accesses: int) -> bool:
+        """Could that many accesses reach the paging file now: pages in it, or too few free
+        frames? If not, a boot allowed Smart Paging replays in long chunks and skips the
+        file's book-keeping: with nothing to page, the small chunks were only Python's cost.
+        (The host lowering the limit right after this check only lengthens one call.)"""
+        c = self.memory.counters
+        return c["file_pages"] > 0 or c["resident"] + accesses > c["frame_limit"]
 
     def observe_file(self) -> bool:
         """Note the Smart Paging file's state for the boot report; True if it exists."""
@@ -279,6 +298,7 @@ class GuestSession:
         self._check()
         off, ln = fold_disk_requests(offsets, lengths, self.disk.size)
         io = self.disk.issue(off, ln, writes)
+        self.clock.add_disk(io.seconds)
         self.disk_requests += io.requests
         self.disk_read_bytes += io.bytes_read
         self.disk_write_bytes += io.bytes_written
@@ -306,6 +326,11 @@ class GuestSession:
                 delta = now - boot.io_start
                 io_read, io_write = delta.read_bytes, delta.write_bytes
         faults, page_out = stats.fault_latency, stats.page_out_latency
+        clock = self.clock
+        wall = time.monotonic() - boot.t0
+        # The guest thread is this boot's own (a new one per boot): its CPU time is the
+        # emulator's work for the boot.
+        on_thread = self.thread is threading.current_thread()
         return BootReport(
             vm=vm,
             kind=boot.kind,
@@ -335,6 +360,13 @@ class GuestSession:
             disk_requests=self.disk_requests,
             disk_read_bytes=self.disk_read_bytes,
             disk_write_bytes=self.disk_write_bytes,
+            guest_seconds=clock.guest,
+            fault_wait_seconds=clock.faults,
+            disk_seconds=clock.disk,
+            memory_wait_seconds=clock.memory_wait,
+            wall_seconds=wall,
+            emulator_seconds=max(0.0, wall - boot_time),
+            emulator_cpu_seconds=time.thread_time() if on_thread else None,
             page_in_latency=stats.page_in_latency,
             fault_latency=faults,
         )

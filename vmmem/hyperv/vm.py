@@ -519,6 +519,7 @@ class VM(SettingsProperties):
         except Exception:  # device facts are advisory: never block a boot on them
             boot.device, boot.io_start = None, None
         boot.t0 = time.monotonic()
+        session.clock.start(boot.t0)
         self._boots.append(boot)
         session.thread = threading.Thread(
             target=self._guest_main, args=(session,), name=f"vm-{self.name}", daemon=True
@@ -592,7 +593,7 @@ class VM(SettingsProperties):
         guest.booted.set()  # wake waiters: they see the error
 
     def _boot_complete(self, guest: GuestSession) -> None:
-        boot_time = time.monotonic() - guest.record.t0
+        boot_time = guest.clock.stop()  # the guest's time, not the emulator's (clock.py)
         if not guest.record.smart_paging:
             self._baseline_measured = boot_time
         guest.record.report = guest.make_report(
