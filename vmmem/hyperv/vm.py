@@ -1,8 +1,11 @@
 """One virtual machine: its settings, its guest thread, its memory, its boots.
 
-The host owns policy across VMs (who gets how much, when a start is refused); a VM owns its
-guest: a thread that runs the workload phases against its GuestMemory, declares demand, and
-ends Smart Paging (drains the file) once the boot is over and its memory holds its demand.
+The host owns policy across VMs (who gets how much, when a start is refused, whether a restart
+pages) and makes what each boot runs on (the guest's memory, the virtual disk): it tells the VM
+(`power_on`, `set_assigned`, `set_smart_paging`, `launch`, `restore`, `save`, `power_off`), the
+VM never asks. A VM owns its guest: a thread that runs the workload phases against its
+GuestMemory, declares demand, and ends Smart Paging (drains the file) once the boot is over
+and its memory holds its demand.
 
 Locking: `Host._lock` serialises lifecycle changes and balancer ticks; `VM._lock` guards the
 VM's bookkeeping (assigned, demand, Smart Paging state, the GuestMemory reference). The guest
