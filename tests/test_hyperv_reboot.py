@@ -169,6 +169,8 @@ def test_plan_names_the_failures_and_the_delay_that_avoids_them(disk_dir):
 def test_the_articles_reading_is_an_explicit_option(disk_dir):
     with article_host(disk_dir) as host:
         reboot = host.reboot(smart_paging_on_host_reboot=True)
+        # Done when made: the restarts were the host's, no start is left to a thread.
+        assert reboot.done and reboot.wait(0) is reboot.outcomes
         assert {o.result for o in reboot.outcomes.values()} == {"restarted"}
         reports = host.wait_booted(timeout=60)
         assert all(r.kind == "host-restart" and r.smart_paging for r in reports)

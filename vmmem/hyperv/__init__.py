@@ -1,6 +1,7 @@
 """Hyper-V Dynamic Memory on the paging core: hosts, VMs, the balancer, Smart Paging on restart.
 
-See docs/HYPERV.md for the API, docs/HYPERV-RULES.md sections 2-4 for the rules it follows.
+See docs/HYPERV.md for the API, docs/HYPERV-RULES.md sections 2-4 for the rules it follows
+(each in one function: `settings`, `balancer`, `rules`).
 """
 
 from __future__ import annotations

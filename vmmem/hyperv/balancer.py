@@ -21,7 +21,6 @@ __all__ = [
     "Claim",
     "allocate",
     "claim_for",
-    "room_to_start",
     "target_pages",
 ]
 
@@ -81,16 +80,6 @@ def claim_for(
     else:
         floor = max(minimum, min(max(demand, resident), max(assigned, minimum)))
     return Claim(name, priority, floor, minimum, need, want)
-
-
-def room_to_start(capacity: int, others: Sequence[Claim], unit: int = 1) -> int:
-    """Hyper-V's admission rule for a start from Off: the pages the starting VM can have once
-    the balancer has reclaimed every buffer, i.e. the capacity (whole `unit` blocks) less every
-    other running VM's floor (what it uses, at least its Minimum, rounded up to blocks). A start
-    that needs more is refused; it never uses Smart Paging. The host and the planner both use
-    this one rule."""
-    held = sum(-(-c.floor // unit) * unit for c in others)
-    return capacity // unit * unit - held
 
 
 def _water_fill(gaps: dict[str, int], budget: int) -> dict[str, int]:

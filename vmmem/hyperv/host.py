@@ -1,9 +1,12 @@
 """A Hyper-V host: one pool of RAM for its VMs, the balancer, and the VMs' lifecycles.
 
-The host decides who gets memory (the pure `balancer.allocate`) and enforces Hyper-V's three
-Smart Paging conditions: a paging file only for a VM that is restarting, when the host has no
-memory free and nothing more can be reclaimed from the others. A start from Off that cannot get
-Startup RAM fails instead; a running VM that wants more just stays short.
+The host applies Hyper-V's rules in real time and tells each VM what to do: who gets memory
+(the pure `balancer.allocate`), whether a VM may start or be restored (`rules.admit`), whether
+a restart boots on Smart Paging (`rules.smart_paging_gap`: only a running dynamic VM that
+restarts short of Startup RAM, the host having no memory free and nothing more to reclaim),
+and a host reboot's stops and starts (`rules.reboot_schedule`). It makes what a VM boots on
+(its memory, its virtual disk) and hands it over; a VM never asks for them. A start from Off
+that cannot get Startup RAM fails instead; a running VM that wants more just stays short.
 """
 
 from __future__ import annotations
@@ -15,13 +18,23 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..errors import NotEnoughMemoryError, SettingsError, VmmemError
-from ..memory import FramePool
+from ..memory import FramePool, GuestMemory
 from ..sizes import SizeLike, format_size, parse_size
+from ..vdisk import VirtualDisk
 from ..workspace import Workspace
-from .balancer import BalancerThread, allocate, room_to_start
-from .reboot import HostReboot, RebootOutcome
+from .balancer import BalancerThread, allocate
+from .reboot import HostReboot
 from .reports import BootReport, TimelineSample, VMStatus
+from .rules import (
+    RebootVM,
+    admit,
+    reboot_schedule,
+    saves_at_shutdown,
+    smart_paging_gap,
+    start_need,
+)
 from .settings import (
+    DEFAULT_PAGE_SIZE,
     MEMORY_ALIGNMENT,
     VMSettings,
     check_host_arguments,
@@ -33,7 +46,6 @@ from .workloads import Workload, as_phases
 __all__ = ["DEFAULT_FOLDER", "DEFAULT_PAGE_SIZE", "Host"]
 
 DEFAULT_FOLDER = "vmmem-vms"  # under the current directory: on the local disk, visible
-DEFAULT_PAGE_SIZE = 4096
 
 
 class Host:
@@ -179,9 +191,9 @@ class Host:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start_vm(self, vm: VM) -> None:
-        """Power `vm` on (VM.start calls this). From Off it needs its Startup RAM; a Saved VM
+        """Power `vm` on (`vm.start()` is this). From Off it needs its Startup RAM; a Saved VM
         is restored with the memory it had when saved. Either way NotEnoughMemoryError if the
-        host cannot make that much available: neither ever uses Smart Paging."""
+        host cannot make that much available (`rules.admit`): neither ever uses Smart Paging."""
         with self.lock:
             self._check_open()
             if vm.state == "Running":
@@ -189,24 +201,24 @@ class Host:
             self.check_workload(vm.settings, vm.workload)
             unit = self._unit
             restoring = vm.state == "Saved"
-            need = vm.saved_pages if restoring else vm.settings.startup // self.page_size
+            startup = vm.settings.startup // self.page_size
+            need = start_need(startup, vm.saved_pages if restoring else None)
             what = "its saved memory" if restoring else "Startup RAM"
             others = [v.claim(starting=True) for v in self._running() if v is not vm]
             # After reclaiming every buffer (others down to their floor), is it there?
-            can_have = room_to_start(self._capacity_pages, others, unit)
-            held = self._capacity_pages // unit * unit - can_have
-            if can_have < need:
+            admission = admit(need, self._capacity_pages, others, unit)
+            if not admission.admitted:
                 raise NotEnoughMemoryError(
                     f"Not enough memory in the system to start the virtual machine "
                     f"'{vm.name}': it needs {format_size(need * self.page_size)} ({what}) and "
-                    f"only {format_size(max(0, can_have) * self.page_size)} can be made "
+                    f"only {format_size(admission.available * self.page_size)} can be made "
                     f"available (host memory for VMs {format_size(self.capacity)}, "
                     f"reserve {format_size(self.reserve)}, other running VMs need "
-                    f"{format_size(held * self.page_size)}). A start from Off or from a saved "
-                    "state never uses Smart Paging."
+                    f"{format_size(admission.held * self.page_size)}). A start from Off or from "
+                    "a saved state never uses Smart Paging."
                 )
             saved = vm.saved_pages
-            vm.power_on("restore" if restoring else "start", resume=restoring)
+            self._power_on(vm, "restore" if restoring else "start", resume=restoring)
             try:
                 # Hyper-V starts every VM with its Startup RAM (a restore with what it had),
                 # whatever the guest then uses.
@@ -228,7 +240,7 @@ class Host:
                     )
             except BaseException:
                 if restoring:
-                    vm.save(saved)  # a restore that fails leaves the VM Saved
+                    self._save(vm, saved)  # a restore that fails leaves the VM Saved
                 else:
                     vm.power_off()
                 self._remove_made_folders()
@@ -239,6 +251,69 @@ class Host:
                 vm.launch(self.clock())
             self._sample()
 
+    def _power_on(
+        self, vm: VM, kind: str, *, restarting: bool = False, resume: bool = False
+    ) -> None:
+        """Make what `vm` boots on and hand it over: its Smart Paging folder claimed, its
+        virtual disk (made once, then reused), its memory (frame limit 0; a restore: its saved
+        memory). `vm.power_on` then begins the boot."""
+        folder = vm.smart_paging_path
+        self.claim_folder(folder)
+        disk = self._open_disk(vm)
+        try:
+            memory = vm.saved_memory if resume else None
+            if memory is None:
+                memory = GuestMemory(
+                    self.pool,
+                    vm.address_space,
+                    frame_limit=0,
+                    paging_dir=folder,
+                    backend=self.backend,
+                    policy=self.policy,
+                    name=vm.name,
+                )
+                self.workspace.record_file(memory.paging_file.path)
+        except BaseException:
+            if disk is not None:
+                disk.close()
+            raise
+        vm.power_on(
+            kind,
+            memory,
+            disk,
+            on_new_file=self.workspace.record_file,
+            restarting=restarting,
+            resume=resume,
+        )
+
+    def _open_disk(self, vm: VM) -> VirtualDisk | None:
+        """The VM's virtual disk (created once, zero-filled, then reused by every boot and
+        every run; vmmem never deletes it), or None when its workload reads no disk."""
+        size = vm.vhd_size()
+        if not size:
+            return None
+        self.claim_folder(vm.vhd_folder)
+        return VirtualDisk(vm.vhd_file(size), size)
+
+    def _save(self, vm: VM, pages: int | None = None) -> None:
+        """Save `vm` (automatic stop action Save): its guest stops; every page it holds is
+        written to its saved-state file beside its other files (real writes; pages never
+        written cost nothing) and its frames come back. A Smart Paging or page file in use
+        already holds its share and stays. `pages`: see VM.save."""
+        memory = vm.save(pages)
+        if memory is None:
+            return
+        try:
+            if not memory.paging_file.exists:
+                folder = vm.vhd_folder
+                self.claim_folder(folder)
+                path = memory.move_paging_file(folder, f"{vm.name}-savedstate")
+                self.workspace.record_file(path)
+            memory.frame_limit = 0
+        except BaseException:
+            vm.power_off()  # no saved state could be written: the VM is off
+            raise
+
     def resize_running(self, vm: VM, pages: int) -> None:
         """A running static VM's memory changed (Set-VMMemory -StartupBytes while it runs,
         Windows Server 2016 and later): more must be available from the host now, less must
@@ -246,12 +321,13 @@ class Host:
         with self.lock:
             if pages > vm.assigned_pages:
                 others = [v.claim(starting=True) for v in self._running() if v is not vm]
-                can_have = room_to_start(self._capacity_pages, others, self._unit)
-                if can_have < pages:
+                admission = admit(pages, self._capacity_pages, others, self._unit)
+                if not admission.admitted:
                     raise NotEnoughMemoryError(
                         f"Not enough memory in the system to resize the virtual machine "
                         f"'{vm.name}' to {format_size(pages * self.page_size)}: only "
-                        f"{format_size(max(0, can_have) * self.page_size)} can be made available"
+                        f"{format_size(admission.available * self.page_size)} can be made "
+                        "available"
                     )
                 for v in self._running():  # reclaim the others' buffers first
                     if v is not vm:
@@ -298,11 +374,18 @@ class Host:
                 vm.power_off()
             try:
                 for vm in vms:
-                    vm.power_on(kind, restarting=True)
+                    self._power_on(vm, kind, restarting=True)
                 claims = [v.claim() for v in self._running()]
                 self._apply(allocate(self._capacity_pages, claims, self._unit))
                 for vm in vms:
-                    vm.end_restart_allocation()
+                    gap = smart_paging_gap(
+                        start_from="Running",
+                        dynamic=vm.settings.dynamic,
+                        boots=vm.boots,
+                        startup=vm.settings.startup // self.page_size,
+                        assigned=vm.assigned_pages,
+                    )
+                    vm.set_smart_paging(gap > 0)
             except BaseException:
                 for vm in vms:
                     vm.power_off()
@@ -332,30 +415,33 @@ class Host:
         with self.lock:
             self._check_open()
             running = self._running()
-            was_running = {vm.name for vm in running}
             if smart_paging_on_host_reboot:
                 self.restart_vms(None, kind="host-restart")
-                reboot = HostReboot([], set(), self.clock, self.lock)
-                for vm in running:
-                    s = vm.settings
-                    reboot.outcomes[vm.name] = RebootOutcome(
+                self._reboot = HostReboot.restarted(running, self.clock)
+                return self._reboot
+            vms = list(self._vms.values())
+            schedule = reboot_schedule(
+                [
+                    RebootVM(
                         vm.name,
-                        "restart",
-                        s.automatic_start_action,
-                        0.0,
-                        "restarted",
-                        at=self.clock(),
+                        vm.settings.automatic_stop_action,
+                        vm.settings.automatic_start_action,
+                        vm.settings.automatic_start_delay,
+                        vm.settings.priority,
+                        running=vm.state == "Running",
+                        saved=vm.state == "Saved",
                     )
-                self._reboot = reboot
-                return reboot
+                    for vm in vms
+                ]
+            )
             for vm in running:
-                if vm.settings.automatic_stop_action == "Save":
-                    vm.save()
+                if saves_at_shutdown(vm.settings.automatic_stop_action):
+                    self._save(vm)
                 else:
                     vm.power_off()
             self._remove_made_folders()
             self._sample()
-            self._reboot = HostReboot(list(self._vms.values()), was_running, self.clock, self.lock)
+            self._reboot = HostReboot.automatic(vms, schedule, self.start_vm, self.clock)
             return self._reboot
 
     def start_all(self, timeout: float | None = None) -> list[BootReport]:
@@ -365,7 +451,7 @@ class Host:
         reports = []
         for vm in list(self._vms.values()):
             if vm.state == "Off":
-                vm.start()
+                self.start_vm(vm)
                 reports.append(vm.wait_booted(timeout))
                 self.wait_settled(timeout)
         return reports

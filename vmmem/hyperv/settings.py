@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_GENERATION",
     "DEFAULT_MAXIMUM",
     "DEFAULT_MINIMUM",
+    "DEFAULT_PAGE_SIZE",
     "DEFAULT_PRIORITY",
     "MAXIMUM_RAM",
     "MEMORY_ALIGNMENT",
@@ -55,6 +56,9 @@ STOP_ACTIONS = ("Save", "ShutDown", "TurnOff")
 START_ACTIONS = ("StartIfRunning", "Start", "Nothing")
 MAX_START_DELAY = 86400  # seconds; Hyper-V takes an int32 but a day is plenty here
 MEMORY_ALIGNMENT = 2 * MB  # "not properly aligned" otherwise
+# The host's page (x86-64's 4 KiB): Host(page_size=...) takes others; code without a host at
+# hand (the planner, a scenario's sizes, the disk checks) counts in this one.
+DEFAULT_PAGE_SIZE = 4096
 DEFAULT_MINIMUM = 512 * MB  # Hyper-V's default Minimum RAM (capped at Startup)
 DEFAULT_MAXIMUM = 1 * TB  # Hyper-V's default Maximum RAM (1048576 MB)
 DEFAULT_BUFFER = 20

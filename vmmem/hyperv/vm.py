@@ -1,8 +1,11 @@
 """One virtual machine: its settings, its guest thread, its memory, its boots.
 
-The host owns policy across VMs (who gets how much, when a start is refused); a VM owns its
-guest: a thread that runs the workload phases against its GuestMemory, declares demand, and
-ends Smart Paging (drains the file) once the boot is over and its memory holds its demand.
+The host owns policy across VMs (who gets how much, when a start is refused, whether a restart
+pages) and makes what each boot runs on (the guest's memory, the virtual disk): it tells the VM
+(`power_on`, `set_assigned`, `set_smart_paging`, `launch`, `restore`, `save`, `power_off`), the
+VM never asks. A VM owns its guest: a thread that runs the workload phases against its
+GuestMemory, declares demand, and ends Smart Paging (drains the file) once the boot is over
+and its memory holds its demand.
 
 Locking: `Host._lock` serialises lifecycle changes and balancer ticks; `VM._lock` guards the
 VM's bookkeeping (assigned, demand, Smart Paging state, the GuestMemory reference). The guest
@@ -15,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -23,11 +26,10 @@ import numpy as np
 
 from .. import devices
 from ..errors import VmmemError
-from ..memory import FramePool, GuestMemory
+from ..memory import GuestMemory
 from ..sizes import MB, format_size
 from ..validate import check_number
 from ..vdisk import VirtualDisk
-from ..workspace import Workspace
 from .balancer import Claim, claim_for
 from .reports import BootReport, VMStatus
 from .session import BootRecord, GuestSession, Stopped
@@ -44,17 +46,15 @@ from .workloads import Workload, boot_phase_count
 
 
 class HostServices(Protocol):
-    """What a VM needs of its host: the public surface of `Host` it calls (so this module
-    never imports the host)."""
+    """What a VM reads of its host, and the host calls behind the VM's convenience methods
+    (`start`, `stop`, ...). The host decides a VM's boots and hands it what it boots on (its
+    memory, its disk); the VM never asks the host for them (and this module never imports the
+    host)."""
 
     lock: threading.RLock
-    pool: FramePool
     page_size: int
     folder: str
-    backend: str
-    policy: str
     balancer_interval: float
-    workspace: Workspace
 
     def start_vm(self, vm: VM) -> None: ...
 
@@ -63,8 +63,6 @@ class HostServices(Protocol):
     def resize_running(self, vm: VM, pages: int) -> None: ...
 
     def restart_vms(self, names: Sequence[str] | None = None, *, kind: str = ...) -> None: ...
-
-    def claim_folder(self, folder: str) -> None: ...
 
     def check_workload(self, settings: VMSettings, phases: Sequence[Workload]) -> None: ...
 
@@ -132,7 +130,8 @@ class VM(SettingsProperties):
                 self._host.resize_running(self, new_settings.startup // self._host.page_size)
             self._settings = new_settings
 
-    def _address_space(self) -> int:
+    @property
+    def address_space(self) -> int:
         """Guest-physical memory: Maximum RAM for a dynamic VM; for a static VM as much as its
         generation allows, so a runtime resize can grow it (untouched pages cost nothing)."""
         if self._settings.dynamic:
@@ -161,7 +160,8 @@ class VM(SettingsProperties):
         return None if session is None else session.memory
 
     def start(self) -> None:
-        """Power on from Off. Raises NotEnoughMemoryError if Startup RAM cannot be had."""
+        """Power on from Off (or restore from Saved): `Host.start_vm(vm)`, which decides.
+        Raises NotEnoughMemoryError if Startup RAM (the saved memory) cannot be had."""
         self._host.start_vm(self)
 
     def stop(self) -> None:
@@ -365,31 +365,23 @@ class VM(SettingsProperties):
                 session.assigned = memory.frame_limit
             self._cv.notify_all()
 
-    def power_on(self, kind: str, *, restarting: bool = False, resume: bool = False) -> None:
-        """Begin a boot: claim the Smart Paging folder, make the guest's memory (frame limit 0)
-        and its session. The host then assigns memory and calls `launch`. `restarting`: the
-        host is dividing memory for a restart (the VM may be given less than Startup RAM)."""
-        folder = self.smart_paging_path
-        self._host.claim_folder(folder)
-        if resume and self._saved_memory is not None:
-            memory, self._saved_memory = self._saved_memory, None  # read back by the restore
-        else:
-            memory = GuestMemory(
-                self._host.pool,
-                self._address_space(),
-                frame_limit=0,
-                paging_dir=folder,
-                backend=self._host.backend,
-                policy=self._host.policy,
-                name=self.name,
-            )
-            self._host.workspace.record_file(memory.paging_file.path)
+    def power_on(
+        self,
+        kind: str,
+        memory: GuestMemory,
+        disk: VirtualDisk | None,
+        *,
+        on_new_file: Callable[[str], None],
+        restarting: bool = False,
+        resume: bool = False,
+    ) -> None:
+        """Begin a boot on the `memory` (frame limit 0, or the saved memory for a restore) and
+        `disk` the host made for it. The host then assigns memory and calls `launch` (or
+        `restore`). `restarting`: the host is dividing memory for a restart (the VM may be
+        given less than Startup RAM); `on_new_file` is told of each file the boot makes."""
+        if resume and memory is self._saved_memory:
+            self._saved_memory = None  # read back by the restore
         startup_pages = self._settings.startup // memory.page_size
-        try:
-            disk = self._open_disk(startup_pages, memory.page_size)
-        except BaseException:
-            memory.close()
-            raise
         session = GuestSession(
             memory,
             BootRecord(kind=kind),
@@ -399,7 +391,7 @@ class VM(SettingsProperties):
             disk,
             # The guest's own page file lives on its virtual disk (none: it waits instead).
             guest_page_folder=self.vhd_folder if disk is not None else None,
-            on_new_file=self._host.workspace.record_file,
+            on_new_file=on_new_file,
         )
         session.restarting = restarting
         with self._lock:
@@ -423,6 +415,11 @@ class VM(SettingsProperties):
                 self._phase = self._phases[0].phase
 
     @property
+    def boots(self) -> bool:
+        """Whether the workload boots at all (has boot phases)."""
+        return boot_phase_count(self._phases) > 0
+
+    @property
     def vhd_folder(self) -> str:
         """The folder of the VM's virtual disk: its own setting, else the VM's folder (as
         New-VHD puts it beside the VM's files)."""
@@ -439,54 +436,38 @@ class VM(SettingsProperties):
         each keep their own disk and reuse it."""
         return os.path.join(self.vhd_folder, vhd_file_name(self.name, size))
 
-    def _open_disk(self, startup_pages: int, page_size: int) -> VirtualDisk | None:
-        """The VM's virtual disk (created once, zero-filled, then reused by every boot and
-        every run; vmmem never deletes it), or None when the workload reads no disk."""
-        size = self.vhd_size(startup_pages, page_size)
-        if not size:
-            return None
-        folder = self.vhd_folder
-        self._host.claim_folder(folder)
-        return VirtualDisk(self.vhd_file(size), size)
+    @property
+    def saved_memory(self) -> GuestMemory | None:
+        """While Saved: the guest's memory, every page of it in its saved-state file (what a
+        restore boots on)."""
+        return self._saved_memory
 
-    def end_restart_allocation(self) -> None:
-        """The host has divided memory for this restart: the boot pages to a Smart Paging file
-        exactly when it is a dynamic VM left short of its Startup RAM and it boots at all."""
+    def set_smart_paging(self, on: bool) -> None:
+        """The host has divided memory for this restart and decided (rules.smart_paging_gap)
+        whether the boot pages to a Smart Paging file."""
         with self._lock:
             session = self._session
             if session is None:
                 return
             session.restarting = False
-            session.smart_paging = (
-                self._settings.dynamic
-                and session.assigned < session.startup_pages
-                and boot_phase_count(self._phases) > 0
-            )
+            session.smart_paging = on
 
-    def save(self, pages: int | None = None) -> None:
-        """Save the VM (the host's automatic stop action Save): its guest stops where it is and
-        its memory goes back to the host; a restore brings it back with the memory it had
-        (`pages`: what to record instead, for a restore that failed and leaves it Saved)."""
+    def save(self, pages: int | None = None) -> GuestMemory | None:
+        """Save the VM (the host's automatic stop action Save): its guest stops where it is;
+        returns its memory, which the host writes to the saved-state file and takes its frames
+        back from; a restore brings it back with the memory it had (`pages`: what to record
+        instead, for a restore that failed and leaves it Saved)."""
         session = self._session
         assigned = 0 if session is None else session.assigned
         self._saved_pages = assigned if pages is None else pages
         if session is not None:
             self._saved_committed = session.committed.copy()
             self._end_session(session, keep_memory=True)
-            memory = session.memory
-            # Its saved state: every page the guest holds is written to a file beside its other
-            # files (real writes; pages never written cost nothing), its frames go back to the
-            # host. A Smart Paging or page file in use already holds its share and stays.
-            if not memory.paging_file.exists:
-                folder = self.vhd_folder
-                self._host.claim_folder(folder)
-                path = memory.move_paging_file(folder, f"{self.name}-savedstate")
-                self._host.workspace.record_file(path)
-            memory.frame_limit = 0
-            self._saved_memory = memory
+            self._saved_memory = session.memory
         with self._lock:
             self._state = "Saved"
             self._phase = "saved"
+        return None if session is None else session.memory
 
     @property
     def saved_pages(self) -> int:

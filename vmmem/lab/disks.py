@@ -23,11 +23,12 @@ import numpy as np
 
 from vmmem.devices import DeviceInfo, device_for_path, io_counters, list_filesystems
 from vmmem.errors import VmmemError
+from vmmem.hyperv.settings import DEFAULT_PAGE_SIZE
 from vmmem.memory import FramePool, GuestMemory
 
 __all__ = ["ProbeResult", "describe_location", "list_locations", "probe"]
 
-PAGE = 4096
+PAGE = DEFAULT_PAGE_SIZE  # the probe pages as a host does
 PROBE_FRAMES = 64  # so nearly every access to the probe guest is a fault
 PROBE_CHUNK = 256  # accesses per replay call, between deadline checks
 SCRATCH_PREFIX = "vmmem-probe-"  # the probe's own folder in each location, removed after

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 
 from vmmem.devices import DeviceInfo, device_for_path
-from vmmem.hyperv.settings import smart_paging_folder
+from vmmem.hyperv.rules import worst_case_smart_paging
+from vmmem.hyperv.settings import DEFAULT_PAGE_SIZE, smart_paging_folder
 from vmmem.lab.scenario import Scenario
 from vmmem.sizes import MB
 from vmmem.sizes import format_mb as mb
@@ -122,7 +123,7 @@ def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], li
             )
     infos = []
     for key, (info, names) in by_fs.items():
-        worst = sum(s.vm(n).startup for n in names if s.vm(n).dynamic)
+        worst = sum(worst_case_smart_paging(s.vm(n).startup, s.vm(n).dynamic) for n in names)
         vhds = disks.get(key, (info, 0))[1]
         need = worst + vhds + 64 * MB if worst or vhds else 0
         if info.free_bytes < need:
@@ -154,7 +155,7 @@ def new_vhd_files(s: Scenario, host_folder: str) -> dict[str, tuple[str, int]]:
     from vmmem.hyperv.settings import vhd_file_name, vhd_size_for
     from vmmem.vdisk import MARKER_BYTES, disk_problem
 
-    page = 4096
+    page = DEFAULT_PAGE_SIZE  # as the run's host counts
     out = {}
     for v in s.vms:
         size = vhd_size_for(v.settings, v.workload.phases(), page, v.startup // page)

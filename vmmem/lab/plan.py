@@ -24,7 +24,17 @@ import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vmmem.hyperv.balancer import Claim, allocate, claim_for, room_to_start
+from vmmem.hyperv.balancer import Claim, allocate, claim_for
+from vmmem.hyperv.rules import (
+    RebootVM,
+    admit,
+    boot_seconds,
+    reboot_schedule,
+    saves_at_shutdown,
+    smart_paging_gap,
+    start_need,
+)
+from vmmem.hyperv.settings import DEFAULT_PAGE_SIZE
 from vmmem.lab.scenario_model import ALIGN, Scenario, VMSpec, round_up
 from vmmem.sizes import format_mb as mb
 
@@ -158,7 +168,7 @@ def _floor_align(n: int) -> int:
     return n // ALIGN * ALIGN
 
 
-PAGE = 4096
+PAGE = DEFAULT_PAGE_SIZE  # no host here: the default host's page
 UNIT_PAGES = ALIGN // PAGE  # the balancer hands out 2 MB blocks
 
 
@@ -221,8 +231,9 @@ def _walk(s: Scenario, stagger: bool = True) -> tuple[list[EventPlan], dict[str,
             for name in e.vms:
                 v = s.vm(name)
                 running_claims = [_claim(r, booting=False) for r in running]
-                can_give = room_to_start(available // PAGE, running_claims, UNIT_PAGES) * PAGE
-                if can_give < v.startup:
+                if not admit(
+                    v.startup // PAGE, available // PAGE, running_claims, UNIT_PAGES
+                ).admitted:
                     failures.append(name)
                     continue
                 assigned[name] = v.startup
@@ -248,7 +259,7 @@ def _walk(s: Scenario, stagger: bool = True) -> tuple[list[EventPlan], dict[str,
             others = [r for r in running if r.name not in names]
             alloc = _allocate(available, booting, others)
             got = {v.name: min(alloc[v.name], v.startup) for v in booting}
-            paging = {v.name: v.startup - got[v.name] for v in booting}
+            paging = {v.name: _paging(v, got[v.name]) for v in booting}
             can_give = max(available - sum(_reclaim_floor(o) for o in others), 0)
             plans.append(
                 EventPlan(i, desc, e.action, can_give, sum(v.startup for v in booting), got, paging)
@@ -260,9 +271,12 @@ def _walk(s: Scenario, stagger: bool = True) -> tuple[list[EventPlan], dict[str,
             up = {v.name for v in running}
             outcomes = _reboot(s, running, idle, available)
             needs = sum(
-                idle.get(v.name, v.startup)
-                if v.name in up and v.automatic_stop_action == "Save"
-                else v.startup
+                start_need(
+                    v.startup,
+                    idle.get(v.name, v.startup)
+                    if v.name in up and saves_at_shutdown(v.automatic_stop_action)
+                    else None,
+                )
                 for v in s.vms
                 if outcomes[v.name] in ("restored", "started", "failed")
             )
@@ -291,7 +305,7 @@ def _walk(s: Scenario, stagger: bool = True) -> tuple[list[EventPlan], dict[str,
                 others = [r for r in running if r.name != name]
                 give = min(v.startup, _allocate(available, [v], others)[name])
                 got[name] = give
-                paging[name] = v.startup - give
+                paging[name] = _paging(v, give)
             plans.append(
                 EventPlan(
                     i,
@@ -312,13 +326,18 @@ def _walk(s: Scenario, stagger: bool = True) -> tuple[list[EventPlan], dict[str,
     return plans, idle
 
 
+def _paging(v: VMSpec, assigned: int) -> int:
+    """Bytes of Smart Paging for ``v`` restarting on ``assigned`` bytes (the layer's rule)."""
+    return smart_paging_gap(
+        start_from="Running", dynamic=v.dynamic, boots=True, startup=v.startup, assigned=assigned
+    )
+
+
 def _boot_seconds(v: VMSpec) -> float:
     """How long `v` takes to boot with enough memory: its workload's boot time."""
-    from vmmem.hyperv.workloads import Boot
-
-    if v.workload.boot_seconds is not None:
-        return v.workload.boot_seconds
-    return Boot(**v.workload.boot).expected_cpu_time(v.startup // PAGE)
+    synthetic = replace(v.workload, guest=None)  # the synthetic boot for every VM, for now
+    seconds = boot_seconds([synthetic.boot_phase()], v.startup // PAGE)
+    return 0.0 if seconds is None else seconds
 
 
 def _reboot(
@@ -336,21 +355,24 @@ def _reboot(
     balancer intervals and half a second, the planner's estimate)."""
     up = {v.name for v in was_running}
     delays = delays or {v.name: v.automatic_start_delay for v in s.vms}
-    outcomes: dict[str, str] = {}
-    queue = []
-    for v in s.vms:
-        saved = v.name in up and v.automatic_stop_action == "Save"
-        starts = v.automatic_start_action == "Start" or (
-            v.automatic_start_action == "StartIfRunning" and v.name in up
-        )
-        if starts:
-            queue.append((delays[v.name], -v.priority, v, saved))
-        else:
-            outcomes[v.name] = "saved" if saved else "off"
-    queue.sort(key=lambda q: (q[0], q[1]))
+    schedule = reboot_schedule(
+        [
+            RebootVM(
+                v.name,
+                v.automatic_stop_action,
+                v.automatic_start_action,
+                delays[v.name],
+                v.priority,
+                running=v.name in up,
+            )
+            for v in s.vms
+        ]
+    )
+    outcomes: dict[str, str] = dict(schedule.left)
     started: list[tuple[VMSpec, float, bool]] = []  # VM, when, restored
     settle = 2 * s.balancer_interval + 0.5
-    for at, _, v, saved in queue:
+    for start in schedule.starts:
+        v, at, saved = s.vm(start.name), start.delay, start.restore
         claims = []
         for w, t, restored in started:
             booting = not restored and at < t + _boot_seconds(w) + settle
@@ -358,9 +380,8 @@ def _reboot(
                 claims.append(replace(_claim(w, booting=False), floor=w.startup // PAGE))
             else:
                 claims.append(_claim(w, booting=False))
-        room = room_to_start(available // PAGE, claims, UNIT_PAGES) * PAGE
-        need = idle.get(v.name, v.startup) if saved else v.startup
-        if room < need:
+        need = start_need(v.startup, idle.get(v.name, v.startup) if saved else None)
+        if not admit(need // PAGE, available // PAGE, claims, UNIT_PAGES).admitted:
             outcomes[v.name] = "failed"
             continue
         outcomes[v.name] = "restored" if saved else "started"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmmem.hyperv.reports import VMStatus
+from vmmem.hyperv.rules import boot_seconds
 
 __all__ = ["POLL", "BootEta", "ProgressSink", "RunTracker", "VMProgress"]
 
@@ -147,13 +148,4 @@ class RunTracker:
 
 def _expected_cpu(vm: Any, page_size: int) -> float | None:
     """The guest CPU time of the VM's boot phases, if the workload says (Boot, RecordedBoot)."""
-    startup_pages = vm.settings.startup // page_size
-    total = 0.0
-    for phase in vm.workload:
-        if not phase.boot:
-            break
-        expected = getattr(phase, "expected_cpu_time", None)
-        if expected is None:
-            return None
-        total += expected(startup_pages)
-    return total or None
+    return boot_seconds(vm.workload, vm.settings.startup // page_size) or None

@@ -12,6 +12,7 @@ from typing import Any
 
 from vmmem.hyperv.balancer import target_pages
 from vmmem.hyperv.settings import (
+    DEFAULT_PAGE_SIZE,
     MAXIMUM_RAM,
     MEMORY_ALIGNMENT,
     MINIMUM_RAM,
@@ -167,7 +168,7 @@ class VMSpec:
             return self.startup
         if self.workload.idle_demand is not None:
             return self.workload.idle_demand
-        return round_up(int(self.startup * IDLE_FRACTION), 4096)
+        return round_up(int(self.startup * IDLE_FRACTION), DEFAULT_PAGE_SIZE)
 
     @property
     def idle_target(self) -> int:
@@ -175,7 +176,7 @@ class VMSpec:
         if not self.dynamic:
             return self.startup
         # The balancer's own target, in whole 2 MB blocks as it hands memory out.
-        page = 4096
+        page = DEFAULT_PAGE_SIZE
         want = target_pages(
             self.idle_demand // page,
             self.effective_buffer,
@@ -328,12 +329,6 @@ class Scenario:
         for v in self.vms:
             out[v.name] = v.smart_paging_path or self.smart_paging_path or default
         return out
-
-    def worst_case_paging_bytes(self) -> dict[str, int]:
-        """Per VM, the largest Smart Paging file it could ever need: its whole Startup RAM
-        (a restart with nothing to give). Dynamic and static VMs alike (a static VM's restart
-        on a short host is bridged the same way)."""
-        return {v.name: v.startup for v in self.vms}
 
     def to_dict(self) -> dict[str, Any]:
         """The settings, for JSON reports (sizes in bytes)."""
