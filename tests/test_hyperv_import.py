@@ -652,3 +652,26 @@ def test_plain_get_vm_without_select_object(tmp_path):
         )
     path = write(tmp_path, vms, "getvm.json")
     assert import_scenario([path, *PS51[1:]]).vms == import_scenario(PS51).vms
+
+
+def test_an_export_that_is_a_fifo_is_refused_without_waiting(tmp_path):
+    """`scenario import` and every command that takes a SCENARIO open only regular files: a
+    FIFO without a writer is refused at once (it used to hang the JSON sniffing)."""
+    import threading
+
+    fifo = tmp_path / "host.json"
+    os.mkfifo(fifo)
+    done = threading.Event()
+    results: list[object] = []
+
+    def invoke() -> None:
+        results.append(CliRunner().invoke(cli, ["scenario", "import", str(fifo)]))
+        done.set()
+
+    threading.Thread(target=invoke, daemon=True).start()
+    if not done.wait(120):
+        with open(fifo, "w"):
+            pass  # unblock the hung open so the thread ends
+        pytest.fail("scenario import waited on a FIFO")
+    r = results[0]
+    assert r.exit_code == 2 and "FIFO" in r.stderr, r.output

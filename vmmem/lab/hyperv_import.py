@@ -53,6 +53,7 @@ from vmmem.errors import SettingsError
 from vmmem.hyperv.settings import MEMORY_ALIGNMENT, validate_settings
 from vmmem.lab.scenario_model import Scenario, ScenarioError
 from vmmem.sizes import MB
+from vmmem.validate import open_regular_file
 
 __all__ = [
     "ExportError",
@@ -197,16 +198,29 @@ def _decode(raw: bytes, source: str) -> str:
     return text.lstrip("\ufeff")
 
 
+# An export of a host at Hyper-V's limit (1,024 VMs, every property) is a few MB.
+MAX_EXPORT_BYTES = 64 * 2**20
+
+
 def _read(source: str) -> bytes:
     try:
-        with open(source, "rb") as f:
-            return f.read()
+        # Only a regular file: a FIFO is refused, never waited on (O_NONBLOCK open).
+        f, _ = open_regular_file(source)
+        with f:
+            data = f.read(MAX_EXPORT_BYTES + 1)
     except FileNotFoundError:
         raise ExportError(source, "", "no such file") from None
     except IsADirectoryError:
         raise ExportError(source, "", "is a folder; expected a JSON export file") from None
     except OSError as e:
         raise ExportError(source, "", f"cannot read: {e.strerror or e}") from None
+    except ValueError as e:  # not a regular file
+        raise ExportError(source, "", str(e)) from None
+    if len(data) > MAX_EXPORT_BYTES:
+        raise ExportError(
+            source, "", f"is over {MAX_EXPORT_BYTES:,} bytes: larger than any host's export"
+        )
+    return data
 
 
 def looks_like_export(path: str | os.PathLike[str]) -> bool:
@@ -214,9 +228,10 @@ def looks_like_export(path: str | os.PathLike[str]) -> bool:
     character, after any byte-order mark and white space, opens a JSON object or array (a TOML
     scenario starts with a key, a comment or a [table] header followed by a name)."""
     try:
-        with open(path, "rb") as f:
+        f, _ = open_regular_file(path)
+        with f:
             raw = f.read(4096)
-    except OSError:
+    except (OSError, ValueError):
         return False  # the scenario loader reports it
     name, skip, _ = _encoding(raw)
     text = raw[skip:].decode(name, errors="ignore").lstrip("\ufeff \t\r\n")
