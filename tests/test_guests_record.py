@@ -67,10 +67,13 @@ def test_plugin_is_built_once_into_the_cache_and_rebuilt_when_forced(tmp_path, m
     assert [p.name for p in first.parent.iterdir()] == [first.name], "no temp files left"
 
 
+# QEMU's TCG boots at the speed of the CPU it gets: ~10 s on a quiet core, several times that
+# beside a CPU hog. The deadlines only catch a hang.
 @needs_qemu
+@pytest.mark.timeout(600)
 def test_record_the_busybox_boot(busybox_images, tmp_path):
     out = tmp_path / "bb.npz"
-    trace = record_boot(out, image_dir=busybox_images, timeout=180)
+    trace = record_boot(out, image_dir=busybox_images, timeout=480)
     assert out.exists() and isinstance(trace, GuestTrace)
     check_invariants(trace)
     assert trace.name == "busybox" and trace.memory_size == 256 * 2**20
@@ -121,11 +124,12 @@ def test_a_guest_that_never_powers_off_times_out(busybox_images, tmp_path):
 
 
 @needs_qemu
+@pytest.mark.timeout(600)
 def test_a_guest_that_dies_before_its_target_is_an_error(busybox_images, tmp_path):
     with pytest.raises(RecordError, match="without reaching its target"):
         record_boot(
             tmp_path / "x.npz", kernel=busybox_images / "vmlinuz", memory="128MB",
-            append="console=ttyS0 panic=-1", timeout=120,
+            append="console=ttyS0 panic=-1", timeout=480,
         )  # fmt: skip
 
 

@@ -395,3 +395,39 @@ def test_default_smart_paging_folder_is_the_vms_own(
     # What the host made is gone but the VM's virtual disk, kept (as a VHDX is) for next time.
     left = [p.name for p in (disk_dir / "vmmem-vms").rglob("*")]
     assert left == ["web01", f"web01-{vm.vhd_size() // MB}MB.vmdisk"]
+
+
+class LateStart(Workload):
+    """A phase whose thread has not run yet (a loaded machine): it blocks before its first
+    step without a guest.sleep, until the test lets it go."""
+
+    phase = "late"
+    boot = False
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+
+    def run(self, guest: Guest) -> None:
+        self.go.wait()
+        guest.keep_only(guest.startup_pages // 4)
+
+
+def test_settled_waits_until_the_phase_after_the_boot_has_begun(disk_dir: Path) -> None:
+    """CI once started a VM beside one whose boot had just ended but whose Idle phase had not
+    yet released its boot's memory: wait_settled had returned, and the start failed."""
+    late = LateStart()
+    workload = [FAST[0], late, Idle(demand="32MB", touch_interval=0.05, touches=64)]
+    with Host("350MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+        vm = article_vm(host, "vm1", workload)
+        try:
+            vm.start()
+            vm.wait_booted(30)
+            host.balance_now()
+            assert vm.booted and not vm.steady and vm.phase == "late"
+            with pytest.raises(TimeoutError, match="did not settle"):
+                host.wait_settled(timeout=0.5)  # held: no amount of time settles it
+        finally:
+            late.go.set()
+        host.wait_settled(30)
+        assert vm.steady and vm.phase == "idle"
+        assert mb(vm.status.memory_demand) == 32 and mb(vm.status.memory_assigned) == 40

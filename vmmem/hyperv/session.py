@@ -81,6 +81,10 @@ class GuestSession:
         self.cv = cv
         self.stop = threading.Event()
         self.booted = threading.Event()
+        # The guest has waited (sleep) since its boot ended or its restore read its state back:
+        # its next phase has made its first change (Idle releases down to its working set
+        # before it first sleeps). Host.wait_settled waits for it.
+        self.steady = threading.Event()
         self.thread: threading.Thread | None = None
         self.page_size = memory.page_size
         self.startup_pages = startup_pages
@@ -149,6 +153,8 @@ class GuestSession:
             raise Stopped
 
     def sleep(self, seconds: float) -> None:
+        if self.booted.is_set() and self.file_role != "saved":
+            self.steady.set()
         if seconds > 0 and self.stop.wait(seconds):
             raise Stopped
         self._check()
