@@ -3,6 +3,7 @@ under QEMU TCG with the vmmem plugin, and check the trace (the one slow test, ~2
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from test_guests import check_invariants
 from vmmem.errors import RecordError, RecordTimeoutError, SettingsError
 from vmmem.guests import GuestTrace
 from vmmem.guests.plugin import CFLAGS, compiler, plugin_path, source_dir
-from vmmem.guests.record import parse_disk_log, record_boot
+from vmmem.guests.record import kernel_release, parse_disk_log, record_boot, sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
 QEMU = "qemu-system-x86_64"
@@ -66,10 +67,13 @@ def test_plugin_is_built_once_into_the_cache_and_rebuilt_when_forced(tmp_path, m
     assert [p.name for p in first.parent.iterdir()] == [first.name], "no temp files left"
 
 
+# QEMU's TCG boots at the speed of the CPU it gets: ~10 s on a quiet core, several times that
+# beside a CPU hog. The deadlines only catch a hang.
 @needs_qemu
+@pytest.mark.timeout(600)
 def test_record_the_busybox_boot(busybox_images, tmp_path):
     out = tmp_path / "bb.npz"
-    trace = record_boot(out, image_dir=busybox_images, timeout=180)
+    trace = record_boot(out, image_dir=busybox_images, timeout=480)
     assert out.exists() and isinstance(trace, GuestTrace)
     check_invariants(trace)
     assert trace.name == "busybox" and trace.memory_size == 256 * 2**20
@@ -79,12 +83,32 @@ def test_record_the_busybox_boot(busybox_images, tmp_path):
     assert 10_000 < trace.pages_touched < trace.memory_pages
     assert trace.disk_bytes_read >= 4 * 2**20 and trace.disk_bytes_written == 0
     assert trace.epochs == -(-trace.instructions // 1_000_000)
-    # The same images give the trace that ships (the guest is deterministic only up to
-    # timer interrupts, so compare shapes, not bytes).
+    # The images are built from Debian's current packages, which move on by themselves (a new
+    # kernel point release): compare what must hold across versions, never bytes. The shipped
+    # trace was recorded the same way, so the boot's size stays within a band of it.
     shipped = GuestTrace.load("busybox")
-    assert trace.provenance["kernel"] == shipped.provenance["kernel"]
-    assert trace.provenance["initrd"] == shipped.provenance["initrd"]
-    assert abs(trace.pages_touched - shipped.pages_touched) < 0.2 * shipped.pages_touched
+    assert 0.5 * shipped.instructions < trace.instructions < 2 * shipped.instructions
+    assert abs(trace.pages_touched - shipped.pages_touched) < 0.25 * shipped.pages_touched
+    assert shipped.disk_bytes_read <= trace.disk_bytes_read + 2**20  # init's dd, the same 4 MiB
+    assert trace.disk_bytes_read <= 2 * shipped.disk_bytes_read
+    # The provenance names the versions actually used: every .deb (name and version, from the
+    # package itself), the kernel release (from the kernel file), and QEMU's version.
+    p = trace.provenance
+    meta = json.loads((busybox_images / "guest.json").read_text())
+    assert p["kernel"]["sha256"] == sha256_file(busybox_images / "vmlinuz")
+    assert p["initrd"]["sha256"] == sha256_file(busybox_images / "initrd.img")
+    assert p["packages"] == meta["debs"]
+    assert {d["package"] for d in p["packages"]} == {
+        "busybox-static",
+        f"linux-image-{p['kernel_release']}",
+    }
+    assert all(d["version"] and d["architecture"] == "amd64" for d in p["packages"])
+    assert p["kernel_release"] == meta["kernel_release"]
+    assert p["kernel_version"].startswith(p["kernel_release"] + " ")
+    kernel_deb = next(d for d in p["packages"] if d["package"].startswith("linux-image-"))
+    assert kernel_deb["version"] in p["kernel_version"]  # "... Debian 6.1.192-3 (...)"
+    qemu = subprocess.run([QEMU, "--version"], capture_output=True, text=True, check=True)
+    assert p["qemu_version"] == qemu.stdout.splitlines()[0].strip()
     assert "/tmp" not in trace.provenance["qemu_command"]
 
 
@@ -100,11 +124,12 @@ def test_a_guest_that_never_powers_off_times_out(busybox_images, tmp_path):
 
 
 @needs_qemu
+@pytest.mark.timeout(600)
 def test_a_guest_that_dies_before_its_target_is_an_error(busybox_images, tmp_path):
     with pytest.raises(RecordError, match="without reaching its target"):
         record_boot(
             tmp_path / "x.npz", kernel=busybox_images / "vmlinuz", memory="128MB",
-            append="console=ttyS0 panic=-1", timeout=120,
+            append="console=ttyS0 panic=-1", timeout=480,
         )  # fmt: skip
 
 
@@ -118,6 +143,20 @@ def test_record_boot_checks_its_arguments(tmp_path):
         record_boot(tmp_path / "x.npz", kernel=tmp_path / "k", memory="1000KB")
     with pytest.raises(RecordError, match="needs QEMU"):
         record_boot(tmp_path / "x.npz", kernel=tmp_path / "k", qemu="no-such-qemu")
+
+
+def test_kernel_release_is_read_from_the_bzimage_header(tmp_path):
+    head = bytearray(0x400)
+    head[0x202:0x206] = b"HdrS"
+    head[0x20E:0x210] = (0x100).to_bytes(2, "little")
+    head[0x300:0x340] = b"6.1.0-99-cloud-amd64 (x@y) #1 SMP Debian 6.1.999-1\0".ljust(0x40, b"\0")
+    (tmp_path / "k").write_bytes(bytes(head))
+    assert kernel_release(tmp_path / "k") == (
+        "6.1.0-99-cloud-amd64",
+        "6.1.0-99-cloud-amd64 (x@y) #1 SMP Debian 6.1.999-1",
+    )
+    (tmp_path / "n").write_bytes(b"not a kernel")
+    assert kernel_release(tmp_path / "n") is None
 
 
 def test_disk_requests_are_tied_to_the_epoch_marker_before_them(tmp_path):

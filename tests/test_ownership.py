@@ -24,7 +24,8 @@ ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH
 
 def _holder(folder, *, create: bool, then: str) -> subprocess.Popen[str]:
     """A process that claims `folder` as a run would, makes a paging file, says 'ready', and
-    then sleeps ('sleep') or kills itself ('kill')."""
+    then holds the folder until the test kills it or closes its stdin ('sleep'), or kills
+    itself ('kill')."""
     code = textwrap.dedent(f"""
         import os, signal, sys, time
         from vmmem.workspace import Workspace
@@ -38,10 +39,14 @@ def _holder(folder, *, create: bool, then: str) -> subprocess.Popen[str]:
         print("ready", flush=True)
         if {then!r} == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(60)
+        sys.stdin.read()  # however long the test takes: no timer to outlive
     """)
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], env=ENV, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code],
+        env=ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc

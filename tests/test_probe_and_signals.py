@@ -80,7 +80,10 @@ def test_interrupted_probe_exits_130_and_leaves_no_scratch_folder(disk_dir, sign
             time.sleep(0.01)
         (scratch,) = scratch_folders(disk_dir)
         assert stat.S_IMODE(scratch.stat().st_mode) == 0o700
-        time.sleep(0.3)  # into the measurement
+        while not any(scratch.glob("*.slp")):  # its paging file made: into the paging
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the probe made no paging file"
+            time.sleep(0.01)
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=20)
     finally:

@@ -44,7 +44,7 @@ ANY = st.one_of(
 BAD_NUMBERS = [float("nan"), float("inf"), float("-inf"), -1, "x", None, b"1", [1]]
 
 FUZZ = settings(
-    max_examples=40, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 
@@ -54,14 +54,17 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _attempt(make, *args, **kwargs):
-    """Call make; success (closed if it can be) or a VmmemError, within a second."""
-    t0 = time.monotonic()
+    """Call make; success (closed if it can be) or a VmmemError, without long work first:
+    under two seconds of this process's CPU time (not wall-clock time, which a loaded machine
+    stretches; a huge allocation or a runaway loop still shows)."""
+    t0 = time.process_time()
     try:
         obj = make(*args, **kwargs)
     except VmmemError:
         obj = None
     finally:
-        assert time.monotonic() - t0 < 2.0, f"{make} took {time.monotonic() - t0:.1f} s"
+        took = time.process_time() - t0
+        assert took < 2.0, f"{make} used {took:.1f} s of CPU"
     if obj is not None and hasattr(obj, "close"):
         obj.close()
     return obj

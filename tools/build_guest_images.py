@@ -94,6 +94,31 @@ def apt_download(names: list[str], into: Path) -> list[Path]:
     return sorted(into.glob("*.deb"))
 
 
+def deb_versions(debs: list[Path]) -> list[dict[str, str]]:
+    """Each .deb's package name, version and architecture, from its own control file (file
+    names escape an epoch's colon), for the provenance of traces recorded from the images."""
+    fields = ("Package", "Version", "Architecture")
+    out = []
+    for deb in debs:
+        values = subprocess.run(
+            ["dpkg-deb", "-f", str(deb), *fields], check=True, capture_output=True, text=True
+        ).stdout
+        info = dict(line.split(": ", 1) for line in values.splitlines() if ": " in line)
+        out.append({k.lower(): info.get(k, "") for k in fields})
+    return sorted(out, key=lambda d: d["package"])
+
+
+def installed_versions(rootfs: Path) -> list[dict[str, str]]:
+    """Every package installed in a root filesystem, as deb_versions gives them."""
+    rows = subprocess.run(
+        ["dpkg-query", f"--admindir={rootfs / 'var/lib/dpkg'}", "-W",
+         "-f", "${Package}\t${Version}\t${Architecture}\n"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    keys = ("package", "version", "architecture")
+    return [dict(zip(keys, r.split("\t"), strict=True)) for r in rows.splitlines()]
+
+
 def kernel_package() -> str:
     out = subprocess.run(
         ["apt-cache", "depends", "linux-image-cloud-amd64"],
@@ -162,6 +187,7 @@ def build_busybox(out: Path) -> None:
             "memory_mb": 256,
             "append": "console=ttyS0 panic=-1 quiet",
             "packages": sorted(p.name for p in debs),
+            "debs": deb_versions(debs),
             "kernel_release": moddir.name,
         }
         (out / "guest.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -233,6 +259,7 @@ def build_debian(out: Path) -> None:
                 "linux-image-cloud-amd64",
                 "initramfs-tools",
             ],
+            "debs": installed_versions(rootfs),
             "kernel_release": vmlinuz.name.removeprefix("vmlinuz-"),
         }
         (out / "guest.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
@@ -34,7 +35,14 @@ from ..sizes import MB, SizeLike, parse_size
 from . import plugin as _plugin
 from .trace import FORMAT, PAGE_SIZE, GuestTrace
 
-__all__ = ["TARGET_MARKER", "parse_raw", "parse_disk_log", "record_boot", "sha256_file"]
+__all__ = [
+    "TARGET_MARKER",
+    "kernel_release",
+    "parse_raw",
+    "parse_disk_log",
+    "record_boot",
+    "sha256_file",
+]
 
 TARGET_MARKER = "vmmem-guest: boot reached its target"
 DISK_EVENTS = ("virtio_blk_handle_read", "virtio_blk_handle_write")
@@ -118,6 +126,22 @@ def parse_disk_log(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 def _qemu_version(qemu: str) -> str:
     out = subprocess.run([qemu, "--version"], capture_output=True, text=True, check=False)
     return out.stdout.splitlines()[0].strip() if out.stdout else "unknown"
+
+
+def kernel_release(path: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """(release, banner) from an x86 bzImage's setup header, e.g. ("6.1.0-57-cloud-amd64",
+    "6.1.0-57-cloud-amd64 (debian-kernel@...) #1 SMP ... Debian 6.1.192-3 (...)"); None if the
+    file is not a bzImage that names its version. Read from the kernel itself, so the
+    provenance says what booted whatever a guest.json claims."""
+    with open(path, "rb") as fh:
+        head = fh.read(0x10000)
+    if len(head) < 0x210 or head[0x202:0x206] != b"HdrS":
+        return None
+    (pointer,) = struct.unpack_from("<H", head, 0x20E)
+    if pointer == 0 or 0x200 + pointer >= len(head):
+        return None
+    banner = head[0x200 + pointer :].split(b"\0", 1)[0].decode("ascii", "replace").strip()
+    return (banner.split()[0], banner) if banner else None
 
 
 def _file_record(path: Path | None) -> dict[str, Any] | None:
@@ -257,6 +281,7 @@ def record_boot(
                     s = s.replace(full, short)
             return s
 
+        release = kernel_release(kernel_p)
         provenance = {
             "format": FORMAT,
             "name": name,
@@ -278,6 +303,12 @@ def record_boot(
             "disk_bytes_read": int(d_len[~d_w].sum()),
             "disk_bytes_written": int(d_len[d_w].sum()),
             "qemu_version": _qemu_version(qemu),
+            # What booted, from the kernel file, and the packages the images were built from
+            # (guest.json's "debs": each .deb's name and version), so a trace says which
+            # versions it measured after Debian has moved on.
+            "kernel_release": release[0] if release else meta.get("kernel_release"),
+            "kernel_version": release[1] if release else None,
+            "packages": list(meta.get("debs", [])),
             "qemu_command": " ".join(shown(Path(a)) for a in cmd),
             "kernel": _file_record(kernel_p),
             "initrd": _file_record(initrd_p),

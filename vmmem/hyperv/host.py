@@ -466,9 +466,10 @@ class Host:
         return reports
 
     def wait_settled(self, timeout: float | None = None) -> None:
-        """Wait until every running VM has booted (or read its saved state back), no Smart
-        Paging file is left, every dynamic VM's memory status is OK (its buffer is there) and
-        the balancer has reached its targets (ballooning is over)."""
+        """Wait until every running VM has booted (or read its saved state back) and its
+        guest has since waited once (`VM.steady`: an Idle phase has released down to its
+        working set), no Smart Paging file is left, every dynamic VM's memory status is OK (its
+        buffer is there) and the balancer has reached its targets (ballooning is over)."""
         self._check_open()  # a closed host has no VM running: "settled" would be a lie
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -477,7 +478,7 @@ class Host:
                 vm.raise_if_failed()
             statuses = [vm.status for vm in running]
             if (
-                all(vm.booted and not vm.restoring for vm in running)
+                all(vm.booted and not vm.restoring and vm.steady for vm in running)
                 and all(
                     not st.smart_paging_file_in_use
                     and not vm.smart_paging_active

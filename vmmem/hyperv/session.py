@@ -82,6 +82,10 @@ class GuestSession:
         self.cv = cv
         self.stop = threading.Event()
         self.booted = threading.Event()
+        # The guest has waited (sleep) since its boot ended or its restore read its state back:
+        # its next phase has made its first change (Idle releases down to its working set
+        # before it first sleeps). Host.wait_settled waits for it.
+        self.steady = threading.Event()
         self.thread: threading.Thread | None = None
         self.page_size = memory.page_size
         self.startup_pages = startup_pages
@@ -153,7 +157,11 @@ class GuestSession:
 
     def sleep(self, seconds: float) -> None:
         """The guest spends `seconds` (CPU or a pause). During the boot on the boot's clock:
-        the thread waits until the wall clock catches up with it, never longer."""
+        the thread waits until the wall clock catches up with it, never longer. After the boot
+        (not while a restore reads its saved state back) the first wait makes the guest
+        `steady`."""
+        if self.booted.is_set() and self.file_role != "saved":
+            self.steady.set()
         if not self.booted.is_set():
             if self.clock.advance(seconds, self.stop):
                 raise Stopped

@@ -295,6 +295,13 @@ class VM(SettingsProperties):
         return session is not None and session.file_role == "saved"
 
     @property
+    def steady(self) -> bool:
+        """The guest has waited at least once since its boot (or its restore) ended: what its
+        phase after the boot does first (Idle: release down to its working set) is done."""
+        session = self._session
+        return session is not None and session.steady.is_set()
+
+    @property
     def smart_paging_active(self) -> bool:
         """This boot may use (or still drains) its Smart Paging file."""
         session = self._session
