@@ -117,6 +117,7 @@ def plan(console: Console, p: Plan) -> None:
             per_vm,
         )
     console.print(t)
+    _predictions(console, p)
     idle = ", ".join(f"{n} {mb(b)}" for n, b in p.idle_assigned.items())
     console.print(
         f"idle, the VMs settle at: {idle} "
@@ -135,6 +136,36 @@ def plan(console: Console, p: Plan) -> None:
         for r in p.remedies:
             mark = "[green]works[/green]" if r.works else "[red]not enough[/red]"
             console.print(f"  - {r.summary}: {mark}" + (f"; {r.caveat}" if r.caveat else ""))
+
+
+def _predictions(console: Console, p: Plan) -> None:
+    """Each restart of a recorded guest, predicted from its trace (no rows: none)."""
+    d = p.to_dict()
+    rows = [(e, n, b) for e in d["events"] for n, b in e["predicted"].items()]
+    if not rows:
+        return
+    lat = d["latency"]
+    t = Table(
+        title="predicted boots (the guest's trace replayed into the memory it gets; LRU)",
+        title_justify="left",
+    )
+    cols = ("#", "VM", "guest", "gets", "page-ins", "page-outs", "Smart Paging peak")
+    for col in cols + ("no paging from", "boot"):
+        t.add_column(col, justify="left" if col in ("VM", "guest") else "right")
+    for e, n, b in rows:
+        t.add_row(
+            str(e["index"]), n, b["guest"], mb(b["assigned_bytes"]), f"{b['page_ins']:,}",
+            f"{b['page_outs']:,}", mb(b["smart_paging_peak_bytes"]), mb(b["no_paging_bytes"]),
+            seconds(b["boot_seconds"]) if b["boot_seconds"] is not None else "-",
+        )  # fmt: skip
+    console.print(t)
+    if lat is None:
+        console.print("boot times need the disk's latency: --latency (vmmem disks --probe)")
+    else:
+        console.print(
+            f"boot = guest CPU + (page-ins + disk reads) x {lat['read'] * 1e6:g} us + "
+            f"(page-outs + disk writes) x {lat['write'] * 1e6:g} us"
+        )
 
 
 def guests(console: Console, profiles: list[GuestProfile]) -> None:

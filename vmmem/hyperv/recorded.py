@@ -103,11 +103,16 @@ class RecordedBoot(Workload):
         want = max(16 * MB, -(-int(4 * moved) // MB) * MB)
         return min(want, -(-t.disk_size // MB) * MB) if t.disk_size else want
 
+    @property
+    def page_mapping(self) -> str:
+        """The mapping run() uses: a scaled boot shrinks its layout proportionally."""
+        return "scale" if self.scale > 1 else self.mapping
+
     def run(self, guest: Guest) -> None:
         t = self.trace
         n = guest.startup_pages
         guest.commit_range(0, n)
-        mapping = "scale" if self.scale > 1 else self.mapping
+        mapping = self.page_mapping
         ips = self.guest_ips * self.scale
         debt = 0.0
         issued = 0.0  # disk requests owed at 1/scale of the recording's

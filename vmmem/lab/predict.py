@@ -1,0 +1,121 @@
+"""The planner's prediction of each restarting VM's boot from its recorded guest (no I/O).
+
+For a VM that boots a recorded guest (`--guest`, or ``guest`` in the scenario), the plan
+gives the memory it gets for the restart; the boot replays the trace into that many frames
+(vmmem.guests.predict: exact LRU, the default policy), and with a disk latency the boot time
+follows (docs/GUESTS.md, "Predicting"). A VM on the synthetic boot gets no prediction.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vmmem.guests.predict import BootPrediction, PagingCurve, boot_accesses, paging_curve
+from vmmem.guests.predict import predict_boot as _predict_boot
+
+if TYPE_CHECKING:
+    from vmmem.hyperv.recorded import RecordedBoot
+    from vmmem.lab.scenario_model import VMSpec
+
+__all__ = ["Latency", "boot_cpu_seconds", "predict_vm"]
+
+PAGE = 4096
+ALIGN = 2 * 2**20  # the balancer hands out 2 MB blocks
+
+
+@dataclass(frozen=True)
+class Latency:
+    """What one 4 KiB request costs on the Smart Paging disk (seconds): `vmmem disks --probe`
+    measures both; `vmmem plan --latency` takes them."""
+
+    read: float
+    write: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"read": self.read, "write": self.write}
+
+
+@functools.lru_cache(maxsize=32)
+def _recorded(guest: str, guest_ips: float | None, scale: float) -> RecordedBoot:
+    from vmmem.hyperv.recorded import RecordedBoot
+
+    kwargs: dict[str, Any] = {"guest": guest, "scale": scale}
+    if guest_ips is not None:
+        kwargs["guest_ips"] = guest_ips
+    return RecordedBoot(**kwargs)
+
+
+def _boot_of(v: VMSpec) -> RecordedBoot | None:
+    w = v.workload
+    return None if w.guest is None else _recorded(w.guest, w.guest_ips, w.guest_scale)
+
+
+def boot_cpu_seconds(v: VMSpec) -> float | None:
+    """The VM's recorded guest's boot time with enough memory (its CPU time); None for the
+    synthetic boot."""
+    boot = _boot_of(v)
+    return None if boot is None else boot.expected_cpu_time(v.startup // PAGE)
+
+
+@functools.lru_cache(maxsize=32)
+def _curve(guest: str, guest_ips: float | None, scale: float, vm_pages: int) -> PagingCurve:
+    boot = _recorded(guest, guest_ips, scale)
+    pages, writes = boot_accesses(boot.trace, vm_pages, boot.page_mapping)
+    return paging_curve(pages, writes, vm_pages)
+
+
+def predict_vm(v: VMSpec, assigned: int, latency: Latency | None) -> BootPrediction | None:
+    """The boot of `v` given `assigned` bytes for all of it; None for the synthetic boot."""
+    w = v.workload
+    if w.guest is None:
+        return None
+    return _predict(
+        w.guest, w.guest_ips, w.guest_scale, v.startup // PAGE, assigned // PAGE, latency
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _predict(
+    guest: str,
+    guest_ips: float | None,
+    scale: float,
+    vm_pages: int,
+    frames: int,
+    latency: Latency | None,
+) -> BootPrediction:
+    boot = _recorded(guest, guest_ips, scale)
+    t = boot.trace
+    writes = int(t.disk_write.sum())
+    return _predict_boot(
+        t,
+        vm_pages,
+        frames,
+        mapping=boot.page_mapping,
+        cpu_seconds=boot.expected_cpu_time(vm_pages),
+        # a scaled boot issues about one request in `scale` (RecordedBoot.run)
+        disk_reads=round((t.disk_requests - writes) / boot.scale),
+        disk_writes=round(writes / boot.scale),
+        latency=None if latency is None else latency.read,
+        write_latency=None if latency is None else latency.write,
+        curve=_curve(guest, guest_ips, scale, vm_pages),
+    )
+
+
+def prediction_dict(p: BootPrediction) -> dict[str, Any]:
+    """A prediction as the plan's JSON has it (sizes in bytes)."""
+    no_paging = -(-p.no_paging_frames * PAGE // ALIGN) * ALIGN
+    return {
+        "guest": p.guest,
+        "assigned_bytes": p.frames * PAGE,
+        "page_ins": p.page_ins,
+        "page_outs": p.page_outs,
+        "smart_paging_peak_bytes": p.smart_paging_peak_pages * PAGE,
+        "report_peak_bytes": p.report_peak_pages * PAGE,
+        "no_paging_bytes": min(no_paging, p.vm_pages * PAGE),
+        "cpu_seconds": p.cpu_seconds,
+        "disk_reads": p.disk_reads,
+        "disk_writes": p.disk_writes,
+        "boot_seconds": p.boot_seconds,
+    }
