@@ -8,7 +8,8 @@
 #define COLD UINT32_MAX
 #define WRITTEN 1u /* the key was written at some access so far */
 
-/* Fenwick tree over access times: 1 at the time of each key's latest access. */
+/* Which access positions hold a key's latest access: a bitmap, and a Fenwick tree over its
+ * 64-bit words' counts (small enough to stay in the first-level cache). */
 static inline void bit_add(int32_t *t, uint64_t n, uint64_t i, int32_t v)
 {
     for (i++; i <= n; i += i & (~i + 1))
@@ -23,6 +24,13 @@ static inline uint64_t bit_prefix(const int32_t *t, uint64_t i) /* sum of [0, i)
     return (uint64_t)s;
 }
 
+/* live positions in [0, i] */
+static inline uint64_t live_upto(const uint64_t *bits, const int32_t *tree, uint64_t i)
+{
+    uint64_t w = i >> 6, mask = ~0ull >> (63 - (i & 63));
+    return bit_prefix(tree, w) + (uint64_t)__builtin_popcountll(bits[w] & mask);
+}
+
 /* writeback intervals: the key's dirty residency ends in an eviction for every cache size
  * in [lo, hi] */
 static inline void add_range(int64_t *diff, uint32_t lo, uint64_t hi)
@@ -30,18 +38,6 @@ static inline void add_range(int64_t *diff, uint32_t lo, uint64_t hi)
     if (lo <= hi) {
         diff[lo]++;
         diff[hi + 1]--;
-    }
-}
-
-/* Build a Fenwick tree of `m` ones at positions 0..m-1 (and zeros up to cap) in O(cap). */
-static void bit_ones(int32_t *t, uint64_t cap, uint64_t m)
-{
-    for (uint64_t i = 0; i < cap; i++)
-        t[i] = i < m;
-    for (uint64_t i = 1; i <= cap; i++) {
-        uint64_t j = i + (i & (~i + 1));
-        if (j <= cap)
-            t[j - 1] += t[i - 1];
     }
 }
 
@@ -54,11 +50,12 @@ int sd_lru_curve(const uint32_t *keys, const uint8_t *writes, uint64_t n, uint32
         if (keys[t] >= nkeys)
             return SD_EINVAL;
     int rc = SD_ENOMEM;
-    /* The tree spans a window of positions, not all n accesses: when the window is full the
-     * live positions (one per key seen) are packed to its start, keeping their order. So it
-     * stays a few times the keys in size (in cache) and each access costs O(log keys). */
-    uint64_t cap = 2 * (uint64_t)nkeys + 64;
-    int32_t *tree = calloc(cap, sizeof *tree);
+    /* The positions span a window, not all n accesses: when the window is full the live ones
+     * (one per key seen) are packed to its start, keeping their order. So it stays a few
+     * times the keys in size and each access costs O(log(keys / 64)). */
+    uint64_t words = ((uint64_t)nkeys + 64) / 32 + 1, cap = 64 * words;
+    uint64_t *bits = calloc(words, sizeof *bits);
+    int32_t *tree = calloc(words, sizeof *tree);
     uint32_t *owner = malloc(cap * sizeof *owner);            /* position -> key */
     uint64_t *last = calloc(nkeys ? nkeys : 1, sizeof *last); /* position + 1; 0: not seen */
     uint32_t *since = malloc((nkeys ? nkeys : 1) * sizeof *since);
@@ -66,7 +63,7 @@ int sd_lru_curve(const uint32_t *keys, const uint8_t *writes, uint64_t n, uint32
     uint64_t *all = calloc((uint64_t)nkeys + 2, sizeof *all);   /* reuses by distance */
     uint64_t *fetch = calloc((uint64_t)nkeys + 2, sizeof *fetch); /* ... of written keys */
     int64_t *diff = calloc((uint64_t)nkeys + 2, sizeof *diff);
-    if (!tree || !owner || !last || !since || !flags || !all || !fetch || !diff)
+    if (!bits || !tree || !owner || !last || !since || !flags || !all || !fetch || !diff)
         goto out;
     uint64_t cold = 0, distinct = 0, pos = 0;
     for (uint64_t t = 0; t < n; t++) {
@@ -81,15 +78,21 @@ int sd_lru_curve(const uint32_t *keys, const uint8_t *writes, uint64_t n, uint32
                     last[o] = ++m;
                 }
             }
-            bit_ones(tree, cap, m);
+            memset(bits, 0, words * sizeof *bits);
+            memset(tree, 0, words * sizeof *tree);
+            for (uint64_t i = 0; i < m; i++) {
+                bits[i >> 6] |= 1ull << (i & 63);
+                bit_add(tree, words, i >> 6, 1);
+            }
             pos = m;
         }
         if (last[k]) {
             uint64_t s = last[k] - 1;
             /* distinct keys touched since s, this one included: its depth in the stack (every
              * live position is below pos, so those after s are the total less those up to s) */
-            uint32_t d = (uint32_t)(distinct - bit_prefix(tree, s + 1) + 1);
-            bit_add(tree, cap, s, -1);
+            uint32_t d = (uint32_t)(distinct - live_upto(bits, tree, s) + 1);
+            bits[s >> 6] &= ~(1ull << (s & 63));
+            bit_add(tree, words, s >> 6, -1);
             all[d]++;
             if (flags[k] & WRITTEN) {
                 fetch[d]++; /* a miss here (c < d) follows an eviction after the write */
@@ -105,7 +108,8 @@ int sd_lru_curve(const uint32_t *keys, const uint8_t *writes, uint64_t n, uint32
         }
         if (w)
             flags[k] |= WRITTEN;
-        bit_add(tree, cap, pos, 1);
+        bits[pos >> 6] |= 1ull << (pos & 63);
+        bit_add(tree, words, pos >> 6, 1);
         owner[pos] = k;
         last[k] = ++pos;
     }
@@ -113,7 +117,7 @@ int sd_lru_curve(const uint32_t *keys, const uint8_t *writes, uint64_t n, uint32
     for (uint32_t k = 0; k < nkeys; k++) {
         if (!(flags[k] & WRITTEN))
             continue;
-        uint64_t depth = distinct - bit_prefix(tree, last[k]) + 1;
+        uint64_t depth = distinct - live_upto(bits, tree, last[k] - 1) + 1;
         add_range(diff, since[k], depth - 1);
     }
     uint64_t miss_sum = cold, fetch_sum = 0;
@@ -131,6 +135,7 @@ int sd_lru_curve(const uint32_t *keys, const uint8_t *writes, uint64_t n, uint32
     }
     rc = SD_OK;
 out:
+    free(bits);
     free(tree);
     free(owner);
     free(last);

@@ -94,6 +94,22 @@ def test_the_curve_and_the_simulation_are_the_reference_model_at_every_frame_lim
     assert stop == 1 or curve.at(stop - 1)[1] > 0
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 40), st.integers(0, 3000), st.integers(0, 2**32 - 1), st.floats(0, 1))
+def test_the_curve_is_the_simulation_over_long_traces(npages, n, seed, write_share):
+    """Traces many times longer than the curve's window of positions (about twice the pages),
+    so it is packed again and again, against the plain simulation at every frame limit."""
+    rng = np.random.default_rng(seed)
+    hot = rng.integers(0, npages, n)  # some locality: half the accesses near the last one
+    pages = np.where(rng.random(n) < 0.5, hot, np.roll(hot, 1) // 2).astype(np.uint32)
+    writes = rng.random(n) < write_share
+    curve = paging_curve(pages, writes, npages)
+    for frames in range(1, npages + 1):
+        sim = simulate(pages, writes, npages, frames)
+        assert curve.at(frames) == (sim.page_ins, sim.page_outs), frames
+        assert int(curve.misses[frames]) == sim.faults
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

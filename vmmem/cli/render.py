@@ -555,6 +555,7 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
                 f"Smart Paging for the storm: planned {mb(predicted)} (at the instant "
                 f"of the restart), measured peak {mb(measured)} (sum over VMs)"
             )
+        _predicted_vs_measured(console, result, plan)
     for e in result.events:
         if e.get("outcomes"):
             what = ", ".join(f"{n} {o['result']}" for n, o in e["outcomes"].items())
@@ -575,6 +576,23 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
         "interrupted": "bold yellow",
     }[result.outcome]
     console.print(f"[{style}]{result.verdict()}[/{style}]")
+
+
+def _predicted_vs_measured(console: Console, result: RunResult, plan: dict[str, Any]) -> None:
+    """The storm's paging as `vmmem plan --guest` predicted it, beside what the run measured."""
+    ev = result.storm_event()
+    got = next((e.get("predicted") for e in plan["events"] if e["index"] == ev), None)
+    if not got:
+        return
+    p = {k: sum(b[k] for b in got.values()) for k in ("page_ins", "page_outs", "report_peak_bytes")}
+    m = result.storm_summary()
+    policy = result.settings.get("policy", "lru")
+    how = "LRU" if policy == "lru" else f"for LRU; this run used {policy}"
+    console.print(
+        f"predicted from the guest's trace ({how}, memory fixed for the boot): page-ins/outs "
+        f"{p['page_ins']:,}/{p['page_outs']:,}, peak {mb(p['report_peak_bytes'])}; measured "
+        f"{m['page_ins']:,}/{m['page_outs']:,}, peak {mb(m['smart_paging_peak_bytes'])}"
+    )
 
 
 # Columns of the compare table: (header, right-aligned, in the default view).
