@@ -37,7 +37,7 @@ from vmmem.hyperv.recorded import RecordedBoot
 from vmmem.hyperv.session import BootRecord, GuestSession
 from vmmem.lab.plan import _boot_seconds, plan_scenario
 from vmmem.lab.scenario import load_scenario
-from vmmem.lab.schema import RESULT_SCHEMA
+from vmmem.lab.schema import RESULT_SCHEMA, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 TIGHT = str(ROOT / "examples" / "tight-host.toml")
@@ -198,7 +198,8 @@ def test_boot_time_formula_and_latency_parsing():
     assert parse_latency("8ms") == pytest.approx(8e-3)
     assert parse_latency("0.2 ms") == pytest.approx(2e-4)
     assert parse_latency("1e-4") == pytest.approx(1e-4)
-    for bad in ("fast", "0us", "-1ms", "2 weeks", "90s"):
+    assert parse_latency("15585iops") == pytest.approx(1 / 15585)  # as `disks --probe` says
+    for bad in ("fast", "0us", "-1ms", "2 weeks", "90s", "0iops"):
         with pytest.raises(SettingsError, match="latency"):
             parse_latency(bad)
     # CPU + (page-ins + disk reads) x read + (page-outs + disk writes) x write
@@ -317,3 +318,52 @@ def test_the_plan_has_no_prediction_without_a_restart():
     s = load_scenario(None).with_guest("busybox")
     p = plan_scenario(s)
     assert [e.index for e in p.events if e.predicted] == [2]
+
+
+SHORT = """
+name = "two-short"
+[host]
+memory = "100MB"
+balancer_interval = 0.05
+[[vm]]
+name = "vm"
+count = 2
+startup = "64MB"
+minimum = "32MB"
+[vm.workload]
+idle_demand = "8MB"
+[vm.workload.idle]
+touch_interval = 0.05
+[[event]]
+action = "start"
+vms = "all"
+[[event]]
+action = "restart-vms"
+[[event]]
+action = "settle"
+timeout = 60
+"""
+
+
+def test_run_prints_the_prediction_beside_the_measurement(disk_dir: Path, monkeypatch):
+    # Two 64 MB VMs restarted on 100 MB get 50 MB each: busybox folded into 64 MB pages.
+    monkeypatch.chdir(disk_dir)
+    scenario = disk_dir / "short.toml"
+    scenario.write_text(SHORT)
+    out = disk_dir / "run.json"
+    args = ["run", str(scenario), "--guest", "busybox", "--paging-dir", str(disk_dir),
+            "--json", str(out)]  # fmt: skip
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    predicted = data["plan"]["events"][1]["predicted"]
+    assert set(predicted) == {"vm1", "vm2"}
+    ins = sum(p["page_ins"] for p in predicted.values())
+    outs = sum(p["page_outs"] for p in predicted.values())
+    assert outs > 0
+    s = data["summary"]
+    line = next(x for x in r.output.splitlines() if x.startswith("predicted from the guest"))
+    assert f"page-ins/outs {ins:,}/{outs:,}" in line
+    assert f"measured {s['page_ins']:,}/{s['page_outs']:,}" in line
+    # The run's file and its plan read back against the schema (with the predictions).
+    assert validate(data, RESULT_SCHEMA) == []

@@ -100,8 +100,8 @@ def scenario_cmd(scenarios: tuple[str, ...], scale: float, as_toml: bool, as_jso
 @click.option(
     "--latency",
     metavar="TIME",
-    help="The Smart Paging disk's 4 KiB read latency (e.g. 150us, 8ms; `vmmem disks "
-    "--probe` measures it): predicted boot times.",
+    help="The Smart Paging disk's 4 KiB read latency, for predicted boot times: e.g. 150us, "
+    "8ms, or the 4K read QD1 rate `vmmem disks --probe` prints, e.g. 15000iops.",
 )
 @click.option(
     "--write-latency", metavar="TIME", help="Its 4 KiB write latency (default: --latency)."

@@ -141,18 +141,26 @@ def boot_accesses(trace: GuestTrace, vm_pages: int, mapping: str) -> tuple[Any, 
     return map_pages(trace.pages_array, trace.memory_pages, vm_pages, mapping), trace.written
 
 
-_LATENCY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ns|us|µs|ms|s)?\s*$")
+_LATENCY = re.compile(
+    r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ns|us|µs|ms|s|iops)?\s*$", re.I
+)
 _UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
 def parse_latency(text: str, what: str = "latency") -> float:
-    """'150us', '8ms', '0.2 ms', '1e-4' (seconds) -> seconds."""
+    """'150us', '8ms', '0.2 ms', '1e-4' (seconds) -> seconds; '15585iops' (what `vmmem disks
+    --probe` prints: one request at a time) -> 1 / 15585 s."""
     m = _LATENCY.match(str(text))
     if m is None:
         raise SettingsError(
-            f"{what} {text!r} is not a time: give a number and a unit, e.g. 150us or 8ms"
+            f"{what} {text!r} is not a time: give a number and a unit, e.g. 150us or 8ms "
+            "(or the probe's rate, e.g. 15000iops)"
         )
-    value = float(m.group(1)) * _UNIT[m.group(2) or "s"]
+    unit = (m.group(2) or "s").lower()
+    number = float(m.group(1))
+    if unit == "iops":
+        number = 1 / number if number > 0 else 0.0
+    value = number * _UNIT.get(unit, 1.0)
     if not 0 < value < 60:
         raise SettingsError(f"{what} {text!r} must be above 0 and below 60 s")
     return value
