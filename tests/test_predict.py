@@ -262,6 +262,9 @@ def test_plan_prints_the_predictions():
     assert r.exit_code == 0, r.output
     assert "predicted boots" in r.output and "no paging from" in r.output
     assert "196 MB" in r.output and "x 8000 us" in r.output
+    assert "event 2: the guests hold at most 3.2 MB in their Smart Paging files, of the " in (
+        " ".join(r.output.split())
+    )
 
 
 @pytest.mark.parametrize(
@@ -367,3 +370,25 @@ def test_run_prints_the_prediction_beside_the_measurement(disk_dir: Path, monkey
     assert f"measured {s['page_ins']:,}/{s['page_outs']:,}" in line
     # The run's file and its plan read back against the schema (with the predictions).
     assert validate(data, RESULT_SCHEMA) == []
+
+
+def test_plan_takes_the_latency_from_a_probe_file(tmp_path: Path):
+    probe = tmp_path / "probe.json"
+    entry = {"path": "/x", "probe": {"read_iops": 10_000.0, "write_iops": 20_000.0}}
+    probe.write_text(json.dumps({"locations": [entry]}))
+    d = _plan_json(TIGHT, "--guest", "debian-12", "--latency", str(probe))
+    assert d["latency"] == {"read": pytest.approx(1e-4), "write": pytest.approx(5e-5)}
+    # Two probed places, or none, or a rate that is not one: refused, naming the file.
+    for bad, field in (
+        ({"locations": [entry, entry]}, "2 probed locations"),
+        ({"locations": []}, "0 probed locations"),
+        ({"locations": [{"probe": {"read_iops": None, "write_iops": 1.0}}]}, "probe.read_iops"),
+    ):
+        probe.write_text(json.dumps(bad))
+        r = CliRunner().invoke(cli, ["plan", "--latency", str(probe)])
+        assert r.exit_code == 2 and str(probe) in r.output and field in r.output, r.output
+    probe.write_text("{not json")
+    r = CliRunner().invoke(cli, ["plan", "--latency", str(probe)])
+    assert r.exit_code == 2 and "not a readable" in r.output
+    r = CliRunner().invoke(cli, ["plan", "--latency", str(probe), "--write-latency", "1ms"])
+    assert r.exit_code == 2 and "the probe file has the write rate" in r.output

@@ -101,7 +101,8 @@ def scenario_cmd(scenarios: tuple[str, ...], scale: float, as_toml: bool, as_jso
     "--latency",
     metavar="TIME",
     help="The Smart Paging disk's 4 KiB read latency, for predicted boot times: e.g. 150us, "
-    "8ms, or the 4K read QD1 rate `vmmem disks --probe` prints, e.g. 15000iops.",
+    "8ms, the 4K read QD1 rate `vmmem disks --probe` prints (e.g. 15000iops), or the file "
+    "`vmmem disks --probe FOLDER --json` wrote (its read and write rates).",
 )
 @click.option(
     "--write-latency", metavar="TIME", help="Its 4 KiB write latency (default: --latency)."
@@ -143,7 +144,13 @@ def plan_cmd(
         raise CliFailure("--write-latency goes with --latency", EXIT_USAGE)
     lat = None
     try:
-        if latency is not None:
+        if latency is not None and latency.endswith(".json"):
+            if write_latency is not None:
+                raise CliFailure("--write-latency: the probe file has the write rate", EXIT_USAGE)
+            from vmmem.lab.predict import latency_from_probe
+
+            lat = latency_from_probe(latency)
+        elif latency is not None:
             from vmmem.guests.predict import parse_latency
 
             read = parse_latency(latency, "--latency")

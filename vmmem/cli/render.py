@@ -159,6 +159,14 @@ def _predictions(console: Console, p: Plan) -> None:
             seconds(b["boot_seconds"]) if b["boot_seconds"] is not None else "-",
         )  # fmt: skip
     console.print(t)
+    for e in d["events"]:
+        if e["predicted"]:
+            held = sum(b["smart_paging_peak_bytes"] for b in e["predicted"].values())
+            console.print(
+                f"event {e['index']}: the guests hold at most {mb(held)} in their Smart Paging "
+                f"files, of the {mb(e['smart_paging_total_bytes'])} of Startup RAM the host "
+                "cannot give (a guest pages only what it touches beyond its memory)"
+            )
     if lat is None:
         console.print("boot times need the disk's latency: --latency (vmmem disks --probe)")
     else:

@@ -9,9 +9,12 @@ follows (docs/GUESTS.md, "Predicting"). A VM on the synthetic boot gets no predi
 from __future__ import annotations
 
 import functools
+import json
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vmmem.errors import SettingsError
 from vmmem.guests.predict import BootPrediction, PagingCurve, boot_accesses, paging_curve
 from vmmem.guests.predict import predict_boot as _predict_boot
 
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
     from vmmem.hyperv.recorded import RecordedBoot
     from vmmem.lab.scenario_model import VMSpec
 
-__all__ = ["Latency", "boot_cpu_seconds", "predict_vm"]
+__all__ = ["Latency", "boot_cpu_seconds", "latency_from_probe", "predict_vm"]
 
 PAGE = 4096
 ALIGN = 2 * 2**20  # the balancer hands out 2 MB blocks
@@ -35,6 +38,43 @@ class Latency:
 
     def to_dict(self) -> dict[str, float]:
         return {"read": self.read, "write": self.write}
+
+
+def latency_from_probe(path: str) -> Latency:
+    """The mean 4 KiB latencies (1 / IOPS at queue depth 1) of the one location probed in a
+    `vmmem disks --probe --json` file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SettingsError(
+            f"{path}: not a readable `vmmem disks --probe --json` file: {e}"
+        ) from None
+    locations = data.get("locations") if isinstance(data, dict) else None
+    probes = [
+        loc["probe"]
+        for loc in (locations if isinstance(locations, list) else [])
+        if isinstance(loc, dict) and isinstance(loc.get("probe"), dict)
+    ]
+    if len(probes) != 1:
+        raise SettingsError(
+            f"{path}: locations: {len(probes)} probed locations, expected 1 (probe the Smart "
+            "Paging folder alone: vmmem disks --probe FOLDER --json)"
+        )
+    rates = []
+    for key in ("read_iops", "write_iops"):
+        value = probes[0].get(key)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise SettingsError(
+                f"{path}: locations[0].probe.{key}: expected a rate > 0, got {value!r}"
+            )
+        rates.append(float(value))
+    return Latency(1 / rates[0], 1 / rates[1])
 
 
 @functools.lru_cache(maxsize=32)
