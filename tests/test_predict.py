@@ -36,7 +36,9 @@ from vmmem.hyperv import Host, Idle
 from vmmem.hyperv.recorded import RecordedBoot
 from vmmem.hyperv.session import BootRecord, GuestSession
 from vmmem.lab.plan import _boot_seconds, plan_scenario
+from vmmem.lab.predict import predict_vm
 from vmmem.lab.scenario import load_scenario
+from vmmem.lab.scenario_model import VMSpec, WorkloadSpec
 from vmmem.lab.schema import RESULT_SCHEMA, validate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,6 +173,16 @@ def test_shipped_guests_shrunk_by_scale_page_exactly_as_predicted(disk_dir: Path
     assert curve.at(stop) == (0, 0) and curve.at(stop - 1)[1] > 0
 
 
+def test_the_synthetic_boot_pages_exactly_as_predicted(disk_dir: Path):
+    """Its accesses come from its own code, run without memory or time: the same ones."""
+    v = VMSpec("vm1", startup=64 * 2**20, workload=WorkloadSpec(boot_seconds=0.05))
+    want = predict_vm(v, 40 * 2**20, None)
+    stats, _ = _replay_as_the_vm_does(v.workload.boot_phase(), 16384, 10240, disk_dir)
+    assert want.page_outs > 0 and want.guest == "synthetic-boot"
+    assert (want.page_ins, want.page_outs) == (stats.page_ins, stats.page_outs)
+    assert want.cpu_seconds == pytest.approx(0.05)
+
+
 def test_a_restarted_vm_with_fixed_memory_pages_exactly_as_predicted(disk_dir: Path):
     # A static VM holds 40 MB of the 100 MB host, so the restarted VM gets 60 MB for its whole
     # boot (nothing else can give or take): busybox folded into 64 MB touches all of it.
@@ -242,12 +254,15 @@ def test_plan_json_has_each_restarts_prediction_and_matches_the_schema():
     jsonschema.validate(d, {"$defs": RESULT_SCHEMA["$defs"], **plan_schema})
     with open(ROOT / "docs" / "json-schema.json", encoding="utf-8") as f:
         assert json.load(f) == RESULT_SCHEMA
-    # No latency: no boot time. The synthetic boot: no prediction.
+    # No latency: no boot time.
     assert (
         _plan_json(TIGHT, "--guest", "busybox")["events"][2]["predicted"]["vm1"]["boot_seconds"]
         is None
     )
-    assert _plan_json(TIGHT)["events"][2]["predicted"] == {}
+    # The synthetic boot touches all of its 512 MB: it pages all it lacks.
+    synthetic = _plan_json(TIGHT)["events"][2]["predicted"]["vm1"]
+    assert synthetic["guest"] == "synthetic-boot" and synthetic["no_paging_bytes"] == 512 * 2**20
+    assert synthetic["smart_paging_peak_bytes"] == (512 - 180) * 2**20
 
 
 def test_plan_with_a_guest_file_by_path_at_a_scale():
@@ -261,7 +276,7 @@ def test_plan_prints_the_predictions():
     r = CliRunner().invoke(cli, ["plan", TIGHT, "--guest", "debian-12", "--latency", "8ms"])
     assert r.exit_code == 0, r.output
     assert "predicted boots" in r.output and "no paging from" in r.output
-    assert "196 MB" in r.output and "x 8000 us" in r.output
+    assert "196 MB" in r.output and "x 8,000 us" in r.output
     assert "event 2: the guests hold at most 3.2 MB in their Smart Paging files, of the " in (
         " ".join(r.output.split())
     )
@@ -365,7 +380,9 @@ def test_run_prints_the_prediction_beside_the_measurement(disk_dir: Path, monkey
     outs = sum(p["page_outs"] for p in predicted.values())
     assert outs > 0
     s = data["summary"]
-    line = next(x for x in r.output.splitlines() if x.startswith("predicted from the guest"))
+    line = next(
+        x for x in r.output.splitlines() if x.startswith("predicted from the boot's accesses")
+    )
     assert f"page-ins/outs {ins:,}/{outs:,}" in line
     assert f"measured {s['page_ins']:,}/{s['page_outs']:,}" in line
     # The run's file and its plan read back against the schema (with the predictions).

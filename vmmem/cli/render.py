@@ -138,6 +138,11 @@ def plan(console: Console, p: Plan) -> None:
             console.print(f"  - {r.summary}: {mark}" + (f"; {r.caveat}" if r.caveat else ""))
 
 
+def _us(seconds: float) -> str:
+    us = seconds * 1e6
+    return f"{us:,.0f} us" if us >= 10 else f"{us:.2g} us"
+
+
 def _predictions(console: Console, p: Plan) -> None:
     """Each restart of a recorded guest, predicted from its trace (no rows: none)."""
     d = p.to_dict()
@@ -146,7 +151,7 @@ def _predictions(console: Console, p: Plan) -> None:
         return
     lat = d["latency"]
     t = Table(
-        title="predicted boots (the guest's trace replayed into the memory it gets; LRU)",
+        title="predicted boots (each boot's accesses replayed into the memory it gets; LRU)",
         title_justify="left",
     )
     cols = ("#", "VM", "guest", "gets", "page-ins", "page-outs", "Smart Paging peak")
@@ -171,8 +176,8 @@ def _predictions(console: Console, p: Plan) -> None:
         console.print("boot times need the disk's latency: --latency (vmmem disks --probe)")
     else:
         console.print(
-            f"boot = guest CPU + (page-ins + disk reads) x {lat['read'] * 1e6:g} us + "
-            f"(page-outs + disk writes) x {lat['write'] * 1e6:g} us"
+            f"boot = guest CPU + (page-ins + disk reads) x {_us(lat['read'])} + "
+            f"(page-outs + disk writes) x {_us(lat['write'])}"
         )
 
 
@@ -587,7 +592,7 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
 
 
 def _predicted_vs_measured(console: Console, result: RunResult, plan: dict[str, Any]) -> None:
-    """The storm's paging as `vmmem plan --guest` predicted it, beside what the run measured."""
+    """The storm's paging as `vmmem plan` predicted it, beside what the run measured."""
     ev = result.storm_event()
     got = next((e.get("predicted") for e in plan["events"] if e["index"] == ev), None)
     if not got:
@@ -597,7 +602,7 @@ def _predicted_vs_measured(console: Console, result: RunResult, plan: dict[str, 
     policy = result.settings.get("policy", "lru")
     how = "LRU" if policy == "lru" else f"for LRU; this run used {policy}"
     console.print(
-        f"predicted from the guest's trace ({how}, memory fixed for the boot): page-ins/outs "
+        f"predicted from the boot's accesses ({how}, memory fixed for the boot): page-ins/outs "
         f"{p['page_ins']:,}/{p['page_outs']:,}, peak {mb(p['report_peak_bytes'])}; measured "
         f"{m['page_ins']:,}/{m['page_outs']:,}, peak {mb(m['smart_paging_peak_bytes'])}"
     )

@@ -32,6 +32,7 @@ __all__ = [
     "boot_seconds",
     "paging_curve",
     "parse_latency",
+    "predict_accesses",
     "predict_boot",
     "simulate",
 ]
@@ -226,6 +227,29 @@ def predict_boot(
     whole boot. `curve`: paging_curve of the same accesses, if already made (one per guest
     and VM size serves every frame limit)."""
     pages, writes = boot_accesses(trace, vm_pages, mapping)
+    return predict_accesses(
+        trace.name, pages, writes, vm_pages, frames, cpu_seconds=cpu_seconds,
+        disk_reads=disk_reads, disk_writes=disk_writes, latency=latency,
+        write_latency=write_latency, curve=curve,
+    )  # fmt: skip
+
+
+def predict_accesses(
+    guest: str,
+    pages: Any,
+    writes: Any,
+    vm_pages: int,
+    frames: int,
+    *,
+    cpu_seconds: float,
+    disk_reads: int,
+    disk_writes: int = 0,
+    latency: float | None = None,
+    write_latency: float | None = None,
+    curve: PagingCurve | None = None,
+) -> BootPrediction:
+    """predict_boot for any boot given as its accesses in order (`pages` below `vm_pages`,
+    `writes` their flags), named `guest`."""
     if curve is None:
         curve = paging_curve(pages, writes, vm_pages)
     frames = max(1, min(frames, vm_pages))
@@ -241,7 +265,7 @@ def predict_boot(
         else boot_seconds(cpu_seconds, ins, outs, disk_reads, disk_writes, latency, write_latency)
     )
     return BootPrediction(
-        guest=trace.name,
+        guest=guest,
         vm_pages=vm_pages,
         frames=frames,
         page_ins=ins,

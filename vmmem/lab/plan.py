@@ -50,7 +50,7 @@ class EventPlan:
     # reboot-host with failures: the smallest stagger (seconds between automatic starts, in
     # the order Hyper-V starts them) with which every VM starts; None: none found, or no need
     suggested_delay: float | None = None
-    # VM -> its boot predicted from its recorded guest with the memory it gets (lab.predict)
+    # VM -> its boot predicted from its accesses with the memory it gets (lab.predict)
     predicted: dict[str, BootPrediction] = field(default_factory=dict)
 
     @property
@@ -527,8 +527,8 @@ def _without(s: Scenario, names: list[str]) -> Scenario | None:
 
 def plan_scenario(s: Scenario, latency: Latency | None = None) -> Plan:
     """The plan for ``s``: per event what the boots need and get, and the remedies that work;
-    for every restart of a VM booting a recorded guest, its boot predicted with the memory it
-    gets (boot times given the disk's `latency`)."""
+    for every restarting VM, its boot predicted with the memory it gets (boot times given the
+    disk's `latency`)."""
     plans, idle = _walk(s)
     remedies = _remedies(s, plans) if any(p.paging_total for p in plans) else []
     plans = [_with_predictions(s, p, latency) for p in plans]
@@ -544,8 +544,7 @@ def plan_scenario(s: Scenario, latency: Latency | None = None) -> Plan:
 def _with_predictions(s: Scenario, e: EventPlan, latency: Latency | None) -> EventPlan:
     if not e.assigned or e.action not in ("restart-vms", "restart", "reboot-host"):
         return e
-    predicted = {n: predict_vm(s.vm(n), got, latency) for n, got in e.assigned.items()}
-    return replace(e, predicted={n: b for n, b in predicted.items() if b is not None})
+    return replace(e, predicted={n: predict_vm(s.vm(n), g, latency) for n, g in e.assigned.items()})
 
 
 def scale_warnings(original: Scenario, scaled: Scenario) -> list[str]:

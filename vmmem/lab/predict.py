@@ -1,9 +1,9 @@
-"""The planner's prediction of each restarting VM's boot from its recorded guest (no I/O).
+"""The planner's prediction of each restarting VM's boot (no I/O).
 
-For a VM that boots a recorded guest (`--guest`, or ``guest`` in the scenario), the plan
-gives the memory it gets for the restart; the boot replays the trace into that many frames
-(vmmem.guests.predict: exact LRU, the default policy), and with a disk latency the boot time
-follows (docs/GUESTS.md, "Predicting"). A VM on the synthetic boot gets no prediction.
+The plan gives each restarting VM the memory it gets for its boot; the boot's accesses, from
+its recorded guest's trace (`--guest`, or ``guest`` in the scenario) or made by the synthetic
+boot's own code, replayed into that many frames (vmmem.guests.predict: exact LRU, the default
+policy) give its paging, and with a disk latency its boot time (docs/GUESTS.md, "Predicting").
 """
 
 from __future__ import annotations
@@ -14,8 +14,17 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from vmmem.errors import SettingsError
-from vmmem.guests.predict import BootPrediction, PagingCurve, boot_accesses, paging_curve
+from vmmem.guests import SYNTHETIC_BOOT
+from vmmem.guests.predict import (
+    BootPrediction,
+    PagingCurve,
+    boot_accesses,
+    paging_curve,
+    predict_accesses,
+)
 from vmmem.guests.predict import predict_boot as _predict_boot
 
 if TYPE_CHECKING:
@@ -106,11 +115,85 @@ def _curve(guest: str, guest_ips: float | None, scale: float, vm_pages: int) -> 
     return paging_curve(pages, writes, vm_pages)
 
 
-def predict_vm(v: VMSpec, assigned: int, latency: Latency | None) -> BootPrediction | None:
-    """The boot of `v` given `assigned` bytes for all of it; None for the synthetic boot."""
+class _Capture:
+    """A guest that only keeps what a boot phase does: its accesses in order with their write
+    flags, the CPU time it charges, its disk requests. No memory, no sleeping, no disk: the
+    synthetic boot's own code makes the accesses, so the prediction follows whatever it does."""
+
+    page_size = PAGE
+
+    def __init__(self, startup_pages: int, guest_pages: int) -> None:
+        self.startup_pages = startup_pages
+        self.guest_pages = guest_pages
+        self.pages: list[np.ndarray] = []
+        self.writes: list[np.ndarray] = []
+        self.cpu = 0.0
+        self.reads = 0
+        self.disk_writes = 0
+
+    @property
+    def demand(self) -> int:
+        return self.startup_pages
+
+    def commit_range(self, first: int, count: int) -> None:
+        pass
+
+    def commit_pages(self, pages: np.ndarray) -> None:
+        pass
+
+    def keep_only(self, count: int) -> None:
+        pass
+
+    def replay(self, pages: np.ndarray, writes: np.ndarray | None) -> None:
+        self.pages.append(np.array(pages, dtype=np.uint32))
+        flags = np.zeros(len(pages), bool) if writes is None else np.asarray(writes) != 0
+        self.writes.append(flags)
+
+    def sleep(self, seconds: float) -> None:
+        self.cpu += max(0.0, seconds)
+
+    def end_smart_paging(self) -> None:
+        pass
+
+    def disk_io(self, offsets: np.ndarray, lengths: np.ndarray, writes: np.ndarray | None) -> None:
+        written = 0 if writes is None else int(np.count_nonzero(writes))
+        self.reads += len(offsets) - written
+        self.disk_writes += written
+
+
+@functools.lru_cache(maxsize=16)
+def _synthetic(boot_json: str, boot_seconds: float | None, startup: int, maximum: int) -> Any:
+    from vmmem.lab.scenario_model import WorkloadSpec
+
+    spec = WorkloadSpec(boot=json.loads(boot_json), boot_seconds=boot_seconds)
+    guest = _Capture(startup, maximum)
+    spec.boot_phase().run(guest)
+    pages = np.concatenate(guest.pages) if guest.pages else np.zeros(0, np.uint32)
+    writes = np.concatenate(guest.writes) if guest.writes else np.zeros(0, bool)
+    npages = max(startup, int(pages.max()) + 1 if pages.size else 1)
+    return pages, writes, npages, paging_curve(pages, writes, npages), guest
+
+
+def _predict_synthetic(v: VMSpec, frames: int, latency: Latency | None) -> BootPrediction:
+    w = v.workload
+    boot_json = json.dumps(w.boot, sort_keys=True)
+    pages, writes, npages, curve, guest = _synthetic(
+        boot_json, w.boot_seconds, v.startup // PAGE, v.effective_maximum // PAGE
+    )
+    return predict_accesses(
+        SYNTHETIC_BOOT, pages, writes, npages, frames, cpu_seconds=guest.cpu,
+        disk_reads=guest.reads, disk_writes=guest.disk_writes,
+        latency=None if latency is None else latency.read,
+        write_latency=None if latency is None else latency.write, curve=curve,
+    )  # fmt: skip
+
+
+def predict_vm(v: VMSpec, assigned: int, latency: Latency | None) -> BootPrediction:
+    """The boot of `v` given `assigned` bytes for all of it: its recorded guest's, or the
+    synthetic boot's (its accesses made by its own code, without memory or time)."""
     w = v.workload
     if w.guest is None:
-        return None
+        return _predict_synthetic(v, assigned // PAGE, latency)
     return _predict(
         w.guest, w.guest_ips, w.guest_scale, v.startup // PAGE, assigned // PAGE, latency
     )

@@ -388,7 +388,8 @@ _DEFS["prediction"] = _obj(
         "disk_writes": _int,
         "boot_seconds": _nnum,
     },
-    "One restarting VM's boot predicted from its recorded guest's trace (exact LRU) with the "
+    "One restarting VM's boot predicted from its accesses (its recorded guest's trace, or the "
+    "synthetic boot's) with exact LRU and the "
     "memory it gets for the whole boot: smart_paging_peak_bytes is the most held only in the "
     "file at once, report_peak_bytes the same as a boot report counts it (with never-written "
     "pages dropped), no_paging_bytes the least memory (2 MB blocks) with no paging, "
@@ -411,8 +412,8 @@ _DEFS["plan"] = {
                     "predicted": {
                         "type": "object",
                         "additionalProperties": {"$ref": "#/$defs/prediction"},
-                        "description": "VM -> its boot predicted from its recorded guest "
-                        "(restart events; none for the synthetic boot).",
+                        "description": "VM -> its boot predicted from its accesses "
+                        "(restart events).",
                     }
                 },
             }
