@@ -409,3 +409,12 @@ def test_plan_takes_the_latency_from_a_probe_file(tmp_path: Path):
     assert r.exit_code == 2 and "not a readable" in r.output
     r = CliRunner().invoke(cli, ["plan", "--latency", str(probe), "--write-latency", "1ms"])
     assert r.exit_code == 2 and "the probe file has the write rate" in r.output
+
+
+def test_large_vms_cost_the_prediction_only_what_their_boot_touches():
+    # A recorded guest in a 64 GB VM: the curve spans only the pages the boot touches.
+    big = VMSpec("big", startup=64 * 2**30, workload=WorkloadSpec(guest="busybox"))
+    p = predict_vm(big, 100 * 2**20, None)
+    assert p is not None and p.no_paging_frames == GuestTrace.load("busybox").pages_touched
+    # The synthetic boot touches all of Startup RAM: above 16 GB it is not predicted.
+    assert predict_vm(VMSpec("big", startup=32 * 2**30), 2**30, None) is None

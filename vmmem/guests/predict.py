@@ -30,6 +30,7 @@ __all__ = [
     "PagingCurve",
     "boot_accesses",
     "boot_seconds",
+    "key_space",
     "paging_curve",
     "parse_latency",
     "predict_accesses",
@@ -134,6 +135,12 @@ def simulate(pages: Any, writes: Any, npages: int, frames: int) -> LruCounts:
     )
 
 
+def key_space(pages: Any) -> int:
+    """The pages a curve needs to span: up to the highest page touched (a VM larger than what
+    its boot touches costs nothing more to predict)."""
+    return int(np.max(pages)) + 1 if np.size(pages) else 1
+
+
 def boot_accesses(trace: GuestTrace, vm_pages: int, mapping: str) -> tuple[Any, Any]:
     """The accesses a VM of `vm_pages` pages replays for `trace`, in order, with their write
     flags: every epoch's pages mapped by `mapping` (map_pages), epoch after epoch, as the
@@ -224,8 +231,8 @@ def predict_boot(
     curve: PagingCurve | None = None,
 ) -> BootPrediction:
     """Predict one boot of `trace` in a VM of `vm_pages` pages given `frames` frames for the
-    whole boot. `curve`: paging_curve of the same accesses, if already made (one per guest
-    and VM size serves every frame limit)."""
+    whole boot. `curve`: paging_curve of the same accesses over key_space, if already made
+    (one per guest and VM size serves every frame limit)."""
     pages, writes = boot_accesses(trace, vm_pages, mapping)
     return predict_accesses(
         trace.name, pages, writes, vm_pages, frames, cpu_seconds=cpu_seconds,
@@ -249,15 +256,16 @@ def predict_accesses(
     curve: PagingCurve | None = None,
 ) -> BootPrediction:
     """predict_boot for any boot given as its accesses in order (`pages` below `vm_pages`,
-    `writes` their flags), named `guest`."""
+    `writes` their flags), named `guest`. `curve`: paging_curve over key_space(pages)."""
+    keys = key_space(pages)
     if curve is None:
-        curve = paging_curve(pages, writes, vm_pages)
+        curve = paging_curve(pages, writes, keys)
     frames = max(1, min(frames, vm_pages))
     if frames >= curve.frames_without_paging:
         ins, outs = curve.at(frames)
         sim = None
     else:
-        sim = simulate(pages, writes, vm_pages, frames)
+        sim = simulate(pages, writes, keys, frames)
         ins, outs = sim.page_ins, sim.page_outs
     boot = (
         None
@@ -272,7 +280,7 @@ def predict_accesses(
         page_outs=outs,
         smart_paging_peak_pages=0 if sim is None else sim.peak_paged_out,
         report_peak_pages=0 if sim is None else sim.peak_zero_fills_not_resident,
-        faults=int(curve.misses[frames]),
+        faults=int(curve.misses[min(frames, curve.pages)]),
         no_paging_frames=curve.frames_without_paging,
         cpu_seconds=cpu_seconds,
         disk_reads=disk_reads,

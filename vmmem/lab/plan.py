@@ -525,13 +525,14 @@ def _without(s: Scenario, names: list[str]) -> Scenario | None:
     return dataclasses.replace(s, vms=vms, events=tuple(events))
 
 
-def plan_scenario(s: Scenario, latency: Latency | None = None) -> Plan:
+def plan_scenario(s: Scenario, latency: Latency | None = None, predict: bool = True) -> Plan:
     """The plan for ``s``: per event what the boots need and get, and the remedies that work;
     for every restarting VM, its boot predicted with the memory it gets (boot times given the
-    disk's `latency`)."""
+    disk's `latency`; `predict` False: none)."""
     plans, idle = _walk(s)
     remedies = _remedies(s, plans) if any(p.paging_total for p in plans) else []
-    plans = [_with_predictions(s, p, latency) for p in plans]
+    if predict:
+        plans = [_with_predictions(s, p, latency) for p in plans]
     return Plan(
         scenario=s,
         events=tuple(plans),
@@ -544,7 +545,8 @@ def plan_scenario(s: Scenario, latency: Latency | None = None) -> Plan:
 def _with_predictions(s: Scenario, e: EventPlan, latency: Latency | None) -> EventPlan:
     if not e.assigned or e.action not in ("restart-vms", "restart", "reboot-host"):
         return e
-    return replace(e, predicted={n: predict_vm(s.vm(n), g, latency) for n, g in e.assigned.items()})
+    predicted = {n: predict_vm(s.vm(n), got, latency) for n, got in e.assigned.items()}
+    return replace(e, predicted={n: b for n, b in predicted.items() if b is not None})
 
 
 def scale_warnings(original: Scenario, scaled: Scenario) -> list[str]:
@@ -553,7 +555,7 @@ def scale_warnings(original: Scenario, scaled: Scenario) -> list[str]:
     whether Smart Paging is needed."""
     if scaled.scale == original.scale:
         return []
-    full, small = plan_scenario(original), plan_scenario(scaled)
+    full, small = plan_scenario(original, predict=False), plan_scenario(scaled, predict=False)
     out = []
     new_failures = [v for v in small.start_failures if v not in full.start_failures]
     if new_failures:

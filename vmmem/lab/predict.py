@@ -22,6 +22,7 @@ from vmmem.guests.predict import (
     BootPrediction,
     PagingCurve,
     boot_accesses,
+    key_space,
     paging_curve,
     predict_accesses,
 )
@@ -112,7 +113,7 @@ def boot_cpu_seconds(v: VMSpec) -> float | None:
 def _curve(guest: str, guest_ips: float | None, scale: float, vm_pages: int) -> PagingCurve:
     boot = _recorded(guest, guest_ips, scale)
     pages, writes = boot_accesses(boot.trace, vm_pages, boot.page_mapping)
-    return paging_curve(pages, writes, vm_pages)
+    return paging_curve(pages, writes, key_space(pages))
 
 
 class _Capture:
@@ -170,27 +171,34 @@ def _synthetic(boot_json: str, boot_seconds: float | None, startup: int, maximum
     spec.boot_phase().run(guest)
     pages = np.concatenate(guest.pages) if guest.pages else np.zeros(0, np.uint32)
     writes = np.concatenate(guest.writes) if guest.writes else np.zeros(0, bool)
-    npages = max(startup, int(pages.max()) + 1 if pages.size else 1)
-    return pages, writes, npages, paging_curve(pages, writes, npages), guest
+    return pages, writes, paging_curve(pages, writes, key_space(pages)), guest
 
 
-def _predict_synthetic(v: VMSpec, frames: int, latency: Latency | None) -> BootPrediction:
+# The synthetic boot touches every page of Startup RAM: beyond this (16 GB) making its
+# accesses would take seconds and gigabytes, so larger VMs get no prediction.
+SYNTHETIC_LIMIT_PAGES = 4 * 2**20
+
+
+def _predict_synthetic(v: VMSpec, frames: int, latency: Latency | None) -> BootPrediction | None:
     w = v.workload
+    if v.startup // PAGE > SYNTHETIC_LIMIT_PAGES:
+        return None
     boot_json = json.dumps(w.boot, sort_keys=True)
-    pages, writes, npages, curve, guest = _synthetic(
+    pages, writes, curve, guest = _synthetic(
         boot_json, w.boot_seconds, v.startup // PAGE, v.effective_maximum // PAGE
     )
     return predict_accesses(
-        SYNTHETIC_BOOT, pages, writes, npages, frames, cpu_seconds=guest.cpu,
+        SYNTHETIC_BOOT, pages, writes, v.startup // PAGE, frames, cpu_seconds=guest.cpu,
         disk_reads=guest.reads, disk_writes=guest.disk_writes,
         latency=None if latency is None else latency.read,
         write_latency=None if latency is None else latency.write, curve=curve,
     )  # fmt: skip
 
 
-def predict_vm(v: VMSpec, assigned: int, latency: Latency | None) -> BootPrediction:
+def predict_vm(v: VMSpec, assigned: int, latency: Latency | None) -> BootPrediction | None:
     """The boot of `v` given `assigned` bytes for all of it: its recorded guest's, or the
-    synthetic boot's (its accesses made by its own code, without memory or time)."""
+    synthetic boot's (its accesses made by its own code, without memory or time; None for a
+    VM above SYNTHETIC_LIMIT_PAGES)."""
     w = v.workload
     if w.guest is None:
         return _predict_synthetic(v, assigned // PAGE, latency)
