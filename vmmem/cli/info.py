@@ -121,10 +121,10 @@ def plan_cmd(
 
     Walks the scenario's events with the Dynamic Memory rules and tries the
     article's remedies: less oversubscription (by how much), Minimum RAM =
-    Startup RAM (for which VMs), moving a VM off the host (which one). For a
-    VM that boots a recorded guest, each restart's paging is predicted from
-    the guest's trace (exact LRU) and the memory the VM gets, with the RAM at
-    which it stops paging, and its boot time given --latency.
+    Startup RAM (for which VMs), moving a VM off the host (which one). Each
+    restarting VM's paging is predicted from its boot's accesses (the
+    synthetic boot's, or --guest's trace; exact LRU) and the memory it gets,
+    with the RAM at which it stops paging, and its boot time given --latency.
 
     \b
     Examples:

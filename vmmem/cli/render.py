@@ -144,7 +144,7 @@ def _us(seconds: float) -> str:
 
 
 def _predictions(console: Console, p: Plan) -> None:
-    """Each restart of a recorded guest, predicted from its trace (no rows: none)."""
+    """Each restarting VM's boot, predicted from its accesses (no rows: none)."""
     d = p.to_dict()
     rows = [(e, n, b) for e in d["events"] for n, b in e["predicted"].items()]
     if not rows:
