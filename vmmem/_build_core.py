@@ -36,12 +36,12 @@ def compile_args() -> tuple[list[str], list[str]]:
 
 
 ffibuilder = FFI()
-ffibuilder.cdef(read_cdef())
+ffibuilder.cdef(read_cdef() + read_cdef(CSRC / "stackdist.h"))
 _cflags, _ldflags = compile_args()
 ffibuilder.set_source(
     "vmmem._vmmem_cffi",
-    '#include "vmmem.h"',
-    sources=[os.path.relpath(CSRC / "vmmem.c")],
+    '#include "vmmem.h"\n#include "stackdist.h"',
+    sources=[os.path.relpath(CSRC / "vmmem.c"), os.path.relpath(CSRC / "stackdist.c")],
     include_dirs=[os.path.relpath(CSRC)],
     extra_compile_args=_cflags,
     extra_link_args=_ldflags,

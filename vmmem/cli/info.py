@@ -21,6 +21,7 @@ from vmmem.cli.common import (
     scenario_argument,
 )
 from vmmem.cli.importing import ScenarioCommand
+from vmmem.errors import GuestTraceError
 
 if TYPE_CHECKING:
     pass
@@ -86,24 +87,88 @@ def scenario_cmd(scenarios: tuple[str, ...], scale: float, as_toml: bool, as_jso
 @cli.command("plan")
 @scenario_argument
 @scale_option
+@click.option(
+    "--guest",
+    metavar="NAME|FILE",
+    help="Every VM boots this recorded guest (vmmem guests, or a trace file): each restart's "
+    "page-ins, page-outs and Smart Paging peak are predicted from its trace.",
+)
+@click.option(
+    "--guest-ips", type=click.FloatRange(min=1e6), metavar="N", help="With --guest: its "
+    "guest instructions per second (default 2e9).",
+)  # fmt: skip
+@click.option(
+    "--latency",
+    metavar="TIME",
+    help="The Smart Paging disk's 4 KiB read latency, for predicted boot times: e.g. 150us, "
+    "8ms, the 4K read QD1 rate `vmmem disks --probe` prints (e.g. 15000iops), or the file "
+    "`vmmem disks --probe FOLDER --json` wrote (its read and write rates).",
+)
+@click.option(
+    "--write-latency", metavar="TIME", help="Its 4 KiB write latency (default: --latency)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead.")
-def plan_cmd(scenario: str | None, scale: float, as_json: bool) -> None:
+def plan_cmd(
+    scenario: str | None,
+    scale: float,
+    guest: str | None,
+    guest_ips: float | None,
+    latency: str | None,
+    write_latency: str | None,
+    as_json: bool,
+) -> None:
     """Will a restart need Smart Paging, how much per VM, and what would avoid it (no I/O).
 
     Walks the scenario's events with the Dynamic Memory rules and tries the
     article's remedies: less oversubscription (by how much), Minimum RAM =
-    Startup RAM (for which VMs), moving a VM off the host (which one).
+    Startup RAM (for which VMs), moving a VM off the host (which one). Each
+    restarting VM's paging is predicted from its boot's accesses (the
+    synthetic boot's, or --guest's trace; exact LRU) and the memory it gets,
+    with the RAM at which it stops paging, and its boot time given --latency.
 
     \b
     Examples:
       vmmem plan                          the article: 648 MB of Smart Paging
       vmmem plan examples/static-and-dynamic.toml
+      vmmem plan examples/tight-host.toml --guest debian-12 --latency 150us
       vmmem plan --json | jq .remedies
     """
+    from vmmem.errors import SettingsError
     from vmmem.lab.plan import plan_scenario
+    from vmmem.lab.predict import Latency
 
     s = load_for_cli(scenario, scale)
-    p = plan_scenario(s)
+    if guest_ips is not None and guest is None:
+        raise CliFailure("--guest-ips goes with --guest", EXIT_USAGE)
+    if write_latency is not None and latency is None:
+        raise CliFailure("--write-latency goes with --latency", EXIT_USAGE)
+    lat = None
+    try:
+        if latency is not None and latency.endswith(".json"):
+            if write_latency is not None:
+                raise CliFailure("--write-latency: the probe file has the write rate", EXIT_USAGE)
+            from vmmem.lab.predict import latency_from_probe
+
+            lat = latency_from_probe(latency)
+        elif latency is not None:
+            from vmmem.guests.predict import parse_latency
+
+            read = parse_latency(latency, "--latency")
+            write = (
+                read if write_latency is None else parse_latency(write_latency, "--write-latency")
+            )
+            lat = Latency(read, write)
+        if guest is not None:
+            from vmmem.guests import SYNTHETIC_BOOT, load_guest
+
+            if guest != SYNTHETIC_BOOT:
+                load_guest(guest)
+            s = s.with_guest(None if guest == SYNTHETIC_BOOT else guest, guest_ips)
+    except (SettingsError, GuestTraceError) as e:
+        raise CliFailure(
+            f"{'--guest: ' if isinstance(e, GuestTraceError) else ''}{e}", EXIT_USAGE
+        ) from None
+    p = plan_scenario(s, lat)
     if as_json:
         click.echo(json.dumps(p.to_dict(), indent=2))
         return

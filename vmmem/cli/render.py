@@ -117,6 +117,7 @@ def plan(console: Console, p: Plan) -> None:
             per_vm,
         )
     console.print(t)
+    _predictions(console, p)
     idle = ", ".join(f"{n} {mb(b)}" for n, b in p.idle_assigned.items())
     console.print(
         f"idle, the VMs settle at: {idle} "
@@ -135,6 +136,49 @@ def plan(console: Console, p: Plan) -> None:
         for r in p.remedies:
             mark = "[green]works[/green]" if r.works else "[red]not enough[/red]"
             console.print(f"  - {r.summary}: {mark}" + (f"; {r.caveat}" if r.caveat else ""))
+
+
+def _us(seconds: float) -> str:
+    us = seconds * 1e6
+    return f"{us:,.0f} us" if us >= 10 else f"{us:.2g} us"
+
+
+def _predictions(console: Console, p: Plan) -> None:
+    """Each restarting VM's boot, predicted from its accesses (no rows: none)."""
+    d = p.to_dict()
+    rows = [(e, n, b) for e in d["events"] for n, b in e["predicted"].items()]
+    if not rows:
+        return
+    lat = d["latency"]
+    t = Table(
+        title="predicted boots (each boot's accesses replayed into the memory it gets; LRU)",
+        title_justify="left",
+    )
+    cols = ("#", "VM", "guest", "gets", "page-ins", "page-outs", "Smart Paging peak")
+    for col in cols + ("no paging from", "boot"):
+        t.add_column(col, justify="left" if col in ("VM", "guest") else "right")
+    for e, n, b in rows:
+        t.add_row(
+            str(e["index"]), n, b["guest"], mb(b["assigned_bytes"]), f"{b['page_ins']:,}",
+            f"{b['page_outs']:,}", mb(b["smart_paging_peak_bytes"]), mb(b["no_paging_bytes"]),
+            seconds(b["boot_seconds"]) if b["boot_seconds"] is not None else "-",
+        )  # fmt: skip
+    console.print(t)
+    for e in d["events"]:
+        if e["predicted"]:
+            held = sum(b["smart_paging_peak_bytes"] for b in e["predicted"].values())
+            console.print(
+                f"event {e['index']}: the guests hold at most {mb(held)} in their Smart Paging "
+                f"files, of the {mb(e['smart_paging_total_bytes'])} of Startup RAM the host "
+                "cannot give (a guest pages only what it touches beyond its memory)"
+            )
+    if lat is None:
+        console.print("boot times need the disk's latency: --latency (vmmem disks --probe)")
+    else:
+        console.print(
+            f"boot = guest CPU + (page-ins + disk reads) x {_us(lat['read'])} + "
+            f"(page-outs + disk writes) x {_us(lat['write'])}"
+        )
 
 
 def guests(console: Console, profiles: list[GuestProfile]) -> None:
@@ -532,6 +576,7 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
                 f"Smart Paging for the storm: planned {mb(predicted)} (at the instant "
                 f"of the restart), measured peak {mb(measured)} (sum over VMs)"
             )
+        _predicted_vs_measured(console, result, plan)
     note = result.emulator_note()
     if note:
         console.print(note)
@@ -555,6 +600,23 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
         "interrupted": "bold yellow",
     }[result.outcome]
     console.print(f"[{style}]{result.verdict()}[/{style}]")
+
+
+def _predicted_vs_measured(console: Console, result: RunResult, plan: dict[str, Any]) -> None:
+    """The storm's paging as `vmmem plan` predicted it, beside what the run measured."""
+    ev = result.storm_event()
+    got = next((e.get("predicted") for e in plan["events"] if e["index"] == ev), None)
+    if not got:
+        return
+    p = {k: sum(b[k] for b in got.values()) for k in ("page_ins", "page_outs", "report_peak_bytes")}
+    m = result.storm_summary()
+    policy = result.settings.get("policy", "lru")
+    how = "LRU" if policy == "lru" else f"for LRU; this run used {policy}"
+    console.print(
+        f"predicted from the boot's accesses ({how}, memory fixed for the boot): page-ins/outs "
+        f"{p['page_ins']:,}/{p['page_outs']:,}, peak {mb(p['report_peak_bytes'])}; measured "
+        f"{m['page_ins']:,}/{m['page_outs']:,}, peak {mb(m['smart_paging_peak_bytes'])}"
+    )
 
 
 # Columns of the compare table: (header, right-aligned, in the default view).

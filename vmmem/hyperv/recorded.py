@@ -116,6 +116,11 @@ class RecordedBoot(Workload):
         want = max(16 * MB, -(-int(4 * moved) // MB) * MB)
         return min(want, -(-t.disk_size // MB) * MB) if t.disk_size else want
 
+    @property
+    def page_mapping(self) -> str:
+        """The mapping run() uses: a scaled boot shrinks its layout proportionally."""
+        return "scale" if self.scale > 1 else self.mapping
+
     def _plan(self, vm_pages: int) -> _Plan:
         """The replay for a VM of `vm_pages` Startup pages, worked out once (numpy, no per-epoch
         Python at run time) and kept: the mapped pages, and the segments between the points
@@ -153,7 +158,7 @@ def _make_plan(boot: RecordedBoot, n: int) -> _Plan:
     charged once at least _SLEEP_BATCH of it is owed. Consecutive epochs with nothing in
     between are one segment, so the guest thread crosses into Python once per segment."""
     t = boot.trace
-    mapping = "scale" if boot.scale > 1 else boot.mapping
+    mapping = boot.page_mapping
     pages = np.ascontiguousarray(map_pages(t.pages_array, t.memory_pages, n, mapping), np.uint32)
     writes = np.ascontiguousarray(t.written, dtype=bool).view(np.uint8)
     offsets = t.epoch_offsets.tolist()

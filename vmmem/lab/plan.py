@@ -24,6 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from vmmem.guests.predict import BootPrediction
 from vmmem.hyperv.balancer import Claim, allocate, claim_for
 from vmmem.hyperv.rules import (
     RebootVM,
@@ -35,6 +36,7 @@ from vmmem.hyperv.rules import (
     start_need,
 )
 from vmmem.hyperv.settings import DEFAULT_PAGE_SIZE
+from vmmem.lab.predict import Latency, boot_cpu_seconds, predict_vm, prediction_dict
 from vmmem.lab.scenario_model import ALIGN, Scenario, VMSpec, round_up
 from vmmem.sizes import format_mb as mb
 
@@ -58,6 +60,8 @@ class EventPlan:
     # reboot-host with failures: the smallest stagger (seconds between automatic starts, in
     # the order Hyper-V starts them) with which every VM starts; None: none found, or no need
     suggested_delay: float | None = None
+    # VM -> its boot predicted from its accesses with the memory it gets (lab.predict)
+    predicted: dict[str, BootPrediction] = field(default_factory=dict)
 
     @property
     def paging_total(self) -> int:
@@ -82,6 +86,7 @@ class Plan:
     events: tuple[EventPlan, ...]
     remedies: tuple[Remedy, ...]
     idle_assigned: dict[str, int]  # where each VM settles once idle
+    latency: Latency | None = None  # the disk latency the predicted boot times use
 
     @property
     def needs_smart_paging(self) -> bool:
@@ -134,6 +139,7 @@ class Plan:
             "idle_assigned_bytes": dict(self.idle_assigned),
             "start_failures": list(self.start_failures),
             "peak_paging_bytes": self.peak_paging(),
+            "latency": None if self.latency is None else self.latency.to_dict(),
             "events": [
                 {
                     "index": e.index,
@@ -147,6 +153,7 @@ class Plan:
                     "start_failures": list(e.start_failures),
                     "outcomes": dict(e.outcomes),
                     "suggested_delay": e.suggested_delay,
+                    "predicted": {n: prediction_dict(b) for n, b in e.predicted.items()},
                 }
                 for e in self.events
             ],
@@ -335,8 +342,10 @@ def _paging(v: VMSpec, assigned: int) -> int:
 
 def _boot_seconds(v: VMSpec) -> float:
     """How long `v` takes to boot with enough memory: its workload's boot time."""
-    synthetic = replace(v.workload, guest=None)  # the synthetic boot for every VM, for now
-    seconds = boot_seconds([synthetic.boot_phase()], v.startup // PAGE)
+    recorded = boot_cpu_seconds(v)  # a recorded guest's own boot, whatever boot_seconds says
+    if recorded is not None:
+        return recorded
+    seconds = boot_seconds([v.workload.boot_phase()], v.startup // PAGE)
     return 0.0 if seconds is None else seconds
 
 
@@ -536,11 +545,28 @@ def _without(s: Scenario, names: list[str]) -> Scenario | None:
     return dataclasses.replace(s, vms=vms, events=tuple(events))
 
 
-def plan_scenario(s: Scenario) -> Plan:
-    """The plan for ``s``: per event what the boots need and get, and the remedies that work."""
+def plan_scenario(s: Scenario, latency: Latency | None = None, predict: bool = True) -> Plan:
+    """The plan for ``s``: per event what the boots need and get, and the remedies that work;
+    for every restarting VM, its boot predicted with the memory it gets (boot times given the
+    disk's `latency`; `predict` False: none)."""
     plans, idle = _walk(s)
     remedies = _remedies(s, plans) if any(p.paging_total for p in plans) else []
-    return Plan(scenario=s, events=tuple(plans), remedies=tuple(remedies), idle_assigned=idle)
+    if predict:
+        plans = [_with_predictions(s, p, latency) for p in plans]
+    return Plan(
+        scenario=s,
+        events=tuple(plans),
+        remedies=tuple(remedies),
+        idle_assigned=idle,
+        latency=latency,
+    )
+
+
+def _with_predictions(s: Scenario, e: EventPlan, latency: Latency | None) -> EventPlan:
+    if not e.assigned or e.action not in ("restart-vms", "restart", "reboot-host"):
+        return e
+    predicted = {n: predict_vm(s.vm(n), got, latency) for n, got in e.assigned.items()}
+    return replace(e, predicted={n: b for n, b in predicted.items() if b is not None})
 
 
 def scale_warnings(original: Scenario, scaled: Scenario) -> list[str]:
@@ -549,7 +575,7 @@ def scale_warnings(original: Scenario, scaled: Scenario) -> list[str]:
     whether Smart Paging is needed."""
     if scaled.scale == original.scale:
         return []
-    full, small = plan_scenario(original), plan_scenario(scaled)
+    full, small = plan_scenario(original, predict=False), plan_scenario(scaled, predict=False)
     out = []
     new_failures = [v for v in small.start_failures if v not in full.start_failures]
     if new_failures:

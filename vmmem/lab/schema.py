@@ -1,8 +1,9 @@
 """A small JSON Schema checker for vmmem's own result files (no dependency on jsonschema).
 
 It understands the subset docs/json-schema.json uses: type (with lists and null), properties,
-required, additionalProperties: false, items, enum, const, oneOf, local $ref, minimum and
-maximum. ``validate`` returns a list of problems, each with the JSON path where it is.
+required, additionalProperties (false, or a schema for a map's values), items, enum, const,
+oneOf, local $ref, minimum and maximum. ``validate`` returns a list of problems, each with
+the JSON path where it is.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def validate(
                 errors.extend(validate(value, props[key], root, f"{path}.{key}"))
             elif schema.get("additionalProperties") is False:
                 errors.append(f"{path}: unexpected {key!r}")
+            elif isinstance(schema.get("additionalProperties"), dict):  # a map's values
+                errors.extend(
+                    validate(value, schema["additionalProperties"], root, f"{path}.{key}")
+                )
     if isinstance(instance, list) and "items" in schema:
         for i, item in enumerate(instance):
             errors.extend(validate(item, schema["items"], root, f"{path}[{i}]"))
@@ -392,6 +397,52 @@ _VERSION = {
     "enum": list(READABLE_VERSIONS),
     "description": "3 is written now; 1 and 2 (without the later fields) are still read.",
 }
+_DEFS["prediction"] = _obj(
+    {
+        "guest": _str,
+        "assigned_bytes": _int,
+        "page_ins": _int,
+        "page_outs": _int,
+        "smart_paging_peak_bytes": _int,
+        "report_peak_bytes": _int,
+        "no_paging_bytes": _int,
+        "cpu_seconds": _num,
+        "disk_reads": _int,
+        "disk_writes": _int,
+        "boot_seconds": _nnum,
+    },
+    "One restarting VM's boot predicted from its accesses (its recorded guest's trace, or the "
+    "synthetic boot's) with exact LRU and the "
+    "memory it gets for the whole boot: smart_paging_peak_bytes is the most held only in the "
+    "file at once, report_peak_bytes the same as a boot report counts it (with never-written "
+    "pages dropped), no_paging_bytes the least memory (2 MB blocks) with no paging, "
+    "boot_seconds null without a latency.",
+)
+# Only what `vmmem plan --json` added in version 2 of its output is described: the rest of
+# the plan is free-form, and a result file written before it has neither field.
+_DEFS["plan"] = {
+    "type": "object",
+    "description": "`vmmem plan --json`.",
+    "properties": {
+        "latency": {
+            "oneOf": [{"type": "null"}, _obj({"read": _num, "write": _num})],
+            "description": "The disk latency (seconds per 4 KiB request) of the boot times.",
+        },
+        "events": _arr(
+            {
+                "type": "object",
+                "properties": {
+                    "predicted": {
+                        "type": "object",
+                        "additionalProperties": {"$ref": "#/$defs/prediction"},
+                        "description": "VM -> its boot predicted from its accesses "
+                        "(restart events).",
+                    }
+                },
+            }
+        ),
+    },
+}
 _DEFS["run"] = _obj(
     {
         "kind": {"const": "vmmem-run"},
@@ -413,7 +464,7 @@ _DEFS["run"] = _obj(
         ),
         "scenario": {"$ref": "#/$defs/scenario"},
         "plan": {
-            "type": ["object", "null"],
+            "oneOf": [{"type": "null"}, {"$ref": "#/$defs/plan"}],
             "description": "What `vmmem plan` predicted for the same scenario.",
         },
         "summary": {"$ref": "#/$defs/summary"},
