@@ -2,7 +2,7 @@
 """Build the guest images that vmmem's shipped guest traces were recorded from.
 
 Everything comes from Debian's packages through this machine's own apt configuration
-(``apt-get download`` and ``mmdebstrap``); no host name appears here. Two guests:
+(``apt-get download`` and ``mmdebstrap``); no host name appears here. The guests:
 
 ``busybox``
     Debian's cloud kernel (``linux-image-cloud-amd64``, its ``boot/vmlinuz-*``) and an
@@ -21,10 +21,25 @@ Everything comes from Debian's packages through this machine's own apt configura
     machine off at once when multi-user.target is reached, which ends the recording.
     ``SOURCE_DATE_EPOCH`` is fixed so mmdebstrap's output is as reproducible as Debian allows.
 
+``debian-12-init-on-free``
+    The same images as ``debian-12``; only the kernel command line adds ``init_on_free=1``,
+    so the kernel zeroes every page it frees, including all free memory when it hands it to
+    the page allocator during boot: nearly every page of the VM's RAM is written.
+
+``debian-12-tomcat``
+    ``debian-12`` plus Debian's ``tomcat10`` (OpenJDK 17), in a 1 GB VM. A drop-in gives the
+    JVM a fixed 512 MB heap touched at start (``CATALINA_OPTS=-Xms512m -Xmx512m
+    -XX:+AlwaysPreTouch -XX:+UseG1GC``, as Elasticsearch configures its JVM: heap fixed, half
+    of RAM, pre-touched, G1). The power-off
+    unit here waits (``After=tomcat10.service``) until Tomcat answers an HTTP request on
+    port 8080, i.e. the server is ready, then powers off.
+
 Usage (as root, for mmdebstrap and apt-get)::
 
     python tools/build_guest_images.py busybox   [--out DIR]
     python tools/build_guest_images.py debian-12 [--out DIR]
+    python tools/build_guest_images.py debian-12-init-on-free [--out DIR]
+    python tools/build_guest_images.py debian-12-tomcat [--out DIR]
 
 The default ``--out`` is ``build/guests`` in the work tree. Each guest gets a folder with
 ``vmlinuz``, ``initrd.img``, ``disk.img`` and ``guest.json`` (what
@@ -80,6 +95,38 @@ ExecStart=/usr/bin/systemctl poweroff --force --force
 [Install]
 WantedBy=multi-user.target
 """
+
+# The server guest's target is "Tomcat serves requests", not multi-user.target: Tomcat's unit
+# is Type=simple (started = forked), so readiness is asked of the server itself. Tomcat binds
+# its port early (bindOnInit) but answers only once its connector has started, after every
+# web application is deployed: the first HTTP answer (any status) is the end of its startup.
+TOMCAT_POWEROFF_UNIT = """[Unit]
+Description=vmmem: power off once Tomcat answers HTTP (ends the recording)
+After=multi-user.target tomcat10.service
+Wants=tomcat10.service
+DefaultDependencies=no
+
+[Service]
+Type=oneshot
+TimeoutStartSec=infinity
+ExecStartPre=/bin/sh -c 'until curl -s -o /dev/null --max-time 30 http://127.0.0.1:8080/; \
+do sleep 0.5; done'
+ExecStartPre=/bin/sh -c 'echo "vmmem-guest: boot reached its target" > /dev/ttyS0'
+ExecStart=/usr/bin/systemctl poweroff --force --force
+
+[Install]
+WantedBy=multi-user.target
+"""
+TOMCAT_HEAP = "512m"
+# CATALINA_OPTS, not JAVA_OPTS: Debian's tomcat-start.sh sets JAVA_OPTS from
+# /etc/default/tomcat10, over the unit's environment; CATALINA_OPTS is Tomcat's variable for
+# options of the server JVM only, and nothing in Debian's scripts sets it. G1 as Elasticsearch
+# sets it (the JVM would pick Serial GC on one vCPU).
+TOMCAT_DROPIN = f"""[Service]
+Environment="CATALINA_OPTS=-Xms{TOMCAT_HEAP} -Xmx{TOMCAT_HEAP} -XX:+AlwaysPreTouch -XX:+UseG1GC"
+"""
+DEBIAN_PACKAGES = ["systemd-sysv", "udev", "kmod", "linux-image-cloud-amd64", "initramfs-tools"]
+DEBIAN_APPEND = "root=/dev/vda ro console=ttyS0 panic=-1 quiet"
 
 
 def run(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -194,14 +241,25 @@ def build_busybox(out: Path) -> None:
     print(f"busybox guest in {out}")
 
 
-def build_debian(out: Path) -> None:
+def build_debian(
+    out: Path,
+    *,
+    name: str = "debian-12",
+    kind: str = "debian 12 systemd multi-user.target",
+    memory_mb: int = 512,
+    append: str = DEBIAN_APPEND,
+    extra_packages: tuple[str, ...] = (),
+    poweroff_unit: str = POWEROFF_UNIT,
+    dropins: dict[str, str] | None = None,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         rootfs = Path(tmp) / "rootfs"
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(SOURCE_DATE_EPOCH))
         unit = "/etc/systemd/system/vmmem-poweroff.service"
         unit_file = Path(tmp) / "vmmem-poweroff.service"
-        unit_file.write_text(POWEROFF_UNIT)
+        unit_file.write_text(poweroff_unit)
+        packages = [*DEBIAN_PACKAGES, *extra_packages]
         hooks = [
             f"--customize-hook=upload {unit_file} {unit}",
             '--customize-hook=mkdir -p "$1/etc/systemd/system/multi-user.target.wants"',
@@ -210,10 +268,18 @@ def build_debian(out: Path) -> None:
             '--customize-hook=echo vmmem-guest > "$1/etc/hostname"',
             '--customize-hook=chroot "$1" passwd -d root',
         ]
+        for i, (service, text) in enumerate(sorted((dropins or {}).items())):
+            dropin = Path(tmp) / f"dropin{i}.conf"
+            dropin.write_text(text)
+            folder = f"/etc/systemd/system/{service}.d"
+            hooks += [
+                f'--customize-hook=mkdir -p "$1{folder}"',
+                f"--customize-hook=upload {dropin} {folder}/vmmem.conf",
+            ]
         run(
             "mmdebstrap",
             "--variant=minbase",
-            "--include=systemd-sysv,udev,kmod,linux-image-cloud-amd64,initramfs-tools",
+            "--include=" + ",".join(packages),
             *hooks,
             "bookworm",
             str(rootfs),
@@ -247,10 +313,10 @@ def build_debian(out: Path) -> None:
             env=env,
         )
         meta = {
-            "name": "debian-12",
-            "kind": "debian 12 systemd multi-user.target",
-            "memory_mb": 512,
-            "append": "root=/dev/vda ro console=ttyS0 panic=-1 quiet",
+            "name": name,
+            "kind": kind,
+            "memory_mb": memory_mb,
+            "append": append,
             "packages": [
                 "mmdebstrap minbase bookworm",
                 "systemd-sysv",
@@ -262,17 +328,49 @@ def build_debian(out: Path) -> None:
             "debs": installed_versions(rootfs),
             "kernel_release": vmlinuz.name.removeprefix("vmlinuz-"),
         }
+        meta["packages"] += extra_packages
+        if dropins:
+            meta["systemd_dropins"] = dict(sorted(dropins.items()))
         (out / "guest.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"debian-12 guest in {out}")
+    print(f"{name} guest in {out}")
+
+
+def build_debian_init_on_free(out: Path) -> None:
+    build_debian(
+        out,
+        name="debian-12-init-on-free",
+        kind="debian 12 multi-user.target, init_on_free=1 (kernel zeroes all free memory)",
+        append=DEBIAN_APPEND + " init_on_free=1",
+    )
+
+
+def build_debian_tomcat(out: Path) -> None:
+    build_debian(
+        out,
+        name="debian-12-tomcat",
+        kind=f"debian 12 + tomcat10 (OpenJDK 17, {TOMCAT_HEAP} heap pre-touched) until it serves",
+        memory_mb=1024,
+        extra_packages=("tomcat10", "curl"),
+        poweroff_unit=TOMCAT_POWEROFF_UNIT,
+        dropins={"tomcat10.service": TOMCAT_DROPIN},
+    )
+
+
+BUILDERS = {
+    "busybox": build_busybox,
+    "debian-12": build_debian,
+    "debian-12-init-on-free": build_debian_init_on_free,
+    "debian-12-tomcat": build_debian_tomcat,
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("guest", choices=["busybox", "debian-12"])
+    ap.add_argument("guest", choices=sorted(BUILDERS))
     ap.add_argument("--out", type=Path, default=None, help="folder (default build/guests/GUEST)")
     a = ap.parse_args()
     out = a.out or Path(__file__).resolve().parent.parent / "build" / "guests" / a.guest
-    {"busybox": build_busybox, "debian-12": build_debian}[a.guest](out)
+    BUILDERS[a.guest](out)
 
 
 if __name__ == "__main__":
