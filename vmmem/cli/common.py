@@ -10,12 +10,15 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
 from vmmem.lab.scenario import Scenario, ScenarioError, load_scenario
+
+if TYPE_CHECKING:
+    from vmmem.lab.plan import Plan
 
 __all__ = [
     "EXIT_FAILED",
@@ -81,18 +84,33 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def load_for_cli(scenario_path: str | None, scale: float, *, warn: bool = True) -> Scenario:
-    """The scenario, scaled; scale distortions are warned about on stderr."""
+def load_scenarios(scenario_path: str | None, scale: float) -> tuple[Scenario, Scenario]:
+    """The scenario at full size and scaled by `scale` (the same object when not scaled)."""
     try:
         full = load_scenario(scenario_path)
-        s = full.scaled(scale) if scale != 1 else full
+        return full, (full.scaled(scale) if scale != 1 else full)
     except ScenarioError as e:
         raise CliFailure(str(e), EXIT_USAGE) from None
-    if warn and scale != 1:
-        from vmmem.lab.plan import scale_warnings
 
-        for w in scale_warnings(full, s):
+
+def plan_for_cli(full: Scenario, s: Scenario) -> Plan:
+    """The plan of `s`, planned once, for the command to pass along; when `s` is `full`
+    scaled, `full` is planned once too, and where the scale changed the story is warned about
+    on stderr."""
+    from vmmem.lab.plan import plan_scenario, scale_warnings
+
+    p = plan_scenario(s)
+    if s is not full and s.scale != full.scale:
+        for w in scale_warnings(plan_scenario(full), p):
             err_console().print(f"[bold yellow]warning:[/bold yellow] {w}")
+    return p
+
+
+def load_for_cli(scenario_path: str | None, scale: float, *, warn: bool = True) -> Scenario:
+    """The scenario, scaled; scale distortions are warned about on stderr."""
+    full, s = load_scenarios(scenario_path, scale)
+    if warn and s is not full:
+        plan_for_cli(full, s)
     return s
 
 

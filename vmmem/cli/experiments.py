@@ -20,8 +20,9 @@ from vmmem.cli.common import (
     check_outputs,
     cli,
     err_console,
-    load_for_cli,
+    load_scenarios,
     out_console,
+    plan_for_cli,
     scale_option,
     scenario_argument,
     write_json,
@@ -31,6 +32,7 @@ from vmmem.lab.progress import ProgressSink, VMProgress
 from vmmem.lab.scenario import Scenario
 
 if TYPE_CHECKING:
+    from vmmem.lab.plan import Plan
     from vmmem.lab.results import CompareResult, RunResult
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +121,7 @@ def _check_paging_dir(paging_dir: str | None) -> None:
 
 
 def _execute(
-    s: Scenario, paging_dir: str | None, backend: str, quiet: bool, label: str = ""
+    s: Scenario, plan: Plan, paging_dir: str | None, backend: str, quiet: bool, label: str = ""
 ) -> RunResult:
     """Run one scenario with live progress; LocationRefused becomes exit code 3."""
     from vmmem.lab.locations import LocationRefused
@@ -133,7 +135,7 @@ def _execute(
         with warnings.catch_warnings():
             # Shown once already, as the run's own warning, by the location checks.
             warnings.simplefilter("ignore", SharedFolderWarning)
-            return run_scenario(s, paging_dir=paging_dir, progress=sink, backend=backend)
+            return run_scenario(s, paging_dir=paging_dir, progress=sink, backend=backend, plan=plan)
     except LocationRefused as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
     finally:
@@ -181,7 +183,6 @@ def apply_guest_options(
                 "per page (or the scenario's boot_seconds)",
                 EXIT_USAGE,
             )
-        s = s.with_guest(None)
     elif guest is not None:
         from vmmem.errors import GuestTraceError
         from vmmem.guests import load_guest
@@ -190,11 +191,42 @@ def apply_guest_options(
             load_guest(guest)
         except GuestTraceError as e:
             raise CliFailure(f"--guest: {e}", EXIT_USAGE) from None
-        s = s.with_guest(guest, guest_ips)
     if vhd_dir is not None:
         _check_folder(vhd_dir, "--vhd-dir: folder")
+    return _guest_applied(s, guest, guest_ips, vhd_dir)
+
+
+def _guest_applied(
+    s: Scenario, guest: str | None, guest_ips: float | None, vhd_dir: str | None
+) -> Scenario:
+    """The options applied to `s`, once apply_guest_options has checked them."""
+    from vmmem.guests import SYNTHETIC_BOOT
+
+    if guest == SYNTHETIC_BOOT:
+        s = s.with_guest(None)
+    elif guest is not None:
+        s = s.with_guest(guest, guest_ips)
+    if vhd_dir is not None:
         s = s.with_vhd_dir(os.path.abspath(vhd_dir))
     return s
+
+
+def _load_and_plan(
+    scenario: str | None,
+    scale: float,
+    guest: str | None,
+    guest_ips: float | None,
+    vhd_dir: str | None,
+) -> tuple[Scenario, Plan]:
+    """The scenario as the command runs it, and its plan, planned once (and the full-size
+    scenario once more when scaled, for the scale warnings)."""
+    full, s = load_scenarios(scenario, scale)
+    scaled = apply_guest_options(s, guest, guest_ips, vhd_dir)
+    if s is not full:
+        full = _guest_applied(full, guest, guest_ips, vhd_dir)
+    else:
+        full = scaled
+    return scaled, plan_for_cli(full, scaled)
 
 
 def json_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -263,9 +295,9 @@ def run_cmd(
     stops cleanly: partial results are printed and no file is left behind.
     """
     check_outputs(json_path, plot_path)
-    s = apply_guest_options(load_for_cli(scenario, scale), guest, guest_ips, vhd_dir)
+    s, plan = _load_and_plan(scenario, scale, guest, guest_ips, vhd_dir)
     _check_paging_dir(paging_dir)
-    result = _execute(s, paging_dir, backend, quiet)
+    result = _execute(s, plan, paging_dir, backend, quiet)
     render.run_report(out_console(), result, wide=wide)
     _save(result.to_dict(), json_path, plot_path, lambda path: _plot_run(result, path))
     sys.exit(EXIT_FOR_OUTCOME[result.outcome])
@@ -362,8 +394,9 @@ def compare_cmd(
         )
     if not folders:
         raise CliFailure("give at least one folder to put the Smart Paging files in", EXIT_USAGE)
-    s = load_for_cli(scenario_files[0] if scenario_files else None, scale)
-    s = apply_guest_options(s, guest, guest_ips, vhd_dir)
+    s, plan = _load_and_plan(
+        scenario_files[0] if scenario_files else None, scale, guest, guest_ips, vhd_dir
+    )
     for folder in folders:
         _check_paging_dir(folder)
     try:
@@ -387,6 +420,7 @@ def compare_cmd(
         cmp = compare_locations(
             s,
             folders,
+            plan=plan,
             baseline=not no_baseline,
             backend=backend,
             progress=progress,

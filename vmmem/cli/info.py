@@ -16,7 +16,9 @@ from vmmem.cli.common import (
     cli,
     err_console,
     load_for_cli,
+    load_scenarios,
     out_console,
+    plan_for_cli,
     scale_option,
     scenario_argument,
 )
@@ -100,10 +102,7 @@ def plan_cmd(scenario: str | None, scale: float, as_json: bool) -> None:
       vmmem plan examples/static-and-dynamic.toml
       vmmem plan --json | jq .remedies
     """
-    from vmmem.lab.plan import plan_scenario
-
-    s = load_for_cli(scenario, scale)
-    p = plan_scenario(s)
+    p = plan_for_cli(*load_scenarios(scenario, scale))
     if as_json:
         click.echo(json.dumps(p.to_dict(), indent=2))
         return

@@ -522,13 +522,14 @@ def plan_scenario(s: Scenario) -> Plan:
     return Plan(scenario=s, events=tuple(plans), remedies=tuple(remedies), idle_assigned=idle)
 
 
-def scale_warnings(original: Scenario, scaled: Scenario) -> list[str]:
-    """Where --scale changed the story: Hyper-V's 32 MB floor on Startup and Minimum RAM does
+def scale_warnings(full: Plan, small: Plan) -> list[str]:
+    """Where --scale changed the story, from the plans of the scenario at full size and scaled
+    (each planned once by the caller): Hyper-V's 32 MB floor on Startup and Minimum RAM does
     not shrink, so a hard scale can make VMs that start at full size fail to start, or change
     whether Smart Paging is needed."""
+    original, scaled = full.scenario, small.scenario
     if scaled.scale == original.scale:
         return []
-    full, small = plan_scenario(original), plan_scenario(scaled)
     out = []
     new_failures = [v for v in small.start_failures if v not in full.start_failures]
     if new_failures:

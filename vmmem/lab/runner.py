@@ -26,6 +26,7 @@ from vmmem.lab.locations import (
     paging_folders,
     vhd_folders,
 )
+from vmmem.lab.plan import Plan
 from vmmem.lab.progress import POLL, BootEta, ProgressSink, RunTracker, VMProgress
 from vmmem.lab.results import STORM_KINDS, RunResult
 from vmmem.lab.scenario import Event, Scenario
@@ -73,7 +74,7 @@ def run_scenario(
     progress: ProgressSink | None = None,
     backend: str = "direct",
     policy: str = "lru",
-    plan: dict[str, Any] | None = None,
+    plan: Plan | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Run ``s`` on a new Host and return what it measured.
@@ -82,7 +83,8 @@ def run_scenario(
     Raises LocationRefused before anything is made if a folder cannot take the worst case or
     another live run holds it. KeyboardInterrupt is caught: the result then has outcome
     "interrupted" and what was measured so far; the host is closed (its files deleted) in every
-    case. ``plan`` defaults to the planner's prediction for ``s``.
+    case. ``plan``: the planner's prediction for ``s`` when the caller has it (planned here
+    otherwise), recorded in the result.
     """
     from vmmem.errors import VmmemError
 
@@ -90,7 +92,7 @@ def run_scenario(
     if plan is None:
         from vmmem.lab.plan import plan_scenario
 
-        plan = plan_scenario(s).to_dict()
+        plan = plan_scenario(s)
     if paging_dir is not None:
         s = s.with_paging_dir(os.path.abspath(paging_dir))
     # The VMs' own folders (their virtual disks; their Smart Paging files unless moved).
@@ -99,7 +101,7 @@ def run_scenario(
     folders = sorted(set(paging_folders(s, host_folder).values()))
     result = RunResult(
         scenario=s.to_dict(),
-        plan=plan,
+        plan=plan.to_dict(),
         warnings=list(warnings),
         settings={
             "backend": backend,
