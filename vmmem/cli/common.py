@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
+from vmmem.errors import VmmemWarning
 from vmmem.lab.scenario import Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
@@ -102,7 +105,7 @@ def plan_for_cli(full: Scenario, s: Scenario) -> Plan:
     p = plan_scenario(s)
     if s is not full and s.scale != full.scale:
         for w in scale_warnings(plan_scenario(full), p):
-            err_console().print(f"[bold yellow]warning:[/bold yellow] {w}")
+            show_warning(w)
     return p
 
 
@@ -201,3 +204,39 @@ def cli() -> None:
     Every command takes a scenario file (TOML, see examples/) or runs the
     article's scenario when none is given. Sizes use Hyper-V's MB (2^20 bytes).
     """
+    click.get_current_context().with_resource(_warnings_shown_once())
+
+
+_shown: set[str] = set()  # this command's warnings shown so far (type and text)
+
+
+def show_warning(w: VmmemWarning) -> None:
+    """Show a warning for people on stderr, once per command whichever way it came (found by
+    a check, or raised by the library with warnings.warn)."""
+    key = f"{type(w).__name__}: {w}"
+    if key in _shown:
+        return
+    _shown.add(key)
+    err_console().print(f"[bold yellow]warning:[/bold yellow] {w}", highlight=False)
+
+
+@contextmanager
+def _warnings_shown_once() -> Iterator[None]:
+    """While a command runs, every VmmemWarning the library raises is shown by show_warning
+    (never as a Python warning line, never muted); other warnings as Python shows them."""
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+            if isinstance(message, VmmemWarning):
+                show_warning(message)
+            else:
+                default(message, category, *args, **kw)
+
+        warnings.simplefilter("always", VmmemWarning)  # repeats are dropped by show_warning
+        warnings.showwarning = show
+        _shown.clear()
+        try:
+            yield
+        finally:
+            _shown.clear()

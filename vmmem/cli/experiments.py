@@ -25,9 +25,11 @@ from vmmem.cli.common import (
     plan_for_cli,
     scale_option,
     scenario_argument,
+    show_warning,
     write_json,
     write_output,
 )
+from vmmem.errors import VmmemWarning
 from vmmem.lab.progress import ProgressSink, VMProgress
 from vmmem.lab.scenario import Scenario
 
@@ -77,6 +79,9 @@ class _LiveProgress(ProgressSink):
         if not self.quiet:
             self.console.print(text, style="bold yellow", highlight=False)
 
+    def warning(self, warning: VmmemWarning) -> None:
+        show_warning(warning)  # also with --quiet: a warning is not progress
+
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
@@ -100,24 +105,6 @@ backend_option = click.option(
     "through a shared mapping of the file (each page dropped from the page cache after) and "
     "writes with O_DIRECT.",
 )
-
-
-def _check_folder(folder: str | None, what: str) -> None:
-    """A folder given on the command line: made by the run when missing (its parent must
-    exist), refused with exit 3 when it cannot be used (before the scenario's own checks,
-    which also give the warning for a folder others can write)."""
-    from vmmem.lab.locations import LocationRefused, check_folder
-
-    if folder is None:
-        return
-    try:
-        check_folder(folder, what)
-    except LocationRefused as e:
-        raise CliFailure(str(e), EXIT_REFUSED) from None
-
-
-def _check_paging_dir(paging_dir: str | None) -> None:
-    _check_folder(paging_dir, "Smart Paging folder")
 
 
 def _execute(
@@ -191,8 +178,7 @@ def apply_guest_options(
             load_guest(guest)
         except GuestTraceError as e:
             raise CliFailure(f"--guest: {e}", EXIT_USAGE) from None
-    if vhd_dir is not None:
-        _check_folder(vhd_dir, "--vhd-dir: folder")
+    # --vhd-dir is checked (exit 3) with the run's other folders, by its one location check.
     return _guest_applied(s, guest, guest_ips, vhd_dir)
 
 
@@ -296,7 +282,6 @@ def run_cmd(
     """
     check_outputs(json_path, plot_path)
     s, plan = _load_and_plan(scenario, scale, guest, guest_ips, vhd_dir)
-    _check_paging_dir(paging_dir)
     result = _execute(s, plan, paging_dir, backend, quiet)
     render.run_report(out_console(), result, wide=wide)
     _save(result.to_dict(), json_path, plot_path, lambda path: _plot_run(result, path))
@@ -397,13 +382,13 @@ def compare_cmd(
     s, plan = _load_and_plan(
         scenario_files[0] if scenario_files else None, scale, guest, guest_ips, vhd_dir
     )
-    for folder in folders:
-        _check_paging_dir(folder)
     try:
-        for w in check_compare_locations(s, folders):
-            err_console().print(f"[bold yellow]warning:[/bold yellow] {w}")
+        checked = check_compare_locations(s, folders)
     except LocationRefused as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
+    for found in checked.values():
+        for w in found.warnings:
+            show_warning(w)
 
     def progress(index: int, count: int, folder: str | None) -> _LiveProgress:
         sink = _LiveProgress(quiet=quiet)
@@ -421,6 +406,7 @@ def compare_cmd(
             s,
             folders,
             plan=plan,
+            checked=checked,
             baseline=not no_baseline,
             backend=backend,
             progress=progress,

@@ -7,7 +7,8 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from vmmem.lab.locations import check_locations
+from vmmem.hyperv.host import DEFAULT_FOLDER
+from vmmem.lab.locations import CheckedLocations, check_locations
 from vmmem.lab.plan import Plan, plan_scenario
 from vmmem.lab.progress import ProgressSink
 from vmmem.lab.results import CompareResult
@@ -25,14 +26,16 @@ def baseline_scenario(s: Scenario, plan: Plan | None = None) -> Scenario:
     return s.with_host_memory(s.host_memory + extra) if extra else s
 
 
-def check_compare_locations(s: Scenario, folders: Sequence[str]) -> list[str]:
-    """Check every folder before anything runs (LocationRefused on the first that cannot take
-    the worst case); returns the warnings for people (RAM-backed, no counters)."""
-    warnings: list[str] = []
-    for folder in folders:
-        _, found = check_locations(s.with_paging_dir(os.path.abspath(folder)), folder)
-        warnings += found
-    return warnings
+def check_compare_locations(s: Scenario, folders: Sequence[str]) -> dict[str, CheckedLocations]:
+    """The one location check of a comparison, every folder before anything runs
+    (LocationRefused on the first that cannot take the worst case): per folder, what its run
+    will use (the VMs' own folders for their virtual disks, as run_scenario places them) and
+    the warnings for people (RAM-backed, no counters, others can write it)."""
+    host_folder = os.path.abspath(DEFAULT_FOLDER)
+    return {
+        folder: check_locations(s.with_paging_dir(os.path.abspath(folder)), host_folder)
+        for folder in folders
+    }
 
 
 def compare_locations(
@@ -40,6 +43,7 @@ def compare_locations(
     folders: Sequence[str],
     *,
     plan: Plan | None = None,
+    checked: dict[str, CheckedLocations] | None = None,
     baseline: bool = True,
     backend: str = "direct",
     policy: str = "lru",
@@ -56,7 +60,8 @@ def compare_locations(
     """
     if not folders:
         raise ValueError("give at least one folder")
-    check_compare_locations(s, folders)
+    if checked is None:
+        checked = check_compare_locations(s, folders)
     plan = plan if plan is not None else plan_scenario(s)
     base = baseline_scenario(s, plan) if baseline else s
     base_plan = plan_scenario(base) if base is not s else plan
@@ -70,6 +75,9 @@ def compare_locations(
                 base if folder is None else s,
                 paging_dir=folders[0] if folder is None else folder,
                 plan=base_plan if folder is None else plan,
+                # The baseline's Smart Paging folder is the first folder's: so is its check
+                # (more host memory changes neither the worst case nor the folders).
+                locations=checked[folders[0] if folder is None else folder],
                 progress=sink,
                 backend=backend,
                 policy=policy,

@@ -24,6 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from vmmem.errors import ScaleWarning
 from vmmem.hyperv.balancer import Claim, allocate, claim_for, room_to_start
 from vmmem.lab.scenario_model import ALIGN, Scenario, VMSpec, round_up
 from vmmem.sizes import format_mb as mb
@@ -522,7 +523,7 @@ def plan_scenario(s: Scenario) -> Plan:
     return Plan(scenario=s, events=tuple(plans), remedies=tuple(remedies), idle_assigned=idle)
 
 
-def scale_warnings(full: Plan, small: Plan) -> list[str]:
+def scale_warnings(full: Plan, small: Plan) -> list[ScaleWarning]:
     """Where --scale changed the story, from the plans of the scenario at full size and scaled
     (each planned once by the caller): Hyper-V's 32 MB floor on Startup and Minimum RAM does
     not shrink, so a hard scale can make VMs that start at full size fail to start, or change
@@ -530,19 +531,23 @@ def scale_warnings(full: Plan, small: Plan) -> list[str]:
     original, scaled = full.scenario, small.scenario
     if scaled.scale == original.scale:
         return []
-    out = []
+    out: list[ScaleWarning] = []
     new_failures = [v for v in small.start_failures if v not in full.start_failures]
     if new_failures:
         out.append(
-            f"at --scale {scaled.scale / original.scale:g}, {', '.join(new_failures)} "
-            "cannot start although it does at full size (Startup and Minimum RAM "
-            "cannot go below 32 MB); use a smaller --scale"
+            ScaleWarning(
+                f"at --scale {scaled.scale / original.scale:g}, {', '.join(new_failures)} "
+                "cannot start although it does at full size (Startup and Minimum RAM "
+                "cannot go below 32 MB); use a smaller --scale"
+            )
         )
     elif full.needs_smart_paging != small.needs_smart_paging:
         out.append(
-            f"at --scale {scaled.scale / original.scale:g} the scenario "
-            f"{'needs' if small.needs_smart_paging else 'no longer needs'} Smart Paging "
-            "unlike at full size (sizes round to 2 MB, 32 MB at least); use a smaller "
-            "--scale"
+            ScaleWarning(
+                f"at --scale {scaled.scale / original.scale:g} the scenario "
+                f"{'needs' if small.needs_smart_paging else 'no longer needs'} Smart Paging "
+                "unlike at full size (sizes round to 2 MB, 32 MB at least); use a smaller "
+                "--scale"
+            )
         )
     return out
