@@ -22,8 +22,9 @@ from rich.console import Console
 from vmmem.cli import render
 from vmmem.cli.main import cli
 from vmmem.guests import map_pages
+from vmmem.guests.replay import SLEEP_BATCH, plan_replay
 from vmmem.hyperv import Boot, Host, Idle, Workload
-from vmmem.hyperv.recorded import _SLEEP_BATCH, RecordedBoot
+from vmmem.hyperv.recorded import RecordedBoot
 from vmmem.hyperv.reports import BootReport
 from vmmem.hyperv.workloads import Guest
 from vmmem.lab.results import RunResult
@@ -208,14 +209,14 @@ def test_a_recorded_boots_plan_does_what_the_epoch_loop_did(
             if off.size:
                 expected.append(("disk", (off, ln, wr)))
         debt += t.epoch_instructions_of(e) / ips
-        if debt >= _SLEEP_BATCH:
+        if debt >= SLEEP_BATCH:
             expected.append(("sleep", debt))
             debt = 0.0
     expected.append(("sleep", debt))
 
-    plan = boot._plan(pages)
+    plan = plan_replay(t, pages, page_size=t.page_size, guest_ips=boot.guest_ips, scale=scale)
     got: list[tuple[str, object]] = []
-    for a, b, disk, seconds in plan.segments:
+    for a, b, disk, seconds, _ in plan.segments:
         if b > a:
             got.append(("replay", (plan.pages[a:b], plan.writes[a:b])))
         if disk is not None:

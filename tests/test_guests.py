@@ -187,3 +187,49 @@ def test_replay_paging_and_disk_reads_reach_a_private_loop_device(tmp_path):
     assert want_read <= delta.read_bytes <= want_read + slack
     assert delta.read_count >= s.page_ins + result.disk_requests
     assert s.bytes_written <= delta.write_bytes <= s.bytes_written + slack
+
+
+def _run_plan(plan):
+    """What run_replay does with a plan, in order: accesses, disk requests (and where they
+    fall in the access stream), and the CPU time charged in all."""
+    from vmmem.guests import run_replay
+
+    pages, disks, at, seconds = [], [], [], [0.0]
+
+    def touch(p, w):
+        pages.append(p.copy())
+
+    def disk(o, n, w):
+        at.append(sum(p.size for p in pages))
+        disks.append((o.copy(), n.copy(), w.copy()))
+
+    run_replay(plan, touch, disk, lambda seg: seconds.__setitem__(0, seconds[0] + seg.seconds))
+    return np.concatenate(pages), disks, at, seconds[0]
+
+
+@pytest.mark.parametrize("guest", ["busybox", "debian-12"])
+def test_one_loop_cut_per_epoch_or_in_batches_replays_the_same(guest):
+    """replay_epochs' cut (a segment per epoch) and a VM's (segments between disk requests
+    and 10 ms CPU charges) are one loop: the same accesses, requests and CPU time in order."""
+    from vmmem.guests import plan_replay
+
+    trace = GuestTrace.load(guest)
+    (p1, d1, a1, s1), (p2, d2, a2, s2) = (
+        _run_plan(
+            plan_replay(trace, 20_000, page_size=PAGE, guest_ips=DEFAULT_GUEST_IPS, per_epoch=cut)
+        )
+        for cut in (True, False)
+    )
+    assert np.array_equal(p1, p2) and p1.size == trace.pages.size
+    assert a1 == a2 and len(d1) == len(d2) > 0
+    for u, v in zip(d1, d2, strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(u, v, strict=True))
+    assert s1 == pytest.approx(s2, rel=1e-9)
+    assert s1 == pytest.approx(trace.instructions / DEFAULT_GUEST_IPS, rel=1e-9)
+
+
+def test_the_replay_plan_refuses_another_page_size():
+    from vmmem.guests import plan_replay
+
+    with pytest.raises(GuestTraceError, match="provenance.page_size"):
+        plan_replay(GuestTrace.load("busybox"), 1024, page_size=8192, guest_ips=1e9)

@@ -457,18 +457,13 @@ def test_enospc_on_a_tiny_tmpfs_keeps_memory_intact(tmp_path, disk_dir, backend)
         mounted(["-t", "tmpfs", "-o", "size=64k"], "tmpfs", tmp_path / "tiny") as mnt,
         vmmem.FramePool(128 * PAGE) as pool,
     ):
-        with pytest.warns(vmmem.RamBackedWarning, match="RAM"):
-            vmmem.GuestMemory(pool, 8 * PAGE, paging_dir=mnt).close()
-        with pytest.warns(vmmem.RamBackedWarning):
-            _check_enospc(pool, mnt, healthy, backend, pages=40)
+        _check_enospc(pool, mnt, healthy, backend, pages=40)
 
 
 def test_no_direct_io_suggests_mmap(pool, tmp_path):
     """ramfs has no O_DIRECT: the direct backend says so, names the folder, suggests mmap."""
     with mounted(["-t", "ramfs"], "ramfs", tmp_path / "ramfs") as mnt:
-        with pytest.warns(vmmem.RamBackedWarning):
-            m = vmmem.GuestMemory(pool, 8 * PAGE, frame_limit=1, paging_dir=mnt)
-        with m:
+        with vmmem.GuestMemory(pool, 8 * PAGE, frame_limit=1, paging_dir=mnt) as m:
             m.write(0, b"a")
             try:
                 m.write(PAGE, b"b")
@@ -478,10 +473,7 @@ def test_no_direct_io_suggests_mmap(pool, tmp_path):
                 assert os.listdir(mnt) == []
             else:
                 pytest.skip("this kernel's ramfs accepts O_DIRECT")
-        with (
-            pytest.warns(vmmem.RamBackedWarning),
-            vmmem.GuestMemory(pool, 8 * PAGE, frame_limit=1, paging_dir=mnt, backend="mmap") as m,
-        ):
+        with vmmem.GuestMemory(pool, 8 * PAGE, frame_limit=1, paging_dir=mnt, backend="mmap") as m:
             m.write(0, b"a")
             m.write(PAGE, b"b")  # the mmap backend works there
             assert m.read(0, 1) == b"a"

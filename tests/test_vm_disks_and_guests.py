@@ -117,7 +117,7 @@ def test_run_with_a_recorded_guest_and_the_disks_elsewhere(disk_dir: Path, monke
     [
         (["--guest", "no-such-guest"], EXIT_USAGE, "--guest: no shipped guest named"),
         (["--guest-ips", "3e9"], EXIT_USAGE, "--guest-ips goes with --guest"),
-        (["--vhd-dir", "/dev/null/vhds"], EXIT_REFUSED, "--vhd-dir: folder"),
+        (["--vhd-dir", "/dev/null/vhds"], EXIT_REFUSED, "virtual-disk folder /dev/null/vhds"),
     ],
 )
 def test_guest_and_disk_options_are_checked_before_running(tmp_path, args, code, message):

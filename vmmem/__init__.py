@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from .errors import (
     GuestAddressError,
+    LocationRefused,
     NotEnoughMemoryError,
     OutOfFramesError,
     PagingFileError,
     RamBackedWarning,
     SettingsError,
     VmmemError,
+    VmmemWarning,
 )
 from .hyperv import VM, Boot, BootReport, Host, Idle, TimelineSample, Trace, VMStatus
 from .memory import (
@@ -45,6 +47,7 @@ __all__ = [
     "VMStatus",
     "GuestAddressError",
     "GuestMemory",
+    "LocationRefused",
     "LatencyHistogram",
     "MemoryStats",
     "NotEnoughMemoryError",
@@ -55,6 +58,7 @@ __all__ = [
     "SettingsError",
     "SmartPagingFile",
     "VmmemError",
+    "VmmemWarning",
     "format_size",
     "parse_size",
 ]

@@ -1,4 +1,5 @@
-"""The exceptions vmmem raises. Every one is a VmmemError."""
+"""The exceptions vmmem raises (every one is a VmmemError) and the warnings it gives (every
+one is a VmmemWarning; str() of one is its message for people)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,43 @@ class NotEnoughMemoryError(VmmemError):
     """Hyper-V's refusal to start a VM: not enough memory in the system."""
 
 
-class RamBackedWarning(UserWarning):
+class LocationRefused(VmmemError):
+    """A folder for a run's files cannot be used: missing where it must exist, not a folder,
+    not writable, writable by every user without the sticky bit, too little free space, a
+    virtual disk there that vmmem did not make, or in use by another run. The message names
+    the folder and the problem."""
+
+
+class PagingFolderError(LocationRefused, PagingFileError):
+    """A paging file's folder does not exist, is not a folder or is not writable (the memory
+    layer's own check; carries errno, strerror and filename as OSError does)."""
+
+
+class VmmemWarning(UserWarning):
+    """Base class of every warning vmmem gives: the work goes on, but a person should know."""
+
+
+class LocationWarning(VmmemWarning):
+    """A location is used, but what is measured there, or who can touch the files, is off."""
+
+
+class RamBackedWarning(LocationWarning):
     """The paging folder lives in RAM (tmpfs, ramfs, zram): its paging I/O measures nothing."""
+
+
+class NoCountersWarning(LocationWarning):
+    """The folder's filesystem has no block-device counters (NFS, FUSE ...): that paging
+    reached a device cannot be confirmed."""
+
+
+class SharedFolderWarning(LocationWarning):
+    """A folder other users can write (sticky) or own: used, but they can see the run's files
+    or (an owner) remove them. vmmem's own checks keep their files safe from it."""
+
+
+class ScaleWarning(VmmemWarning):
+    """--scale changed the story: at that scale a VM fails to start, or Smart Paging is or is
+    no longer needed, unlike at full size (Hyper-V's 32 MB floor and 2 MB rounding)."""
 
 
 class VirtualDiskError(VmmemError, OSError):

@@ -13,7 +13,6 @@ import os
 import re
 import threading
 import uuid
-import warnings
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +23,6 @@ import psutil
 from ._core import ffi, lib, raise_for
 from .errors import (
     GuestAddressError,
-    RamBackedWarning,
     SettingsError,
     VmmemError,
 )
@@ -37,6 +35,7 @@ __all__ = [
     "POLICIES",
     "FramePool",
     "GuestMemory",
+    "folder_problem",
     "LatencyHistogram",
     "MemoryStats",
     "PageState",
@@ -478,63 +477,31 @@ def _destroy_guest(ptr: Any, pool: FramePool) -> None:
     lib.vmm_mem_destroy(ptr)
 
 
-def _check_paging_dir(folder: str) -> None:
-    """Fail early, with the folder named, where a paging file could never be made."""
+def folder_problem(folder: str) -> tuple[int, str] | None:
+    """Why a paging file could not be made in `folder` (errno, and what to say after the
+    folder's name), or None: it does not exist, is not a folder, or is not writable. The one
+    wording of these problems: the lab's location checks say it too."""
     import errno
 
-    from .errors import PagingFileError
-
     if not os.path.exists(folder):
-        raise PagingFileError(
-            errno.ENOENT, "the Smart Paging folder does not exist; create it first", folder
-        )
+        return errno.ENOENT, "does not exist"
     if not os.path.isdir(folder):
-        raise PagingFileError(errno.ENOTDIR, "the Smart Paging folder is not a folder", folder)
+        return errno.ENOTDIR, "is not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):
         try:
             code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
         except OSError:
             code = errno.EACCES
-        raise PagingFileError(
-            code, f"cannot create a Smart Paging file here ({os.strerror(code)})", folder
-        )
-    ram_fstype = _ram_backed_fstype(folder)
-    if ram_fstype is not None:
-        warnings.warn(
-            f"the Smart Paging folder {folder} is on {ram_fstype}, "
-            "which is RAM: paging there measures nothing real about a disk",
-            RamBackedWarning,
-            stacklevel=4,
-        )
+        return code, f"is not writable ({os.strerror(code)})"
+    return None
 
 
-# (folder, st_dev, mount table text) -> fstype when RAM-backed, else None. The verdict is
-# looked up once per folder and mount table: parsing /proc/mounts and walking sysfs was 90 %
-# of creating a GuestMemory. A mount or unmount anywhere changes the text, so it is redone.
-_RAM_VERDICTS: dict[tuple[str, int, str], str | None] = {}
-_RAM_VERDICTS_LOCK = threading.Lock()
+def _check_paging_dir(folder: str) -> None:
+    """Fail early, with the folder named, where a paging file could never be made (what the
+    library must enforce; where files should go is the lab's policy: vmmem.lab.locations)."""
+    from .errors import PagingFolderError
 
-
-def _ram_backed_fstype(folder: str) -> str | None:
-    """The fstype of folder's filesystem if it is RAM (tmpfs, zram, ...), else None."""
-    try:
-        with open("/proc/self/mounts") as f:
-            table = f.read()
-        key = (folder, os.stat(folder).st_dev, table)
-    except OSError:
-        return None
-    with _RAM_VERDICTS_LOCK:
-        if key in _RAM_VERDICTS:
-            return _RAM_VERDICTS[key]
-    from .devices import device_for_path
-
-    try:
-        info = device_for_path(folder)
-    except Exception:  # facts are advisory here: never block paging on them
-        return None
-    verdict = getattr(info, "fstype", "a RAM disk") if getattr(info, "ram_backed", False) else None
-    with _RAM_VERDICTS_LOCK:
-        if len(_RAM_VERDICTS) > 256:  # many folders or mount changes: start over
-            _RAM_VERDICTS.clear()
-        _RAM_VERDICTS[key] = verdict
-    return verdict
+    problem = folder_problem(folder)
+    if problem is not None:
+        code, text = problem
+        raise PagingFolderError(code, f"the paging folder {text}", folder)

@@ -40,7 +40,7 @@ import warnings
 import weakref
 from dataclasses import dataclass, field
 
-from .errors import VmmemError
+from .errors import SharedFolderWarning, VmmemError
 
 __all__ = [
     "LOCK_PREFIX",
@@ -77,11 +77,6 @@ def is_paging_file_name(name: str) -> bool:
 class UnsafeFolderError(VmmemError):
     """A folder every user can write without the sticky bit: anyone could rename or replace
     a run's files there."""
-
-
-class SharedFolderWarning(UserWarning):
-    """A folder other users can write (sticky) or own: used, but they can see the run's files
-    or (an owner) remove them. vmmem's own checks keep their files safe from it."""
 
 
 def folder_safety(folder: str | os.PathLike[str]) -> tuple[str | None, str | None]:

@@ -9,13 +9,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
+from vmmem.errors import VmmemWarning
 from vmmem.lab.scenario import Scenario, ScenarioError, load_scenario
+
+if TYPE_CHECKING:
+    from vmmem.lab.plan import Plan
+    from vmmem.lab.predict import Latency
 
 __all__ = [
     "EXIT_FAILED",
@@ -81,18 +88,34 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def load_for_cli(scenario_path: str | None, scale: float, *, warn: bool = True) -> Scenario:
-    """The scenario, scaled; scale distortions are warned about on stderr."""
+def load_scenarios(scenario_path: str | None, scale: float) -> tuple[Scenario, Scenario]:
+    """The scenario at full size and scaled by `scale` (the same object when not scaled)."""
     try:
         full = load_scenario(scenario_path)
-        s = full.scaled(scale) if scale != 1 else full
+        return full, (full.scaled(scale) if scale != 1 else full)
     except ScenarioError as e:
         raise CliFailure(str(e), EXIT_USAGE) from None
-    if warn and scale != 1:
-        from vmmem.lab.plan import scale_warnings
 
-        for w in scale_warnings(full, s):
-            err_console().print(f"[bold yellow]warning:[/bold yellow] {w}")
+
+def plan_for_cli(full: Scenario, s: Scenario, latency: Latency | None = None) -> Plan:
+    """The plan of `s`, planned once, for the command to pass along (each restart's boot
+    predicted, its time given the disk's `latency`); when `s` is `full` scaled, `full` is
+    planned once too (without predictions: only its outcomes are compared), and where the
+    scale changed the story is warned about on stderr."""
+    from vmmem.lab.plan import plan_scenario, scale_warnings
+
+    p = plan_scenario(s, latency)
+    if s is not full and s.scale != full.scale:
+        for w in scale_warnings(plan_scenario(full, predict=False), p):
+            show_warning(w)
+    return p
+
+
+def load_for_cli(scenario_path: str | None, scale: float, *, warn: bool = True) -> Scenario:
+    """The scenario, scaled; scale distortions are warned about on stderr."""
+    full, s = load_scenarios(scenario_path, scale)
+    if warn and s is not full:
+        plan_for_cli(full, s)
     return s
 
 
@@ -183,3 +206,39 @@ def cli() -> None:
     Every command takes a scenario file (TOML, see examples/) or runs the
     article's scenario when none is given. Sizes use Hyper-V's MB (2^20 bytes).
     """
+    click.get_current_context().with_resource(_warnings_shown_once())
+
+
+_shown: set[str] = set()  # this command's warnings shown so far (type and text)
+
+
+def show_warning(w: VmmemWarning) -> None:
+    """Show a warning for people on stderr, once per command whichever way it came (found by
+    a check, or raised by the library with warnings.warn)."""
+    key = f"{type(w).__name__}: {w}"
+    if key in _shown:
+        return
+    _shown.add(key)
+    err_console().print(f"[bold yellow]warning:[/bold yellow] {w}", highlight=False)
+
+
+@contextmanager
+def _warnings_shown_once() -> Iterator[None]:
+    """While a command runs, every VmmemWarning the library raises is shown by show_warning
+    (never as a Python warning line, never muted); other warnings as Python shows them."""
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+            if isinstance(message, VmmemWarning):
+                show_warning(message)
+            else:
+                default(message, category, *args, **kw)
+
+        warnings.simplefilter("always", VmmemWarning)  # repeats are dropped by show_warning
+        warnings.showwarning = show
+        _shown.clear()
+        try:
+            yield
+        finally:
+            _shown.clear()

@@ -20,17 +20,21 @@ from vmmem.cli.common import (
     check_outputs,
     cli,
     err_console,
-    load_for_cli,
+    load_scenarios,
     out_console,
+    plan_for_cli,
     scale_option,
     scenario_argument,
+    show_warning,
     write_json,
     write_output,
 )
+from vmmem.errors import VmmemWarning
 from vmmem.lab.progress import ProgressSink, VMProgress
 from vmmem.lab.scenario import Scenario
 
 if TYPE_CHECKING:
+    from vmmem.lab.plan import Plan
     from vmmem.lab.results import CompareResult, RunResult
 
 # ---------------------------------------------------------------------------------------------
@@ -75,6 +79,9 @@ class _LiveProgress(ProgressSink):
         if not self.quiet:
             self.console.print(text, style="bold yellow", highlight=False)
 
+    def warning(self, warning: VmmemWarning) -> None:
+        show_warning(warning)  # also with --quiet: a warning is not progress
+
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
@@ -100,26 +107,8 @@ backend_option = click.option(
 )
 
 
-def _check_folder(folder: str | None, what: str) -> None:
-    """A folder given on the command line: made by the run when missing (its parent must
-    exist), refused with exit 3 when it cannot be used (before the scenario's own checks,
-    which also give the warning for a folder others can write)."""
-    from vmmem.lab.locations import LocationRefused, check_folder
-
-    if folder is None:
-        return
-    try:
-        check_folder(folder, what)
-    except LocationRefused as e:
-        raise CliFailure(str(e), EXIT_REFUSED) from None
-
-
-def _check_paging_dir(paging_dir: str | None) -> None:
-    _check_folder(paging_dir, "Smart Paging folder")
-
-
 def _execute(
-    s: Scenario, paging_dir: str | None, backend: str, quiet: bool, label: str = ""
+    s: Scenario, plan: Plan, paging_dir: str | None, backend: str, quiet: bool, label: str = ""
 ) -> RunResult:
     """Run one scenario with live progress; LocationRefused becomes exit code 3."""
     from vmmem.lab.locations import LocationRefused
@@ -133,7 +122,7 @@ def _execute(
         with warnings.catch_warnings():
             # Shown once already, as the run's own warning, by the location checks.
             warnings.simplefilter("ignore", SharedFolderWarning)
-            return run_scenario(s, paging_dir=paging_dir, progress=sink, backend=backend)
+            return run_scenario(s, paging_dir=paging_dir, progress=sink, backend=backend, plan=plan)
     except LocationRefused as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
     finally:
@@ -181,7 +170,6 @@ def apply_guest_options(
                 "per page (or the scenario's boot_seconds)",
                 EXIT_USAGE,
             )
-        s = s.with_guest(None)
     elif guest is not None:
         from vmmem.errors import GuestTraceError
         from vmmem.guests import load_guest
@@ -190,11 +178,41 @@ def apply_guest_options(
             load_guest(guest)
         except GuestTraceError as e:
             raise CliFailure(f"--guest: {e}", EXIT_USAGE) from None
+    # --vhd-dir is checked (exit 3) with the run's other folders, by its one location check.
+    return _guest_applied(s, guest, guest_ips, vhd_dir)
+
+
+def _guest_applied(
+    s: Scenario, guest: str | None, guest_ips: float | None, vhd_dir: str | None
+) -> Scenario:
+    """The options applied to `s`, once apply_guest_options has checked them."""
+    from vmmem.guests import SYNTHETIC_BOOT
+
+    if guest == SYNTHETIC_BOOT:
+        s = s.with_guest(None)
+    elif guest is not None:
         s = s.with_guest(guest, guest_ips)
     if vhd_dir is not None:
-        _check_folder(vhd_dir, "--vhd-dir: folder")
         s = s.with_vhd_dir(os.path.abspath(vhd_dir))
     return s
+
+
+def _load_and_plan(
+    scenario: str | None,
+    scale: float,
+    guest: str | None,
+    guest_ips: float | None,
+    vhd_dir: str | None,
+) -> tuple[Scenario, Plan]:
+    """The scenario as the command runs it, and its plan, planned once (and the full-size
+    scenario once more when scaled, for the scale warnings)."""
+    full, s = load_scenarios(scenario, scale)
+    scaled = apply_guest_options(s, guest, guest_ips, vhd_dir)
+    if s is not full:
+        full = _guest_applied(full, guest, guest_ips, vhd_dir)
+    else:
+        full = scaled
+    return scaled, plan_for_cli(full, scaled)
 
 
 def json_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -263,9 +281,8 @@ def run_cmd(
     stops cleanly: partial results are printed and no file is left behind.
     """
     check_outputs(json_path, plot_path)
-    s = apply_guest_options(load_for_cli(scenario, scale), guest, guest_ips, vhd_dir)
-    _check_paging_dir(paging_dir)
-    result = _execute(s, paging_dir, backend, quiet)
+    s, plan = _load_and_plan(scenario, scale, guest, guest_ips, vhd_dir)
+    result = _execute(s, plan, paging_dir, backend, quiet)
     render.run_report(out_console(), result, wide=wide)
     _save(result.to_dict(), json_path, plot_path, lambda path: _plot_run(result, path))
     sys.exit(EXIT_FOR_OUTCOME[result.outcome])
@@ -362,15 +379,16 @@ def compare_cmd(
         )
     if not folders:
         raise CliFailure("give at least one folder to put the Smart Paging files in", EXIT_USAGE)
-    s = load_for_cli(scenario_files[0] if scenario_files else None, scale)
-    s = apply_guest_options(s, guest, guest_ips, vhd_dir)
-    for folder in folders:
-        _check_paging_dir(folder)
+    s, plan = _load_and_plan(
+        scenario_files[0] if scenario_files else None, scale, guest, guest_ips, vhd_dir
+    )
     try:
-        for w in check_compare_locations(s, folders):
-            err_console().print(f"[bold yellow]warning:[/bold yellow] {w}")
+        checked = check_compare_locations(s, folders)
     except LocationRefused as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
+    for found in checked.values():
+        for w in found.warnings:
+            show_warning(w)
 
     def progress(index: int, count: int, folder: str | None) -> _LiveProgress:
         sink = _LiveProgress(quiet=quiet)
@@ -387,6 +405,8 @@ def compare_cmd(
         cmp = compare_locations(
             s,
             folders,
+            plan=plan,
+            checked=checked,
             baseline=not no_baseline,
             backend=backend,
             progress=progress,

@@ -16,7 +16,9 @@ from vmmem.cli.common import (
     cli,
     err_console,
     load_for_cli,
+    load_scenarios,
     out_console,
+    plan_for_cli,
     scale_option,
     scenario_argument,
 )
@@ -134,10 +136,9 @@ def plan_cmd(
       vmmem plan --json | jq .remedies
     """
     from vmmem.errors import SettingsError
-    from vmmem.lab.plan import plan_scenario
     from vmmem.lab.predict import Latency
 
-    s = load_for_cli(scenario, scale)
+    full, s = load_scenarios(scenario, scale)
     if guest_ips is not None and guest is None:
         raise CliFailure("--guest-ips goes with --guest", EXIT_USAGE)
     if write_latency is not None and latency is None:
@@ -163,12 +164,13 @@ def plan_cmd(
 
             if guest != SYNTHETIC_BOOT:
                 load_guest(guest)
-            s = s.with_guest(None if guest == SYNTHETIC_BOOT else guest, guest_ips)
+            name = None if guest == SYNTHETIC_BOOT else guest
+            full, s = full.with_guest(name, guest_ips), s.with_guest(name, guest_ips)
     except (SettingsError, GuestTraceError) as e:
         raise CliFailure(
             f"{'--guest: ' if isinstance(e, GuestTraceError) else ''}{e}", EXIT_USAGE
         ) from None
-    p = plan_scenario(s, lat)
+    p = plan_for_cli(full, s, lat)
     if as_json:
         click.echo(json.dumps(p.to_dict(), indent=2))
         return

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import warnings
 from typing import Any
 
 import click
@@ -31,7 +30,6 @@ from vmmem.cli.common import (
     EXIT_VMS_FAILED,
     cli,
 )
-from vmmem.errors import RamBackedWarning
 
 __all__ = [
     "EXIT_FAILED",
@@ -56,9 +54,6 @@ def main(argv: list[str] | None = None) -> None:
     out (each command's own finally/with blocks), a message says so, and the exit code is 130.
     (Click's standalone mode would turn Ctrl-C into "Aborted!" and exit 1.)
     """
-    # Every command names RAM-backed folders in its own output; the library's warning would
-    # only repeat it as a Python traceback line.
-    warnings.simplefilter("ignore", RamBackedWarning)
     try:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     except ValueError:  # not the main thread (embedded use): leave signals alone

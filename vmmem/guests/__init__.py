@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import SettingsError
 from ..memory import GuestMemory
 from ..sizes import SizeLike, parse_size
+from .replay import ReplayPlan, Segment, plan_replay, run_replay
 from .trace import FORMAT, MAPPINGS, PAGE_SIZE, GuestTrace, map_pages, shipped_names
 
 if TYPE_CHECKING:  # only the type: any object with .size and .issue() will do
@@ -32,11 +32,15 @@ __all__ = [
     "EpochProgress",
     "GuestProfile",
     "GuestTrace",
+    "ReplayPlan",
     "ReplayResult",
+    "Segment",
     "list_guests",
     "load_guest",
     "map_pages",
+    "plan_replay",
     "replay_epochs",
+    "run_replay",
     "shipped_names",
 ]
 
@@ -177,55 +181,61 @@ def replay_epochs(
     start: int = 0,
     stop: int | None = None,
 ) -> ReplayResult:
-    """Replay a recorded boot into `memory`, one GuestMemory.replay call per epoch (the core
-    runs every access in C), and issue each epoch's disk requests to `disk` (if given) after
-    its pages.
+    """Replay a recorded boot into `memory` with the replay loop (vmmem.guests.replay), one
+    segment per epoch: its accesses in one GuestMemory.replay call (the core runs them in C),
+    then its disk requests to `disk` (if given), then `on_epoch(EpochProgress)`.
 
     Pages are mapped onto the memory's size by `mapping` (see map_pages). Disk requests
-    beyond the disk's end are folded modulo the disk's size (aligned). After each epoch,
-    `on_epoch(EpochProgress)` is called; a caller charges guest CPU time there
-    (progress.cpu_seconds = the epoch's instructions / guest_ips), e.g. by sleeping. A
-    callback that returns False stops the replay after that epoch.
+    beyond the disk's end are folded modulo the disk's size (aligned). The callback is where a
+    caller charges guest CPU time (progress.cpu_seconds = the epoch's instructions /
+    guest_ips), e.g. by sleeping. A callback that returns False stops the replay after that
+    epoch.
     """
     if isinstance(trace, str):
         trace = GuestTrace.load(trace)
-    if not guest_ips > 0:
-        raise SettingsError(f"guest_ips must be > 0, got {guest_ips!r}")
-    if mapping not in MAPPINGS:
-        raise SettingsError(f"page mapping {mapping!r} is not known; use one of {list(MAPPINGS)}")
-    trace.check_page_size(memory.page_size)
-    stop = trace.epochs if stop is None else min(stop, trace.epochs)
+    plan = plan_replay(
+        trace,
+        memory.pages,
+        page_size=memory.page_size,
+        mapping=mapping,
+        guest_ips=guest_ips,
+        per_epoch=True,
+        start=start,
+        stop=stop,
+    )
     totals = dict(instructions=0, entries=0, requests=0, read=0, written=0)
-    t_all = time.perf_counter()
-    done = start
-    for e in range(start, stop):
-        t0 = time.perf_counter()
-        pages, writes = trace.epoch(e)
-        if pages.size:
-            memory.replay(map_pages(pages, trace.memory_pages, memory.pages, mapping), writes)
-        nreq = rd = wr = 0
+    epoch_io = [0, 0, 0]  # this epoch's requests, bytes read, bytes written
+    t_all = t0 = time.perf_counter()
+
+    def issue(off: np.ndarray, ln: np.ndarray, w: np.ndarray) -> None:
         if disk is not None:
-            off, ln, w = trace.disk(e)
-            if off.size:
-                off, ln = fold_disk_requests(off, ln, disk.size)
-                io = disk.issue(off, ln, w)
-                nreq, rd, wr = io.requests, io.bytes_read, io.bytes_written
-        insns = trace.epoch_instructions_of(e)
+            off, ln = fold_disk_requests(off, ln, disk.size)
+            io = disk.issue(off, ln, w)
+            epoch_io[:] = io.requests, io.bytes_read, io.bytes_written
+
+    def charge(seg: Segment) -> Any:
+        nonlocal t0
+        nreq, rd, wr = epoch_io
+        epoch_io[:] = 0, 0, 0
+        insns = trace.epoch_instructions_of(seg.epoch)
         totals["instructions"] += insns
-        totals["entries"] += int(pages.size)
+        totals["entries"] += seg.end - seg.start
         totals["requests"] += nreq
         totals["read"] += rd
         totals["written"] += wr
-        done = e + 1
-        if on_epoch is not None:
-            progress = EpochProgress(
-                e, trace.epochs, insns, insns / guest_ips, int(pages.size), nreq, rd, wr,
-                time.perf_counter() - t0,
-            )  # fmt: skip
-            if on_epoch(progress) is False:
-                break
+        if on_epoch is None:
+            return None
+        progress = EpochProgress(
+            seg.epoch, trace.epochs, insns, insns / guest_ips, seg.end - seg.start, nreq, rd,
+            wr, time.perf_counter() - t0,
+        )  # fmt: skip
+        keep_on = on_epoch(progress)
+        t0 = time.perf_counter()
+        return keep_on
+
+    epochs = run_replay(plan, memory.replay, issue, charge)
     return ReplayResult(
-        epochs=done - start,
+        epochs=epochs,
         instructions=totals["instructions"],
         cpu_seconds=totals["instructions"] / guest_ips,
         entries=totals["entries"],

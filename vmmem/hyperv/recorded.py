@@ -1,11 +1,12 @@
 """A recorded operating-system boot as a VM's boot phase (see docs/GUESTS.md).
 
 `RecordedBoot` replays a guest trace recorded under QEMU (`vmmem record-boot`; shipped:
-"busybox", "debian-12"): epoch by epoch, the guest-physical pages it touched (all accesses in
-C, one `Guest.replay` call for the epochs between two disk requests or CPU charges, worked out
-once per VM size), its own virtual-disk requests, and its CPU time, charged as the epoch's
-guest instructions / `guest_ips` on the boot's clock in batches (hyperv/clock.py), as the
-synthetic Boot charges its cpu_per_page. The guest thread does this through the same session
+"busybox", "debian-12") with the guests layer's replay loop (vmmem.guests.replay, planned once
+per VM size): the guest-physical pages it touched (all accesses in C, one `Guest.replay` call
+for the epochs between two disk requests or CPU charges), its own virtual-disk requests, and
+its CPU time, charged as the guest instructions / `guest_ips` on the boot's clock in batches
+(hyperv/clock.py), as the synthetic Boot charges its cpu_per_page. What it adds is Hyper-V's:
+the VM's size and scale, and the guest thread, which runs the loop through the same session
 as any phase, so a restart short of memory boots it on Smart Paging.
 """
 
@@ -15,17 +16,14 @@ import functools
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..errors import GuestTraceError, SettingsError
-from ..guests import DEFAULT_GUEST_IPS, GuestTrace, map_pages
+from ..guests import DEFAULT_GUEST_IPS, GuestTrace
+from ..guests.replay import ReplayPlan, Segment, plan_replay, run_replay
 from ..guests.trace import MAPPINGS
 from ..sizes import MB
 from .workloads import Guest, Workload
 
 __all__ = ["RecordedBoot"]
-
-_SLEEP_BATCH = 0.01  # seconds of guest CPU charged at once: fewer, longer sleeps
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,7 +80,7 @@ class RecordedBoot(Workload):
             raise SettingsError(f"RecordedBoot guest: {exc}") from None
 
     @functools.cached_property
-    def _plans(self) -> dict[tuple[int, str], _Plan]:
+    def _plans(self) -> dict[tuple[int, int, str], ReplayPlan]:
         """The replay planned per VM size (see _plan)."""
         return {}
 
@@ -99,7 +97,9 @@ class RecordedBoot(Workload):
     def validate(self, startup_pages: int, guest_pages: int) -> None:
         if self.trace.page_size * startup_pages < 32 * MB:
             raise SettingsError("a recorded boot needs a VM of at least 32 MB of Startup RAM")
-        self._plan(startup_pages)  # now, so no boot pays for it
+        # Planned now, so no boot pays for it; at the trace's page size, the only one
+        # validate_page_size lets a host use.
+        self._plan(startup_pages, self.trace.page_size)
 
     def expected_cpu_time(self, startup_pages: int) -> float:
         """The recording's instructions at guest_ips: the boot's time with enough memory,
@@ -121,74 +121,31 @@ class RecordedBoot(Workload):
         """The mapping run() uses: a scaled boot shrinks its layout proportionally."""
         return "scale" if self.scale > 1 else self.mapping
 
-    def _plan(self, vm_pages: int) -> _Plan:
-        """The replay for a VM of `vm_pages` Startup pages, worked out once (numpy, no per-epoch
-        Python at run time) and kept: the mapped pages, and the segments between the points
-        where the guest does something else than touch memory (its disk requests, a sleep)."""
-        key = (vm_pages, self.mapping)
+    def _plan(self, vm_pages: int, page_size: int) -> ReplayPlan:
+        """The replay for a VM of `vm_pages` Startup pages, planned once by the guests layer's
+        replay loop (vmmem.guests.replay) and kept."""
+        key = (vm_pages, page_size, self.mapping)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = _make_plan(self, vm_pages)
+            plan = self._plans[key] = plan_replay(
+                self.trace,
+                vm_pages,
+                page_size=page_size,
+                mapping=self.mapping,
+                guest_ips=self.guest_ips,
+                scale=self.scale,
+            )
         return plan
 
     def run(self, guest: Guest) -> None:
+        """The replay loop (vmmem.guests.run_replay) on the VM's guest thread: its accesses
+        and disk requests go through the VM's session; its CPU time is charged on the boot's
+        clock (guest.sleep, which also raises when the VM stops)."""
         n = guest.startup_pages
         guest.commit_range(0, n)
-        plan = self._plan(n)
-        for a, b, disk, seconds in plan.segments:
-            if b > a:
-                guest.replay(plan.pages[a:b], plan.writes[a:b])
-            if disk is not None:
-                guest.disk_io(*disk)
-            if seconds:
-                guest.sleep(seconds)
 
+        def charge(segment: Segment) -> None:
+            if segment.seconds:
+                guest.sleep(segment.seconds)
 
-@dataclass(frozen=True)
-class _Plan:
-    pages: np.ndarray  # every access, mapped onto the VM's pages (uint32)
-    writes: np.ndarray  # their write flags (uint8)
-    # (first access, end, the disk requests issued after them or None, guest seconds after)
-    segments: tuple[tuple[int, int, tuple[np.ndarray, ...] | None, float], ...]
-
-
-def _make_plan(boot: RecordedBoot, n: int) -> _Plan:
-    """The same operations, in the same order, as replaying epoch by epoch: each epoch's pages,
-    then its disk requests (at `scale`, every scale-th, deterministically), then its CPU time,
-    charged once at least _SLEEP_BATCH of it is owed. Consecutive epochs with nothing in
-    between are one segment, so the guest thread crosses into Python once per segment."""
-    t = boot.trace
-    mapping = boot.page_mapping
-    pages = np.ascontiguousarray(map_pages(t.pages_array, t.memory_pages, n, mapping), np.uint32)
-    writes = np.ascontiguousarray(t.written, dtype=bool).view(np.uint8)
-    offsets = t.epoch_offsets.tolist()
-    ips = boot.guest_ips * boot.scale
-    disk_at = t.disk_epoch_offsets.tolist()
-    per_epoch = t.epoch_instructions / ips
-    segments: list[tuple[int, int, tuple[np.ndarray, ...] | None, float]] = []
-    start = 0
-    debt = 0.0
-    issued = 0.0  # disk requests owed at 1/scale of the recording's
-    for e in range(t.epochs):
-        end = offsets[e + 1]
-        a, b = disk_at[e], disk_at[e + 1]
-        disk = None
-        if b > a:
-            off, ln, wr = t.disk_offset[a:b], t.disk_length[a:b], t.disk_write[a:b]
-            if boot.scale > 1:  # every scale-th request, deterministically
-                first = issued
-                issued += off.size / boot.scale
-                keep = np.arange(int(first), int(issued)) * boot.scale - first * boot.scale
-                idx = np.clip(np.round(keep).astype(np.int64), 0, off.size - 1)
-                off, ln, wr = off[idx], ln[idx], wr[idx]
-            if off.size:
-                disk = (off, ln, wr)
-        debt += per_epoch if e < t.epochs - 1 else t.epoch_instructions_of(e) / ips
-        seconds = 0.0
-        if debt >= _SLEEP_BATCH:
-            seconds, debt = debt, 0.0
-        if disk is not None or seconds:
-            segments.append((start, end, disk, seconds))
-            start = end
-    segments.append((start, offsets[-1], None, debt))  # the rest, and its CPU time
-    return _Plan(pages, writes, tuple(segments))
+        run_replay(self._plan(n, guest.page_size), guest.replay, guest.disk_io, charge)

@@ -7,8 +7,9 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from vmmem.lab.locations import check_locations
-from vmmem.lab.plan import plan_scenario
+from vmmem.hyperv.host import DEFAULT_FOLDER
+from vmmem.lab.locations import CheckedLocations, check_locations
+from vmmem.lab.plan import Plan, plan_scenario
 from vmmem.lab.progress import ProgressSink
 from vmmem.lab.results import CompareResult
 from vmmem.lab.runner import run_scenario
@@ -17,27 +18,32 @@ from vmmem.lab.scenario import Scenario
 __all__ = ["baseline_scenario", "check_compare_locations", "compare_locations"]
 
 
-def baseline_scenario(s: Scenario) -> Scenario:
-    """The same scenario on a host with enough memory that no restart needs Smart Paging."""
-    p = plan_scenario(s)
+def baseline_scenario(s: Scenario, plan: Plan | None = None) -> Scenario:
+    """The same scenario on a host with enough memory that no restart needs Smart Paging.
+    `plan`: the plan of `s` when the caller has it (else `s` is planned here)."""
+    p = plan if plan is not None else plan_scenario(s)
     extra = next((r.amount for r in p.remedies if r.kind == "add-memory"), 0)
     return s.with_host_memory(s.host_memory + extra) if extra else s
 
 
-def check_compare_locations(s: Scenario, folders: Sequence[str]) -> list[str]:
-    """Check every folder before anything runs (LocationRefused on the first that cannot take
-    the worst case); returns the warnings for people (RAM-backed, no counters)."""
-    warnings: list[str] = []
-    for folder in folders:
-        _, found = check_locations(s.with_paging_dir(os.path.abspath(folder)), folder)
-        warnings += found
-    return warnings
+def check_compare_locations(s: Scenario, folders: Sequence[str]) -> dict[str, CheckedLocations]:
+    """The one location check of a comparison, every folder before anything runs
+    (LocationRefused on the first that cannot take the worst case): per folder, what its run
+    will use (the VMs' own folders for their virtual disks, as run_scenario places them) and
+    the warnings for people (RAM-backed, no counters, others can write it)."""
+    host_folder = os.path.abspath(DEFAULT_FOLDER)
+    return {
+        folder: check_locations(s.with_paging_dir(os.path.abspath(folder)), host_folder)
+        for folder in folders
+    }
 
 
 def compare_locations(
     s: Scenario,
     folders: Sequence[str],
     *,
+    plan: Plan | None = None,
+    checked: dict[str, CheckedLocations] | None = None,
     baseline: bool = True,
     backend: str = "direct",
     policy: str = "lru",
@@ -54,7 +60,11 @@ def compare_locations(
     """
     if not folders:
         raise ValueError("give at least one folder")
-    check_compare_locations(s, folders)
+    if checked is None:
+        checked = check_compare_locations(s, folders)
+    plan = plan if plan is not None else plan_scenario(s)
+    base = baseline_scenario(s, plan) if baseline else s
+    base_plan = plan_scenario(base) if base is not s else plan
     cmp = CompareResult(baseline=None, runs={})
     t0 = time.monotonic()
     steps: list[str | None] = ([None] if baseline else []) + list(folders)
@@ -62,8 +72,12 @@ def compare_locations(
         sink = progress(i, len(steps), folder) if progress is not None else None
         try:
             run = run_scenario(
-                baseline_scenario(s) if folder is None else s,
+                base if folder is None else s,
                 paging_dir=folders[0] if folder is None else folder,
+                plan=base_plan if folder is None else plan,
+                # The baseline's Smart Paging folder is the first folder's: so is its check
+                # (more host memory changes neither the worst case nor the folders).
+                locations=checked[folders[0] if folder is None else folder],
                 progress=sink,
                 backend=backend,
                 policy=policy,

@@ -11,8 +11,16 @@ every location), so a mistyped path is seen."""
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 from vmmem.devices import DeviceInfo, device_for_path
+from vmmem.errors import (
+    LocationRefused,
+    LocationWarning,
+    NoCountersWarning,
+    RamBackedWarning,
+    SharedFolderWarning,
+)
 from vmmem.hyperv.rules import worst_case_smart_paging
 from vmmem.hyperv.settings import DEFAULT_PAGE_SIZE, smart_paging_folder
 from vmmem.lab.scenario import Scenario
@@ -20,6 +28,7 @@ from vmmem.sizes import MB
 from vmmem.sizes import format_mb as mb
 
 __all__ = [
+    "CheckedLocations",
     "LocationRefused",
     "check_folder",
     "check_folders_free",
@@ -30,9 +39,12 @@ __all__ = [
 ]
 
 
-class LocationRefused(Exception):
-    """A Smart Paging or virtual-disk folder cannot be used: its parent missing, not writable,
-    unsafe, too little free space, a disk there not vmmem's, or in use by another run."""
+class CheckedLocations(NamedTuple):
+    """What the one location check found: the filesystems the Smart Paging files will live
+    on, and the warnings for people (typed, each once)."""
+
+    infos: list[DeviceInfo]
+    warnings: list[LocationWarning]
 
 
 def paging_folders(s: Scenario, host_folder: str) -> dict[str, str]:
@@ -45,28 +57,30 @@ def vhd_folders(s: Scenario, host_folder: str) -> dict[str, str]:
     return {v.name: smart_paging_folder(host_folder, v.name, v.vhd_path) for v in s.vms}
 
 
-def check_folder(folder: str, what: str) -> str | None:
+def check_folder(folder: str, what: str) -> SharedFolderWarning | None:
     """Refuse (LocationRefused) a folder a run cannot use or make (a missing one is made, with
     its missing parents): a path that is not a folder or lies under a file, not writable, or
-    writable by every user without the sticky bit. Returns a warning for people (others can
+    writable by every user without the sticky bit. Returns the warning for people (others can
     write it, or another user owns it), if any. `what` names it in messages ("Smart Paging
-    folder", "--vhd-dir: folder" ...)."""
+    folder", "virtual-disk folder" ...)."""
+    from vmmem.memory import folder_problem
     from vmmem.workspace import folder_safety
 
     path = os.path.abspath(folder)
     anchor = path
     while not os.path.lexists(anchor):
         anchor = os.path.dirname(anchor)
-    if not os.path.isdir(anchor):
-        under = "" if anchor == path else f" (it lies under {anchor}, which is not a folder)"
-        raise LocationRefused(f"{what} {folder} is not a folder{under}")
-    if not os.access(anchor, os.W_OK | os.X_OK):
-        made = "" if anchor == path else f" (it would be made in {anchor})"
-        raise LocationRefused(f"{what} {folder} is not writable{made}")
+    problem = folder_problem(anchor)
+    if problem is not None:
+        # The memory layer's wording, of the folder itself or of where it would be made.
+        code, text = problem
+        if anchor == path:
+            raise LocationRefused(f"{what} {folder} {text}")
+        raise LocationRefused(f"{what} {folder} cannot be made: {anchor} {text}")
     refusal, warning = folder_safety(path)
     if refusal is not None:
         raise LocationRefused(f"{what} {folder}: {refusal}")
-    return warning
+    return SharedFolderWarning(warning) if warning is not None else None
 
 
 def _existing_ancestor(path: str) -> str:
@@ -79,8 +93,9 @@ def _existing_ancestor(path: str) -> str:
     return p
 
 
-def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], list[str]]:
-    """The filesystems the Smart Paging files will live on, and warnings for people.
+def check_locations(s: Scenario, host_folder: str) -> CheckedLocations:
+    """The one location check of a run: the filesystems the Smart Paging files will live on,
+    and warnings for people (RAM-backed, no block-device counters, a folder others can write).
 
     Raises LocationRefused when a folder cannot be used or made (not a folder, not writable,
     writable by every user without the sticky bit), a virtual disk in the VMs' folders was not
@@ -89,7 +104,7 @@ def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], li
     slack for the filesystem).
     """
     folders = paging_folders(s, host_folder)
-    warnings: list[str] = []
+    warnings: list[LocationWarning] = []
     checked: set[str] = set()
 
     def check(folder: str, what: str) -> None:
@@ -136,16 +151,20 @@ def check_locations(s: Scenario, host_folder: str) -> tuple[list[DeviceInfo], li
             )
         if info.ram_backed:
             warnings.append(
-                f"{info.mountpoint} is RAM-backed ({info.fstype}): the Smart Paging files of "
-                f"{', '.join(names)} live in RAM there, so nothing real is measured"
+                RamBackedWarning(
+                    f"{info.mountpoint} is RAM-backed ({info.fstype}): the Smart Paging files "
+                    f"of {', '.join(names)} live in RAM there, so nothing real is measured"
+                )
             )
         elif not info.has_counters:
             warnings.append(
-                f"{info.mountpoint} ({info.fstype}) has no block-device counters: "
-                "the run cannot confirm that paging reached a device"
+                NoCountersWarning(
+                    f"{info.mountpoint} ({info.fstype}) has no block-device counters: "
+                    "the run cannot confirm that paging reached a device"
+                )
             )
         infos.append(info)
-    return infos, warnings
+    return CheckedLocations(infos, warnings)
 
 
 def new_vhd_files(s: Scenario, host_folder: str) -> dict[str, tuple[str, int]]:

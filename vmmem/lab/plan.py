@@ -24,6 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from vmmem.errors import ScaleWarning
 from vmmem.guests.predict import BootPrediction
 from vmmem.hyperv.balancer import Claim, allocate, claim_for
 from vmmem.hyperv.rules import (
@@ -569,26 +570,31 @@ def _with_predictions(s: Scenario, e: EventPlan, latency: Latency | None) -> Eve
     return replace(e, predicted={n: b for n, b in predicted.items() if b is not None})
 
 
-def scale_warnings(original: Scenario, scaled: Scenario) -> list[str]:
-    """Where --scale changed the story: Hyper-V's 32 MB floor on Startup and Minimum RAM does
+def scale_warnings(full: Plan, small: Plan) -> list[ScaleWarning]:
+    """Where --scale changed the story, from the plans of the scenario at full size and scaled
+    (each planned once by the caller): Hyper-V's 32 MB floor on Startup and Minimum RAM does
     not shrink, so a hard scale can make VMs that start at full size fail to start, or change
     whether Smart Paging is needed."""
+    original, scaled = full.scenario, small.scenario
     if scaled.scale == original.scale:
         return []
-    full, small = plan_scenario(original, predict=False), plan_scenario(scaled, predict=False)
-    out = []
+    out: list[ScaleWarning] = []
     new_failures = [v for v in small.start_failures if v not in full.start_failures]
     if new_failures:
         out.append(
-            f"at --scale {scaled.scale / original.scale:g}, {', '.join(new_failures)} "
-            "cannot start although it does at full size (Startup and Minimum RAM "
-            "cannot go below 32 MB); use a smaller --scale"
+            ScaleWarning(
+                f"at --scale {scaled.scale / original.scale:g}, {', '.join(new_failures)} "
+                "cannot start although it does at full size (Startup and Minimum RAM "
+                "cannot go below 32 MB); use a smaller --scale"
+            )
         )
     elif full.needs_smart_paging != small.needs_smart_paging:
         out.append(
-            f"at --scale {scaled.scale / original.scale:g} the scenario "
-            f"{'needs' if small.needs_smart_paging else 'no longer needs'} Smart Paging "
-            "unlike at full size (sizes round to 2 MB, 32 MB at least); use a smaller "
-            "--scale"
+            ScaleWarning(
+                f"at --scale {scaled.scale / original.scale:g} the scenario "
+                f"{'needs' if small.needs_smart_paging else 'no longer needs'} Smart Paging "
+                "unlike at full size (sizes round to 2 MB, 32 MB at least); use a smaller "
+                "--scale"
+            )
         )
     return out

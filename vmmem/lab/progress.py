@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from vmmem.errors import VmmemWarning
 from vmmem.hyperv.reports import VMStatus
 from vmmem.hyperv.rules import boot_seconds
 
@@ -35,6 +36,10 @@ class ProgressSink:
     def update(self, vms: list[VMProgress], available: int, elapsed: float) -> None: ...
 
     def message(self, text: str) -> None: ...
+
+    def warning(self, warning: VmmemWarning) -> None:
+        """A warning for people, typed (vmmem.errors.VmmemWarning); by default a message."""
+        self.message(f"warning: {warning}")
 
     def close(self) -> None: ...
 

@@ -20,12 +20,14 @@ from vmmem.devices import DeviceInfo, io_counters
 from vmmem.hyperv.host import DEFAULT_FOLDER, DEFAULT_PAGE_SIZE
 from vmmem.lab.disks import describe_location
 from vmmem.lab.locations import (
+    CheckedLocations,
     LocationRefused,
     check_folders_free,
     check_locations,
     paging_folders,
     vhd_folders,
 )
+from vmmem.lab.plan import Plan
 from vmmem.lab.progress import POLL, BootEta, ProgressSink, RunTracker, VMProgress
 from vmmem.lab.results import STORM_KINDS, RunResult
 from vmmem.lab.scenario import Event, Scenario
@@ -73,8 +75,9 @@ def run_scenario(
     progress: ProgressSink | None = None,
     backend: str = "direct",
     policy: str = "lru",
-    plan: dict[str, Any] | None = None,
+    plan: Plan | None = None,
     should_stop: Callable[[], bool] | None = None,
+    locations: CheckedLocations | None = None,
 ) -> RunResult:
     """Run ``s`` on a new Host and return what it measured.
 
@@ -82,7 +85,11 @@ def run_scenario(
     Raises LocationRefused before anything is made if a folder cannot take the worst case or
     another live run holds it. KeyboardInterrupt is caught: the result then has outcome
     "interrupted" and what was measured so far; the host is closed (its files deleted) in every
-    case. ``plan`` defaults to the planner's prediction for ``s``.
+    case. ``plan``: the planner's prediction for ``s`` when the caller has it (planned here
+    otherwise), recorded in the result. ``locations``: what check_locations found for ``s``
+    (with ``paging_dir``) when the caller checked it and showed its warnings (compare checks
+    every folder first); otherwise the run checks here and sends the warnings to
+    ``progress.warning``. Either way they are in the result.
     """
     from vmmem.errors import VmmemError
 
@@ -90,17 +97,18 @@ def run_scenario(
     if plan is None:
         from vmmem.lab.plan import plan_scenario
 
-        plan = plan_scenario(s).to_dict()
+        plan = plan_scenario(s)
     if paging_dir is not None:
         s = s.with_paging_dir(os.path.abspath(paging_dir))
     # The VMs' own folders (their virtual disks; their Smart Paging files unless moved).
     host_folder = os.path.abspath(DEFAULT_FOLDER)
-    infos, warnings = check_locations(s, host_folder)
+    shown = locations is not None
+    infos, warnings = locations if locations is not None else check_locations(s, host_folder)
     folders = sorted(set(paging_folders(s, host_folder).values()))
     result = RunResult(
         scenario=s.to_dict(),
-        plan=plan,
-        warnings=list(warnings),
+        plan=plan.to_dict(),
+        warnings=[str(w) for w in warnings],
         settings={
             "backend": backend,
             "policy": policy,
@@ -115,8 +123,9 @@ def run_scenario(
     for note in check_folders_free(in_use):
         result.earlier_runs.append(note)
         progress.message(note)
-    for w in warnings:
-        progress.message(f"warning: {w}")
+    if not shown:
+        for w in warnings:
+            progress.warning(w)
     before = {i.mountpoint: io_counters(i) for i in infos}
     t0 = time.monotonic()
     run: _Run | None = None
