@@ -24,9 +24,9 @@ def planned(monkeypatch: pytest.MonkeyPatch) -> Counter[tuple[str, int, int]]:
     real = vmmem.lab.plan.plan_scenario
     seen: Counter[tuple[str, int, int]] = Counter()
 
-    def spy(s):  # type: ignore[no-untyped-def]
+    def spy(s, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen[(s.name, s.scale, s.host_memory)] += 1
-        return real(s)
+        return real(s, *args, **kwargs)
 
     for name, mod in list(sys.modules.items()):
         if name.startswith("vmmem") and getattr(mod, "plan_scenario", None) is real:

@@ -129,10 +129,10 @@ def test_a_library_warning_during_a_command_is_shown_once(monkeypatch):
 
     real = plan.plan_scenario
 
-    def warn_twice(s):  # type: ignore[no-untyped-def]
+    def warn_twice(s, *args, **kwargs):  # type: ignore[no-untyped-def]
         for _ in range(2):
             warnings.warn(RamBackedWarning("/x is RAM-backed (tmpfs)"), stacklevel=1)
-        return real(s)
+        return real(s, *args, **kwargs)
 
     monkeypatch.setattr(plan, "plan_scenario", warn_twice)
     r = CliRunner().invoke(cli, ["plan"])
