@@ -32,6 +32,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14; older headers lack it, older kernels say EINVAL */
+#endif
+
 #define NONE UINT32_MAX
 #define F_DIRTY 1u
 #define F_REF 2u
@@ -130,6 +134,7 @@ struct vmm_mem {
     uint32_t nzap;    /* mmap backend: slots read through the mapping, still mapped */
     uint32_t zap[ZAP_BATCH];
     uint8_t *map;     /* mmap backend: the file mapped over npages pages */
+    int populate;     /* mmap backend: the kernel has MADV_POPULATE_READ */
     uint32_t slot_hwm; /* slots ever handed out since the file was created */
     uint32_t *free_slots; /* reserved, npages entries; touched up to slot_hwm */
     uint64_t nfree_slots;
@@ -463,6 +468,9 @@ static int mmap_opened(vmm_mem *m)
     madvise(map, bytes, MADV_RANDOM);
     posix_fadvise(m->fd, 0, 0, POSIX_FADV_RANDOM);
     m->map = map;
+    /* An empty range tells whether the kernel knows MADV_POPULATE_READ (5.14+); without it
+     * page-ins read with pread, since a load could only report an error by SIGBUS. */
+    m->populate = madvise(map, 0, MADV_POPULATE_READ) == 0;
 #ifdef SYS_pidfd_open
     m->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
     m->zap_pid = getpid();
@@ -565,8 +573,22 @@ static int mmap_read(vmm_mem *m, uint32_t slot, uint8_t *dst)
 {
     size_t ps = m->pool->page_size;
     off_t off = slot_offset(m, slot);
+    uint8_t *src = m->map + off;
     zap_if_pending(m, slot); /* still cached from its last read: it must come from the device */
-    memcpy(dst, m->map + off, ps); /* faults the page in from the device */
+    /* A load from the mapping that meets a device error raises SIGBUS, which kills the
+     * process with every guest's paging file left on disk. MADV_POPULATE_READ takes the
+     * same fault (filemap_fault, this one page: MADV_RANDOM) but returns the error; the copy
+     * then finds the page mapped. A signal handler would instead be process-wide state in
+     * a library (Python's faulthandler and ASan install their own SIGBUS handlers).
+     * On any failure the slot is read again with pread, which names the error (EIO, or a
+     * file cut short) as the direct backend does, or reads it if the error has passed. */
+    if (!m->populate || madvise(src, ps, MADV_POPULATE_READ) != 0) {
+        int rc = transfer(m, dst, off, 0);
+        if (rc)
+            return rc;
+    } else {
+        memcpy(dst, src, ps);
+    }
     /* Unmap it and drop it from the page cache, so the next access reads the device:
      * batched, see zap_flush. */
     m->zap[m->nzap++] = slot;
