@@ -83,6 +83,8 @@ SAME_FIELD(page_in_ns);
 SAME_FIELD(page_out_ns);
 SAME_FIELD(disk_faults);
 SAME_FIELD(fault_ns);
+SAME_FIELD(paged_out);
+SAME_FIELD(file_exists);
 _Static_assert(sizeof(vmm_counters) == offsetof(vmm_stats, page_in_hist),
                "vmm_counters holds every scalar of vmm_stats");
 
@@ -1171,6 +1173,8 @@ int vmm_mem_stats(vmm_mem *m, vmm_stats *out)
     *out = m->st;
     out->resident = m->resident;
     out->frame_limit = m->frame_limit;
+    out->paged_out = m->paged_out;
+    out->file_exists = m->fd >= 0;
     pthread_mutex_unlock(&m->lock);
     return VMM_OK;
 }
@@ -1183,6 +1187,8 @@ int vmm_mem_counters(vmm_mem *m, vmm_counters *out)
     memcpy(out, &m->st, sizeof *out); /* the scalar prefix of vmm_stats */
     out->resident = m->resident;
     out->frame_limit = m->frame_limit;
+    out->paged_out = m->paged_out;
+    out->file_exists = m->fd >= 0;
     pthread_mutex_unlock(&m->lock);
     return VMM_OK;
 }
