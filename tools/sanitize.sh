@@ -15,7 +15,7 @@ if ! VMMEM_SANITIZE=1 python3 vmmem/_build_core.py >build.log 2>&1 || grep -q "w
     echo "sanitize.sh: the sanitizer build failed or warned" >&2
     exit 1
 fi
-python3 -c "from vmmem._build_core import SOURCES; print('sanitized:', ' '.join(SOURCES))"
+grep '^SOURCES = ' vmmem/_build_core.py # what was built (importing vmmem here would load it unpreloaded)
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 # CPython's own allocations are not ours to judge, nor libcachesim's (its pybind module frees
 # a `new`ed string at exit: alloc_dealloc_mismatch); UBSan findings abort the run.
