@@ -1,5 +1,6 @@
 /*
- * vmmem.c - the paging core. See vmmem.h for the contract.
+ * vmmem.c - the paging core: the frame pool, the fault path and the guest API. See vmmem.h
+ * for the contract, core.h for the state.
  *
  * Layout of the state:
  *  - the pool owns the frames and, per frame, list links, the page held and
@@ -12,43 +13,26 @@
  *  - the page table, the free-slot stack and a hierarchical bitmap of the pages
  *    that hold a file slot are address space reserved with MAP_NORESERVE: host
  *    memory is committed only where pages were touched, so creation is O(1)
- *    and a 12 TiB guest costs nothing until it is used;
- *  - the two backends (direct, mmap) are one table of file operations each.
+ *    and a 12 TiB guest costs nothing until it is used.
+ * The paging backends (direct, mmap) are one file each behind backend_ops (backend_*.c);
+ * the eviction policies (LRU, CLOCK) are inline hooks (policy_*.h) behind policy.h.
  */
-#define _GNU_SOURCE
-#include "vmmem.h"
+#include "core.h"
+#include "policy.h"
 
 #include <endian.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <stddef.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/uio.h>
 #include <time.h>
-#include <unistd.h>
 
-#define NONE UINT32_MAX
-#define F_DIRTY 1u
-#define F_REF 2u
-#define MAX_GUEST_PAGES ((uint64_t)UINT32_MAX - 1) /* 12 TiB of 4 KiB pages fits */
-#define BM_NONE UINT64_MAX
-#define BM_LEVELS_MAX 6 /* 64^6 > 2^32 pages */
-/* The mmap backend unmaps the pages it read in batches of this many: one TLB shootdown
- * per batch instead of one per page-in (every thread of the process shares the mm). */
-#define ZAP_BATCH 32
-
-#if defined(__GNUC__)
-#define LIKELY(x) __builtin_expect(!!(x), 1)
-#define UNLIKELY(x) __builtin_expect(!!(x), 0)
-#else
-#define LIKELY(x) (x)
-#define UNLIKELY(x) (x)
-#endif
+/* The backends by VMM_BACKEND_* number. */
+static const backend_ops *const BACKENDS[] = {
+    [VMM_BACKEND_DIRECT] = &vmm_backend_direct,
+    [VMM_BACKEND_MMAP] = &vmm_backend_mmap,
+};
 
 _Static_assert(sizeof(((vmm_stats *)0)->page_in_hist) == VMM_HIST_BUCKETS * sizeof(uint64_t),
                "vmmem.h: the histogram arrays' literal size must equal VMM_HIST_BUCKETS");
@@ -79,77 +63,10 @@ SAME_FIELD(page_in_ns);
 SAME_FIELD(page_out_ns);
 SAME_FIELD(disk_faults);
 SAME_FIELD(fault_ns);
+SAME_FIELD(paged_out);
+SAME_FIELD(file_exists);
 _Static_assert(sizeof(vmm_counters) == offsetof(vmm_stats, page_in_hist),
                "vmm_counters holds every scalar of vmm_stats");
-
-typedef struct frame_meta {
-    uint32_t prev, next; /* list links inside the holding mem */
-} frame_meta;
-
-struct vmm_pool {
-    uint8_t *base;
-    size_t bytes;
-    uint64_t nframes;
-    uint32_t page_size;
-    uint32_t page_shift;
-    frame_meta *meta;  /* per frame: list links */
-    uint32_t *page_of; /* per frame: guest page held */
-    uint8_t *flags;    /* per frame: F_DIRTY, F_REF */
-    pthread_mutex_t lock;
-    uint32_t *free_stack;
-    uint64_t nfree;
-};
-
-
-/* A bitmap of n bits with a summary level per 64 words: level k+1 has a bit set
- * for every non-zero word of level k, so the next set bit is found in at most
- * BM_LEVELS_MAX word reads, however sparse the map. */
-typedef struct bitmap {
-    uint64_t *lvl[BM_LEVELS_MAX];
-    uint64_t words[BM_LEVELS_MAX];
-    int levels;
-    uint64_t *mem; /* one reservation for every level */
-    size_t bytes;
-} bitmap;
-
-typedef struct backend_ops backend_ops;
-
-struct vmm_mem {
-    pthread_mutex_t lock;
-    vmm_pool *pool;
-    uint64_t npages;
-    uint32_t *frame1;  /* reserved, per page: frame + 1; 0 = not resident */
-    uint32_t *slot1;   /* reserved, per page: file slot + 1; 0 = no copy in the file */
-    char *path;
-    const backend_ops *ops;
-    int policy;
-    int fd;           /* -1 while the file does not exist */
-    int wfd;          /* mmap backend: O_DIRECT descriptor for page-outs, or -1 */
-    int pidfd;        /* mmap backend: this process, for process_madvise; or -1 */
-    pid_t zap_pid;    /* the process pidfd names (a fork's child must not use it) */
-    uint32_t nzap;    /* mmap backend: slots read through the mapping, still mapped */
-    uint32_t zap[ZAP_BATCH];
-    uint8_t *map;     /* mmap backend: the file mapped over npages pages */
-    uint32_t slot_hwm; /* slots ever handed out since the file was created */
-    uint32_t *free_slots; /* reserved, npages entries; touched up to slot_hwm */
-    uint64_t nfree_slots;
-    bitmap has_slot;   /* pages whose slot1 != 0: drain walks it */
-    uint32_t head;     /* most recent frame; NONE when the list is empty */
-    uint64_t resident, frame_limit;
-    uint32_t tail;     /* least recent: not next to head, or GCC packs the two into one
-                        * vector register in the replay loop (SLP) and unpacks it per access */
-    uint64_t paged_out;    /* pages with a file copy and no frame */
-    uint64_t drain_cursor; /* where a partial drain resumes */
-    vmm_stats st;
-};
-
-struct backend_ops {
-    int open_flags;                                       /* added to O_RDWR|O_CREAT|O_EXCL */
-    int (*opened)(vmm_mem *m);                            /* after open: set up the file */
-    void (*closing)(vmm_mem *m);                          /* before close: tear it down */
-    int (*write)(vmm_mem *m, uint32_t slot, const uint8_t *src);
-    int (*read)(vmm_mem *m, uint32_t slot, uint8_t *dst);
-};
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -177,11 +94,6 @@ uint64_t vmm_hist_lower_ns(uint32_t b)
         return b;
     uint32_t e = b / VMM_HIST_SUB + 2u, sub = b % VMM_HIST_SUB;
     return (uint64_t)(VMM_HIST_SUB + sub) << (e - 3u);
-}
-
-static inline uint8_t *frame_addr(const vmm_pool *pool, uint32_t f)
-{
-    return pool->base + ((size_t)f << pool->page_shift);
 }
 
 /* Address space for metadata that grows with use: zero-filled, committed page by
@@ -352,233 +264,8 @@ static void pool_free(vmm_pool *pool, uint32_t f)
     pthread_mutex_unlock(&pool->lock);
 }
 
-/* ------------------------------------------------------------ frame list */
-
-static inline void list_unlink(vmm_mem *m, uint32_t f)
-{
-    frame_meta *meta = m->pool->meta;
-    uint32_t p = meta[f].prev, n = meta[f].next;
-    if (p != NONE)
-        meta[p].next = n;
-    else
-        m->head = n;
-    if (n != NONE)
-        meta[n].prev = p;
-    else
-        m->tail = p;
-}
-
-static inline void list_push_head(vmm_mem *m, uint32_t f)
-{
-    frame_meta *meta = m->pool->meta;
-    meta[f].prev = NONE;
-    meta[f].next = m->head;
-    if (m->head != NONE)
-        meta[m->head].prev = f;
-    else
-        m->tail = f;
-    m->head = f;
-}
-
 /* ---------------------------------------------------------- paging file */
 
-/* One whole page between a buffer and the file (pread/pwrite), retried on EINTR and
- * short transfers. A transfer of nothing means the disk is full (write) or the file
- * is shorter than a slot we wrote, i.e. it was tampered with (read). */
-static int transfer_fd(vmm_mem *m, int fd, uint8_t *buf, off_t off, int write)
-{
-    size_t ps = m->pool->page_size, done = 0;
-    while (done < ps) {
-        ssize_t n = write ? pwrite(fd, buf + done, ps - done, off + (off_t)done)
-                          : pread(fd, buf + done, ps - done, off + (off_t)done);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            return write ? -ENOSPC : -EIO;
-        done += (size_t)n;
-    }
-    return VMM_OK;
-}
-
-static int transfer(vmm_mem *m, uint8_t *buf, off_t off, int write)
-{
-    return transfer_fd(m, m->fd, buf, off, write);
-}
-
-static inline off_t slot_offset(const vmm_mem *m, uint32_t slot)
-{
-    return (off_t)slot << m->pool->page_shift;
-}
-
-/* -- direct backend: O_DIRECT pread/pwrite between the frame and the file. */
-
-static int direct_opened(vmm_mem *m)
-{
-    (void)m;
-    return VMM_OK;
-}
-
-static void direct_closing(vmm_mem *m) { (void)m; }
-
-/* After a page-out to this slot: the file now reaches at least its end. */
-static inline void note_written(vmm_mem *m, off_t off)
-{
-    uint64_t end = (uint64_t)off + m->pool->page_size;
-    if (end > m->st.file_size)
-        m->st.file_size = end;
-}
-
-static int direct_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
-{
-    off_t off = slot_offset(m, slot);
-    int rc = transfer(m, (uint8_t *)src, off, 1);
-    if (rc)
-        return rc;
-    note_written(m, off);
-    return VMM_OK;
-}
-
-static int direct_read(vmm_mem *m, uint32_t slot, uint8_t *dst)
-{
-    return transfer(m, dst, slot_offset(m, slot), 0);
-}
-
-/* -- mmap backend: the file mapped shared; page-in reads through the mapping, page-out
- * writes with pwrite (not through the mapping: a store into an uncached page of the
- * mapping would first read the old block, and the mapped page would cost TLB shootdowns
- * to write back and to unmap): O_DIRECT where the filesystem has it, else buffered, then
- * sync_file_range and a page-cache drop. */
-
-static int mmap_opened(vmm_mem *m)
-{
-    size_t bytes = (size_t)m->npages << m->pool->page_shift;
-    void *map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
-    if (map == MAP_FAILED)
-        return -errno;
-    /* No read-around: a fault must read just its page from the device, or the
-     * neighbours it drags into the page cache make later page-ins a lie. */
-    madvise(map, bytes, MADV_RANDOM);
-    posix_fadvise(m->fd, 0, 0, POSIX_FADV_RANDOM);
-    m->map = map;
-#ifdef SYS_pidfd_open
-    m->pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    m->zap_pid = getpid();
-#endif
-    /* Page-outs go by O_DIRECT where the filesystem has it: no page cache, so nothing to
-     * write back, wait for or drop; where it has not, buffered pwrite + sync_file_range. */
-    m->wfd = open(m->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
-    return VMM_OK;
-}
-
-static void mmap_closing(vmm_mem *m)
-{
-    if (m->map)
-        munmap(m->map, (size_t)m->npages << m->pool->page_shift);
-    if (m->wfd >= 0)
-        close(m->wfd);
-    if (m->pidfd >= 0)
-        close(m->pidfd);
-    m->map = NULL;
-    m->wfd = m->pidfd = -1;
-    m->nzap = 0; /* unmapped with the rest; the file goes away */
-}
-
-/* Unmaps every page read through the mapping since the last flush, with one TLB
- * shootdown (process_madvise batches them; where it is missing, one madvise each), and
- * drops them from the page cache with one fadvise. Until then a slot read stays mapped
- * and cached, so a slot is flushed before it is read or written again (zap_if_pending). */
-static void zap_flush(vmm_mem *m)
-{
-    size_t ps = m->pool->page_size;
-    uint32_t n = m->nzap;
-    if (!n)
-        return;
-    int done = 0;
-#ifdef SYS_process_madvise
-    if (m->pidfd >= 0 && m->zap_pid == getpid()) {
-        struct iovec iov[ZAP_BATCH];
-        for (uint32_t i = 0; i < n; i++) {
-            iov[i].iov_base = m->map + slot_offset(m, m->zap[i]);
-            iov[i].iov_len = ps;
-        }
-        done = syscall(SYS_process_madvise, m->pidfd, iov, (size_t)n, MADV_DONTNEED, 0u) ==
-               (long)(n * ps);
-    }
-#endif
-    off_t lo = slot_offset(m, m->zap[0]), hi = lo;
-    for (uint32_t i = 0; i < n; i++) {
-        off_t off = slot_offset(m, m->zap[i]);
-        if (!done)
-            madvise(m->map + off, ps, MADV_DONTNEED);
-        lo = off < lo ? off : lo;
-        hi = off > hi ? off : hi;
-    }
-    /* One drop over the batch's span: the only cached pages of the file are the ones
-     * read through the mapping (page-outs bypass or drop the cache), and the kernel
-     * walks only the cached pages in the range, so this costs what 32 drops did not. */
-    posix_fadvise(m->fd, lo, hi - lo + (off_t)ps, POSIX_FADV_DONTNEED);
-    m->nzap = 0;
-}
-
-static inline void zap_if_pending(vmm_mem *m, uint32_t slot)
-{
-    for (uint32_t i = 0; i < m->nzap; i++)
-        if (m->zap[i] == slot) {
-            zap_flush(m);
-            return;
-        }
-}
-
-static int mmap_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
-{
-    size_t ps = m->pool->page_size;
-    off_t off = slot_offset(m, slot);
-    zap_if_pending(m, slot); /* a mapped page would be unmapped by the write, alone */
-    /* The file grows by these writes, as the direct backend's does: the mapping is only
-     * ever read at slots already written, so it never reaches past the end (no SIGBUS),
-     * and a full disk is ENOSPC from the write. Nothing is fallocated: writing into an
-     * unwritten extent costs a journalled extent split per page. The frame is
-     * page-aligned, so the O_DIRECT descriptor writes straight from it; without one, a
-     * whole aligned page is taken by the page cache without reading the old block. */
-    int rc = transfer_fd(m, m->wfd >= 0 ? m->wfd : m->fd, (uint8_t *)src, off, 1);
-    if (rc)
-        return rc;
-    if (m->wfd < 0) {
-        /* Write the page's data to the device and wait for it (fsync/msync would also
-         * force a journal commit for the file's new blocks: metadata a paging file
-         * deleted after use does not need). The page is in no mapping, so write-back
-         * unmaps nothing. Then drop it: the next page-in reads the device. */
-        if (sync_file_range(m->fd, off, (off_t)ps,
-                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                                SYNC_FILE_RANGE_WAIT_AFTER) != 0)
-            return -errno;
-        posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED);
-    }
-    note_written(m, off);
-    return VMM_OK;
-}
-
-static int mmap_read(vmm_mem *m, uint32_t slot, uint8_t *dst)
-{
-    size_t ps = m->pool->page_size;
-    off_t off = slot_offset(m, slot);
-    zap_if_pending(m, slot); /* still cached from its last read: it must come from the device */
-    memcpy(dst, m->map + off, ps); /* faults the page in from the device */
-    /* Unmap it and drop it from the page cache, so the next access reads the device:
-     * batched, see zap_flush. */
-    m->zap[m->nzap++] = slot;
-    if (m->nzap == ZAP_BATCH)
-        zap_flush(m);
-    return VMM_OK;
-}
-
-static const backend_ops BACKENDS[] = {
-    [VMM_BACKEND_DIRECT] = {O_DIRECT, direct_opened, direct_closing, direct_write, direct_read},
-    [VMM_BACKEND_MMAP] = {0, mmap_opened, mmap_closing, mmap_write, mmap_read},
-};
 
 static void file_delete(vmm_mem *m)
 {
@@ -706,21 +393,6 @@ static int evict(vmm_mem *m, uint32_t f)
     return VMM_OK;
 }
 
-static uint32_t pick_victim(vmm_mem *m)
-{
-    if (m->policy == VMM_POLICY_LRU)
-        return m->tail;
-    uint8_t *flags = m->pool->flags;
-    for (;;) {
-        uint32_t f = m->tail;
-        if (!(flags[f] & F_REF))
-            return f;
-        flags[f] &= (uint8_t)~F_REF; /* second chance */
-        list_unlink(m, f);
-        list_push_head(m, f);
-    }
-}
-
 /* Page p now lives in frame f, clean, most recently used. */
 static void install(vmm_mem *m, uint32_t p, uint32_t f)
 {
@@ -758,7 +430,7 @@ static __attribute__((noinline)) int fault(vmm_mem *m, uint32_t p, uint32_t *out
     if (f == NONE) {
         if (m->resident == 0)
             return VMM_ENOFRAME;
-        f = pick_victim(m);
+        f = policy_victim(m);
         int rc = evict(m, f);
         if (rc)
             return rc;
@@ -802,14 +474,7 @@ static inline int access_page(vmm_mem *m, uint32_t p, int write, uint32_t *frame
     if (LIKELY(f1)) {
         f = f1 - 1;
         m->st.hits++;
-        if (m->policy == VMM_POLICY_LRU) {
-            if (f != m->head) {
-                list_unlink(m, f);
-                list_push_head(m, f);
-            }
-        } else {
-            flags[f] |= F_REF;
-        }
+        policy_touch(m->policy, m->pool->meta, flags, f, &m->head, &m->tail);
     } else {
         int rc = fault(m, p, &f);
         if (UNLIKELY(rc))
@@ -830,7 +495,7 @@ static inline int access_page(vmm_mem *m, uint32_t p, int write, uint32_t *frame
  * vmm_mem's own copies. */
 static inline __attribute__((always_inline)) int
 replay_loop(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uint64_t n, uint64_t *done,
-            const int lru, const int has_writes)
+            const int policy, const int has_writes)
 {
     frame_meta *const meta = m->pool->meta;
     uint8_t *const flags = m->pool->flags;
@@ -848,22 +513,7 @@ replay_loop(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uint64_t n
         uint32_t f1 = frame1[p];
         if (LIKELY(f1)) {
             f = f1 - 1;
-            if (lru) {
-                if (f != head) { /* move to front; f is not the head, so it has a prev */
-                    uint32_t pv = meta[f].prev, nx = meta[f].next;
-                    meta[pv].next = nx;
-                    if (nx != NONE)
-                        meta[nx].prev = pv;
-                    else
-                        tail = pv;
-                    meta[f].prev = NONE;
-                    meta[f].next = head;
-                    meta[head].prev = f;
-                    head = f;
-                }
-            } else {
-                flags[f] |= F_REF;
-            }
+            policy_touch(policy, meta, flags, f, &head, &tail);
         } else {
             m->head = head;
             m->tail = tail;
@@ -916,9 +566,10 @@ int vmm_mem_create(vmm_pool *pool, uint64_t npages, const char *path, int backen
         return VMM_EINVAL;
     if (npages > (SIZE_MAX >> pool->page_shift))
         return VMM_EINVAL;
-    if (backend != VMM_BACKEND_DIRECT && backend != VMM_BACKEND_MMAP)
+    if (backend < 0 || (size_t)backend >= sizeof BACKENDS / sizeof *BACKENDS ||
+        !BACKENDS[backend])
         return VMM_EINVAL;
-    if (policy != VMM_POLICY_LRU && policy != VMM_POLICY_CLOCK)
+    if (!policy_known(policy))
         return VMM_EINVAL;
     vmm_mem *m = calloc(1, sizeof *m);
     if (!m)
@@ -937,9 +588,9 @@ int vmm_mem_create(vmm_pool *pool, uint64_t npages, const char *path, int backen
     }
     pthread_mutex_init(&m->lock, NULL);
     m->pool = pool;
-    m->ops = &BACKENDS[backend];
+    m->ops = BACKENDS[backend];
     m->policy = policy;
-    m->fd = m->wfd = m->pidfd = -1;
+    m->fd = -1;
     m->head = m->tail = NONE;
     *out = m;
     return VMM_OK;
@@ -972,7 +623,7 @@ int vmm_mem_set_frame_limit(vmm_mem *m, uint64_t frames)
     int rc = VMM_OK;
     m->frame_limit = frames;
     while (m->resident > frames) {
-        uint32_t f = pick_victim(m);
+        uint32_t f = policy_victim(m);
         rc = evict(m, f);
         if (rc) {
             m->frame_limit = m->resident; /* nothing lost: keep what could not go out */
@@ -1039,13 +690,12 @@ int vmm_mem_replay(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uin
     if (!m || (n && !pages))
         return VMM_EINVAL;
     pthread_mutex_lock(&m->lock);
-    int rc, lru = m->policy == VMM_POLICY_LRU;
-    if (writes)
-        rc = lru ? replay_loop(m, pages, writes, n, &i, 1, 1)
-                 : replay_loop(m, pages, writes, n, &i, 0, 1);
-    else
-        rc = lru ? replay_loop(m, pages, NULL, n, &i, 1, 0)
-                 : replay_loop(m, pages, NULL, n, &i, 0, 0);
+    int rc;
+#define REPLAY(policy)                                                                         \
+    rc = writes ? replay_loop(m, pages, writes, n, &i, policy, 1)                             \
+                : replay_loop(m, pages, NULL, n, &i, policy, 0)
+    POLICY_DISPATCH(m->policy, REPLAY);
+#undef REPLAY
     pthread_mutex_unlock(&m->lock);
     if (done)
         *done = i;
@@ -1149,6 +799,8 @@ int vmm_mem_stats(vmm_mem *m, vmm_stats *out)
     *out = m->st;
     out->resident = m->resident;
     out->frame_limit = m->frame_limit;
+    out->paged_out = m->paged_out;
+    out->file_exists = m->fd >= 0;
     pthread_mutex_unlock(&m->lock);
     return VMM_OK;
 }
@@ -1161,6 +813,8 @@ int vmm_mem_counters(vmm_mem *m, vmm_counters *out)
     memcpy(out, &m->st, sizeof *out); /* the scalar prefix of vmm_stats */
     out->resident = m->resident;
     out->frame_limit = m->frame_limit;
+    out->paged_out = m->paged_out;
+    out->file_exists = m->fd >= 0;
     pthread_mutex_unlock(&m->lock);
     return VMM_OK;
 }

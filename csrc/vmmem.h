@@ -77,6 +77,8 @@ typedef struct vmm_counters {
     uint64_t page_out_ns;
     uint64_t disk_faults;
     uint64_t fault_ns;
+    uint64_t paged_out;
+    uint64_t file_exists;
 } vmm_counters;
 
 typedef struct vmm_stats {
@@ -100,6 +102,8 @@ typedef struct vmm_stats {
     uint64_t page_out_ns;   /* total time spent in page-out I/O */
     uint64_t disk_faults;   /* faults that waited on the file: victim write-back and/or page-in */
     uint64_t fault_ns;      /* total time of those faults, from the fault to the frame ready */
+    uint64_t paged_out;     /* pages now only in the paging file (a copy and no frame) */
+    uint64_t file_exists;   /* 1 while the paging file exists, else 0 (reset_stats keeps both) */
     /* 328 is VMM_HIST_BUCKETS (cffi needs the literal; vmmem.c asserts they agree) */
     uint64_t page_in_hist[328];
     uint64_t page_out_hist[328];

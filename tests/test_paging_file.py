@@ -244,3 +244,36 @@ def test_mmap_backend_pages_through_a_filesystem_without_direct_io(tmp_path):
                 assert s.page_outs >= 3 * 240 and s.page_ins >= 3 * 240
                 mem.frame_limit = 256
                 assert mem.drain() == 0 and not mem.paging_file.exists
+
+
+def test_core_counts_paged_out_pages_and_the_file_exactly_across_a_reset(disk_dir, pool):
+    """paged_out and file_exists come from the core's own state: a reset of the counters
+    (which zeroes file_created/file_deleted and zero_fills) changes neither."""
+    with vmmem.GuestMemory(pool, 64 * PAGE, frame_limit=4, paging_dir=disk_dir) as mem:
+        mem.replay(np.arange(20, dtype=np.uint32), np.ones(20, dtype=bool))
+        mem.release(0, 4)  # four paged-out pages given back: no longer counted
+        mem.reset_stats()
+        for c in (mem.counters, mem.stats.as_dict()):
+            assert c["file_exists"] == 1 and c["file_created"] == c["file_deleted"] == 0
+            assert c["paged_out"] == len(list(mem.pages_in_state(vmmem.PageState.PAGED_OUT)))
+            assert c["paged_out"] == 12 and c["zero_fills"] == 0
+        mem.frame_limit = 16
+        mem.drain()
+        c = mem.counters
+        assert c["paged_out"] == 0 and c["file_exists"] == 0
+
+
+def test_a_session_sees_its_file_after_a_counter_reset(disk_dir, pool):
+    """The VM's session asks the core whether the Smart Paging file exists and how many pages
+    it holds: after reset_stats a live file is still in use, with its pages."""
+    import threading
+
+    from vmmem.hyperv.session import BootRecord, GuestSession
+
+    with vmmem.GuestMemory(pool, 64 * PAGE, frame_limit=4, paging_dir=disk_dir) as mem:
+        lock = threading.RLock()
+        session = GuestSession(mem, BootRecord("boot"), 64, lock, threading.Condition(lock))
+        mem.replay(np.arange(20, dtype=np.uint32), np.ones(20, dtype=bool))
+        mem.reset_stats()
+        assert session.observe_file()
+        assert session.record.peak_paged_out == 16

@@ -8,7 +8,14 @@ work=$(mktemp -d /var/tmp/vmmem-asan.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 git -C "$src" ls-files -z --cached --others --exclude-standard | (cd "$src" && xargs -0 cp --parents -t "$work")
 cd "$work"
-VMMEM_SANITIZE=1 python3 vmmem/_build_core.py >/dev/null 2>&1
+# Every source the build lists (vmmem/_build_core.py: the core and one file per backend) is
+# compiled with the sanitizers; a warning fails the run as an error does.
+if ! VMMEM_SANITIZE=1 python3 vmmem/_build_core.py >build.log 2>&1 || grep -q "warning:" build.log; then
+    cat build.log >&2
+    echo "sanitize.sh: the sanitizer build failed or warned" >&2
+    exit 1
+fi
+grep '^SOURCES = ' vmmem/_build_core.py # what was built (importing vmmem here would load it unpreloaded)
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 # CPython's own allocations are not ours to judge, nor libcachesim's (its pybind module frees
 # a `new`ed string at exit: alloc_dealloc_mismatch); UBSan findings abort the run.

@@ -15,6 +15,10 @@ from cffi import FFI
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 HEADER = CSRC / "vmmem.h"
+# The core's translation units: the fault path and guest API, then one file per backend.
+SOURCES = ["vmmem.c", "backend_direct.c", "backend_mmap.c", "stackdist.c"]
+# Internal headers: the shared state, and the eviction policies' inline hooks.
+DEPENDS = ["vmmem.h", "core.h", "policy.h", "policy_lru.h", "policy_clock.h", "stackdist.h"]
 
 
 def read_cdef(header: Path = HEADER) -> str:
@@ -41,7 +45,8 @@ _cflags, _ldflags = compile_args()
 ffibuilder.set_source(
     "vmmem._vmmem_cffi",
     '#include "vmmem.h"\n#include "stackdist.h"',
-    sources=[os.path.relpath(CSRC / "vmmem.c"), os.path.relpath(CSRC / "stackdist.c")],
+    sources=[os.path.relpath(CSRC / name) for name in SOURCES],
+    depends=[os.path.relpath(CSRC / name) for name in DEPENDS],
     include_dirs=[os.path.relpath(CSRC)],
     extra_compile_args=_cflags,
     extra_link_args=_ldflags,

@@ -2,7 +2,7 @@
 
 `FramePool` is host RAM cut into page frames; `GuestMemory` is one VM's guest-physical page
 array backed by frames of a pool up to its frame limit, the overflow paged to a
-`SmartPagingFile`. All per-access work happens in C (csrc/vmmem.c); these classes validate
+`SmartPagingFile`. All per-access work happens in C (csrc/); these classes validate
 arguments, own the C handles, and translate results.
 """
 

@@ -100,6 +100,8 @@ class MemoryStats:
     page_out_ns: int
     disk_faults: int  # faults that waited on the file (victim write-back and/or page-in)
     fault_ns: int
+    paged_out: int  # pages now only in the paging file: exact, kept by the core
+    file_exists: int  # 1 while the paging file exists (not derived from created/deleted)
     page_in_latency: LatencyHistogram = field(repr=False)
     page_out_latency: LatencyHistogram = field(repr=False)
     # What a guest waits for a fault that touches the disk: from the fault to its frame ready.

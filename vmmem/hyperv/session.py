@@ -253,15 +253,14 @@ class GuestSession:
         if self.file_role != "smart":
             return False  # the guest's own page file, or its saved state: not Smart Paging
         c = self.memory.counters  # scalars only: this runs after every replay chunk
-        exists = c["file_created"] > c["file_deleted"]
+        exists = bool(c["file_exists"])
         rec = self.record
         now = time.monotonic()
         if exists:
             if rec.file_created_at is None or rec.file_deleted_at is not None:
                 rec.file_created_at = rec.file_created_at or now
                 rec.file_deleted_at = None
-            paged_out = max(0, c["zero_fills"] - c["releases"] - c["resident"])
-            rec.peak_paged_out = max(rec.peak_paged_out, paged_out)
+            rec.peak_paged_out = max(rec.peak_paged_out, c["paged_out"])
             rec.peak_file_size = max(rec.peak_file_size, c["file_size"])
         elif rec.file_created_at is not None and rec.file_deleted_at is None:
             rec.file_deleted_at = now
@@ -384,10 +383,10 @@ class GuestSession:
         s, ps = settings, self.page_size
         c = self.memory.counters  # scalars only: status is polled
         smart_file = self.file_role == "smart"
-        in_use = smart_file and c["file_created"] > c["file_deleted"]
+        in_use = smart_file and bool(c["file_exists"])
         assigned, demand = self.assigned * ps, self.demand * ps
         guest = self.guest_paging()
-        paged_out = max(0, c["zero_fills"] - c["releases"] - c["resident"]) if in_use else 0
+        paged_out = c["paged_out"] if in_use else 0
         return VMStatus(
             name=s.name,
             state="Running",
