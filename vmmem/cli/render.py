@@ -608,13 +608,14 @@ def _predicted_vs_measured(console: Console, result: RunResult, plan: dict[str, 
     got = next((e.get("predicted") for e in plan["events"] if e["index"] == ev), None)
     if not got:
         return
-    p = {k: sum(b[k] for b in got.values()) for k in ("page_ins", "page_outs", "report_peak_bytes")}
+    keys = ("page_ins", "page_outs", "smart_paging_peak_bytes")
+    p = {k: sum(b[k] for b in got.values()) for k in keys}
     m = result.storm_summary()
     policy = result.settings.get("policy", "lru")
     how = "LRU" if policy == "lru" else f"for LRU; this run used {policy}"
     console.print(
         f"predicted from the boot's accesses ({how}, memory fixed for the boot): page-ins/outs "
-        f"{p['page_ins']:,}/{p['page_outs']:,}, peak {mb(p['report_peak_bytes'])}; measured "
+        f"{p['page_ins']:,}/{p['page_outs']:,}, peak {mb(p['smart_paging_peak_bytes'])}; measured "
         f"{m['page_ins']:,}/{m['page_outs']:,}, peak {mb(m['smart_paging_peak_bytes'])}"
     )
 
