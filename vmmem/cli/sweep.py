@@ -367,9 +367,14 @@ def _plan(sweep: Sweep, out: str, as_json: bool) -> None:
         t.add_column(col, justify="right" if col in ("#", "memory", "time") else "left")
     for p, c in zip(cells, sweep.cells, strict=True):
         disk = ", ".join(f"{format_mb(n)} on {m}" for m, n in (p.get("disk_bytes") or {}).items())
-        status = (
-            "done" if p["done"] else ("refused: " + p["refused"] if p.get("refused") else "to run")
-        )
+        if p["done"]:
+            status = "done"
+        elif p.get("refused"):
+            status = "refused: " + p["refused"]
+        elif p.get("start_failures"):
+            status = f"to run; {', '.join(p['start_failures'])} cannot start (plan)"
+        else:
+            status = "to run"
         t.add_row(
             str(c.index + 1),
             c.id,

@@ -257,11 +257,11 @@ def parse_sweep(
     fail at a cell's start fails now."""
     r = TomlReader(source)
     base_dir = base_dir or os.getcwd()
+    _check_depth(r, data, "", 0)
     for k in data:
         if k in _NOT_SWEEPABLE:
             raise SweepError(source, k, _NOT_SWEEPABLE[k])
     r.check_keys(data, _TOP_KEYS, "")
-    _check_depth(r, data, "", 0)
     name = r.string(
         data.get("name", os.path.splitext(os.path.basename(source))[0] or "sweep"), "name"
     )
@@ -675,6 +675,7 @@ def cell_plan(spec: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
         "memory_bytes": s.host_memory,
         "smart_paging_planned_bytes": sum(plan.peak_paging().values()),
         "plan_verdict": plan.verdict(),
+        "start_failures": list(plan.start_failures),
         "seconds_estimate": estimate_seconds(s) * spec["runs"],
         "refused": None,
     }
