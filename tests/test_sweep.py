@@ -226,6 +226,19 @@ def test_fuzz_the_sweep_loader_refuses_with_a_located_error(tmp_path_factory, to
     assert len({c.id for c in s.cells}) == len(s.cells)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_fuzz_sweep_files_as_bytes(tmp_path_factory, raw):
+    path = tmp_path_factory.mktemp("fuzz") / "s.toml"
+    path.write_bytes(raw)
+    from vmmem.lab.sweep import load_sweep
+
+    try:
+        load_sweep(path)
+    except ScenarioError as e:
+        assert str(e).startswith(f"{path}: ")
+
+
 def test_cell_ids_are_stable_and_follow_the_inputs(tmp_path):
     path = make_sweep(tmp_path)
     from vmmem.lab.sweep import load_sweep
@@ -444,7 +457,7 @@ def table_shape(out: Path) -> tuple[list[str], list[str], set[str]]:
     )
 
 
-def test_a_local_dask_cluster_gives_the_same_table(local_sweep, scheduler, tmp_path):
+def test_a_local_dask_cluster_gives_the_same_table(local_sweep, scheduler, tmp_path, monkeypatch):
     folder = tmp_path
     path = make_sweep(folder)
     workers = Workers(scheduler)
@@ -452,17 +465,15 @@ def test_a_local_dask_cluster_gives_the_same_table(local_sweep, scheduler, tmp_p
         for name in ("w1", "w2"):
             workers.start(name, worker_config(folder / name, name), folder / name)
         workers.wait_joined(2)
-        r = subprocess.run(
-            sweep_cmd(str(path), "--scheduler", scheduler, "--json", "--out", "out"),
-            cwd=folder,
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=HANG,
+        # The command in this process (its output as on a terminal-less run), the workers
+        # in theirs.
+        monkeypatch.chdir(folder)
+        r = CliRunner().invoke(
+            cli, ["sweep", str(path), "--scheduler", scheduler, "--json", "--out", "out"]
         )
     finally:
         workers.stop()
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.output
     assert json.loads(r.stdout.splitlines()[0])["workers"] == 2
     assert table_shape(folder / "out") == table_shape(local_sweep["out"])
     rows = read_rows(str(folder / "out" / "rows.jsonl"))

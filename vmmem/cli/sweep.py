@@ -242,6 +242,8 @@ def sweep_cmd(
     out = out_dir or f"{sweep.name}-sweep"
     if scheduler is not None and not scheduler.strip():
         raise CliFailure("--scheduler: give the scheduler's address, tcp://HOST:PORT", EXIT_USAGE)
+    if mode != "spread" and scheduler is None:
+        raise CliFailure("--mode every goes with --scheduler (it compares workers)", EXIT_USAGE)
     if plan_only:
         _plan(sweep, out, as_json)
         sys.exit(EXIT_OK)
