@@ -907,7 +907,6 @@ class RowsFile:
             json.dumps(
                 r | {"batch": batch, "batch_rows": len(rows), "written": written},
                 separators=(",", ":"),
-                allow_nan=False,
                 default=str,
             )
             + "\n"
@@ -1189,7 +1188,10 @@ def run_cluster(
     progress = progress or SweepProgress()
     own = client is None
     if own:
-        client = distributed.Client(scheduler, timeout=30)
+        try:
+            client = distributed.Client(scheduler, timeout=30)
+        except Exception as e:  # a bad address, no scheduler there, a timeout
+            raise RuntimeError(f"cannot connect to the scheduler: {e}") from None
     table = RowsFile(rows_path)
     out = SweepOutcome()
     try:
@@ -1200,7 +1202,13 @@ def run_cluster(
                 "with: dask worker SCHEDULER --resources vmmem=1 --nthreads 1"
             )
         specs = [sweep.spec(c) for c in sweep.cells]
-        checks = client.run(check_on_worker, specs, workers=list(workers))
+        try:
+            checks = client.run(check_on_worker, specs, workers=list(workers))
+        except Exception as e:
+            raise RuntimeError(
+                f"a worker could not check the cells ({type(e).__name__}: {e}); is vmmem "
+                "installed in the workers' Python?"
+            ) from None
         for addr, chk in checks.items():
             for msg in chk["refused"]:
                 out.refused.append(f"worker {chk['machine']} ({addr}): {msg}")
