@@ -471,10 +471,20 @@ def test_a_local_dask_cluster_gives_the_same_table(local_sweep, scheduler, tmp_p
         r = CliRunner().invoke(
             cli, ["sweep", str(path), "--scheduler", scheduler, "--json", "--out", "out"]
         )
+        # Compare machines: every cell on every worker.
+        every = CliRunner().invoke(
+            cli, ["sweep", str(path), "--scheduler", scheduler, "--mode", "every", "--out", "ev"]
+        )
     finally:
         workers.stop()
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout.splitlines()[0])["workers"] == 2
+    assert every.exit_code == 0, every.output
+    ran = sorted((x["cell"], x["worker"]["name"]) for x in read_rows(str(folder / "ev/rows.jsonl")))
+    cells = sorted({c for c, _ in ran})
+    assert ran == [(c, w) for c in cells for w in ("w1", "w2")]
+    with open(folder / "ev" / "summary.csv") as f:
+        assert sorted(x["machines"] for x in csv.DictReader(f)) == ["w1", "w1", "w2", "w2"]
     assert table_shape(folder / "out") == table_shape(local_sweep["out"])
     rows = read_rows(str(folder / "out" / "rows.jsonl"))
     # Each worker used its own folder for the role locations.ssd.
