@@ -553,3 +553,10 @@ def test_a_worker_killed_mid_cell_its_cell_runs_elsewhere_and_no_half_row(schedu
     with open(folder / "out" / "rows.jsonl") as f:
         assert [json.loads(line)["cell"] for line in f] == [rows[0]["cell"]]
     assert paging_files(folder) == [] and locks(folder) == []
+
+
+def test_the_shipped_example_is_a_sweep_of_twelve_cells():
+    from vmmem.lab.sweep import load_sweep
+
+    s = load_sweep(os.path.join(ROOT, "examples", "sweep-memory-x-guest.toml"))
+    assert len(s.cells) == 12 and s.swept == ("guest", "host_memory") and s.runs == 2

@@ -252,21 +252,18 @@ def sweep_cmd(
         _check_local(sweep, out)
     progress = _Progress(as_json, quiet)
     rows_path = os.path.join(out, ROWS)
-    outcome = None
+    from vmmem.lab.sweep import TableInUse, run_cluster, run_local
+
     try:
         if scheduler is None:
-            from vmmem.lab.sweep import run_local
-
             outcome = run_local(sweep, rows_path, progress)
         else:
-            from vmmem.lab.sweep import run_cluster
-
-            try:
-                outcome = run_cluster(sweep, rows_path, scheduler, mode=mode, progress=progress)
-            except (RuntimeError, OSError) as e:
-                raise CliFailure(f"--scheduler {scheduler}: {e}", EXIT_FAILED) from None
-    except RuntimeError as e:  # the table is in use by another sweep
+            outcome = run_cluster(sweep, rows_path, scheduler, mode=mode, progress=progress)
+    except TableInUse as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
+    except (RuntimeError, OSError) as e:
+        where = f"--scheduler {scheduler}: " if scheduler else ""
+        raise CliFailure(f"{where}{e}", EXIT_FAILED) from None
     finally:
         progress.close()
         # What is in the table, also after Ctrl-C: the summaries of the cells done.

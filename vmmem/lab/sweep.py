@@ -59,6 +59,7 @@ __all__ = [
     "Sweep",
     "SweepError",
     "SweepProgress",
+    "TableInUse",
     "cell_plan",
     "cell_scenario",
     "check_cell_locations",
@@ -113,6 +114,10 @@ ROW_KIND = "vmmem-sweep-row"
 
 class SweepError(ScenarioError):
     """A sweep file (or a worker's settings file) that cannot run: names the file and field."""
+
+
+class TableInUse(RuntimeError):
+    """Another sweep is writing the same table (its rows file is locked)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -893,7 +898,7 @@ class RowsFile:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
-            raise RuntimeError(f"{path} is being written by another vmmem sweep") from None
+            raise TableInUse(f"{path} is being written by another vmmem sweep") from None
         except BaseException:
             os.close(self.fd)
             raise
