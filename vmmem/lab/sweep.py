@@ -1153,6 +1153,7 @@ def run_local(
             if res.outcome == "refused":
                 out.refused.append(f"cell {c.id} ({c.label()}): {res.error}")
             table.append_cell(res.rows)
+            out.errors += _failed_runs(c, res)
             out.done += 1 if res.rows else 0
             durations.append(res.seconds)
             left = len(todo) - i - 1
@@ -1160,6 +1161,16 @@ def run_local(
     finally:
         table.close()
     return out
+
+
+def _failed_runs(c: Cell, res: CellResult) -> list[str]:
+    """A run that failed (exit 1 of `vmmem run`) is in the table, and said: the cell runs
+    again when the sweep is run again."""
+    return [
+        f"cell {c.id} ({c.label()}) on {res.machine}: run {r['run'] + 1} failed: {r['error']}"
+        for r in res.rows
+        if r.get("outcome") == "failed"
+    ]
 
 
 def _first_estimate(sweep: Sweep, todo: list[Cell], settings: dict[str, Any]) -> float:
@@ -1285,6 +1296,7 @@ def run_cluster(
                             f"cell {c.id} ({c.label()}) on {res.machine}: {res.error}"
                         )
                     table.append_cell(res.rows)
+                    out.errors += _failed_runs(c, res)
                     out.done += 1 if res.rows else 0
                     durations.append(res.seconds)
                     left = len(jobs) - finished
