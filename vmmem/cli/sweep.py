@@ -443,7 +443,7 @@ def plot_sweep(sweep: Sweep, summary: list[dict[str, Any]], path: str) -> None:
     others = [k for k in swept if k != xkey]
     machines = len({e["machines"] for e in summary}) > 1
     cell_by_id = {c.id: c for c in sweep.cells}
-    lines: dict[str, list[tuple[Any, float, float]]] = {}
+    lines: dict[str, list[tuple[Any, float, float, bool]]] = {}
     for e in summary:
         if e.get("slowdown_mean") is None:
             continue
@@ -455,21 +455,39 @@ def plot_sweep(sweep: Sweep, summary: list[dict[str, Any]], path: str) -> None:
         if xkey == "host_memory" and isinstance(x, int):
             x = x // 2**20
         lines.setdefault(name or "slowdown", []).append(
-            (x, e["slowdown_mean"], e.get("slowdown_std") or 0.0)
+            (
+                x,
+                e["slowdown_mean"],
+                e.get("slowdown_std") or 0.0,
+                bool(e.get("smart_paging_peak_bytes_max")),
+            )
         )
     fig, ax = plt.subplots(figsize=(9, 5.5))
     categorical = xkey is not None and xkey not in NUMERIC_AXES
     ticks: list[Any] = []
+    hollow = False
     for pts in lines.values():
-        for x, _, _ in pts:
+        for x, *_ in pts:
             if x not in ticks:
                 ticks.append(x)
     for name, pts in lines.items():
         pts.sort(key=lambda p: ticks.index(p[0]) if categorical else p[0])
         xs = [ticks.index(p[0]) if categorical else p[0] for p in pts]
-        ax.errorbar(
+        bars = ax.errorbar(
             xs, [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=4, label=name
         )
+        # Hollow: no run of the cell paged, so its slowdown is not Smart Paging's.
+        dry = [(x, p[1]) for x, p in zip(xs, pts, strict=True) if not p[3]]
+        if dry:
+            ax.plot(
+                [d[0] for d in dry],
+                [d[1] for d in dry],
+                "o",
+                color=bars[0].get_color(),
+                markerfacecolor="white",
+                zorder=3,
+            )
+            hollow = True
     if categorical:
         ax.set_xticks(range(len(ticks)), [str(t) for t in ticks])
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
@@ -485,6 +503,15 @@ def plot_sweep(sweep: Sweep, summary: list[dict[str, Any]], path: str) -> None:
         f"sweep {sweep.name}: {sweep.scenario_ref}, mean +- standard deviation of {runs} run(s)"
     )
     ax.grid(alpha=0.3)
+    if hollow:
+        ax.text(
+            0.01,
+            0.01,
+            "hollow marks: no Smart Paging in any run of that cell",
+            transform=ax.transAxes,
+            fontsize="small",
+            color="dimgrey",
+        )
     if len(lines) > 1 or others:
         ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
