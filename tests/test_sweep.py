@@ -579,6 +579,16 @@ def test_a_worker_killed_mid_cell_its_cell_runs_elsewhere_and_no_half_row(cluste
     assert paging_files(machine) == [] and locks(machine) == []
 
 
+def test_without_distributed_a_cluster_sweep_says_what_to_install(tmp_path, monkeypatch):
+    path = make_sweep(tmp_path)
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed: ImportError
+    r = CliRunner().invoke(
+        cli, ["sweep", str(path), "--scheduler", "tcp://127.0.0.1:8786", "--out", str(tmp_path)]
+    )
+    assert r.exit_code == 1 and 'pip install "vmmem[cluster]"' in r.output, r.output
+    assert not (tmp_path / "rows.jsonl").exists()
+
+
 def test_the_shipped_example_is_a_sweep_of_twelve_cells():
     from vmmem.lab.sweep import load_sweep
 
