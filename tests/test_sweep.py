@@ -529,6 +529,49 @@ def test_a_local_dask_cluster_gives_the_same_table(local_sweep, clusters, tmp_pa
     assert paging_files(workers_folder) == [] and locks(workers_folder) == []
 
 
+def wait_for_lock(folder: Path, proc: subprocess.Popen[str]) -> dict:
+    """The manifest of the first run that appears under folder (polling for that event)."""
+    deadline = time.monotonic() + HANG
+    while time.monotonic() < deadline:
+        for lock in locks(folder):
+            try:
+                return json.loads(Path(lock).read_text().splitlines()[0])
+            except (OSError, IndexError, ValueError):
+                continue  # being written, or gone already
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)  # polling for the event, not waiting out a time
+    raise AssertionError("no run started")
+
+
+def test_ctrl_c_on_a_cluster_sweep_stops_the_workers_runs(clusters, tmp_path):
+    scheduler, workers, folder = clusters.need("two")
+    # Boots of ten minutes: only the stop ends this cell within the test's patience.
+    path = make_sweep(tmp_path, SWEEP.replace('"96MB", "176MB"', '"96MB"'), boot=600.0)
+    client = subprocess.Popen(
+        sweep_cmd(str(path), "--scheduler", scheduler, "--json", "--out", "out"),
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_lock(folder, client)
+        client.send_signal(signal.SIGINT)
+        _, err = client.communicate(timeout=HANG)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode == 130, err
+    # The worker's run stops at its next check and deletes its files: the event awaited is
+    # its lock file going away.
+    deadline = time.monotonic() + HANG
+    while locks(folder) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert locks(folder) == [] and paging_files(folder) == []
+    assert read_rows(str(tmp_path / "out" / "rows.jsonl")) == []
+
+
 def test_a_worker_killed_mid_cell_its_cell_runs_elsewhere_and_no_half_row(clusters, tmp_path):
     """Both workers stand for one machine (the same folders, as a worker restarted there
     would): the one running the cell is killed once its run holds the folder; the other runs
