@@ -75,16 +75,25 @@ class _Progress(SweepProgress):
         sys.stdout.write(json.dumps(record, default=str) + "\n")
         sys.stdout.flush()
 
-    def start(self, total: int, skipped: int, workers: int) -> None:
+    def start(self, total: int, skipped: int, workers: int, eta: float | None = None) -> None:
         self.total = total
         if self.as_json:
-            self.emit({"event": "start", "cells": total, "skipped": skipped, "workers": workers})
+            self.emit(
+                {
+                    "event": "start",
+                    "cells": total,
+                    "skipped": skipped,
+                    "workers": workers,
+                    "eta_seconds": eta,
+                }
+            )
             return
         if self.quiet:
             return
         where = f" on {workers} worker(s)" if workers > 1 else ""
         self.console.print(
-            f"{total} cell(s){where}; {skipped} already in the table, skipped",
+            f"{total} cell(s){where}; {skipped} already in the table, skipped; "
+            f"ETA {_seconds(eta)} (the planner's rough estimate until cells are measured)",
             highlight=False,
             soft_wrap=True,
         )
@@ -99,7 +108,9 @@ class _Progress(SweepProgress):
                 console=self.console,
                 transient=True,
             )
-            self.task = self.bar.add_task("starting", total=total, completed=skipped, eta="?")
+            self.task = self.bar.add_task(
+                "starting", total=total, completed=skipped, eta=_seconds(eta)
+            )
             self.bar.start()
 
     def status(self, text: str) -> None:

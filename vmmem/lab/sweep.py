@@ -1093,7 +1093,8 @@ def summary_markdown(sweep: Sweep, summary: Sequence[dict[str, Any]]) -> str:
 class SweepProgress:
     """What a sweep reports while it goes; the CLI shows it. The default does nothing."""
 
-    def start(self, total: int, skipped: int, workers: int) -> None: ...
+    def start(self, total: int, skipped: int, workers: int, eta: float | None = None) -> None:
+        """Before the first cell: `eta` is the planner's rough time for the cells to run."""
 
     def cell_started(self, cell: Cell, machine: str) -> None: ...
 
@@ -1117,6 +1118,8 @@ class SweepOutcome:
 
 
 def _eta(durations: list[float], left: int, parallel: int, first: float) -> float | None:
+    if not durations and not first:
+        return None
     per = statistics.fmean(durations) if durations else first
     return per * math.ceil(left / max(parallel, 1)) if left else 0.0
 
@@ -1137,9 +1140,10 @@ def run_local(
         done = done_cells(read_rows(rows_path), per_machine=False)
         todo = [c for c in sweep.cells if (c.id, "") not in done]
         out.skipped = len(sweep.cells) - len(todo)
-        progress.start(len(sweep.cells), out.skipped, 1)
+        est = _estimates(sweep, todo)
+        first = statistics.fmean(est) if est else 0.0
+        progress.start(len(sweep.cells), out.skipped, 1, _start_eta(est, 1))
         durations: list[float] = []
-        first = _first_estimate(sweep, todo, settings)
         for i, c in enumerate(todo):
             progress.cell_started(c, _machine_name(settings))
 
@@ -1173,13 +1177,23 @@ def _failed_runs(c: Cell, res: CellResult) -> list[str]:
     ]
 
 
-def _first_estimate(sweep: Sweep, todo: list[Cell], settings: dict[str, Any]) -> float:
-    if not todo:
-        return 0.0
-    try:
-        return float(cell_plan(sweep.spec(todo[0]), settings).get("seconds_estimate") or 0.0)
-    except Exception:
-        return 0.0
+def _estimates(sweep: Sweep, todo: Sequence[Cell]) -> list[float]:
+    """The planner's rough time of each cell to run (no I/O; roles need no folder)."""
+    out = []
+    for c in todo:
+        spec = sweep.spec(c)
+        try:
+            s, _, _ = cell_scenario(
+                spec["scenario_text"], spec["scenario_source"], spec["inputs"], lambda r: f"/{r}"
+            )
+            out.append(estimate_seconds(s) * c.runs)
+        except Exception:  # an estimate only
+            out.append(0.0)
+    return out
+
+
+def _start_eta(estimates: list[float], parallel: int) -> float | None:
+    return sum(estimates) / max(parallel, 1) if estimates and all(estimates) else None
 
 
 def run_cluster(
@@ -1244,7 +1258,9 @@ def run_cluster(
                 jobs += [(c, a) for a in workers if (c.id, names[a]) not in done]
         total = len(sweep.cells) * (len(workers) if per_machine else 1)
         out.skipped = total - len(jobs)
-        progress.start(total, out.skipped, len(workers))
+        est = _estimates(sweep, [c for c, _ in jobs])
+        first = statistics.fmean(est) if est else 0.0
+        progress.start(total, out.skipped, len(workers), _start_eta(est, len(workers)))
         stop = distributed.Event(f"vmmem-sweep-stop-{uuid.uuid4().hex[:12]}", client=client)
         futures = {}
         for c, addr in jobs:
@@ -1260,7 +1276,6 @@ def run_cluster(
             )
             futures[f] = (c, addr)
         durations: list[float] = []
-        first = _first_estimate(sweep, [c for c, _ in jobs], {"locations": {}, "source": None})
         finished = 0
         pending = set(futures)
         try:
