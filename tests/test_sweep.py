@@ -129,6 +129,7 @@ def locks(folder: Path) -> list[str]:
 
 BAD = [
     ("colour = 1\n", "colour: unknown key"),
+    ('name = "../up"\n', "name: expected a name without /"),
     ("[axes]\nguest = []\n", "axes.guest: expected a non-empty list"),
     ("[axes]\nhost_memory = [720]\n", "axes.host_memory[0]:"),
     ('[axes]\nhost_memory = ["511MB"]\n', "axes.host_memory[0]: expected host memory that is"),

@@ -270,6 +270,12 @@ def parse_sweep(
     name = r.string(
         data.get("name", os.path.splitext(os.path.basename(source))[0] or "sweep"), "name"
     )
+    if "/" in name or name.startswith("."):
+        raise r.fail(
+            "name",
+            "expected a name without / or a leading dot (it names the output folder, "
+            f"NAME-sweep), got {show_value(name)}",
+        )
     description = data.get("description", "")
     if not isinstance(description, str):
         raise r.fail("description", f"expected a string, got {show_value(description)}")
