@@ -501,6 +501,7 @@ def plot_sweep(sweep: Sweep, summary: list[dict[str, Any]], path: str) -> None:
             hollow = True
     if categorical:
         ax.set_xticks(range(len(ticks)), [str(t) for t in ticks])
+        ax.set_xlim(-0.5, len(ticks) - 0.5)
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     label = {
         "host_memory": "host memory for VMs (MB, full size)",
