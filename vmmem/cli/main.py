@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from vmmem.cli import experiments, info  # noqa: F401 - their commands join the group
+from vmmem.cli import experiments, info, sweep  # noqa: F401 - their commands join the group
 from vmmem.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
