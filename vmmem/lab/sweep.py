@@ -625,7 +625,7 @@ def check_cell_locations(spec: dict[str, Any], settings: dict[str, Any]) -> list
     if paging is not None:
         s = s.with_paging_dir(paging)
     _, warnings = check_locations(s, os.path.abspath(DEFAULT_FOLDER))
-    return list(warnings)
+    return [str(w) for w in warnings]
 
 
 def _vhd_folder(s: Scenario) -> str | None:
