@@ -638,5 +638,5 @@ def test_without_distributed_a_cluster_sweep_says_what_to_install(tmp_path, monk
 def test_the_shipped_example_is_a_sweep_of_twelve_cells():
     from vmmem.lab.sweep import load_sweep
 
-    s = load_sweep(os.path.join(ROOT, "examples", "sweep-memory-x-guest.toml"))
+    s = load_sweep(os.path.join(ROOT, "examples", "sweeps", "memory-x-guest.toml"))
     assert len(s.cells) == 12 and s.swept == ("guest", "host_memory") and s.runs == 2

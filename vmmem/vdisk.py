@@ -32,6 +32,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,7 +238,18 @@ class VirtualDisk:
     O_DIRECT. A refused file is never written.
     """
 
-    def __init__(self, path: str | os.PathLike[str], size: SizeLike) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        size: SizeLike,
+        *,
+        on_create: Callable[[str, os.stat_result], None] | None = None,
+        on_made: Callable[[str], None] | None = None,
+    ) -> None:
+        """Open the disk at `path`, making it (zero-filled, then vmmem's marker) if there is
+        none. `on_create(path, stat)` is called as soon as a new file exists and `on_made(path)`
+        once it is whole, so a run's manifest can name a disk whose making a SIGKILL cut short
+        (by its inode: only that very file is ever removed as unfinished)."""
         self.path = os.path.abspath(os.fspath(path))
         self.size = parse_size(size, "virtual disk size")
         if self.size <= 0 or self.size % ALIGN:
@@ -258,8 +270,12 @@ class VirtualDisk:
         self._fd = fd
         if self.created:
             try:
+                if on_create is not None:
+                    on_create(self.path, os.fstat(fd))
                 os.posix_fallocate(fd, 0, self.size + MARKER_BYTES)
                 self._fill()
+                if on_made is not None:
+                    on_made(self.path)
             except OSError as exc:
                 self.close()
                 os.unlink(self.path)

@@ -149,6 +149,8 @@ class EarlierRun:
     files: list[str] = field(default_factory=list)
     made_folders: list[str] = field(default_factory=list)
     distrust: str | None = None  # why its manifest is not trusted (None: trusted)
+    # virtual disks it created and had not finished making: path -> (st_dev, st_ino)
+    unfinished_disks: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def started_text(self) -> str:
@@ -158,7 +160,13 @@ class EarlierRun:
     def existing_files(self) -> list[str]:
         if self.distrust is not None:
             return []
-        return [f for f in self.files if _provably_ours(f, self.folder)]
+        paging = [f for f in self.files if _provably_ours(f, self.folder)]
+        disks = [
+            p
+            for p, ident in self.unfinished_disks.items()
+            if _unfinished_disk(p, ident, self.folder)
+        ]
+        return paging + disks
 
     def describe(self) -> str:
         if self.distrust is not None:
@@ -277,6 +285,23 @@ class Workspace:
         if p not in claim.files:
             claim.files.append(p)
             _write_line(claim.fd, {"file": p})
+
+    def record_new_disk(self, path: str | os.PathLike[str], st: os.stat_result) -> None:
+        """Note a virtual disk this run has just created (O_EXCL) and is filling, by its inode:
+        if the run dies before `record_disk_made`, a clean-up removes that very file."""
+        p = os.path.abspath(os.fspath(path))
+        claim = self._claims.get(os.path.dirname(p))
+        if claim is None:
+            raise VmmemError(f"{p} is not in a folder this run has claimed")
+        _write_line(claim.fd, {"new_disk": p, "dev": st.st_dev, "ino": st.st_ino})
+
+    def record_disk_made(self, path: str | os.PathLike[str]) -> None:
+        """The virtual disk at `path` is whole (its marker written): it is kept, never removed
+        as unfinished."""
+        p = os.path.abspath(os.fspath(path))
+        claim = self._claims.get(os.path.dirname(p))
+        if claim is not None:
+            _write_line(claim.fd, {"disk_made": p})
 
     def release(self, folder: str | os.PathLike[str]) -> list[str]:
         """This run is done with `folder`: delete its files there (if any are still there),
@@ -401,6 +426,46 @@ def _provably_ours(path: str, folder: str) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_nlink == 1
 
 
+# The names the Hyper-V layer gives virtual disks: <vm>-<MB>MB.vmdisk (as vmmem.vdisk reads them).
+_DISK_NAME = re.compile(r"^.+-[0-9]+MB\.vmdisk$")
+_MAX_DISK_BYTES = 64 * 2**40  # the largest VHDX
+
+
+def _unfinished_disk(path: str, ident: tuple[int, int], folder: str) -> bool:
+    """A virtual disk the dead run created and never finished: still that very file (same
+    device and inode), directly in `folder`, a regular file with one name, owned by this user,
+    named as vmmem names its disks."""
+    if os.path.dirname(path) != folder or not _DISK_NAME.match(os.path.basename(path)):
+        return False
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not (
+        stat.S_ISREG(st.st_mode)
+        and (st.st_dev, st.st_ino) == ident
+        and st.st_uid == os.geteuid()
+        and st.st_nlink == 1
+        and st.st_size <= _MAX_DISK_BYTES
+    ):
+        return False
+    # An inode number is reused as soon as a file is deleted: the file must also hold nothing
+    # but what vmmem was writing into it (zeros; its marker comes last, and then it is whole).
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != ident:
+            return False
+        while chunk := os.read(fd, 1 << 20):
+            if chunk.count(0) != len(chunk):
+                return False
+    finally:
+        os.close(fd)
+    return True
+
+
 def _lock_distrust(st: os.stat_result) -> str | None:
     """Why a lock file (its fstat) cannot be a manifest this user's run wrote, or None."""
     me = os.geteuid()
@@ -444,8 +509,8 @@ def _read_manifest(lock_path: str, folder: str) -> EarlierRun | None:
         )
         if head.get("tool") != TOOL:
             return None
-    except (IndexError, KeyError, TypeError, ValueError, AttributeError):
-        return None
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        return None  # not a manifest vmmem wrote (a pid of Infinity, say)
     if distrust is None and os.path.basename(lock_path) != _lock_name(run.run_id):
         distrust = f"its name does not match the run id {run.run_id!r} it records"
     run.distrust = distrust
@@ -458,6 +523,15 @@ def _read_manifest(lock_path: str, folder: str) -> EarlierRun | None:
             run.files.append(rec["file"])
         elif isinstance(rec, dict) and isinstance(rec.get("made_folder"), str):
             run.made_folders.append(rec["made_folder"])
+        elif (
+            isinstance(rec, dict)
+            and isinstance(rec.get("new_disk"), str)
+            and type(rec.get("dev")) is int
+            and type(rec.get("ino")) is int
+        ):
+            run.unfinished_disks[rec["new_disk"]] = (rec["dev"], rec["ino"])
+        elif isinstance(rec, dict) and isinstance(rec.get("disk_made"), str):
+            run.unfinished_disks.pop(rec["disk_made"], None)
     return run
 
 

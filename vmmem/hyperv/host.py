@@ -293,7 +293,12 @@ class Host:
         if not size:
             return None
         self.claim_folder(vm.vhd_folder)
-        return VirtualDisk(vm.vhd_file(size), size)
+        return VirtualDisk(
+            vm.vhd_file(size),
+            size,
+            on_create=self.workspace.record_new_disk,
+            on_made=self.workspace.record_disk_made,
+        )
 
     def _save(self, vm: VM, pages: int | None = None) -> None:
         """Save `vm` (automatic stop action Save): its guest stops; every page it holds is
