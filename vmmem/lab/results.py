@@ -613,41 +613,45 @@ class RunResult:
 def _from_v1(d: dict[str, Any]) -> dict[str, Any]:
     """A version-1 run in today's shape: its timeline's VM statuses in the full VMStatus shape
     (version 1 kept only name, state, phase, assigned, demand, status and Smart Paging bytes
-    there), and a boot without the file's peak size read as 0 (not recorded: shown as "-")."""
-    boots = [
-        {"smart_paging_file_peak_size": 0, **b} if isinstance(b, dict) else b
-        for b in d.get("boots", [])
-    ]
+    there), and a boot without the file's peak size read as 0 (not recorded: shown as "-").
+    Anything not of the expected type is left as it is, for the reader to name."""
+    out = dict(d)
+    if isinstance(d.get("boots"), list):
+        out["boots"] = [
+            {"smart_paging_file_peak_size": 0, **b} if isinstance(b, dict) else b
+            for b in d["boots"]
+        ]
+    finals = d.get("final_status")
     startup = {
-        st.get("name"): st.get("memory_startup", 0)
-        for st in d.get("final_status", [])
-        if isinstance(st, dict)
+        st["name"]: st.get("memory_startup", 0)
+        for st in (finals if isinstance(finals, list) else [])
+        if isinstance(st, dict) and isinstance(st.get("name"), str)
     }
-    timeline = []
-    for sample in d.get("timeline", []):
-        if not isinstance(sample, dict):
-            timeline.append(sample)
-            continue
-        vms = []
-        for vm in sample.get("vms", []):
-            if isinstance(vm, dict):
-                assigned, demand = vm.get("memory_assigned"), vm.get("memory_demand")
-                paged = vm.get("smart_paging_bytes")
-                vm = {
-                    "memory_startup": startup.get(vm.get("name"), 0),
-                    "pressure": (
-                        demand / assigned * 100
-                        if isinstance(assigned, int) and assigned and isinstance(demand, int)
-                        else 0.0
-                    ),
-                    "smart_paging_file_in_use": bool(paged),
-                    "smart_paging_file_path": None,
-                    "smart_paging_file_size": 0,
-                    **vm,
-                }
-            vms.append(vm)
-        timeline.append({**sample, "vms": vms})
-    return {**d, "boots": boots, "timeline": timeline}
+
+    def status(vm: Any) -> Any:
+        if not isinstance(vm, dict):
+            return vm
+        assigned, demand = vm.get("memory_assigned"), vm.get("memory_demand")
+        pressure = 0.0
+        if isinstance(assigned, int) and assigned > 0 and isinstance(demand, int):
+            pressure = min(demand, 10**6 * assigned) / assigned * 100  # no float overflow
+        return {
+            "memory_startup": startup.get(str(vm.get("name")), 0),
+            "pressure": pressure,
+            "smart_paging_file_in_use": bool(vm.get("smart_paging_bytes")),
+            "smart_paging_file_path": None,
+            "smart_paging_file_size": 0,
+            **vm,
+        }
+
+    if isinstance(d.get("timeline"), list):
+        out["timeline"] = [
+            {**x, "vms": [status(vm) for vm in x["vms"]]}
+            if isinstance(x, dict) and isinstance(x.get("vms"), list)
+            else x
+            for x in d["timeline"]
+        ]
+    return out
 
 
 def _most(values: Iterable[float | None]) -> float | None:
