@@ -25,7 +25,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vmmem.hyperv.balancer import Claim, allocate, claim_for, room_to_start
+from vmmem.lab.results import PlannedEvent, PlannedRemedy, PlanRecord
 from vmmem.lab.scenario_model import ALIGN, Scenario, VMSpec, round_up
+from vmmem.records import to_json
 from vmmem.sizes import format_mb as mb
 
 __all__ = ["EventPlan", "Plan", "Remedy", "divide_for_boot", "plan_scenario"]
@@ -115,43 +117,47 @@ class Plan:
             f"{mb(worst.paging_total)} goes to Smart Paging files for {len(users)} VM(s)"
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario.name,
-            "needs_smart_paging": self.needs_smart_paging,
-            "verdict": self.verdict(),
-            "available_bytes": self.scenario.available,
-            "idle_assigned_bytes": dict(self.idle_assigned),
-            "start_failures": list(self.start_failures),
-            "peak_paging_bytes": self.peak_paging(),
-            "events": [
-                {
-                    "index": e.index,
-                    "action": e.action,
-                    "description": e.description,
-                    "available_bytes": e.available,
-                    "needed_bytes": e.needed,
-                    "assigned_bytes": dict(e.assigned),
-                    "smart_paging_bytes": dict(e.paging),
-                    "smart_paging_total_bytes": e.paging_total,
-                    "start_failures": list(e.start_failures),
-                    "outcomes": dict(e.outcomes),
-                    "suggested_delay": e.suggested_delay,
-                }
+    def record(self) -> PlanRecord:
+        """The plan as a run's JSON keeps it (its one definition: PlanRecord)."""
+        return PlanRecord(
+            scenario=self.scenario.name,
+            needs_smart_paging=self.needs_smart_paging,
+            verdict=self.verdict(),
+            available_bytes=self.scenario.available,
+            idle_assigned_bytes=dict(self.idle_assigned),
+            start_failures=list(self.start_failures),
+            peak_paging_bytes=self.peak_paging(),
+            events=[
+                PlannedEvent(
+                    index=e.index,
+                    action=e.action,
+                    description=e.description,
+                    available_bytes=e.available,
+                    needed_bytes=e.needed,
+                    assigned_bytes=dict(e.assigned),
+                    smart_paging_bytes=dict(e.paging),
+                    smart_paging_total_bytes=e.paging_total,
+                    start_failures=list(e.start_failures),
+                    outcomes=dict(e.outcomes),
+                    suggested_delay=e.suggested_delay,
+                )
                 for e in self.events
             ],
-            "remedies": [
-                {
-                    "kind": r.kind,
-                    "summary": r.summary,
-                    "works": r.works,
-                    "vms": list(r.vms),
-                    "amount_bytes": r.amount,
-                    "caveat": r.caveat,
-                }
+            remedies=[
+                PlannedRemedy(
+                    kind=r.kind,
+                    summary=r.summary,
+                    works=r.works,
+                    vms=list(r.vms),
+                    amount_bytes=r.amount,
+                    caveat=r.caveat,
+                )
                 for r in self.remedies
             ],
-        }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(to_json(self.record()))
 
 
 def _floor_align(n: int) -> int:

@@ -104,7 +104,9 @@ def run_scenario(
     if plan is None:
         from vmmem.lab.plan import plan_scenario
 
-        plan = plan_scenario(s).to_dict()
+        predicted = plan_scenario(s).record()
+    else:
+        predicted = from_json(PlanRecord, plan, "plan")
     if paging_dir is not None:
         s = s.with_paging_dir(os.path.abspath(paging_dir))
     # The VMs' own folders (their virtual disks; their Smart Paging files unless moved).
@@ -113,7 +115,7 @@ def run_scenario(
     folders = sorted(set(paging_folders(s, host_folder).values()))
     result = RunResult(
         scenario=s.to_dict(),
-        plan=from_json(PlanRecord, plan, "plan"),
+        plan=predicted,
         warnings=list(warnings),
         settings=RunSettings(backend, policy, DEFAULT_PAGE_SIZE, host_folder, folders),
     )
