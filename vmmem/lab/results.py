@@ -37,9 +37,12 @@ __all__ = [
     "EventResult",
     "LatencyCDF",
     "LocationResult",
+    "LocationRun",
     "MachineFacts",
     "Percentiles",
     "PlanRecord",
+    "PlannedEvent",
+    "PlannedRemedy",
     "RunResult",
     "RunSettings",
     "StormSummary",
@@ -341,10 +344,6 @@ class PlanRecord:
     remedies: list[PlannedRemedy]
 
 
-def _machine_default() -> MachineFacts:
-    return machine_facts()
-
-
 @dataclass(kw_only=True)
 class RunResult:
     """`vmmem run --json FILE`. Sizes in bytes, times in seconds."""
@@ -353,7 +352,7 @@ class RunResult:
     error: str | None = None
     started: str = field(default_factory=now_iso, metadata=doc())
     duration: float = 0.0
-    machine: MachineFacts = field(default_factory=_machine_default, metadata=doc())
+    machine: MachineFacts = field(default_factory=machine_facts, metadata=doc())
     settings: RunSettings = field(default_factory=RunSettings, metadata=doc())
     scenario: dict[str, Any] = field(
         metadata=doc("The settings as validated (Scenario.to_dict()).")
@@ -713,7 +712,7 @@ class CompareResult:
     error: str | None = None
     started: str = field(default_factory=now_iso, metadata=doc())
     duration: float = 0.0
-    machine: MachineFacts = field(default_factory=_machine_default, metadata=doc())
+    machine: MachineFacts = field(default_factory=machine_facts, metadata=doc())
     baseline: RunResult | None = field(metadata=doc("The run with enough memory for every VM."))
     # location -> run; in the JSON a list of LocationRun (in this order)
     runs: dict[str, RunResult] = field(metadata=doc(json=False))

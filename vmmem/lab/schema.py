@@ -20,6 +20,7 @@ from vmmem.lab.results import (
     EventResult,
     LatencyCDF,
     LocationResult,
+    LocationRun,
     MachineFacts,
     RunResult,
     StormSummary,
@@ -222,12 +223,7 @@ def _defs() -> dict[str, Any]:
         schema_version=_VERSION,
         summary=_str | {"description": "The comparison in one line."},
         rows=_arr({"$ref": "#/$defs/compare_row"}),
-        runs=_arr(
-            _obj(
-                {"location": _str, "run": {"$ref": "#/$defs/run"}},
-                "One location's run.",
-            )
-        ),
+        runs=json_schema(list[LocationRun], _NAMES, defs),
     )
     for obj, keys in (
         (run, ("kind", "schema_version", "verdict", "summary")),
