@@ -50,25 +50,25 @@ def one(scale: float, guest: str, vhd: str, folder: str) -> dict[str, Any]:
             shutil.rmtree(vhd_dir, ignore_errors=True)
     if result.outcome != "ok":
         raise SystemExit(f"{guest} at scale {scale} ({vhd}): {result.outcome} {result.error}")
-    alone = {b["vm"]: b for b in result.boots if b["kind"] == "start"}
+    alone = {b.vm: b for b in result.boots if b.kind == "start"}
     rows = []
     for b in result.storm_boots():
-        a = alone[b["vm"]]
-        paged = b["page_ins"] + b["page_outs"]
+        a = alone[b.vm]
+        paged = b.page_ins + b.page_outs
         rows.append(
             {
-                "vm": b["vm"],
-                "boot": b["boot_time"],
-                "alone": a["boot_time"],
-                "slowdown": b["boot_time"] / a["boot_time"],
-                "extra": b["boot_time"] - a["boot_time"],
-                "extra_disk": b["disk_seconds"] - a["disk_seconds"],
-                "faults": b["fault_wait_seconds"],
-                "memory_wait": b["memory_wait_seconds"],
+                "vm": b.vm,
+                "boot": b.boot_time,
+                "alone": a.boot_time,
+                "slowdown": b.boot_time / a.boot_time,
+                "extra": b.boot_time - a.boot_time,
+                "extra_disk": b.disk_seconds - a.disk_seconds,
+                "faults": b.fault_wait_seconds,
+                "memory_wait": b.memory_wait_seconds,
                 "paged": paged,
-                "emulator_cpu": b["emulator_cpu_seconds"],
-                "behind": b["emulator_seconds"],
-                "wall": b["wall_seconds"],
+                "emulator_cpu": b.emulator_cpu_seconds,
+                "behind": b.emulator_seconds,
+                "wall": b.wall_seconds,
             }
         )
     st = result.storm_summary()
@@ -76,9 +76,9 @@ def one(scale: float, guest: str, vhd: str, folder: str) -> dict[str, Any]:
         "scale": scale,
         "guest": guest,
         "vhd": vhd,
-        "storm": st["boot_time"],
-        "baseline": st["baseline"],
-        "slowdown": st["slowdown"],
+        "storm": st.boot_time,
+        "baseline": st.baseline,
+        "slowdown": st.slowdown,
         "vms": rows,
     }
 

@@ -20,6 +20,7 @@ import sys
 
 from vmmem.lab import article_scenario
 from vmmem.lab.runner import run_scenario
+from vmmem.records import to_json
 from vmmem.sizes import format_duration, format_mb
 
 
@@ -39,15 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     st = result.storm_summary()
     for b in result.storm_boots():
         print(
-            f"{b['vm']}: {format_duration(b['boot_time'])} (baseline "
-            f"{format_duration(b['baseline'])}), Smart Paging peak "
-            f"{format_mb(b['smart_paging_peak_bytes'])}, page-ins/outs "
-            f"{b['page_ins']:,}/{b['page_outs']:,}, "
-            f"boot disk reads {format_mb(b['disk_read_bytes'])}"
+            f"{b.vm}: {format_duration(b.boot_time)} (baseline "
+            f"{format_duration(b.baseline)}), Smart Paging peak "
+            f"{format_mb(b.smart_paging_peak_bytes)}, page-ins/outs "
+            f"{b.page_ins:,}/{b.page_outs:,}, "
+            f"boot disk reads {format_mb(b.disk_read_bytes)}"
         )
     print(result.verdict())
     print(f"device I/O confirmed by the device's counters: {result.device_io_confirmed()}")
-    print(f"storm summary: {json.dumps(st, default=str)}")
+    print(f"storm summary: {json.dumps(to_json(st))}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result.to_dict(), f, indent=2)

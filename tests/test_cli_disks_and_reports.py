@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -68,8 +69,10 @@ def test_small_validator_finds_problems():
 
 def _tiny_run() -> RunResult:
     """A RunResult as the runner fills it, for rendering without running."""
-    from vmmem.hyperv.reports import VMStatus
+    from vmmem.hyperv.reports import TimelineSample, VMStatus
+    from vmmem.lab.results import BootResult, LatencyCDF, LocationResult, Percentiles, RunSettings
     from vmmem.lab.scenario import article_scenario
+    from vmmem.records import from_json
 
     s = article_scenario().scaled(8)
     boots = []
@@ -109,10 +112,10 @@ def _tiny_run() -> RunResult:
                 }
             )
     timeline = [
-        {
-            "time": t / 10,
-            "available_memory": 0,
-            "vms": [
+        TimelineSample(
+            time=t / 10,
+            available_memory=0,
+            vms=tuple(
                 VMStatus(
                     name=n,
                     state="Running",
@@ -126,50 +129,47 @@ def _tiny_run() -> RunResult:
                     smart_paging_file_path=None,
                     smart_paging_bytes=(t % 7) * 2**20,
                     smart_paging_file_size=(t % 7) * 2**20,
-                ).as_dict()
+                )
                 for n in ("vm1", "vm2")
-            ],
-        }
+            ),
+        )
         for t in range(60)
     ]
     return RunResult(
         scenario=s.to_dict(),
-        boots=boots,
+        boots=[from_json(BootResult, b) for b in boots],
         timeline=timeline,
         duration=6.0,
-        settings={
-            "backend": "direct",
-            "policy": "lru",
-            "page_size": 4096,
-            "host_folder": "/tmp/x",
-            "paging_folders": ["/tmp/x"],
-        },
+        settings=RunSettings("direct", "lru", 4096, "/tmp/x", ["/tmp/x"]),
         locations=[
-            {
-                "path": "/tmp/x",
-                "mountpoint": "/",
-                "fstype": "ext4",
-                "source": "/dev/vda",
-                "device": "vda",
-                "disk": "vda",
-                "model": "virtio disk",
-                "rotational": True,
-                "kind": "HDD",
-                "ram_backed": False,
-                "free_bytes": 1 << 40,
-                "total_bytes": 1 << 41,
-                "has_counters": True,
-                "backing_file": None,
-                "device_io": {
-                    "read_bytes": 1 << 22,
-                    "write_bytes": 1 << 22,
-                    "read_count": 10,
-                    "write_count": 10,
+            from_json(
+                LocationResult,
+                {
+                    "path": "/tmp/x",
+                    "mountpoint": "/",
+                    "fstype": "ext4",
+                    "source": "/dev/vda",
+                    "device": "vda",
+                    "disk": "vda",
+                    "model": "virtio disk",
+                    "rotational": True,
+                    "kind": "HDD",
+                    "ram_backed": False,
+                    "free_bytes": 1 << 40,
+                    "total_bytes": 1 << 41,
+                    "has_counters": True,
+                    "backing_file": None,
+                    "device_io": {
+                        "read_bytes": 1 << 22,
+                        "write_bytes": 1 << 22,
+                        "read_count": 10,
+                        "write_count": 10,
+                    },
                 },
-            }
+            )
         ],
-        fault_latency_cdf={"seconds": [1e-4, 2e-4, 5e-4], "fraction": [0.5, 0.9, 1.0]},
-        fault_latency_percentiles={"p50": 1e-4, "p90": 2e-4, "p99": 5e-4},
+        fault_latency_cdf=LatencyCDF([1e-4, 2e-4, 5e-4], [0.5, 0.9, 1.0]),
+        fault_latency_percentiles=Percentiles(1e-4, 2e-4, 5e-4),
     )
 
 
@@ -188,7 +188,7 @@ def test_report_objects_render_save_and_show_again(tmp_path):
     assert (tmp_path / "run.png").read_bytes()[:4] == b"\x89PNG"
 
     slow = RunResult.from_dict(d)
-    slow.boots = [dict(b, boot_time=b["boot_time"] * 4) for b in slow.boots]
+    slow.boots = [replace(b, boot_time=b.boot_time * 4) for b in slow.boots]
     cmp = CompareResult(baseline=None, runs={"/mnt/ssd": run, "/mnt/hdd": slow})
     assert cmp.summary().startswith(
         "the boot storm ran 4.0 x slower with Smart Paging on /mnt/hdd than on /mnt/ssd"

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import is_root, loop_device, mounted, small_ext4
+from conftest import is_root, mounted, small_ext4
 
 from vmmem import devices
 
@@ -107,17 +108,18 @@ def test_loop_device_facts_and_counters(tmp_path):
 
 
 def test_loop_device_over_a_file_in_ram_is_ram(tmp_path):
+    """A filesystem on a loop device whose image lives in RAM (tmpfs) measures no disk."""
     if not os.path.isdir("/dev/shm"):
         pytest.skip("no /dev/shm")
-    image = Path("/dev/shm") / f"vmmem-test-{os.getpid()}.img"
+    ram = Path(tempfile.mkdtemp(prefix="vmmem-test-", dir="/dev/shm"))
     try:
-        with open(image, "wb") as f:
-            f.truncate(4 * 2**20)
-        with loop_device(image) as dev:
-            name = os.path.basename(dev)
-            assert devices._device_ram_backed(name, "/sys")
+        with small_ext4(4 * 2**20, ram) as mnt:
+            info = devices.device_for_path(mnt)
+            assert info.device is not None and info.device.startswith("loop")
+            assert info.fstype == "ext4" and info.backing_file == str(ram / "small.img")
+            assert info.ram_backed and info.kind == "RAM"
     finally:
-        image.unlink(missing_ok=True)
+        shutil.rmtree(ram, ignore_errors=True)
 
 
 def test_zram_is_ram(tmp_path):
@@ -178,14 +180,26 @@ def test_read_only_mount_is_not_listed(tmp_path):
         assert devices.device_for_path(mnt).ram_backed
 
 
-def test_real_partitions_resolve_to_their_disk():
+def test_real_partitions_resolve_to_their_disk(tmp_path):
+    """Each real partition, seen under the test folder (a sysfs whose device number for the
+    folder's filesystem names that partition): its disk is the partition's parent."""
     parts = [p for p in Path("/sys/class/block").iterdir() if (p / "partition").exists()]
     if not parts:
         pytest.skip("this machine has no partitions (and its kernel may not read tables)")
     for part in parts:
-        disk = devices._whole_disk(part.name, "/sys")
-        assert disk != part.name
-        assert (Path("/sys/block") / disk).exists()
+        real = Path(os.path.realpath(part))
+        disk = real.parent.name
+        view = tmp_path / part.name
+        for name, target in ((part.name, real), (disk, real.parent)):
+            (view / "class/block").mkdir(parents=True, exist_ok=True)
+            (view / "class/block" / name).symlink_to(target)
+        (view / "block").mkdir()
+        (view / "block" / disk).symlink_to(real.parent)
+        _point_at(tmp_path, view, part.name)
+        info = devices.device_for_path(tmp_path, sysfs=str(view))
+        assert info.device == part.name and info.disk == disk != part.name
+        rot = (real.parent / "queue/rotational").read_text().strip()
+        assert info.rotational is (rot == "1")
 
 
 # ---- sysfs layouts this machine lacks: a copy of the real shape, walked by the same code ------
@@ -230,23 +244,58 @@ def _fake_sysfs(root: Path) -> Path:
     return sysfs
 
 
-def test_partition_uses_its_disk_for_model_and_rotational(tmp_path):
-    sysfs = str(_fake_sysfs(tmp_path))
-    assert devices._whole_disk("nvme0n1p2", sysfs) == "nvme0n1"
-    assert devices._whole_disk("sda1", sysfs) == "sda"
-    assert devices._whole_disk("sda", sysfs) == "sda"
-    assert devices._rotational("nvme0n1", sysfs) is False
-    assert devices._rotational("sda", sysfs) is True
-    assert devices._model("nvme0n1", sysfs) == "Samsung SSD 980 PRO 1TB"
-    assert devices._model("sda", sysfs) == "ATA ST2000DM008-2FR1"
+def _point_at(folder: Path, sysfs: Path, name: str) -> None:
+    """Make ``sysfs`` say that the block device under ``folder`` is ``name``: its device
+    numbers (the mount's and the folder's own) link to that device, as /sys/dev/block does."""
+    st_dev = os.stat(folder).st_dev
+    where = devices.device_for_path(folder).mountpoint
+    numbers = {(m.major, m.minor) for m in devices.mounts() if m.mountpoint == where}
+    links = sysfs / "dev/block"
+    links.mkdir(parents=True, exist_ok=True)
+    for major, minor in numbers | {(os.major(st_dev), os.minor(st_dev))}:
+        link = links / f"{major}:{minor}"
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.path.realpath(sysfs / "class/block" / name))
 
 
-def test_device_mapper_by_name_and_over_its_slaves(tmp_path):
-    sysfs = str(_fake_sysfs(tmp_path))
-    assert devices._block_name_from_source("/dev/mapper/vg0-home", sysfs) == "dm-0"
-    assert devices._block_name_from_source("/dev/mapper/absent", sysfs) is None
-    assert devices._block_name_from_source("tmpfs", sysfs) is None
-    assert devices._model("dm-0", sysfs) == "device-mapper vg0-home over nvme0n1p2"
-    assert devices._rotational("dm-0", sysfs) is False
-    assert not devices._device_ram_backed("dm-0", sysfs)
-    assert devices._device_ram_backed("zram0", sysfs)
+@pytest.mark.parametrize(
+    ("name", "disk", "model", "rotational"),
+    [
+        ("nvme0n1p2", "nvme0n1", "Samsung SSD 980 PRO 1TB", False),
+        ("sda1", "sda", "ATA ST2000DM008-2FR1", True),
+        ("sda", "sda", "ATA ST2000DM008-2FR1", True),
+    ],
+)
+def test_partition_uses_its_disk_for_model_and_rotational(tmp_path, name, disk, model, rotational):
+    sysfs = _fake_sysfs(tmp_path / "layout")
+    _point_at(tmp_path, sysfs, name)
+    info = devices.device_for_path(tmp_path, sysfs=str(sysfs))
+    assert (info.device, info.disk) == (name, disk)
+    assert info.model == model and info.rotational is rotational
+    assert info.kind == ("HDD" if rotational else "SSD") and not info.ram_backed
+
+
+def test_device_mapper_over_its_slaves_and_zram(tmp_path):
+    sysfs = _fake_sysfs(tmp_path / "layout")
+    _point_at(tmp_path, sysfs, "dm-0")
+    info = devices.device_for_path(tmp_path, sysfs=str(sysfs))
+    assert info.device == info.disk == "dm-0"
+    assert info.model == "device-mapper vg0-home over nvme0n1p2"
+    assert info.rotational is False and not info.ram_backed  # its slave is an SSD
+    _point_at(tmp_path, sysfs, "zram0")
+    info = devices.device_for_path(tmp_path, sysfs=str(sysfs))
+    assert info.device == "zram0" and info.ram_backed and info.kind == "RAM"
+
+
+def test_device_mapper_found_by_name(tmp_path):
+    """A mount whose source is /dev/mapper/NAME with no udev link and no device number
+    (tmpfs takes any source: the name is all there is to go by) is found by dm/name."""
+    sysfs = str(_fake_sysfs(tmp_path / "layout"))
+    with mounted(["-t", "tmpfs", "-o", "size=64k"], "/dev/mapper/vg0-home", tmp_path / "a") as mnt:
+        info = devices.device_for_path(mnt, sysfs=sysfs)
+        assert info.device == "dm-0"
+        assert info.model == "device-mapper vg0-home over nvme0n1p2"
+    with mounted(["-t", "tmpfs", "-o", "size=64k"], "/dev/mapper/absent", tmp_path / "b") as mnt:
+        assert devices.device_for_path(mnt, sysfs=sysfs).device is None
+    with mounted(["-t", "tmpfs", "-o", "size=64k"], "tmpfs", tmp_path / "c") as mnt:
+        assert devices.device_for_path(mnt, sysfs=sysfs).device is None

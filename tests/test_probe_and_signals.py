@@ -46,19 +46,24 @@ def test_probe_uses_its_own_scratch_folder_and_leaves_the_rest(disk_dir):
     assert (disk_dir / "mine.slp").read_text() == "the user's"
 
 
-def test_scratch_removal_removes_only_what_the_probe_made(tmp_path):
-    scratch = tmp_path / "vmmem-probe-x"
-    scratch.mkdir()
-    ours = scratch / "vmmem-probe-1.slp"
-    ours.write_text("ours")
-    theirs = scratch / "theirs"
-    theirs.write_text("someone else's")
-    disks._remove_scratch(str(scratch), [str(ours)])
-    assert not ours.exists()
-    assert theirs.read_text() == "someone else's"  # so the folder stays, with it
-    theirs.unlink()
-    disks._remove_scratch(str(scratch), [str(ours)])
-    assert not scratch.exists()
+def test_scratch_removal_removes_only_what_the_probe_made(disk_dir, monkeypatch):
+    """A file that appears in the probe's scratch folder while it runs (here: when the probe
+    first reads the device counters, its paging file made) is not the probe's: it stays, and
+    so does the folder; the probe's own file is gone."""
+    read_counters = disks.io_counters
+
+    def someone_writes_there(info):
+        (scratch,) = disk_dir.glob(disks.SCRATCH_PREFIX + "*")
+        if not (scratch / "theirs").exists():
+            (scratch / "theirs").write_text("someone else's")
+        return read_counters(info)
+
+    monkeypatch.setattr(disks, "io_counters", someone_writes_there)
+    result = disks.probe(str(disk_dir), seconds=0.1)
+    assert result.error is None
+    (scratch,) = disk_dir.glob(disks.SCRATCH_PREFIX + "*")
+    assert [p.name for p in scratch.iterdir()] == ["theirs"]
+    assert (scratch / "theirs").read_text() == "someone else's"
 
 
 def test_probe_in_a_read_only_place_reports_an_error(tmp_path):

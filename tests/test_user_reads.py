@@ -8,6 +8,7 @@ import copy
 import io
 import json
 import os
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -46,11 +47,11 @@ def test_headline_states_the_cost_of_smart_paging_not_the_largest_vms_baseline()
     run = mixed_run()
     st = run.storm_summary()
     # The storm against the largest VM's baseline: the misleading old figure.
-    assert st["slowdown"] == pytest.approx(9.10 / 3.45, rel=0.01)
-    assert st["smart_paging_vms"] == 5 and st["vms"] == 6
-    assert st["smart_paging_slowest_vm"] == "batch1"
-    assert st["smart_paging_slowdown"] == pytest.approx(5.19, abs=0.01)
-    assert st["others_slowdown"] == pytest.approx(1.0, abs=0.01)
+    assert st.slowdown == pytest.approx(9.10 / 3.45, rel=0.01)
+    assert st.smart_paging_vms == 5 and st.vms == 6
+    assert st.smart_paging_slowest_vm == "batch1"
+    assert st.smart_paging_slowdown == pytest.approx(5.19, abs=0.01)
+    assert st.others_slowdown == pytest.approx(1.0, abs=0.01)
     verdict = run.verdict()
     assert verdict.startswith("5 of 6 VMs booted on Smart Paging")
     assert "batch1, booted in 9.10 s instead of 1.75 s (5.2 x slower)" in verdict
@@ -132,16 +133,21 @@ def test_show_reads_version_1_files_and_refuses_unknown_versions(tmp_path):
 def test_plot_draws_exact_peaks_over_each_files_life(tmp_path, monkeypatch):
     run = mixed_run()
     # Give one boot a version-2 life: made 0.6 s into the boot, deleted 5 s later.
-    web1 = next(b for b in run.boots if b["vm"] == "web1" and b["kind"] == "host-restart")
-    web1["smart_paging_file_created_at"] = web1["started_at"] + 0.6
-    web1["smart_paging_file_deleted_at"] = web1["started_at"] + 5.6
+    i, web1 = next(
+        (i, b) for i, b in enumerate(run.boots) if b.vm == "web1" and b.kind == "host-restart"
+    )
+    web1 = run.boots[i] = replace(
+        web1,
+        smart_paging_file_created_at=web1.started_at + 0.6,
+        smart_paging_file_deleted_at=web1.started_at + 5.6,
+    )
     lives = {(x["vm"], x["created"]): x for x in plots.file_lives(run)}
-    life = lives[("web1", web1["started_at"] + 0.6)]
-    assert life["deleted"] == web1["started_at"] + 5.6
-    assert life["peak"] == web1["smart_paging_peak_bytes"]
+    life = lives[("web1", web1.started_at + 0.6)]
+    assert life["deleted"] == web1.started_at + 5.6
+    assert life["peak"] == web1.smart_paging_peak_bytes
     # A version-1 boot: its start stands in for the file's making.
-    db = next(b for b in run.boots if b["vm"] == "db" and b["kind"] == "restart")
-    assert lives[("db", db["started_at"])]["peak"] == db["smart_paging_peak_bytes"]
+    db = next(b for b in run.boots if b.vm == "db" and b.kind == "restart")
+    assert lives[("db", db.started_at)]["peak"] == db.smart_paging_peak_bytes
 
     figures = []
     monkeypatch.setattr(plots.plt, "close", figures.append)
@@ -151,26 +157,24 @@ def test_plot_draws_exact_peaks_over_each_files_life(tmp_path, monkeypatch):
         round(line.get_ydata()[0], 3) for line in ax_sp.get_lines() if line.get_linestyle() == "--"
     )
     exact = sorted(
-        round(b["smart_paging_peak_bytes"] / MB, 3)
-        for b in run.boots
-        if b["smart_paging_peak_bytes"]
+        round(b.smart_paging_peak_bytes / MB, 3) for b in run.boots if b.smart_paging_peak_bytes
     )
     assert dashed == exact  # every file's exact peak, as the core kept it
     # The once-a-tick samples missed the database's whole 0.8 s file on its restart.
     sampled_db = max(
-        v["smart_paging_bytes"]
+        v.smart_paging_bytes
         for s in run.timeline
-        if s["time"] >= db["started_at"]
-        for v in s["vms"]
-        if v["name"] == "db"
+        if s.time >= db.started_at
+        for v in s.vms
+        if v.name == "db"
     )
-    assert sampled_db < db["smart_paging_peak_bytes"]
+    assert sampled_db < db.smart_paging_peak_bytes
     # The sampled curve rises from 0 where the file was made, not at the next tick.
     web1_line = next(
-        line for line in ax_sp.get_lines() if (web1["started_at"] + 0.6) in list(line.get_xdata())
+        line for line in ax_sp.get_lines() if (web1.started_at + 0.6) in list(line.get_xdata())
     )
     xs, ys = list(web1_line.get_xdata()), list(web1_line.get_ydata())
-    assert ys[xs.index(web1["started_at"] + 0.6)] == 0
+    assert ys[xs.index(web1.started_at + 0.6)] == 0
 
 
 # --- the live ETA -----------------------------------------------------------------------------
@@ -261,7 +265,7 @@ def test_scenario_and_plan_agree_on_memory_for_vms():
 def test_compare_summary_says_a_location_is_ram_backed():
     disk = mixed_run()
     ram = copy.deepcopy(disk)
-    ram.locations = [dict(loc, ram_backed=True, fstype="tmpfs") for loc in ram.locations]
+    ram.locations = [replace(loc, ram_backed=True, fstype="tmpfs") for loc in ram.locations]
     cmp = CompareResult(baseline=None, runs={"/var/tmp/sp": disk, "/dev/shm/sp": ram})
     summary = cmp.summary()
     assert "/dev/shm/sp (RAM-backed: no disk measured)" in summary

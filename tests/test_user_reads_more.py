@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tomllib
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -258,7 +259,7 @@ def test_plot_marks_the_reboot_and_keeps_failures_clear_of_the_legend(
     labels = ax_mem.get_legend_handles_labels()[1]
     assert "host reboot: VMs stopped" in labels and "automatic starts" in labels
     (phase,) = plots.reboot_phases(reboot_run)
-    starts = [o["at"] for o in reboot_run.events[1]["outcomes"].values()]
+    starts = [o.at for o in reboot_run.events[1].outcomes.values()]
     assert phase["down"] <= min(starts) and phase["last_start"] == max(starts)
     # Nothing paged: the Smart Paging panel says so instead of an empty axis.
     assert any("no Smart Paging" in t.get_text() for t in ax_sp.texts)
@@ -273,9 +274,10 @@ def test_every_bar_with_a_slowdown_is_labelled(tmp_path, monkeypatch):
     """Boots 1.6-1.9 x their baseline without Smart Paging were drawn without a figure."""
     with open(os.path.join(HERE, "data", "run-v1-mixed.json"), encoding="utf-8") as f:
         run = RunResult.from_dict(json.load(f))
-    slow = [b for b in run.boots if not b.get("smart_paging_peak_bytes")][:2]
-    for b, factor in zip(slow, (1.6, 1.9), strict=True):
-        b["boot_time"], b["slowdown"] = b["baseline"] * factor, factor
+    slow = [i for i, b in enumerate(run.boots) if not b.smart_paging_peak_bytes][:2]
+    for i, factor in zip(slow, (1.6, 1.9), strict=True):
+        b = run.boots[i]
+        run.boots[i] = replace(b, boot_time=(b.baseline or 0.0) * factor, slowdown=factor)
     figures = []
     monkeypatch.setattr(plots.plt, "close", figures.append)
     plots.plot_run(run, str(tmp_path / "m.png"))
@@ -317,9 +319,12 @@ def test_reboot_table_at_80_columns(reboot_run):
 def test_after_an_interrupt_the_status_says_the_file_is_gone():
     run = mixed()
     run.outcome = "interrupted"
-    for st in run.final_status:
-        if st["name"] == "batch1":
-            st.update(memory_status="Paging", smart_paging_file_in_use=True)
+    run.final_status = [
+        replace(st, memory_status="Paging", smart_paging_file_in_use=True)
+        if st.name == "batch1"
+        else st
+        for st in run.final_status
+    ]
     text = render_text(render.run_report, run, width=160)
     assert "file in use" not in text
     (batch1,) = [r for r in table_rows(text) if r[0] == "batch1"]

@@ -443,6 +443,7 @@ def show_cmd(result_file: str, plot_path: str | None, wide: bool) -> None:
     """
     from vmmem.lab.results import READABLE_VERSIONS, CompareResult, RunResult
     from vmmem.lab.schema import RESULT_SCHEMA, validate
+    from vmmem.records import RecordError
 
     check_outputs(None, plot_path)
     try:
@@ -467,11 +468,15 @@ def show_cmd(result_file: str, plot_path: str | None, wide: bool) -> None:
     problems = validate(data, RESULT_SCHEMA) if version != 1 else []
     if problems:
         raise CliFailure(f"{result_file}: does not match the schema: {problems[0]}", EXIT_USAGE)
-    if kind == "vmmem-run":
-        run = RunResult.from_dict(data)
+    try:
+        result = (RunResult if kind == "vmmem-run" else CompareResult).from_dict(data)
+    except RecordError as e:  # a version-1 file (not validated above) that is not one
+        raise CliFailure(f"{result_file}: does not match the schema: {e}", EXIT_USAGE) from None
+    if isinstance(result, RunResult):
+        run = result
         render.run_report(out_console(), run, wide=wide)
         _save(data, None, plot_path, lambda path: _plot_run(run, path))
     else:
-        cmp = CompareResult.from_dict(data)
+        cmp = result
         render.compare_report(out_console(), cmp, wide=wide)
         _save(data, None, plot_path, lambda path: _plot_compare(cmp, path))

@@ -21,14 +21,14 @@ __all__ = ["file_lives", "plot_compare", "plot_run"]
 
 
 def _series(result: RunResult) -> tuple[list[float], dict[str, dict[str, list[float]]]]:
-    times = [s["time"] for s in result.timeline]
+    times = [s.time for s in result.timeline]
     per_vm: dict[str, dict[str, list[float]]] = {}
     for sample in result.timeline:
-        for v in sample["vms"]:
-            d = per_vm.setdefault(v["name"], {"assigned": [], "paging": [], "demand": []})
-            d["assigned"].append((v["memory_assigned"] or 0) / MB)
-            d["paging"].append((v["smart_paging_bytes"] or 0) / MB)
-            d["demand"].append((v["memory_demand"] or 0) / MB)
+        for v in sample.vms:
+            d = per_vm.setdefault(v.name, {"assigned": [], "paging": [], "demand": []})
+            d["assigned"].append(v.memory_assigned / MB)
+            d["paging"].append(v.smart_paging_bytes / MB)
+            d["demand"].append(v.memory_demand / MB)
     return times, per_vm
 
 
@@ -38,16 +38,16 @@ def file_lives(result: RunResult) -> list[dict[str, Any]]:
     stands in for it there."""
     out: list[dict[str, Any]] = []
     for b in result.boots:
-        peak = b.get("smart_paging_peak_bytes") or 0
+        peak = b.smart_paging_peak_bytes
         if not peak:
             continue
-        created = b.get("smart_paging_file_created_at")
-        deleted = b.get("smart_paging_file_deleted_at")
+        created = b.smart_paging_file_created_at
+        deleted = b.smart_paging_file_deleted_at
         if created is None:
-            created = b["started_at"]
-            if b.get("smart_paging_ended"):
-                deleted = created + (b.get("smart_paging_seconds") or 0.0)
-        out.append({"vm": b["vm"], "peak": peak, "created": created, "deleted": deleted})
+            created = b.started_at
+            if b.smart_paging_ended:
+                deleted = created + (b.smart_paging_seconds or 0.0)
+        out.append({"vm": b.vm, "peak": peak, "created": created, "deleted": deleted})
     return out
 
 
@@ -60,13 +60,13 @@ def reboot_phases(result: RunResult) -> list[dict[str, Any]]:
     is when a start's delay began: its start time less its delay (the earliest of them)."""
     out = []
     for e in result.events:
-        if e.get("action") != "reboot-host" or not e.get("outcomes"):
+        if e.action != "reboot-host":
             continue
-        starts = [o for o in e["outcomes"].values() if o.get("at") is not None]
+        starts = [(o.at, o.start_delay) for o in e.outcomes.values() if o.at is not None]
         if not starts:
             continue
-        down = min(o["at"] - (o.get("start_delay") or 0.0) for o in starts)
-        out.append({"down": down, "last_start": max(o["at"] for o in starts)})
+        down = min(at - (delay or 0.0) for at, delay in starts)
+        out.append({"down": down, "last_start": max(at for at, _ in starts)})
     return out
 
 
@@ -84,10 +84,10 @@ def _mark_reboots(
     for i, name in enumerate(names):
         c = colors[i % len(colors)]
         saved = [
-            sample["time"]
+            sample.time
             for sample in result.timeline
-            for v in sample["vms"]
-            if v["name"] == name and v.get("state") == "Saved"
+            for v in sample.vms
+            if v.name == name and v.state == "Saved"
         ]
         if saved:
             ax.axvspan(min(saved), max(saved), color=c, alpha=0.08)
@@ -117,24 +117,24 @@ def _mark_reboots(
         )
     x0, x1 = ax.get_xlim()
     for e in result.events:
-        for name, o in (e.get("outcomes") or {}).items():
-            at = o.get("at")
+        for name, o in e.outcomes.items():
+            at = o.at
             if at is None:
                 continue
             # Near the right edge the text goes to the left of its mark, inside the panel.
             left = x1 > x0 and (at - x0) / (x1 - x0) > 0.7
             i = names.index(name) if name in names else 0
-            failed = o.get("result") == "failed"
+            failed = o.result == "failed"
             y = capacity * (1.04 + 0.06 * i)
             ax.plot(
                 [at],
                 [y],
-                marker=REBOOT_MARKS.get(o.get("result", ""), "o"),
+                marker=REBOOT_MARKS.get(o.result, "o"),
                 color="red" if failed else colors[i % len(colors)],
                 markersize=8 if failed else 6,
             )
             ax.annotate(
-                f"{name} {'FAILED to start' if failed else o.get('result')}",
+                f"{name} {'FAILED to start' if failed else o.result}",
                 (at, y),
                 xytext=(-6, 0) if left else (6, 0),
                 textcoords="offset points",
@@ -191,9 +191,9 @@ def plot_run(result: RunResult, path: str) -> None:
         )
         total = [sum(d["assigned"][k] for d in per_vm.values()) for k in range(len(times))]
         ax_mem.plot(times, total, color="gray", linewidth=2, alpha=0.6, label="all VMs")
-    for b in result.storm_boots():
-        ax_mem.axvline(b["started_at"], color="red", alpha=0.15)
-        ax_sp.axvline(b["started_at"], color="red", alpha=0.15)
+    for boot in result.storm_boots():
+        ax_mem.axvline(boot.started_at, color="red", alpha=0.15)
+        ax_sp.axvline(boot.started_at, color="red", alpha=0.15)
     _mark_reboots(ax_mem, result, per_vm, colors, capacity)
     ax_mem.set_ylim(0, capacity * 1.4)  # head room for the reboot's marks above the lines
     ax_mem.set_ylabel("assigned memory (MB)\n(dotted: demand)")
@@ -219,20 +219,23 @@ def plot_run(result: RunResult, path: str) -> None:
             transform=ax_sp.transAxes,
         )
 
-    from vmmem.cli.render import boot_label, boot_rows
+    from vmmem.cli.render import FailedStart, boot_label, boot_rows
 
     rows = [row for row, _ in boot_rows(result)]
-    labels = [f"{b['vm']}\n{boot_label(result, b)}" for b in rows]
+    labels = [f"{r.vm}\n{boot_label(result, r)}" for r in rows]
     x = range(len(rows))
-    heights = [0.0 if "failed" in b else b["boot_time"] or 0.0 for b in rows]
+    heights = [0.0 if isinstance(r, FailedStart) else r.boot_time or 0.0 for r in rows]
     ax_boot.bar(
         x,
         heights,
-        color=["tab:red" if b.get("smart_paging_peak_bytes") else "tab:blue" for b in rows],
+        color=[
+            "tab:blue" if isinstance(r, FailedStart) or not r.smart_paging_peak_bytes else "tab:red"
+            for r in rows
+        ],
     )
     tallest = max(heights, default=0.0)
     for i, b in enumerate(rows):
-        if "failed" in b:
+        if isinstance(b, FailedStart):
             ax_boot.annotate(
                 "failed\nto start",
                 (i, tallest * 0.05),
@@ -243,12 +246,12 @@ def plot_run(result: RunResult, path: str) -> None:
                 fontweight="bold",
             )
             continue
-        if b.get("baseline"):
-            ax_boot.plot([i - 0.4, i + 0.4], [b["baseline"]] * 2, color="black")
-        if b.get("slowdown"):  # every bar: a slow boot without paging is worth reading too
+        if b.baseline:
+            ax_boot.plot([i - 0.4, i + 0.4], [b.baseline] * 2, color="black")
+        if b.slowdown:  # every bar: a slow boot without paging is worth reading too
             ax_boot.annotate(
-                f"{b['slowdown']:.1f} x",
-                (i, max(b["boot_time"] or 0.0, b.get("baseline") or 0.0)),
+                f"{b.slowdown:.1f} x",
+                (i, max(b.boot_time or 0.0, b.baseline or 0.0)),
                 ha="center",
                 va="bottom",
                 fontsize="small" if len(rows) <= 12 else "x-small",
@@ -279,22 +282,21 @@ def plot_compare(cmp: CompareResult, path: str) -> None:
     fig, (ax_bar, ax_cdf) = plt.subplots(1, 2, figsize=(12, 5))
     fig.suptitle("vmmem compare: the same boot storm, Smart Paging on each location")
     names, values, colors = [], [], []
-    if cmp.baseline is not None and cmp.baseline.storm_summary()["boot_time"]:
+    base = cmp.baseline.storm_summary().boot_time if cmp.baseline is not None else None
+    if base:
         names.append("baseline\n(enough memory)")
-        values.append(cmp.baseline.storm_summary()["boot_time"])
+        values.append(base)
         colors.append("tab:gray")
     for r in cmp.rows():
-        if r["boot_time"] is None:
+        if r.boot_time is None:
             continue
         kind = (
-            "RAM"
-            if r["ram_backed"]
-            else {True: "rotational", False: "SSD"}.get(r["rotational"], "?")
+            "RAM" if r.ram_backed else {None: "?", True: "rotational", False: "SSD"}[r.rotational]
         )
-        where = _wrap_path(r["location"])
-        names.append(f"{where}\n{r['device'] or r['fstype']} ({kind})")
-        values.append(r["boot_time"])
-        colors.append("tab:red" if r["rotational"] else "tab:blue")
+        where = _wrap_path(r.location)
+        names.append(f"{where}\n{r.device or r.fstype} ({kind})")
+        values.append(r.boot_time)
+        colors.append("tab:red" if r.rotational else "tab:blue")
     ax_bar.bar(range(len(values)), values, color=colors)
     ax_bar.set_xticks(range(len(values)), names, fontsize="small")
     ax_bar.set_ylabel("boot storm time (s)")
@@ -303,8 +305,8 @@ def plot_compare(cmp: CompareResult, path: str) -> None:
         ax_bar.annotate(f"{v:.2f} s", (i, v), ha="center", va="bottom", fontsize="small")
     for loc, run in cmp.runs.items():
         cdf = run.fault_latency_cdf
-        if cdf["seconds"]:
-            ax_cdf.step([s * 1e6 for s in cdf["seconds"]], cdf["fraction"], where="post", label=loc)
+        if cdf.seconds:
+            ax_cdf.step([s * 1e6 for s in cdf.seconds], cdf.fraction, where="post", label=loc)
     ax_cdf.set_xscale("log")
     ax_cdf.set_xlabel("fault latency (us): victim write-back + page-in")
     ax_cdf.set_ylabel("fraction of faults")

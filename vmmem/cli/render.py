@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
 
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
 from vmmem.devices import KIND_WORDS
+from vmmem.hyperv.reboot import RebootOutcome
 from vmmem.lab.scenario import Scenario
 from vmmem.sizes import MB
 from vmmem.sizes import format_duration as seconds
@@ -20,9 +22,18 @@ if TYPE_CHECKING:
     from vmmem.lab.disks import ProbeResult
     from vmmem.lab.plan import Plan
     from vmmem.lab.progress import VMProgress
-    from vmmem.lab.results import CompareResult, RunResult
+    from vmmem.lab.results import BootResult, CompareResult, PlanRecord, RunResult
 
-__all__ = ["boot_label", "boot_rows", "disks", "guests", "plan", "scenario", "seconds"]
+__all__ = [
+    "FailedStart",
+    "boot_label",
+    "boot_rows",
+    "disks",
+    "guests",
+    "plan",
+    "scenario",
+    "seconds",
+]
 
 
 def _opt_mb(value: int | None, fallback: str = "-") -> str:
@@ -397,105 +408,111 @@ def _guests_line(s: dict[str, Any]) -> str:
 _NARROW_DROP_ORDER = ("fault p99", "file for", "baseline", "paged")
 
 
-def boot_label(result: RunResult, boot: dict[str, Any]) -> str:
+@dataclass(frozen=True)
+class FailedStart:
+    """A row for a start a host reboot could not make (event ``event``; what the VM did)."""
+
+    vm: str
+    event: int
+    outcome: RebootOutcome
+    kind: str = "start"
+
+
+Row = Union["BootResult", FailedStart]
+
+
+def boot_label(result: RunResult, boot: Row) -> str:
     """A boot's event as people read it: a start (or restore) that a host reboot's automatic
     start action made is not the VM's first start."""
-    kind = str(boot.get("kind", "?"))
-    if kind in ("start", "restore") and boot.get("event") is not None:
-        action = next(
-            (e.get("action") for e in result.events if e.get("index") == boot["event"]), None
-        )
+    kind = boot.kind
+    if kind in ("start", "restore"):
+        action = next((e.action for e in result.events if e.index == boot.event), None)
         if action == "reboot-host":
             return f"{kind} after reboot"
     return kind
 
 
-def boot_rows(result: RunResult) -> list[tuple[dict[str, Any], bool]]:
-    """Every boot of the run and every start a host reboot could not make (a dict with key
-    "failed": the outcome), in the order they happened, each with whether it is its VM's
-    last row."""
+def boot_rows(result: RunResult) -> list[tuple[Row, bool]]:
+    """Every boot of the run and every start a host reboot could not make (a FailedStart), in
+    the order they happened, each with whether it is its VM's last row."""
     return _boot_rows(result, result.boots, with_failed_starts=True)
 
 
 def _boot_rows(
-    result: RunResult, boots: list[dict[str, Any]], *, with_failed_starts: bool
-) -> list[tuple[dict[str, Any], bool]]:
+    result: RunResult, boots: list[BootResult], *, with_failed_starts: bool
+) -> list[tuple[Row, bool]]:
     """The table's rows in the order they happened, each with whether it is its VM's last:
     every boot, and (with_failed_starts) every start a host reboot could not make."""
-    keyed = [(b.get("event") or 0, b.get("started_at") or 0.0, b) for b in boots]
+    keyed: list[tuple[int, float, Row]] = [(b.event, b.started_at, b) for b in boots]
     if with_failed_starts:
         for e in result.events:
-            for name, o in (e.get("outcomes") or {}).items():
-                if o.get("result") == "failed":
-                    row = {"vm": name, "kind": "start", "event": e.get("index"), "failed": o}
-                    keyed.append((e.get("index") or 0, o.get("at") or 0.0, row))
+            for name, o in e.outcomes.items():
+                if o.result == "failed":
+                    keyed.append((e.index, o.at or 0.0, FailedStart(name, e.index, o)))
     keyed.sort(key=lambda k: (k[0], k[1]))
-    last = {k[2]["vm"]: i for i, k in enumerate(keyed)}
-    return [(k[2], last[k[2]["vm"]] == i) for i, k in enumerate(keyed)]
+    last = {k[2].vm: i for i, k in enumerate(keyed)}
+    return [(k[2], last[k[2].vm] == i) for i, k in enumerate(keyed)]
 
 
 def _final_state(result: RunResult, vm: str) -> str:
     """A VM's state as the run left it, true after the clean-up: the host was closed after the
     statuses were taken, which deleted every Smart Paging file."""
-    st = next((x for x in result.final_status if x.get("name") == vm), {})
-    fin = str(st.get("memory_status") or st.get("state") or "-")
-    if st.get("state") == "Off" and vm in result.failed_starts():
+    st = next((x for x in result.final_status if x.name == vm), None)
+    if st is None:
+        return "-"
+    fin = st.memory_status or st.state or "-"
+    if st.state == "Off" and vm in result.failed_starts():
         return "Off (start failed)"
-    if st.get("smart_paging_file_in_use"):
+    if st.smart_paging_file_in_use:
         when = "when interrupted" if result.outcome == "interrupted" else "at the end"
         fin = f"was {fin} {when}; file deleted"
     return fin
 
 
-def _boot_cells(result: RunResult, b: dict[str, Any], last: bool) -> dict[str, str]:
+def _boot_cells(result: RunResult, b: Row, last: bool) -> dict[str, str]:
     """One row of the run table: a boot's figures, or a start the host could not make."""
-    if "failed" in b:
+    if isinstance(b, FailedStart):
         cells = {c: "-" for c, _, _ in _RUN_COLUMNS}
         cells.update(
             {
-                "VM": b["vm"],
+                "VM": b.vm,
                 "event": boot_label(result, b),
                 "boot": "failed",
                 "status": "Off: not enough memory" if last else "failed to start",
             }
         )
         return cells
-    peak = b.get("smart_paging_peak_bytes")
-    sp_dur = seconds(b.get("smart_paging_seconds")) if peak else "-"
-    if peak and not b.get("smart_paging_ended"):
+    peak = b.smart_paging_peak_bytes
+    sp_dur = seconds(b.smart_paging_seconds) if peak else "-"
+    if peak and not b.smart_paging_ended:
         sp_dur += "+"
     dev = "-"
-    if b.get("device_read_bytes") is not None:
-        dev = f"{b['device_read_bytes'] / MB:,.0f}/{b['device_write_bytes'] / MB:,.0f} MB"
+    if b.device_read_bytes is not None:
+        dev = f"{b.device_read_bytes / MB:,.0f}/{(b.device_write_bytes or 0) / MB:,.0f} MB"
     if last:
-        status = _final_state(result, b["vm"])
+        status = _final_state(result, b.vm)
     else:  # a later event booted (or stopped) it again: its last row says how it ended
-        status = "booted" if b.get("boot_time") is not None else "did not finish"
+        status = "booted" if b.boot_time is not None else "did not finish"
     return {
-        "VM": b["vm"],
+        "VM": b.vm,
         "event": boot_label(result, b),
-        "boot": seconds(b.get("boot_time")),
-        "baseline": seconds(b.get("baseline")),
-        "slower": _ratio(b.get("slowdown")),
+        "boot": seconds(b.boot_time),
+        "baseline": seconds(b.baseline),
+        "slower": _ratio(b.slowdown),
         "paged": mb(peak) if peak else "no",
         "file for": sp_dur,
-        "page-ins/outs": f"{b.get('page_ins', 0):,}/{b.get('page_outs', 0):,}",
-        "fault p50/p99": f"{_ms(b.get('fault_p50'))}/{_ms(b.get('fault_p99'))}",
-        "fault p99": _ms(b.get("fault_p99")),
-        "file peak": (
-            mb(b["smart_paging_file_peak_size"]) if b.get("smart_paging_file_peak_size") else "-"
-        ),
+        "page-ins/outs": f"{b.page_ins:,}/{b.page_outs:,}",
+        "fault p50/p99": f"{_ms(b.fault_p50)}/{_ms(b.fault_p99)}",
+        "fault p99": _ms(b.fault_p99),
+        "file peak": (mb(b.smart_paging_file_peak_size) if b.smart_paging_file_peak_size else "-"),
         "disk read": (
-            f"{mb(b['disk_read_bytes'])} in {b.get('disk_requests', 0):,}"
-            if b.get("disk_read_bytes")
-            else "-"
+            f"{mb(b.disk_read_bytes)} in {b.disk_requests:,}" if b.disk_read_bytes else "-"
         ),
         "device r/w": dev,
         # the emulator's own share (never in "boot"): its thread's CPU, how far behind
         "emulator": (
-            f"{seconds(b['emulator_cpu_seconds'])} CPU, "
-            f"+{seconds(b.get('emulator_seconds') or 0.0)}"
-            if b.get("emulator_cpu_seconds") is not None
+            f"{seconds(b.emulator_cpu_seconds)} CPU, +{seconds(b.emulator_seconds or 0.0)}"
+            if b.emulator_cpu_seconds is not None
             else "-"
         ),
         "status": status,
@@ -512,16 +529,16 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
         f"ran {seconds(result.duration)}; {_guests_line(s)}"
     )
     for loc in result.locations:
-        io = loc.get("device_io")
+        io = loc.device_io
         io_txt = (
-            f"device read {mb(io['read_bytes'])}, wrote {mb(io['write_bytes'])}"
+            f"device read {mb(io.read_bytes)}, wrote {mb(io.write_bytes)}"
             if io
             else "no device counters"
         )
         console.print(
-            f"Smart Paging files in {result.location_name(loc)}: {loc['fstype']} on "
-            f"{loc.get('device') or '-'} ({loc.get('model') or '?'}, "
-            f"{'RAM' if loc.get('ram_backed') else KIND_WORDS.get(loc['kind'], loc['kind'])}); "
+            f"Smart Paging files in {result.location_name(loc)}: {loc.fstype} on "
+            f"{loc.device or '-'} ({loc.model or '?'}, "
+            f"{'RAM' if loc.ram_backed else KIND_WORDS.get(loc.kind, loc.kind)}); "
             f"{io_txt}"
         )
     storm = result.storm_boots()
@@ -560,30 +577,25 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
                 style="dim",
                 highlight=False,
             )
-    plan = result.plan or {}
-    if plan.get("events") and result.storm_event() is not None:
+    storm_ev = result.storm_event()
+    if result.plan is not None and storm_ev is not None:
         predicted = next(
-            (
-                e["smart_paging_total_bytes"]
-                for e in plan["events"]
-                if e["index"] == result.storm_event()
-            ),
-            None,
+            (e.smart_paging_total_bytes for e in result.plan.events if e.index == storm_ev), None
         )
-        measured = result.storm_summary()["smart_paging_peak_bytes"]
+        measured = result.storm_summary().smart_paging_peak_bytes
         if predicted is not None:
             console.print(
                 f"Smart Paging for the storm: planned {mb(predicted)} (at the instant "
                 f"of the restart), measured peak {mb(measured)} (sum over VMs)"
             )
-        _predicted_vs_measured(console, result, plan)
+        _predicted_vs_measured(console, result, result.plan)
     note = result.emulator_note()
     if note:
         console.print(note)
     for e in result.events:
-        if e.get("outcomes"):
-            what = ", ".join(f"{n} {o['result']}" for n, o in e["outcomes"].items())
-            console.print(f"{e['description']}: {what}" + (f" ({e['note']})" if e["note"] else ""))
+        if e.outcomes:
+            what = ", ".join(f"{n} {o.result}" for n, o in e.outcomes.items())
+            console.print(f"{e.description}: {what}" + (f" ({e.note})" if e.note else ""))
     for w in result.warnings:
         console.print(f"[bold yellow]warning:[/bold yellow] {w}")
     for note in result.earlier_runs:
@@ -602,21 +614,22 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
     console.print(f"[{style}]{result.verdict()}[/{style}]")
 
 
-def _predicted_vs_measured(console: Console, result: RunResult, plan: dict[str, Any]) -> None:
+def _predicted_vs_measured(console: Console, result: RunResult, plan: PlanRecord) -> None:
     """The storm's paging as `vmmem plan` predicted it, beside what the run measured."""
     ev = result.storm_event()
-    got = next((e.get("predicted") for e in plan["events"] if e["index"] == ev), None)
+    got = next((e.predicted for e in plan.events if e.index == ev), None)
     if not got:
         return
-    keys = ("page_ins", "page_outs", "smart_paging_peak_bytes")
-    p = {k: sum(b[k] for b in got.values()) for k in keys}
+    ins = sum(b.page_ins for b in got.values())
+    outs = sum(b.page_outs for b in got.values())
+    peak = sum(b.smart_paging_peak_bytes for b in got.values())
     m = result.storm_summary()
-    policy = result.settings.get("policy", "lru")
+    policy = result.settings.policy
     how = "LRU" if policy == "lru" else f"for LRU; this run used {policy}"
     console.print(
         f"predicted from the boot's accesses ({how}, memory fixed for the boot): page-ins/outs "
-        f"{p['page_ins']:,}/{p['page_outs']:,}, peak {mb(p['smart_paging_peak_bytes'])}; measured "
-        f"{m['page_ins']:,}/{m['page_outs']:,}, peak {mb(m['smart_paging_peak_bytes'])}"
+        f"{ins:,}/{outs:,}, peak {mb(peak)}; measured "
+        f"{m.page_ins:,}/{m.page_outs:,}, peak {mb(m.smart_paging_peak_bytes)}"
     )
 
 
@@ -655,36 +668,32 @@ def compare_report(console: Console, cmp: CompareResult, wide: bool = False) -> 
         cells.update(
             {
                 "location": "baseline (enough memory)",
-                "boot time": seconds(base["boot_time"]),
+                "boot time": seconds(base.boot_time),
                 "slower": "1.00 x",
             }
         )
         rows.append(cells)
     for r in cmp.rows():
-        kind = {True: "rotational", False: "non-rotational"}.get(r["rotational"], "?")
-        if r["ram_backed"]:
+        kind = "?" if r.rotational is None else "rotational" if r.rotational else "non-rotational"
+        if r.ram_backed:
             kind = "[bold red]RAM[/bold red]"
         rows.append(
             {
-                "location": r["location"],
-                "device": r["device"] or "-",
-                "model": r["model"] or "-",
+                "location": r.location,
+                "device": r.device or "-",
+                "model": r.model or "-",
                 "kind": kind,
-                "filesystem": r["fstype"] or "-",
+                "filesystem": r.fstype or "-",
                 "boot time": (
-                    seconds(r["boot_time"])
-                    if r["outcome"] in ("ok", "vms_failed")
-                    else r["outcome"]
+                    seconds(r.boot_time) if r.outcome in ("ok", "vms_failed") else r.outcome
                 ),
-                "slower": _ratio(r["slowdown"]),
-                "fault p50": _ms(r["fault_p50"]),
-                "fault p90": _ms(r["fault_p90"]),
-                "fault p99": _ms(r["fault_p99"]),
-                "SP peak": (
-                    mb(r["smart_paging_peak_bytes"]) if r["smart_paging_peak_bytes"] else "-"
-                ),
+                "slower": _ratio(r.slowdown),
+                "fault p50": _ms(r.fault_p50),
+                "fault p90": _ms(r.fault_p90),
+                "fault p99": _ms(r.fault_p99),
+                "SP peak": mb(r.smart_paging_peak_bytes) if r.smart_paging_peak_bytes else "-",
                 "device I/O": {True: "confirmed", False: "NOT seen", None: "-"}[
-                    r["device_io_confirmed"]
+                    r.device_io_confirmed
                 ],
             }
         )

@@ -1,14 +1,16 @@
 """What the Hyper-V layer reports: VM status as Get-VM shows it, boot reports, timeline samples.
 
 Sizes are bytes, times seconds; `time`/`started_at` are on the host clock (seconds since the
-Host was made). Every class has `as_dict()` with plain values for JSON.
+Host was made). Every class has `as_dict()` with plain values for JSON; each field's `doc` is
+what docs/json-schema.json says of it (vmmem.records).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 from ..memory import LatencyHistogram
+from ..records import doc, to_json
 
 __all__ = ["BootReport", "TimelineSample", "VMStatus", "memory_status"]
 
@@ -38,42 +40,57 @@ def memory_status(
 class VMStatus:
     """One VM's memory as Get-VM shows it (sizes in bytes, pressure in percent)."""
 
-    name: str
-    state: str  # "Off" | "Running"
-    phase: str  # "off", "boot", "idle", "trace", "done", "failed"
-    memory_assigned: int
-    memory_demand: int
-    memory_startup: int
-    pressure: float  # demand / assigned x 100; 0 when Off
-    memory_status: str  # "OK" | "Low" | "Warning" | "Paging" | ""
-    smart_paging_file_in_use: bool
-    smart_paging_file_path: str | None
-    smart_paging_bytes: int  # guest memory held only in the file now (paged out)
-    smart_paging_file_size: int  # bytes the file occupies on disk now
+    name: str = field(metadata=doc("The VM's name."))
+    state: str = field(
+        metadata=doc("Off, Running or Saved.", schema={"enum": ["Off", "Running", "Saved"]})
+    )
+    phase: str = field(
+        metadata=doc("What the guest is doing: off, boot, idle, trace, done, failed.")
+    )
+    memory_assigned: int = field(metadata=doc("Memory the host gives the VM now."))
+    memory_demand: int = field(metadata=doc("Memory the guest wants now."))
+    memory_startup: int = field(metadata=doc("The VM's Startup RAM."))
+    pressure: float = field(metadata=doc("demand / assigned x 100; 0 when Off."))
+    memory_status: str = field(
+        metadata=doc(
+            "Get-VM's MemoryStatus: Paging while the Smart Paging file is in use, else OK, Low or "
+            "Warning by the available buffer; empty for an Off or static VM.",
+            schema={"enum": ["OK", "Low", "Warning", "Paging", ""]},
+        )
+    )
+    smart_paging_file_in_use: bool = field(metadata=doc("The VM's Smart Paging file exists now."))
+    smart_paging_file_path: str | None = field(metadata=doc("That file's path (null: none)."))
+    smart_paging_bytes: int = field(
+        metadata=doc("Guest memory held only in the file now (paged out).")
+    )
+    smart_paging_file_size: int = field(metadata=doc("Bytes the file occupies on disk now."))
     # The guest's own paging (a running guest short of memory, to its page file on its
     # virtual disk): not Smart Paging, and not shown by Get-VM; vmmem counts it apart.
-    guest_paging_bytes: int = 0  # guest memory in its page file now
-    guest_page_ins: int = 0  # since this boot began paging inside the guest
-    guest_page_outs: int = 0
+    guest_paging_bytes: int = field(
+        default=0,
+        metadata=doc("Guest memory in the guest's own page file now (not Smart Paging).", since=2),
+    )
+    guest_page_ins: int = field(
+        default=0, metadata=doc("Page-ins inside the guest since this boot began.", since=2)
+    )
+    guest_page_outs: int = field(
+        default=0, metadata=doc("Page-outs inside the guest since this boot began.", since=2)
+    )
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return dict(to_json(self))
 
 
 @dataclass(frozen=True)
 class TimelineSample:
     """The host at one balancer tick, after the tick applied its allocation."""
 
-    time: float
-    available_memory: int
-    vms: tuple[VMStatus, ...]
+    time: float = field(metadata=doc("Host clock, s."))
+    available_memory: int = field(metadata=doc("Memory the host had left for VMs after the tick."))
+    vms: tuple[VMStatus, ...] = field(metadata=doc("Every VM, as Get-VM shows it."))
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "time": self.time,
-            "available_memory": self.available_memory,
-            "vms": [vm.as_dict() for vm in self.vms],
-        }
+        return dict(to_json(self))
 
 
 @dataclass(frozen=True)
@@ -81,53 +98,104 @@ class BootReport:
     """What one boot cost. Counters cover the boot window (power-on or restart until the boot
     phases complete); the Smart Paging fields follow the file until it is deleted."""
 
-    vm: str
-    kind: str  # "start" | "restart" | "reset" | "host-restart"
-    started_at: float  # s, host clock
-    boot_time: float  # s
-    baseline: float | None  # s: the same boot with all its Startup RAM
-    slowdown: float | None  # boot_time / baseline
-    startup_bytes: int
-    assigned_at_boot: int  # bytes the balancer gave when the boot began
-    smart_paging: bool  # the boot was allowed a Smart Paging file
-    page_ins: int
-    page_outs: int
-    bytes_read: int
-    bytes_written: int
-    fault_p50: float | None  # s, a fault that waited on the disk: victim write-back + page-in
-    fault_p99: float | None
-    page_out_p50: float | None
-    page_out_p99: float | None
-    smart_paging_peak_bytes: int  # most guest memory held only in the file
-    smart_paging_file_peak_size: int  # largest the file was on disk, bytes
-    smart_paging_seconds: float  # how long the file existed (so far, if it still does)
-    smart_paging_ended: bool  # the file is gone (or was never made)
-    paging_dir: str
-    device: str | None  # block device under paging_dir (psutil counter key)
-    device_read_bytes: int | None  # that device's counters over the boot window
-    device_write_bytes: int | None
+    vm: str = field(metadata=doc("The VM's name."))
+    kind: str = field(
+        metadata=doc(
+            "What made the boot: start (from Off), restore (from a saved state), restart, reset, "
+            "host-restart (a host reboot in the article's reading).",
+            schema={"enum": ["start", "restore", "restart", "reset", "host-restart"]},
+        )
+    )
+    started_at: float = field(metadata=doc("When the boot began, host clock, s."))
+    boot_time: float = field(
+        metadata=doc(
+            "The boot's own clock, s: guest_seconds + fault_wait_seconds + disk_seconds + "
+            "memory_wait_seconds (before version 3: the wall clock's)."
+        )
+    )
+    baseline: float | None = field(metadata=doc("The same boot with all its Startup RAM, s."))
+    slowdown: float | None = field(metadata=doc("boot_time / baseline."))
+    startup_bytes: int = field(metadata=doc("The VM's Startup RAM."))
+    assigned_at_boot: int = field(metadata=doc("Bytes the balancer gave when the boot began."))
+    smart_paging: bool = field(metadata=doc("The boot was allowed a Smart Paging file."))
+    page_ins: int = field(metadata=doc("Pages read back from the Smart Paging file."))
+    page_outs: int = field(metadata=doc("Pages written to the Smart Paging file."))
+    bytes_read: int = field(metadata=doc("Bytes read from the Smart Paging file."))
+    bytes_written: int = field(metadata=doc("Bytes written to the Smart Paging file."))
+    fault_p50: float | None = field(
+        metadata=doc(
+            "Median latency of a fault that waited on the disk (victim write-back + page-in), s."
+        )
+    )
+    fault_p99: float | None = field(metadata=doc("99th percentile of the same, s."))
+    page_out_p50: float | None = field(metadata=doc("Median page-out latency, s."))
+    page_out_p99: float | None = field(metadata=doc("99th percentile page-out latency, s."))
+    smart_paging_peak_bytes: int = field(metadata=doc("Most guest memory held only in the file."))
+    smart_paging_file_peak_size: int = field(metadata=doc("Largest the file was on disk, bytes."))
+    smart_paging_seconds: float = field(
+        metadata=doc("How long the file existed (so far, if it still does).")
+    )
+    smart_paging_ended: bool = field(metadata=doc("The file is gone (or was never made)."))
+    paging_dir: str = field(metadata=doc("The folder of the VM's Smart Paging file."))
+    device: str | None = field(
+        metadata=doc("Block device under paging_dir (null: none, e.g. tmpfs).")
+    )
+    device_read_bytes: int | None = field(
+        metadata=doc("That device's bytes read over the boot window.")
+    )
+    device_write_bytes: int | None = field(
+        metadata=doc("That device's bytes written over the boot window.")
+    )
     # The guest's own virtual-disk I/O during the boot (reads of its VHD; not paging).
-    disk_requests: int = 0
-    disk_read_bytes: int = 0
-    disk_write_bytes: int = 0
+    disk_requests: int = field(
+        default=0, metadata=doc("The guest's own virtual-disk requests.", since=2)
+    )
+    disk_read_bytes: int = field(
+        default=0, metadata=doc("Bytes the guest read from its virtual disk.", since=2)
+    )
+    disk_write_bytes: int = field(
+        default=0, metadata=doc("Bytes the guest wrote to its virtual disk.", since=2)
+    )
     # The boot's time, part by part (boot_time is their sum; docs/DESIGN.md): the guest's
     # declared CPU time and pauses, and what it waited for, measured: faults on the disk, its
     # virtual-disk requests, memory from the host.
-    guest_seconds: float | None = None
-    fault_wait_seconds: float | None = None
-    disk_seconds: float | None = None
-    memory_wait_seconds: float | None = None
+    guest_seconds: float | None = field(
+        default=None, metadata=doc("The guest's CPU time and pauses, as declared, s.", since=3)
+    )
+    fault_wait_seconds: float | None = field(
+        default=None,
+        metadata=doc("Time the boot waited on faults served from the disk, s.", since=3),
+    )
+    disk_seconds: float | None = field(
+        default=None, metadata=doc("Time the boot waited on its virtual-disk requests, s.", since=3)
+    )
+    memory_wait_seconds: float | None = field(
+        default=None, metadata=doc("Time the boot waited for memory from the host, s.", since=3)
+    )
     # The emulator's own share, never in boot_time: the wall clock's time for the boot, how far
     # it ran behind the boot's time (emulator work, waits for a core or the GIL), and the CPU
     # time of the VM's guest thread (Python, numpy, the replay in C).
-    wall_seconds: float | None = None
-    emulator_seconds: float | None = None
-    emulator_cpu_seconds: float | None = None
-    # Latency histograms over the boot window (for CDFs); left out of as_dict().
-    page_in_latency: LatencyHistogram | None = field(default=None, repr=False, compare=False)
-    fault_latency: LatencyHistogram | None = field(default=None, repr=False, compare=False)
+    wall_seconds: float | None = field(
+        default=None,
+        metadata=doc("The wall clock's time for the boot, s (never in boot_time).", since=3),
+    )
+    emulator_seconds: float | None = field(
+        default=None,
+        metadata=doc(
+            "How far the wall clock ran behind boot_time, s (the emulator's share).", since=3
+        ),
+    )
+    emulator_cpu_seconds: float | None = field(
+        default=None,
+        metadata=doc("CPU time of the VM's guest thread (Python, numpy, the replay), s.", since=3),
+    )
+    # Latency histograms over the boot window (for CDFs); not in the JSON.
+    page_in_latency: LatencyHistogram | None = field(
+        default=None, repr=False, compare=False, metadata=doc(json=False)
+    )
+    fault_latency: LatencyHistogram | None = field(
+        default=None, repr=False, compare=False, metadata=doc(json=False)
+    )
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            f.name: getattr(self, f.name) for f in fields(self) if not f.name.endswith("_latency")
-        }
+        return dict(to_json(self))

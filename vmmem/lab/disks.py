@@ -24,7 +24,9 @@ import numpy as np
 from vmmem.devices import DeviceInfo, device_for_path, io_counters, list_filesystems
 from vmmem.errors import VmmemError
 from vmmem.hyperv.settings import DEFAULT_PAGE_SIZE
+from vmmem.lab.results import LocationResult
 from vmmem.memory import FramePool, GuestMemory
+from vmmem.records import to_json
 
 __all__ = ["ProbeResult", "describe_location", "list_locations", "probe"]
 
@@ -73,23 +75,10 @@ class ProbeResult:
 
 
 def describe_location(info: DeviceInfo) -> dict[str, Any]:
-    """The device facts of a folder, for JSON."""
-    return {
-        "path": info.path,
-        "mountpoint": info.mountpoint,
-        "fstype": info.fstype,
-        "source": info.source,
-        "device": info.device,
-        "disk": info.disk,
-        "model": info.model,
-        "rotational": info.rotational,
-        "kind": info.kind,
-        "ram_backed": info.ram_backed,
-        "free_bytes": info.free_bytes,
-        "total_bytes": info.total_bytes,
-        "has_counters": info.has_counters,
-        "backing_file": info.backing_file,
-    }
+    """The device facts of a folder, for JSON: a run's LocationResult without its I/O."""
+    facts: dict[str, Any] = to_json(LocationResult.of(info, None))
+    del facts["device_io"]
+    return facts
 
 
 def list_locations(paths: list[str] | None = None) -> list[DeviceInfo]:

@@ -38,7 +38,15 @@ from vmmem.hyperv.rules import (
 )
 from vmmem.hyperv.settings import DEFAULT_PAGE_SIZE
 from vmmem.lab.predict import Latency, boot_cpu_seconds, predict_vm, prediction_dict
+from vmmem.lab.results import (
+    DiskLatency,
+    PlannedEvent,
+    PlannedRemedy,
+    PlanRecord,
+    PredictedBoot,
+)
 from vmmem.lab.scenario_model import ALIGN, Scenario, VMSpec, round_up
+from vmmem.records import to_json
 from vmmem.sizes import format_mb as mb
 
 __all__ = ["EventPlan", "Plan", "Remedy", "divide_for_boot", "plan_scenario"]
@@ -131,45 +139,51 @@ class Plan:
             f"{mb(worst.paging_total)} goes to Smart Paging files for {len(users)} VM(s)"
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario.name,
-            "needs_smart_paging": self.needs_smart_paging,
-            "verdict": self.verdict(),
-            "available_bytes": self.scenario.available,
-            "idle_assigned_bytes": dict(self.idle_assigned),
-            "start_failures": list(self.start_failures),
-            "peak_paging_bytes": self.peak_paging(),
-            "latency": None if self.latency is None else self.latency.to_dict(),
-            "events": [
-                {
-                    "index": e.index,
-                    "action": e.action,
-                    "description": e.description,
-                    "available_bytes": e.available,
-                    "needed_bytes": e.needed,
-                    "assigned_bytes": dict(e.assigned),
-                    "smart_paging_bytes": dict(e.paging),
-                    "smart_paging_total_bytes": e.paging_total,
-                    "start_failures": list(e.start_failures),
-                    "outcomes": dict(e.outcomes),
-                    "suggested_delay": e.suggested_delay,
-                    "predicted": {n: prediction_dict(b) for n, b in e.predicted.items()},
-                }
+    def record(self) -> PlanRecord:
+        """The plan as a run's JSON keeps it (its one definition: PlanRecord)."""
+        return PlanRecord(
+            scenario=self.scenario.name,
+            needs_smart_paging=self.needs_smart_paging,
+            verdict=self.verdict(),
+            available_bytes=self.scenario.available,
+            idle_assigned_bytes=dict(self.idle_assigned),
+            start_failures=list(self.start_failures),
+            peak_paging_bytes=self.peak_paging(),
+            latency=None if self.latency is None else DiskLatency(**self.latency.to_dict()),
+            events=[
+                PlannedEvent(
+                    index=e.index,
+                    action=e.action,
+                    description=e.description,
+                    available_bytes=e.available,
+                    needed_bytes=e.needed,
+                    assigned_bytes=dict(e.assigned),
+                    smart_paging_bytes=dict(e.paging),
+                    smart_paging_total_bytes=e.paging_total,
+                    start_failures=list(e.start_failures),
+                    outcomes=dict(e.outcomes),
+                    suggested_delay=e.suggested_delay,
+                    predicted={
+                        n: PredictedBoot(**prediction_dict(b)) for n, b in e.predicted.items()
+                    },
+                )
                 for e in self.events
             ],
-            "remedies": [
-                {
-                    "kind": r.kind,
-                    "summary": r.summary,
-                    "works": r.works,
-                    "vms": list(r.vms),
-                    "amount_bytes": r.amount,
-                    "caveat": r.caveat,
-                }
+            remedies=[
+                PlannedRemedy(
+                    kind=r.kind,
+                    summary=r.summary,
+                    works=r.works,
+                    vms=list(r.vms),
+                    amount_bytes=r.amount,
+                    caveat=r.caveat,
+                )
                 for r in self.remedies
             ],
-        }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(to_json(self.record()))
 
 
 def _floor_align(n: int) -> int:

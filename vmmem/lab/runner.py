@@ -14,11 +14,13 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from vmmem.devices import DeviceInfo, io_counters
 from vmmem.hyperv.host import DEFAULT_FOLDER, DEFAULT_PAGE_SIZE
-from vmmem.lab.disks import describe_location
+from vmmem.hyperv.reboot import RebootOutcome
+from vmmem.hyperv.reports import BootReport
 from vmmem.lab.locations import (
     CheckedLocations,
     LocationRefused,
@@ -29,7 +31,17 @@ from vmmem.lab.locations import (
 )
 from vmmem.lab.plan import Plan
 from vmmem.lab.progress import POLL, BootEta, ProgressSink, RunTracker, VMProgress
-from vmmem.lab.results import STORM_KINDS, RunResult
+from vmmem.lab.results import (
+    STORM_KINDS,
+    BootResult,
+    DeviceIO,
+    EventResult,
+    LatencyCDF,
+    LocationResult,
+    Percentiles,
+    RunResult,
+    RunSettings,
+)
 from vmmem.lab.scenario import Event, Scenario
 from vmmem.memory import LatencyHistogram
 
@@ -107,15 +119,9 @@ def run_scenario(
     folders = sorted(set(paging_folders(s, host_folder).values()))
     result = RunResult(
         scenario=s.to_dict(),
-        plan=plan.to_dict(),
+        plan=plan.record(),
         warnings=[str(w) for w in warnings],
-        settings={
-            "backend": backend,
-            "policy": policy,
-            "page_size": DEFAULT_PAGE_SIZE,
-            "host_folder": host_folder,
-            "paging_folders": folders,
-        },
+        settings=RunSettings(backend, policy, DEFAULT_PAGE_SIZE, host_folder, folders),
     )
     # The virtual disks' folders too: a run whose Smart Paging files go elsewhere still uses
     # them, and two runs there would share (and measure) one disk.
@@ -155,21 +161,14 @@ def run_scenario(
 
 def _location_with_io(
     info: DeviceInfo, before: dict[str, Any], after: dict[str, Any]
-) -> dict[str, Any]:
+) -> LocationResult:
     """A location's device facts and what its device's counters moved during the run."""
-    loc = describe_location(info)
     b, a = before.get(info.mountpoint), after.get(info.mountpoint)
-    loc["device_io"] = (
-        None
-        if b is None or a is None
-        else {
-            "read_bytes": (a - b).read_bytes,
-            "write_bytes": (a - b).write_bytes,
-            "read_count": (a - b).read_count,
-            "write_count": (a - b).write_count,
-        }
-    )
-    return loc
+    io = None
+    if b is not None and a is not None:
+        d = a - b
+        io = DeviceIO(d.read_bytes, d.write_bytes, d.read_count, d.write_count)
+    return LocationResult.of(info, io)
 
 
 class _Run:
@@ -199,7 +198,7 @@ class _Run:
             backend=backend,
             policy=policy,
         )
-        result.settings["page_size"] = self.host.page_size
+        result.settings.page_size = self.host.page_size
         for v in s.vms:
             kwargs: dict[str, Any] = dict(
                 startup=v.startup,
@@ -213,7 +212,7 @@ class _Run:
                 kwargs.update(minimum=v.minimum, maximum=v.maximum, buffer=v.buffer)
             self.host.add_vm(v.name, **kwargs)
         self.tracker = RunTracker(self.host)
-        self.outcomes: dict[str, dict[str, object]] = {}  # the current event's, per VM
+        self.outcomes: dict[str, RebootOutcome] = {}  # the current event's, per VM
         self.handlers: dict[str, Callable[[Event], str]] = {
             "start": self.start,
             "idle": self.idle,
@@ -234,14 +233,14 @@ class _Run:
             note = self.handlers[e.action](e)
             took = time.monotonic() - started
             self.result.events.append(
-                {
-                    "index": i,
-                    "action": e.action,
-                    "description": desc,
-                    "seconds": took,
-                    "note": note,
-                    "outcomes": self.outcomes,
-                }
+                EventResult(
+                    index=i,
+                    action=e.action,
+                    description=desc,
+                    seconds=took,
+                    note=note,
+                    outcomes=self.outcomes,
+                )
             )
             self.progress.event_done(i, desc, took, note)
             _collect_boots(self.host, self.result, boots_before, i)
@@ -314,7 +313,7 @@ class _Run:
             if out.result in ("restarted", "pending"):
                 self.tracker.mark(n)
         self.poll(lambda: reboot.done)
-        self.outcomes = {n: o.as_dict() for n, o in reboot.outcomes.items()}
+        self.outcomes = {n: replace(o) for n, o in reboot.outcomes.items()}  # as they are now
         booting = [n for n, o in reboot.outcomes.items() if o.result in ("started", "restarted")]
         self.poll(self.booted(booting))
         failed = reboot.failed
@@ -370,35 +369,27 @@ def _collect_boots(host: Any, result: RunResult, before: dict[str, int], event: 
     they are refreshed once more at the end)."""
     for n, vm in host.vms.items():
         for rep in vm.boot_reports[before.get(n, 0) :]:
-            d = rep.as_dict()
-            d["event"] = event
-            result.boots.append(d)
+            result.boots.append(BootResult.of(rep, event))
 
 
 def _final(host: Any, result: RunResult, tracker: RunTracker | None = None) -> None:
     """Refresh boot reports (Smart Paging duration is known only once the file is gone), add
     each Smart Paging file's life, and record final statuses and the timeline."""
-    by_key = {(b["vm"], b["started_at"]): b for b in result.boots}
-    for vm in host.vms.values():
-        for rep in vm.boot_reports:
-            d = rep.as_dict()
-            old = by_key.get((d["vm"], d["started_at"]))
-            if old is not None:
-                old.update(d)
-    for b in result.boots:
+    latest = {(r.vm, r.started_at): r for vm in host.vms.values() for r in vm.boot_reports}
+    for i, b in enumerate(result.boots):
+        rep: BootReport = latest.get((b.vm, b.started_at), b)
         created = deleted = None
-        if b.get("smart_paging_peak_bytes") and tracker is not None:
-            seen, gone = tracker.file_life(b["vm"], b["started_at"])
+        if rep.smart_paging_peak_bytes and tracker is not None:
+            seen, gone = tracker.file_life(rep.vm, rep.started_at)
             # As the run saw it, polling every POLL seconds (the guest notes its file's
             # changes between its own steps, which can lag further).
             if seen is not None:
-                created = max(b["started_at"], seen)
+                created = max(rep.started_at, seen)
                 if gone is not None:
                     deleted = gone
-                elif b.get("smart_paging_ended"):
-                    deleted = created + (b.get("smart_paging_seconds") or 0.0)
-        b["smart_paging_file_created_at"] = created
-        b["smart_paging_file_deleted_at"] = deleted
+                elif rep.smart_paging_ended:
+                    deleted = created + (rep.smart_paging_seconds or 0.0)
+        result.boots[i] = BootResult.of(rep, b.event, created, deleted)
     # The storm's fault-latency CDF: each restart boot's histogram covers exactly that boot.
     # A fault that waited on the disk: the victim's write-back plus the page-in.
     latencies = [
@@ -409,10 +400,9 @@ def _final(host: Any, result: RunResult, tracker: RunTracker | None = None) -> N
     ]
     merged = LatencyHistogram.merge(latencies)
     seconds, fraction = merged.cdf()
-    result.fault_latency_cdf = {"seconds": seconds.tolist(), "fraction": fraction.tolist()}
+    result.fault_latency_cdf = LatencyCDF(seconds.tolist(), fraction.tolist())
     # The same percentile definition as each boot's fault_p50/p99 (LatencyHistogram).
-    result.fault_latency_percentiles = {
-        f"p{p}": merged.percentile(p) if merged.count else None for p in (50, 90, 99)
-    }
-    result.final_status = [st.as_dict() for st in host.status]
-    result.timeline = [x.as_dict() for x in host.timeline]
+    p50, p90, p99 = (merged.percentile(p) if merged.count else None for p in (50, 90, 99))
+    result.fault_latency_percentiles = Percentiles(p50, p90, p99)
+    result.final_status = list(host.status)
+    result.timeline = list(host.timeline)
