@@ -22,6 +22,8 @@ from vmmem.lab.results import (
     LocationResult,
     LocationRun,
     MachineFacts,
+    PlanRecord,
+    PredictedBoot,
     RunResult,
     StormSummary,
 )
@@ -135,6 +137,8 @@ _NAMES: dict[type, str] = {
     EventResult: "event",
     RebootOutcome: "reboot_outcome",
     CompareRow: "compare_row",
+    PlanRecord: "plan",
+    PredictedBoot: "prediction",
     RunResult: "run",
     CompareResult: "compare",
 }
