@@ -263,6 +263,15 @@ def run_cmd(
     stops cleanly: partial results are printed and no file is left behind.
     """
     check_outputs(json_path, plot_path)
+    from vmmem.cli import spectrum
+
+    several = spectrum.spectrum_guests(scenario, guest, scale)
+    if several is not None:  # the same storm per guest (docs/CLI.md)
+        guests, scale = several
+        spectrum.run_spectrum(
+            scenario, scale, guests, guest_ips, vhd_dir, paging_dir, backend, quiet,
+            json_path, plot_path,
+        )  # fmt: skip
     s = apply_guest_options(load_for_cli(scenario, scale), guest, guest_ips, vhd_dir)
     _check_paging_dir(paging_dir)
     result = _execute(s, paging_dir, backend, quiet)
@@ -363,9 +372,17 @@ def compare_cmd(
     if not folders:
         raise CliFailure("give at least one folder to put the Smart Paging files in", EXIT_USAGE)
     s = load_for_cli(scenario_files[0] if scenario_files else None, scale)
-    s = apply_guest_options(s, guest, guest_ips, vhd_dir)
+    from vmmem.cli import spectrum
+
+    guests = spectrum.guest_list(guest)
+    s = apply_guest_options(s, *((None, None) if guests else (guest, guest_ips)), vhd_dir)
     for folder in folders:
         _check_paging_dir(folder)
+    if guests is not None:  # locations x guests (docs/CLI.md)
+        spectrum.compare_spectrum(
+            s, guests, folders, guest_ips, vhd_dir, no_baseline, backend, quiet,
+            json_path, plot_path,
+        )  # fmt: skip
     try:
         for w in check_compare_locations(s, folders):
             err_console().print(f"[bold yellow]warning:[/bold yellow] {w}")
