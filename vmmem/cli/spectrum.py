@@ -12,6 +12,7 @@ from rich.table import Table
 
 from vmmem.cli.common import EXIT_FOR_OUTCOME, EXIT_REFUSED, EXIT_USAGE, CliFailure, out_console
 from vmmem.lab.scenario import Scenario
+from vmmem.lab.spectrum import grid_slowdown
 from vmmem.sizes import format_duration as seconds
 from vmmem.sizes import format_mb as mb
 
@@ -84,7 +85,7 @@ def _pages(pages: int | None, startup_pages: int | None) -> str:
         return "-"
     if not startup_pages:
         return f"{pages:,}"
-    return f"{pages:,} ({100 * pages / startup_pages:.0f} %)"
+    return f"{pages:,} ({100 * pages / startup_pages:.0f}%)"
 
 
 def _mb_or_dash(value: int | None) -> str:
@@ -92,7 +93,7 @@ def _mb_or_dash(value: int | None) -> str:
 
 
 def _io(ins: int | None, outs: int | None) -> str:
-    return "-" if ins is None or outs is None else f"{ins:,} / {outs:,}"
+    return "-" if ins is None or outs is None else f"{ins:,}/{outs:,}"
 
 
 def spectrum_report(console: Console, sp: SpectrumResult) -> None:
@@ -107,18 +108,20 @@ def spectrum_report(console: Console, sp: SpectrumResult) -> None:
     )
     for c in (
         "guest",
-        "pages touched (of Startup)",
+        "pages touched",
         "SP peak",
-        "page-ins / outs",
-        "storm boot",
+        "page-ins/outs",
+        "boot",
         "baseline",
         "slower",
-        "predicted ins / outs",
-        "pred. SP peak",
+        "predicted: ins/outs, peak",
     ):
         t.add_column(c, justify="left" if c == "guest" else "right")
     for r in sp.rows():
         done = r["outcome"] in ("ok", "vms_failed")
+        predicted = _io(r["predicted_page_ins"], r["predicted_page_outs"])
+        if r["predicted_smart_paging_peak_bytes"] is not None:
+            predicted += f", {_mb_or_dash(r['predicted_smart_paging_peak_bytes'])}"
         t.add_row(
             r["guest"],
             _pages(r["pages_touched"], r["startup_pages"]),
@@ -127,14 +130,14 @@ def spectrum_report(console: Console, sp: SpectrumResult) -> None:
             seconds(r["boot_time"]) if done and r["boot_time"] else r["outcome"],
             seconds(r["baseline"]) if r["baseline"] else "-",
             f"{r['slowdown']:.2f} x" if r["slowdown"] else "-",
-            _io(r["predicted_page_ins"], r["predicted_page_outs"]),
-            _mb_or_dash(r["predicted_smart_paging_peak_bytes"]),
+            predicted,
         )
     console.print(t)
     console.print(
-        "pages touched: the distinct pages one VM's boot touches; SP peak and page-ins/outs: "
-        "summed over the storm's VMs; storm boot: its slowest VM; baseline: the slowest "
-        "full-memory boot of the same VMs in the same run; predicted: `vmmem plan --guest`",
+        "pages touched: the distinct pages one VM's boot touches (of its Startup RAM); SP peak "
+        "(Smart Paging) and page-ins/outs: summed over the storm's VMs; boot: the storm's "
+        "slowest VM; baseline: the slowest full-memory boot of the same VMs in the same run; "
+        "predicted: `vmmem plan --guest NAME`, from the guest's accesses (no I/O)",
         style="dim",
         highlight=False,
     )
@@ -161,12 +164,12 @@ def spectrum_compare(console: Console, sp: SpectrumResult) -> None:
             if c["location"] not in locations:
                 locations.append(c["location"])
     t = Table(
-        title="the same storm per guest, Smart Paging on each location "
-        "(storm time, slower than the guest's baseline)",
+        title="the same storm per guest, Smart Paging on each location (storm time, slower "
+        "than the guest's baseline run, or with --no-baseline than its own full-memory boots)",
         title_justify="left",
     )
     t.add_column("guest")
-    t.add_column("baseline", justify="right")
+    t.add_column("baseline run", justify="right")
     for loc in locations:
         t.add_column(loc, justify="right", overflow="fold")
     for r in rows:
@@ -177,7 +180,8 @@ def spectrum_compare(console: Console, sp: SpectrumResult) -> None:
             if c is None or not c["boot_time"]:
                 out.append("-" if c is None else c["outcome"])
                 continue
-            ratio = f", {c['slowdown']:.2f} x" if c["slowdown"] else ""
+            slow = grid_slowdown(c)
+            ratio = f", {slow:.2f} x" if slow else ""
             peak = (
                 f", SP {mb(c['smart_paging_peak_bytes'])}" if c["smart_paging_peak_bytes"] else ""
             )

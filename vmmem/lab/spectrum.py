@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_SCALE",
     "SpectrumResult",
     "compare_guests",
+    "grid_slowdown",
     "guest_names",
     "parse_guest_list",
     "run_guests",
@@ -85,6 +86,16 @@ def _predicted(run: RunResult) -> dict[str, int] | None:
         k: sum(int(b[k]) for b in got.values())
         for k in ("page_ins", "page_outs", "smart_paging_peak_bytes")
     }
+
+
+def grid_slowdown(cell: dict[str, Any]) -> float | None:
+    """A compare cell's slowdown: against the guest's baseline run, or (--no-baseline) against
+    the slowest full-memory boot of the same VMs in the same run."""
+    if cell.get("slowdown"):
+        return float(cell["slowdown"])
+    if cell.get("boot_time") and cell.get("own_baseline"):
+        return float(cell["boot_time"] / cell["own_baseline"])
+    return None
 
 
 def spectrum_row(guest: str, run: RunResult, pages: int | None) -> dict[str, Any]:
@@ -158,18 +169,18 @@ class SpectrumResult:
         from vmmem.sizes import format_duration as seconds
 
         if self.compares:
-            cells = [
-                (r["guest"], c["location"], c["slowdown"])
-                for r in self.rows()
-                for c in r["locations"]
-                if c["slowdown"]
-            ]
+            cells: list[tuple[float, str, str]] = []
+            for r in self.rows():
+                for c in r["locations"]:
+                    slow = grid_slowdown(c)
+                    if slow:
+                        cells.append((slow, r["guest"], c["location"]))
             if not cells:
                 return "no guest completed the boot storm"
-            lo, hi = min(cells, key=lambda c: c[2]), max(cells, key=lambda c: c[2])
+            least, most = min(cells), max(cells)
             return (
-                f"slowdown against each guest's baseline from {lo[2]:.2f} x ({lo[0]} on {lo[1]}) "
-                f"to {hi[2]:.2f} x ({hi[0]} on {hi[1]})"
+                f"slowdown against each guest's baseline from {least[0]:.2f} x ({least[1]} on "
+                f"{least[2]}) to {most[0]:.2f} x ({most[1]} on {most[2]})"
             )
         rated = [r for r in self.rows() if r["slowdown"]]
         if not rated:
