@@ -123,6 +123,10 @@ def test_two_guests_one_table_json_and_plot(fast, disk_dir):
     assert synthetic["smart_paging_peak_bytes"] > 0 and synthetic["page_ins"] > 0
     assert busybox["smart_paging_peak_bytes"] == 0
     _png(str(disk_dir / "sp.png"))
+    # `vmmem show` prints the same table again from the file.
+    again = CliRunner().invoke(cli, ["show", "sp.json"])
+    assert again.exit_code == 0, again.output
+    assert [line for line in again.stdout.splitlines() if line.startswith("│")] == lines
     # What the runs made is gone; only the kept virtual disks remain.
     assert not [
         f for _, _, files in os.walk(disk_dir / "vmmem-vms") for f in files if "paging" in f

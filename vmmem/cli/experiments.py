@@ -162,7 +162,8 @@ def guest_options(f: Callable[..., Any]) -> Callable[..., Any]:
         metavar="NAME",
         help="Every VM boots this guest (vmmem guests): a shipped recorded boot (debian-12, "
         "busybox), a trace file from vmmem record-boot, or synthetic-boot (the default boot, "
-        "also for VMs whose scenario names a guest).",
+        "also for VMs whose scenario names a guest). A comma list (a,b,c) or 'all' (every "
+        "guest vmmem guests lists) runs the same storm once per guest: one table, a row each.",
     )(f)
 
 
@@ -251,9 +252,15 @@ def run_cmd(
     own counters confirm it. Shows per VM the phase, assigned memory, Smart
     Paging bytes, elapsed time and ETA while it runs.
 
+    With neither SCENARIO nor --guest, the article's storm runs once per
+    guest (every guest vmmem guests lists) at --scale 8 unless --scale is
+    given, about a minute in all, and one table shows them side by side.
+
     \b
     Examples:
-      vmmem run --scale 4                          the article, quarter size
+      vmmem run                                    every guest, the article at 1/8
+      vmmem run --guest busybox,debian-12 --scale 4
+      vmmem run --guest synthetic-boot --scale 4   the article, quarter size, one guest
       vmmem run --paging-dir /mnt/hdd/sp --json run.json --plot run.png
       vmmem run examples/mixed-priority.toml --scale 2
       vmmem run --guest debian-12 --scale 4        a recorded Debian 12 boot in every VM
@@ -448,6 +455,10 @@ def show_cmd(result_file: str, plot_path: str | None, wide: bool) -> None:
     except (OSError, ValueError) as e:
         raise CliFailure(f"{result_file}: not a vmmem result: {e}", EXIT_USAGE) from None
     kind = data.get("kind") if isinstance(data, dict) else None
+    if kind == "vmmem-spectrum":  # several guests (docs/CLI.md)
+        from vmmem.cli import spectrum
+
+        return spectrum.show_file(result_file, data, plot_path)
     if kind not in ("vmmem-run", "vmmem-compare"):
         raise CliFailure(
             f"{result_file}: not a vmmem result (no kind vmmem-run or vmmem-compare)", EXIT_USAGE

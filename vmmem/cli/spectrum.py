@@ -5,7 +5,7 @@ parse their options and hand over here; the lab's `spectrum` module runs and col
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -23,8 +23,11 @@ __all__ = [
     "compare_spectrum",
     "finish",
     "guest_list",
+    "plot",
     "run_spectrum",
     "scenarios_per_guest",
+    "show",
+    "show_file",
     "spectrum_guests",
     "spectrum_compare",
     "spectrum_report",
@@ -114,9 +117,15 @@ def spectrum_report(console: Console, sp: SpectrumResult) -> None:
         "boot",
         "baseline",
         "slower",
-        "predicted: ins/outs, peak",
+        "predicted",
     ):
-        t.add_column(c, justify="left" if c == "guest" else "right")
+        # A guest's name is what its row is about: whole, never cut.
+        t.add_column(
+            c,
+            justify="left" if c == "guest" else "right",
+            no_wrap=c == "guest",
+            min_width=max((len(g) for g in sp.runs), default=5) if c == "guest" else None,
+        )
     for r in sp.rows():
         done = r["outcome"] in ("ok", "vms_failed")
         predicted = _io(r["predicted_page_ins"], r["predicted_page_outs"])
@@ -137,7 +146,8 @@ def spectrum_report(console: Console, sp: SpectrumResult) -> None:
         "pages touched: the distinct pages one VM's boot touches (of its Startup RAM); SP peak "
         "(Smart Paging) and page-ins/outs: summed over the storm's VMs; boot: the storm's "
         "slowest VM; baseline: the slowest full-memory boot of the same VMs in the same run; "
-        "predicted: `vmmem plan --guest NAME`, from the guest's accesses (no I/O)",
+        "predicted: page-ins/outs and SP peak as `vmmem plan --guest NAME` gives them from "
+        "the guest's accesses (no I/O)",
         style="dim",
         highlight=False,
     )
@@ -193,21 +203,25 @@ def spectrum_compare(console: Console, sp: SpectrumResult) -> None:
         console.print(f"[bold red]stopped: {sp.error}[/bold red]")
 
 
-def finish(sp: SpectrumResult, json_path: str | None, plot_path: str | None) -> NoReturn:
-    """Print, write the JSON and the plot, exit with the worst guest's outcome."""
-    from vmmem.cli.experiments import _save
-
+def show(sp: SpectrumResult) -> None:
     if sp.compares:
         spectrum_compare(out_console(), sp)
     else:
         spectrum_report(out_console(), sp)
 
-    def plot(path: str) -> None:
-        from vmmem.cli.plots import plot_spectrum
 
-        plot_spectrum(sp, path)
+def plot(sp: SpectrumResult, path: str) -> None:
+    from vmmem.cli.plots import plot_spectrum
 
-    _save(sp.to_dict(), json_path, plot_path, plot)
+    plot_spectrum(sp, path)
+
+
+def finish(sp: SpectrumResult, json_path: str | None, plot_path: str | None) -> NoReturn:
+    """Print, write the JSON and the plot, exit with the worst guest's outcome."""
+    from vmmem.cli.experiments import _save
+
+    show(sp)
+    _save(sp.to_dict(), json_path, plot_path, lambda path: plot(sp, path))
     sys.exit(EXIT_FOR_OUTCOME[sp.outcome])
 
 
@@ -236,7 +250,7 @@ def run_spectrum(
     def progress(index: int, count: int, guest: str) -> _LiveProgress:
         sink = _LiveProgress(quiet=quiet)
         if not quiet:
-            sink.console.print(f"[bold][guest {index + 1}/{count}] {guest}[/bold]")
+            sink.console.print(f"[bold]guest {index + 1}/{count}: {guest}[/bold]")
         return sink
 
     try:
@@ -315,3 +329,17 @@ def compare_spectrum(
     except LocationRefused as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
     finish(sp, json_path, plot_path)
+
+
+def show_file(result_file: str, data: dict[str, Any], plot_path: str | None) -> None:
+    """`vmmem show` of a saved spectrum: checked against the schema, printed, plotted."""
+    from vmmem.cli.experiments import _save
+    from vmmem.lab.schema import RESULT_SCHEMA, validate
+    from vmmem.lab.spectrum import SpectrumResult
+
+    problems = validate(data, RESULT_SCHEMA)
+    if problems:
+        raise CliFailure(f"{result_file}: does not match the schema: {problems[0]}", EXIT_USAGE)
+    sp = SpectrumResult.from_dict(data)
+    show(sp)
+    _save(data, None, plot_path, lambda path: plot(sp, path))

@@ -219,6 +219,26 @@ class SpectrumResult:
             + [{"guest": g, "run": None, "compare": c.to_dict()} for g, c in self.compares.items()],
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SpectrumResult:
+        """A saved `vmmem-spectrum` document (`vmmem show`); pages touched from its rows."""
+        out = cls(
+            scenario=d["scenario"],
+            scale=d["scale"],
+            outcome=d["outcome"],
+            error=d.get("error"),
+            started=d["started"],
+            duration=d["duration"],
+            machine=d["machine"],
+        )
+        for g in d["guests"]:
+            if g.get("run") is not None:
+                out.runs[g["guest"]] = RunResult.from_dict(g["run"])
+            if g.get("compare") is not None:
+                out.compares[g["guest"]] = CompareResult.from_dict(g["compare"])
+        out.pages = {r["guest"]: r.get("pages_touched") for r in d["rows"]}
+        return out
+
 
 def _worst(outcomes: Sequence[str]) -> str:
     for o in ("interrupted", "failed", "vms_failed"):
