@@ -174,6 +174,10 @@ def test_the_default_run_is_every_guest_at_the_default_scale():
     # A scenario or one guest: the single run, as before.
     assert decide("x.toml", None, 1.0, ParameterSource.DEFAULT) is None
     assert decide(None, "debian-12", 1.0, ParameterSource.DEFAULT) is None
+    with pytest.raises(click.ClickException, match="--guest-ips goes with --guest"):
+        with click.Context(run_cmd) as ctx:
+            ctx.set_parameter_source("scale", ParameterSource.DEFAULT)
+            spectrum_guests(None, None, 1.0, 3e9)
     assert decide("x.toml", "busybox,debian-12", 4.0, ParameterSource.COMMANDLINE) == (
         ["busybox", "debian-12"],
         4.0,

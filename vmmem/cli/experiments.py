@@ -272,7 +272,7 @@ def run_cmd(
     check_outputs(json_path, plot_path)
     from vmmem.cli import spectrum
 
-    several = spectrum.spectrum_guests(scenario, guest, scale)
+    several = spectrum.spectrum_guests(scenario, guest, scale, guest_ips)
     if several is not None:  # the same storm per guest (docs/CLI.md)
         guests, scale = several
         spectrum.run_spectrum(

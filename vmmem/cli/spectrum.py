@@ -48,7 +48,7 @@ def guest_list(guest: str | None) -> list[str] | None:
 
 
 def spectrum_guests(
-    scenario: str | None, guest: str | None, scale: float
+    scenario: str | None, guest: str | None, scale: float, guest_ips: float | None = None
 ) -> tuple[list[str], float] | None:
     """`vmmem run`'s guests and scale when it runs the spectrum: `--guest a,b,c` or `all`;
     with neither a scenario nor --guest, every guest `vmmem guests` lists, at DEFAULT_SCALE
@@ -63,6 +63,8 @@ def spectrum_guests(
         return guests, scale
     if scenario is not None or guest is not None:
         return None
+    if guest_ips is not None:  # as for one run: it says which guest's instructions
+        raise CliFailure("--guest-ips goes with --guest", EXIT_USAGE)
     given = click.get_current_context().get_parameter_source("scale")
     return guest_names(), scale if given == ParameterSource.COMMANDLINE else DEFAULT_SCALE
 
