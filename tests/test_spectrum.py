@@ -127,6 +127,12 @@ def test_two_guests_one_table_json_and_plot(fast, disk_dir):
     again = CliRunner().invoke(cli, ["show", "sp.json"])
     assert again.exit_code == 0, again.output
     assert [line for line in again.stdout.splitlines() if line.startswith("│")] == lines
+    # On an 80-column terminal columns are left out (and it says so), never a guest's name.
+    narrow = CliRunner(env={"COLUMNS": "80"}).invoke(cli, ["show", "sp.json"])
+    rows = [line for line in narrow.stdout.splitlines() if line.startswith("│")]
+    assert [line.split("│")[1].strip() for line in rows] == GUESTS
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+    assert "predicted" in narrow.stdout and "left out" in narrow.stdout
     # What the runs made is gone; only the kept virtual disks remain.
     assert not [
         f for _, _, files in os.walk(disk_dir / "vmmem-vms") for f in files if "paging" in f

@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from vmmem.cli.common import EXIT_FOR_OUTCOME, EXIT_REFUSED, EXIT_USAGE, CliFailure, out_console
@@ -101,49 +102,66 @@ def _io(ins: int | None, outs: int | None) -> str:
     return "-" if ins is None or outs is None else f"{ins:,}/{outs:,}"
 
 
+# Left out in this order when the terminal is too narrow for the whole table.
+_NARROW_DROP_ORDER = ("predicted", "pages touched", "baseline", "page-ins/outs")
+
+
 def spectrum_report(console: Console, sp: SpectrumResult) -> None:
     """One row per guest: the storm's paging, time, baseline and slowdown; the prediction
     beside (from each run's own plan)."""
     first = next(iter(sp.runs.values()), None)
     scale = f" at --scale {sp.scale:g}" if sp.scale != 1 else ""
     vms = first.storm_summary()["vms"] if first else 0
-    t = Table(
-        title=f"the same storm ({sp.scenario}{scale}, {vms} VMs restarting at once), per guest",
-        title_justify="left",
-    )
-    for c in (
-        "guest",
-        "pages touched",
-        "SP peak",
-        "page-ins/outs",
-        "boot",
-        "baseline",
-        "slower",
-        "predicted",
-    ):
-        # A guest's name is what its row is about: whole, never cut.
-        t.add_column(
-            c,
-            justify="left" if c == "guest" else "right",
-            no_wrap=c == "guest",
-            min_width=max((len(g) for g in sp.runs), default=5) if c == "guest" else None,
-        )
+    cells = []
     for r in sp.rows():
         done = r["outcome"] in ("ok", "vms_failed")
         predicted = _io(r["predicted_page_ins"], r["predicted_page_outs"])
         if r["predicted_smart_paging_peak_bytes"] is not None:
             predicted += f", {_mb_or_dash(r['predicted_smart_paging_peak_bytes'])}"
-        t.add_row(
-            r["guest"],
-            _pages(r["pages_touched"], r["startup_pages"]),
-            _mb_or_dash(r["smart_paging_peak_bytes"]),
-            _io(r["page_ins"], r["page_outs"]),
-            seconds(r["boot_time"]) if done and r["boot_time"] else r["outcome"],
-            seconds(r["baseline"]) if r["baseline"] else "-",
-            f"{r['slowdown']:.2f} x" if r["slowdown"] else "-",
-            predicted,
+        cells.append(
+            {
+                "guest": r["guest"],
+                "pages touched": _pages(r["pages_touched"], r["startup_pages"]),
+                "SP peak": _mb_or_dash(r["smart_paging_peak_bytes"]),
+                "page-ins/outs": _io(r["page_ins"], r["page_outs"]),
+                "boot": seconds(r["boot_time"]) if done and r["boot_time"] else r["outcome"],
+                "baseline": seconds(r["baseline"]) if r["baseline"] else "-",
+                "slower": f"{r['slowdown']:.2f} x" if r["slowdown"] else "-",
+                "predicted": predicted,
+            }
         )
+    columns = list(cells[0]) if cells else ["guest"]
+    left_out: list[str] = []
+    while True:
+        t = Table(
+            title=f"the same storm ({sp.scenario}{scale}, {vms} VMs restarting at once), per guest",
+            title_justify="left",
+        )
+        for c in columns:
+            # A guest's name is what its row is about: whole, never cut.
+            t.add_column(
+                c,
+                justify="left" if c == "guest" else "right",
+                no_wrap=True,
+                min_width=max((len(g) for g in sp.runs), default=5) if c == "guest" else None,
+            )
+        for row in cells:
+            t.add_row(*(row[c] for c in columns))
+        natural = Measurement.get(console, console.options.update_width(10_000), t).maximum
+        droppable = [c for c in _NARROW_DROP_ORDER if c in columns]
+        if natural <= console.width or not droppable:
+            break
+        # Too narrow for every column whole: leave out the least needed, and say so.
+        left_out.append(droppable[0])
+        columns.remove(droppable[0])
     console.print(t)
+    if left_out:
+        console.print(
+            f"(at {console.width} columns {', '.join(left_out)} left out; a wider terminal "
+            "shows them, and the JSON has them)",
+            style="dim",
+            highlight=False,
+        )
     console.print(
         "pages touched: the distinct pages one VM's boot touches (of its Startup RAM); SP peak "
         "(Smart Paging) and page-ins/outs: summed over the storm's VMs; boot: the storm's "
@@ -153,9 +171,13 @@ def spectrum_report(console: Console, sp: SpectrumResult) -> None:
         style="dim",
         highlight=False,
     )
+    warned: dict[str, list[str]] = {}  # one line per warning, naming its guests
     for g, run in sp.runs.items():
         for w in run.warnings:
-            console.print(f"[bold yellow]warning:[/bold yellow] {g}: {w}")
+            warned.setdefault(w, []).append(g)
+    for w, guests in warned.items():
+        console.print(f"[bold yellow]warning:[/bold yellow] {w} ({', '.join(guests)})")
+    for g, run in sp.runs.items():
         if run.leftover_files:
             console.print(
                 f"[bold red]{g}: {len(run.leftover_files)} Smart Paging file(s) were left "
