@@ -333,12 +333,14 @@ def plot_spectrum(sp: SpectrumResult, path: str) -> None:
     rows = sp.rows()
     guests = [r["guest"] for r in rows]
     if sp.compares:
-        locations = sorted({c["location"] for r in rows for c in r["locations"]})
+        from vmmem.lab.spectrum import grid_slowdown
+
+        locations = list(dict.fromkeys(c["location"] for r in rows for c in r["locations"]))
         width = 0.8 / max(1, len(locations))
         for j, loc in enumerate(locations):
             cells = [next((c for c in r["locations"] if c["location"] == loc), None) for r in rows]
             xs = [i + (j - (len(locations) - 1) / 2) * width for i in range(len(rows))]
-            ax_slow.bar(xs, [(c or {}).get("slowdown") or 0 for c in cells], width, label=loc)
+            ax_slow.bar(xs, [grid_slowdown(c or {}) or 0 for c in cells], width, label=loc)
             ax_peak.bar(
                 xs,
                 [((c or {}).get("smart_paging_peak_bytes") or 0) / MB for c in cells],
