@@ -193,8 +193,11 @@ def cli() -> None:
                                       or fails to start, and the start delays
                                       that avoid failures
       vmmem disks --probe             where could the files go, how fast is each?
-      vmmem run --scale 4             run the article's restart storm for real
-                                      (quarter size), a table per VM, a verdict
+      vmmem run                       run the article's restart storm for real,
+                                      once per guest (1/8 size, about a minute):
+                                      how much slower each guest boots
+      vmmem run --guest debian-12 --scale 4
+                                      one guest, a table per VM, a verdict
       vmmem compare /mnt/ssd /mnt/hdd --scale 4
                                       the same storm with the files on each
                                       location, plus a baseline with enough memory

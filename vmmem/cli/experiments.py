@@ -20,6 +20,7 @@ from vmmem.cli.common import (
     check_outputs,
     cli,
     err_console,
+    load_for_cli,
     load_scenarios,
     out_console,
     plan_for_cli,
@@ -151,7 +152,8 @@ def guest_options(f: Callable[..., Any]) -> Callable[..., Any]:
         metavar="NAME",
         help="Every VM boots this guest (vmmem guests): a shipped recorded boot (debian-12, "
         "busybox), a trace file from vmmem record-boot, or synthetic-boot (the default boot, "
-        "also for VMs whose scenario names a guest).",
+        "also for VMs whose scenario names a guest). A comma list (a,b,c) or 'all' (every "
+        "guest vmmem guests lists) runs the same storm once per guest: one table, a row each.",
     )(f)
 
 
@@ -269,9 +271,15 @@ def run_cmd(
     own counters confirm it. Shows per VM the phase, assigned memory, Smart
     Paging bytes, elapsed time and ETA while it runs.
 
+    With neither SCENARIO nor --guest, the article's storm runs once per
+    guest (every guest vmmem guests lists) at --scale 8 unless --scale is
+    given, about a minute in all, and one table shows them side by side.
+
     \b
     Examples:
-      vmmem run --scale 4                          the article, quarter size
+      vmmem run                                    every guest, the article at 1/8
+      vmmem run --guest busybox,debian-12 --scale 4
+      vmmem run --guest synthetic-boot --scale 4   the article, quarter size, one guest
       vmmem run --paging-dir /mnt/hdd/sp --json run.json --plot run.png
       vmmem run examples/mixed-priority.toml --scale 2
       vmmem run --guest debian-12 --scale 4        a recorded Debian 12 boot in every VM
@@ -281,6 +289,15 @@ def run_cmd(
     stops cleanly: partial results are printed and no file is left behind.
     """
     check_outputs(json_path, plot_path)
+    from vmmem.cli import spectrum
+
+    several = spectrum.spectrum_guests(scenario, guest, scale, guest_ips)
+    if several is not None:  # the same storm per guest (docs/CLI.md)
+        guests, scale = several
+        spectrum.run_spectrum(
+            scenario, scale, guests, guest_ips, vhd_dir, paging_dir, backend, quiet,
+            json_path, plot_path,
+        )  # fmt: skip
     s, plan = _load_and_plan(scenario, scale, guest, guest_ips, vhd_dir)
     result = _execute(s, plan, paging_dir, backend, quiet)
     render.run_report(out_console(), result, wide=wide)
@@ -379,6 +396,16 @@ def compare_cmd(
         )
     if not folders:
         raise CliFailure("give at least one folder to put the Smart Paging files in", EXIT_USAGE)
+    from vmmem.cli import spectrum
+
+    guests = spectrum.guest_list(guest)
+    if guests is not None:  # locations x guests (docs/CLI.md)
+        s = load_for_cli(scenario_files[0] if scenario_files else None, scale)
+        s = apply_guest_options(s, None, None, vhd_dir)
+        spectrum.compare_spectrum(
+            s, guests, folders, guest_ips, vhd_dir, no_baseline, backend, quiet,
+            json_path, plot_path,
+        )  # fmt: skip
     s, plan = _load_and_plan(
         scenario_files[0] if scenario_files else None, scale, guest, guest_ips, vhd_dir
     )
@@ -452,6 +479,10 @@ def show_cmd(result_file: str, plot_path: str | None, wide: bool) -> None:
     except (OSError, ValueError) as e:
         raise CliFailure(f"{result_file}: not a vmmem result: {e}", EXIT_USAGE) from None
     kind = data.get("kind") if isinstance(data, dict) else None
+    if kind == "vmmem-spectrum":  # several guests (docs/CLI.md)
+        from vmmem.cli import spectrum
+
+        return spectrum.show_file(result_file, data, plot_path)
     if kind not in ("vmmem-run", "vmmem-compare"):
         raise CliFailure(
             f"{result_file}: not a vmmem result (no kind vmmem-run or vmmem-compare)", EXIT_USAGE

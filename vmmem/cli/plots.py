@@ -6,18 +6,22 @@ again later.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
 
 from vmmem.lab.results import CompareResult, RunResult  # noqa: E402
 from vmmem.sizes import MB  # noqa: E402
 
-__all__ = ["file_lives", "plot_compare", "plot_run"]
+if TYPE_CHECKING:
+    from vmmem.lab.spectrum import SpectrumResult
+
+__all__ = ["file_lives", "plot_compare", "plot_run", "plot_spectrum"]
 
 
 def _series(result: RunResult) -> tuple[list[float], dict[str, dict[str, list[float]]]]:
@@ -317,6 +321,56 @@ def plot_compare(cmp: CompareResult, path: str) -> None:
     else:
         ax_cdf.text(0.5, 0.5, "no page-ins measured", ha="center", transform=ax_cdf.transAxes)
     fig.text(0.01, 0.01, cmp.summary(), fontsize="small", wrap=True)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_spectrum(sp: SpectrumResult, path: str) -> None:
+    """The same storm per guest: its slowdown against the guest's own baseline (bars), and the
+    Smart Paging peak, measured and predicted. A compare grid: a bar per guest and location."""
+    fig, (ax_slow, ax_peak) = plt.subplots(1, 2, figsize=(12, 5))
+    scale = f" at --scale {sp.scale:g}" if sp.scale != 1 else ""
+    fig.suptitle(f"vmmem {sp.command}: the same storm ({sp.scenario}{scale}) per guest")
+    rows = sp.rows()
+    guests = [r["guest"] for r in rows]
+    if sp.compares:
+        from vmmem.lab.spectrum import grid_slowdown
+
+        locations = list(dict.fromkeys(c["location"] for r in rows for c in r["locations"]))
+        width = 0.8 / max(1, len(locations))
+        for j, loc in enumerate(locations):
+            cells = [next((c for c in r["locations"] if c["location"] == loc), None) for r in rows]
+            xs = [i + (j - (len(locations) - 1) / 2) * width for i in range(len(rows))]
+            ax_slow.bar(xs, [grid_slowdown(c or {}) or 0 for c in cells], width, label=loc)
+            ax_peak.bar(
+                xs,
+                [((c or {}).get("smart_paging_peak_bytes") or 0) / MB for c in cells],
+                width,
+                label=loc,
+            )
+        ax_slow.legend(fontsize="small")
+        ax_peak.legend(fontsize="small")
+    else:
+        slow = [r["slowdown"] or 0 for r in rows]
+        ax_slow.bar(range(len(rows)), slow, color="tab:red")
+        for i, v in enumerate(slow):
+            ax_slow.annotate(f"{v:.2f} x", (i, v), ha="center", va="bottom", fontsize="small")
+        x = np.arange(len(rows))
+        measured = [(r["smart_paging_peak_bytes"] or 0) / MB for r in rows]
+        predicted = [(r["predicted_smart_paging_peak_bytes"] or 0) / MB for r in rows]
+        ax_peak.bar(x - 0.2, measured, 0.4, label="measured", color="tab:blue")
+        ax_peak.bar(x + 0.2, predicted, 0.4, label="predicted (vmmem plan)", color="tab:gray")
+        ax_peak.legend(fontsize="small")
+    for ax in (ax_slow, ax_peak):
+        ax.set_xticks(range(len(guests)), guests, fontsize="small", rotation=15, ha="right")
+        ax.grid(alpha=0.3, axis="y")
+    ax_slow.axhline(1.0, color="black", linewidth=0.8)
+    ax_slow.set_ylabel("storm boot / its baseline (x)")
+    ax_slow.set_title("slowdown", fontsize="medium")
+    ax_peak.set_ylabel("Smart Paging peak, all VMs (MB)")
+    ax_peak.set_title("Smart Paging peak", fontsize="medium")
+    fig.text(0.01, 0.01, sp.summary(), fontsize="small", wrap=True)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from vmmem.hyperv.recorded import RecordedBoot
     from vmmem.lab.scenario_model import VMSpec
 
-__all__ = ["Latency", "boot_cpu_seconds", "latency_from_probe", "predict_vm"]
+__all__ = ["Latency", "boot_cpu_seconds", "latency_from_probe", "pages_touched", "predict_vm"]
 
 PAGE = 4096
 ALIGN = 2 * 2**20  # the balancer hands out 2 MB blocks
@@ -205,6 +205,22 @@ def predict_vm(v: VMSpec, assigned: int, latency: Latency | None) -> BootPredict
     return _predict(
         w.guest, w.guest_ips, w.guest_scale, v.startup // PAGE, assigned // PAGE, latency
     )
+
+
+def pages_touched(v: VMSpec) -> int | None:
+    """The distinct pages `v`'s boot touches (its accesses as the VM replays them; with every
+    frame it wants, each is faulted once); None where predict_vm gives no prediction."""
+    w = v.workload
+    if w.guest is not None:
+        curve = _curve(w.guest, w.guest_ips, w.guest_scale, v.startup // PAGE)
+    elif v.startup // PAGE > SYNTHETIC_LIMIT_PAGES:
+        return None
+    else:
+        boot_json = json.dumps(w.boot, sort_keys=True)
+        curve = _synthetic(
+            boot_json, w.boot_seconds, v.startup // PAGE, v.effective_maximum // PAGE
+        )[2]
+    return int(curve.misses[-1])
 
 
 @functools.lru_cache(maxsize=64)

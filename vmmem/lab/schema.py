@@ -13,6 +13,7 @@ from typing import Any
 from vmmem.hyperv.reboot import RebootOutcome
 from vmmem.hyperv.reports import TimelineSample, VMStatus
 from vmmem.lab.results import (
+    OUTCOMES,
     READABLE_VERSIONS,
     BootResult,
     CompareResult,
@@ -237,7 +238,70 @@ def _defs() -> dict[str, Any]:
     json_schema(StormSummary, _NAMES, defs)
     json_schema(CompareRow, _NAMES, defs)
     defs["scenario"] = _SCENARIO
+    _spectrum_defs(defs)
     return dict(sorted(defs.items()))
+
+
+def _spectrum_defs(defs: dict[str, Any]) -> None:
+    """`vmmem run --guest a,b,c` and `vmmem compare --guest a,b,c` (vmmem.lab.spectrum): a
+    document holding each guest's own run or compare, and the table's rows."""
+    outcome = {"enum": list(OUTCOMES)}
+    defs["spectrum_row"] = _obj(
+        {
+            "guest": _str,
+            "outcome": outcome,
+            "vms": _int,
+            "pages_touched": _nint,
+            "startup_pages": _nint,
+            **{k: _int for k in ("smart_paging_peak_bytes", "page_ins", "page_outs")},
+            **{k: _nnum for k in ("boot_time", "baseline", "slowdown")},
+            **{
+                f"predicted_{k}": _nint
+                for k in ("page_ins", "page_outs", "smart_paging_peak_bytes")
+            },
+            "duration": _num,
+        },
+        "One guest's storm (`vmmem run --guest a,b,c`): pages_touched the distinct pages one "
+        "VM's boot touches; the rest as the run's summary; predicted_* from the run's plan "
+        "(null: none).",
+    )
+    grid_row = _obj(
+        {
+            "guest": _str,
+            "outcome": outcome,
+            "pages_touched": _nint,
+            "baseline_boot_time": _nnum,
+            "locations": _arr({"$ref": "#/$defs/compare_row"}),
+        },
+        "One guest (`vmmem compare --guest a,b,c`): its compare's rows, one per location.",
+    )
+    defs["spectrum"] = _obj(
+        {
+            "kind": {"const": "vmmem-spectrum"},
+            "schema_version": _VERSION,
+            "command": {"enum": ["run", "compare"]},
+            "outcome": outcome,
+            "error": _nstr,
+            "summary": _str,
+            "started": _str,
+            "duration": _num,
+            "machine": {"$ref": "#/$defs/machine"},
+            "scenario": _str,
+            "scale": _num,
+            "rows": _arr({"oneOf": [{"$ref": "#/$defs/spectrum_row"}, grid_row]}),
+            "guests": _arr(
+                _obj(
+                    {
+                        "guest": _str,
+                        "run": {"oneOf": [{"type": "null"}, {"$ref": "#/$defs/run"}]},
+                        "compare": {"oneOf": [{"type": "null"}, {"$ref": "#/$defs/compare"}]},
+                    }
+                )
+            ),
+        },
+        "`vmmem run --guest a,b,c` (or all, or no scenario nor --guest) and `vmmem compare "
+        "--guest a,b,c`: the same storm once per guest, each guest's own result in guests.",
+    )
 
 
 RESULT_SCHEMA: dict[str, Any] = {
@@ -246,7 +310,7 @@ RESULT_SCHEMA: dict[str, Any] = {
     "description": "What `vmmem run --json` and `vmmem compare --json` write (`kind` says "
     "which). Sizes are bytes, times seconds. Objects may gain fields in later "
     "versions; schema_version changes when a field changes meaning.",
-    "oneOf": [{"$ref": "#/$defs/run"}, {"$ref": "#/$defs/compare"}],
+    "oneOf": [{"$ref": "#/$defs/run"}, {"$ref": "#/$defs/compare"}, {"$ref": "#/$defs/spectrum"}],
     "$defs": _defs(),
 }
 
