@@ -117,6 +117,9 @@ BOOT_PARAMS = {
     "seed": int,
     "disk_read_fraction": float,
     "disk_request_bytes": int,
+    "touch_fraction": float,
+    "zero_cpu_per_page": float,
+    "disk_span_factor": float,
 }
 IDLE_PARAMS = {"touch_interval": float, "touches": int, "write_ratio": float, "seed": int}
 
@@ -324,6 +327,11 @@ def _parse_vm(r: TomlReader, raw: Any, key: str, host_paging: str | None) -> lis
     guest = r.string(w["guest"], f"{key}.workload.guest") if "guest" in w else None
     if guest == "synthetic-boot":  # vmmem guests lists it: the default boot, named
         guest = None
+    from vmmem.hyperv.workloads import WINDOWS_MODELS
+
+    model = guest if guest in WINDOWS_MODELS else None  # a model: its [boot] keys override it
+    if model is not None:
+        guest = None
     guest_ips = r.number(w["guest_ips"], f"{key}.workload.guest_ips") if "guest_ips" in w else None
     if guest is None and guest_ips is not None:
         raise r.fail(f"{key}.workload.guest_ips", "only used with workload.guest")
@@ -339,6 +347,7 @@ def _parse_vm(r: TomlReader, raw: Any, key: str, host_paging: str | None) -> lis
         idle=idle_params,
         guest=guest,
         guest_ips=guest_ips,
+        model=model,
     )
 
     names = [name] if count == 1 else [f"{name}{i}" for i in range(1, count + 1)]

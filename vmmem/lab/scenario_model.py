@@ -70,6 +70,22 @@ class WorkloadSpec:
     guest: str | None = None
     guest_ips: float | None = None
     guest_scale: float = 1.0  # a recorded boot shrunk with the scenario (--scale)
+    # A Windows model (vmmem.hyperv.workloads.WINDOWS_MODELS) instead of the synthetic boot;
+    # ``boot`` and ``boot_seconds`` override its settings.
+    model: str | None = None
+
+    @property
+    def guesses(self) -> list[str]:
+        """What the boot's figures rest on that is still a guess ([] for a recorded guest)."""
+        from vmmem.hyperv.workloads import WINDOWS_MODELS
+
+        if self.guest is not None:
+            return []
+        if self.model is not None:
+            return list(WINDOWS_MODELS[self.model].guesses)
+        return [] if self.boot_seconds is not None or "cpu_per_page" in self.boot else [
+            "cpu_per_page"
+        ]
 
     def phases(self) -> list[Workload]:
         """The Hyper-V layer's workload phases for this spec: the boot (recorded or
@@ -88,6 +104,10 @@ class WorkloadSpec:
         boot_kwargs = dict(self.boot)
         if self.boot_seconds is not None:
             boot_kwargs["cpu_time"] = self.boot_seconds
+        if self.model is not None:
+            from vmmem.hyperv.workloads import windows_model
+
+            return windows_model(self.model, **boot_kwargs)
         return Boot(**boot_kwargs)
 
     def idle_phase(self) -> Workload:
@@ -306,14 +326,24 @@ class Scenario:
 
     def with_guest(self, guest: str | None, guest_ips: float | None = None) -> Scenario:
         """Every VM boots the recorded guest ``guest`` (a shipped name or a trace file), shrunk
-        by the scenario's scale as the rest of it is; None: the synthetic boot."""
+        by the scenario's scale as the rest of it is; a Windows model's name (WINDOWS_MODELS):
+        that model; None: the synthetic boot."""
+        from vmmem.hyperv.workloads import WINDOWS_MODELS
+
+        model = guest if guest in WINDOWS_MODELS else None
+        if model is not None:
+            guest = None
         return dataclasses.replace(
             self,
             vms=tuple(
                 dataclasses.replace(
                     v,
                     workload=dataclasses.replace(
-                        v.workload, guest=guest, guest_ips=guest_ips, guest_scale=self.scale
+                        v.workload,
+                        guest=guest,
+                        guest_ips=guest_ips,
+                        guest_scale=self.scale,
+                        model=model,
                     ),
                 )
                 for v in self.vms
@@ -362,6 +392,8 @@ class Scenario:
                         "idle_demand_bytes": v.workload.idle_demand,
                         "boot": dict(v.workload.boot),
                         "idle": dict(v.workload.idle),
+                        "model": v.workload.model,
+                        "guesses": v.workload.guesses,
                     },
                 }
                 for v in self.vms

@@ -217,16 +217,20 @@ _DEFS: dict[str, Any] = {
                         "automatic_start_delay": _num,
                         "vhd_path": _nstr,
                         "vhd_size": _nint,
-                        "workload": _obj(
-                            {
-                                "guest": _nstr,
-                                "guest_ips": _nnum,
-                                "guest_scale": _num,
-                                "boot_seconds": _nnum,
-                                "idle_demand_bytes": _nint,
-                                "boot": {"type": "object"},
-                                "idle": {"type": "object"},
-                            }
+                        "workload": _since_v2(
+                            _obj(
+                                {
+                                    "guest": _nstr,
+                                    "guest_ips": _nnum,
+                                    "guest_scale": _num,
+                                    "boot_seconds": _nnum,
+                                    "idle_demand_bytes": _nint,
+                                    "boot": {"type": "object"},
+                                    "idle": {"type": "object"},
+                                }
+                            ),
+                            # a Windows model's name, and what the boot's figures guess
+                            {"model": _nstr, "guesses": _arr(_str)},
                         ),
                     }
                 )
