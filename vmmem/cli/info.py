@@ -160,8 +160,9 @@ def plan_cmd(
             lat = Latency(read, write)
         if guest is not None:
             from vmmem.guests import SYNTHETIC_BOOT, load_guest
+            from vmmem.hyperv.workloads import WINDOWS_MODELS
 
-            if guest != SYNTHETIC_BOOT:
+            if guest != SYNTHETIC_BOOT and guest not in WINDOWS_MODELS:
                 load_guest(guest)
             s = s.with_guest(None if guest == SYNTHETIC_BOOT else guest, guest_ips)
     except (SettingsError, GuestTraceError) as e:
