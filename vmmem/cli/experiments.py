@@ -174,7 +174,6 @@ def apply_guest_options(
     if guest_ips is not None and guest is None:
         raise CliFailure("--guest-ips goes with --guest", EXIT_USAGE)
     from vmmem.guests import SYNTHETIC_BOOT
-
     from vmmem.hyperv.workloads import WINDOWS_MODELS
 
     if guest == SYNTHETIC_BOOT or guest in WINDOWS_MODELS:  # modelled boots (`vmmem guests`)

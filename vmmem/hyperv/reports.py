@@ -123,6 +123,9 @@ class BootReport:
     wall_seconds: float | None = None
     emulator_seconds: float | None = None
     emulator_cpu_seconds: float | None = None
+    # Page-ins from the Smart Paging file after the boot ended, while the guest ran on it
+    # until the host rebalanced it (balancer_start_delay; its final drain not counted).
+    page_ins_after_boot: int = 0
     # Latency histograms over the boot window (for CDFs); left out of as_dict().
     page_in_latency: LatencyHistogram | None = field(default=None, repr=False, compare=False)
     fault_latency: LatencyHistogram | None = field(default=None, repr=False, compare=False)

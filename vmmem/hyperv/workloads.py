@@ -249,9 +249,7 @@ class Boot(Workload):
         startup = guest.startup_pages
         guest.commit_range(0, startup)
         n = self.footprint_pages(startup)
-        own_cpu = self.expected_cpu_time(startup) - self._zero_cpu_charged(
-            startup, guest.page_size
-        )
+        own_cpu = self.expected_cpu_time(startup) - self._zero_cpu_charged(startup, guest.page_size)
         cpu_per_page = own_cpu / n
         rng = np.random.default_rng(self.seed)
         # First-touch order: 2 MB blocks in order, shuffled within windows of 8 blocks.

@@ -83,9 +83,9 @@ class WorkloadSpec:
             return []
         if self.model is not None:
             return list(WINDOWS_MODELS[self.model].guesses)
-        return [] if self.boot_seconds is not None or "cpu_per_page" in self.boot else [
-            "cpu_per_page"
-        ]
+        return (
+            [] if self.boot_seconds is not None or "cpu_per_page" in self.boot else ["cpu_per_page"]
+        )
 
     def phases(self) -> list[Workload]:
         """The Hyper-V layer's workload phases for this spec: the boot (recorded or
@@ -243,6 +243,9 @@ class Scenario:
     host_reserve: int = 0
     smart_paging_path: str | None = None
     balancer_interval: float = 1.0
+    # seconds after a restarted VM's guest boots before the host rebalances it
+    # (vmmem.hyperv.rules.awaits_guest): Hyper-V's 50 s unless the scenario says otherwise
+    balancer_start_delay: float = 50.0
     description: str = ""
     source: str = "<built-in: article>"
     scale: float = 1.0
@@ -262,8 +265,9 @@ class Scenario:
         """Every size divided by ``factor`` and rounded to Hyper-V's rules (see scale_size).
 
         Boot times shrink by the same factor: a boot's CPU work is proportional to the memory
-        it touches, so the share of the boot spent waiting on Smart Paging stays the same.
-        Idle and settle times are wall-clock waits and are kept.
+        it touches, so the share of the boot spent waiting on Smart Paging stays the same; so
+        does the balancer's start delay after a restart. Idle and settle times are wall-clock
+        waits and are kept.
         """
         if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 1):
             raise ScenarioError(self.source, "--scale", f"expected a number >= 1, got {factor!r}")
@@ -306,6 +310,9 @@ class Scenario:
             host_reserve=(scale_size(self.host_reserve, factor) if self.host_reserve else 0),
             vms=tuple(vms),
             scale=self.scale * factor,
+            # the wait is measured in boots (the guest's driver loads late in one): it shrinks
+            # with the boot times, so a scaled run keeps the same story in less time
+            balancer_start_delay=self.balancer_start_delay / factor,
         )
 
     def with_paging_dir(self, path: str | os.PathLike[str]) -> Scenario:
@@ -372,6 +379,7 @@ class Scenario:
                 "reserve_bytes": self.host_reserve,
                 "smart_paging_path": self.smart_paging_path,
                 "balancer_interval": self.balancer_interval,
+                "balancer_start_delay": self.balancer_start_delay,
             },
             "vms": [
                 {

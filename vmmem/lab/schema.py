@@ -192,13 +192,16 @@ _DEFS: dict[str, Any] = {
             "description": _str,
             "source": _str,
             "scale": {"type": "number", "minimum": 1},
-            "host": _obj(
-                {
-                    "memory_bytes": _int,
-                    "reserve_bytes": _int,
-                    "smart_paging_path": _nstr,
-                    "balancer_interval": _num,
-                }
+            "host": _since_v2(
+                _obj(
+                    {
+                        "memory_bytes": _int,
+                        "reserve_bytes": _int,
+                        "smart_paging_path": _nstr,
+                        "balancer_interval": _num,
+                    }
+                ),
+                {"balancer_start_delay": _num},
             ),
             "vms": _arr(
                 _obj(
