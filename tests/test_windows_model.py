@@ -77,9 +77,7 @@ def test_the_zeroing_model_zeroes_the_rest_in_its_io_waits_not_before():
     footprint = PAGES * 3 // 4
     kinds = [k for k, _ in guest.events]
     first_disk = kinds.index("disk")
-    zeroing = [
-        i for i, (k, p) in enumerate(guest.events) if k == "pages" and p.min() >= footprint
-    ]
+    zeroing = [i for i, (k, p) in enumerate(guest.events) if k == "pages" and p.min() >= footprint]
     all_pages = np.concatenate([p for k, p in guest.events if k == "pages"])
     assert len(np.unique(all_pages)) == PAGES  # every page of Startup RAM touched
     assert zeroing and zeroing[0] > first_disk  # none before the boot's first I/O wait
