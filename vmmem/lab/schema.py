@@ -168,7 +168,7 @@ _V3_BOOT = (
 _BOOT = _from_dataclass(
     BootReport,
     {"kind": {"enum": ["start", "restart", "reset", "host-restart"]}, "event": _int},
-    skip=("page_in_latency", "fault_latency", *_V3_BOOT),
+    skip=("page_in_latency", "fault_latency", "page_ins_after_boot", *_V3_BOOT),
 )
 
 _DEFS: dict[str, Any] = {
@@ -389,6 +389,8 @@ _since_v2(
 )
 # Version 3: boot_time is the boot's own clock, its parts and the emulator's share beside it.
 _since_v2(_DEFS["boot"], {name: _nnum for name in _V3_BOOT})
+# page-ins from the Smart Paging file after the boot, until the host rebalanced the VM
+_since_v2(_DEFS["boot"], {"page_ins_after_boot": _int})
 _since_v2(_DEFS["summary"], {"emulator_seconds": _nnum, "emulator_cpu_seconds": _nnum})
 _DEFS["boot"]["description"] += (
     " Since version 3, boot_time is the boot's own clock: guest_seconds (its CPU time and "
