@@ -90,8 +90,9 @@ def scenario_cmd(scenarios: tuple[str, ...], scale: float, as_toml: bool, as_jso
 @click.option(
     "--guest",
     metavar="NAME|FILE",
-    help="Every VM boots this recorded guest (vmmem guests, or a trace file): each restart's "
-    "page-ins, page-outs and Smart Paging peak are predicted from its trace.",
+    help="Every VM boots this guest (vmmem guests: a recorded guest, a trace file, a Windows "
+    "model or synthetic-boot): each restart's page-ins, page-outs and Smart Paging peak are "
+    "predicted from its accesses.",
 )
 @click.option(
     "--guest-ips", type=click.FloatRange(min=1e6), metavar="N", help="With --guest: its "

@@ -61,6 +61,8 @@ class WorkloadSpec:
     ``guest``: a recorded boot instead of the synthetic one: a shipped guest's name
     ("debian-12", "busybox"; `vmmem guests`) or a trace file; ``guest_ips`` its guest
     instructions per second (None: vmmem.guests.DEFAULT_GUEST_IPS). See docs/GUESTS.md.
+    ``model``: a Windows model ("windows-model", "windows-model-zeroing") instead of the
+    synthetic boot; docs/GUESTS.md, "The Windows model".
     """
 
     boot_seconds: float | None = None
