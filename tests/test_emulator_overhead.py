@@ -80,7 +80,9 @@ def test_a_storm_without_disk_or_paging_boots_exactly_as_fast_as_alone(disk_dir:
     restarting at once beside a spinning Python thread boot in exactly their baseline time;
     whatever the threads cost is the emulator's share."""
     work = [Boot(cpu_time=0.2, disk_read_fraction=0.0, chunk_pages=512), IDLE]
-    with Host("400MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+    with Host(
+        "400MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         vms = [vm(host, f"vm{i}", work) for i in range(1, 5)]
         host.start_all(60)
         firsts = [v.boot_report for v in vms]
@@ -105,7 +107,9 @@ def test_with_a_virtual_disk_the_storm_differs_from_its_baseline_only_by_its_wai
     """With the boot reading its disk (no paging), storm and baseline charge the same guest
     time: any difference in boot time is the disk requests' measured time."""
     work = [Boot(cpu_time=0.2, chunk_pages=512), IDLE]
-    with Host("400MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+    with Host(
+        "400MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         vms = [vm(host, f"vm{i}", work) for i in range(1, 3)]
         host.start_all(60)
         firsts = [v.boot_report for v in vms]
@@ -126,7 +130,9 @@ def test_smart_paging_waits_stay_in_the_boot_time(disk_dir: Path) -> None:
     """The product: a restart short of memory pays its faults' disk time, in boot_time."""
     idle = Idle(demand="40MB", touch_interval=0.05, touches=64)
     work = [Boot(cpu_time=0.1, disk_read_fraction=0.0, chunk_pages=512), idle]
-    with Host("176MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+    with Host(
+        "176MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         for i in (1, 2):
             vm(host, f"vm{i}", work, startup="128MB")
         host.start_all(60)
@@ -154,7 +160,9 @@ class _Busy(Workload):
 
 
 def test_the_emulators_own_cpu_is_reported_and_kept_out_of_the_boot(disk_dir: Path) -> None:
-    with Host("200MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+    with Host(
+        "200MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         v = vm(host, "vm1", [_Busy(), IDLE])
         v.start()
         r = v.wait_booted(30)
@@ -167,7 +175,9 @@ def test_the_emulators_own_cpu_is_reported_and_kept_out_of_the_boot(disk_dir: Pa
 
 def test_the_synthetic_boot_charges_its_declared_cpu_time(disk_dir: Path) -> None:
     boot = Boot(cpu_per_page=2e-6, disk_read_fraction=0.0)
-    with Host("200MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+    with Host(
+        "200MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         v = vm(host, "vm1", [boot, IDLE])
         v.start()
         r = v.wait_booted(30)
@@ -176,7 +186,9 @@ def test_the_synthetic_boot_charges_its_declared_cpu_time(disk_dir: Path) -> Non
 
 def test_a_recorded_boot_charges_its_instructions_at_guest_ips(disk_dir: Path) -> None:
     boot = RecordedBoot("busybox", scale=2)
-    with Host("200MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+    with Host(
+        "200MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         v = vm(host, "vm1", [boot, IDLE])
         v.start()
         r = v.wait_booted(60)

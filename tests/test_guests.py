@@ -76,7 +76,8 @@ def test_list_guests_shows_recorded_and_synthetic():
 
     assert SYNTHETIC_BOOT not in {g.name for g in list_guests()}
     guests = {g.name: g for g in guest_profiles("512MB")}
-    assert set(shipped_names()) | {SYNTHETIC_BOOT} == set(guests)
+    models = {"windows-model", "windows-model-zeroing"}
+    assert set(shipped_names()) | {SYNTHETIC_BOOT} | models == set(guests)
     synth = guests[SYNTHETIC_BOOT].to_dict()
     assert synth["kind"] == "synthetic" and synth["pages_touched"] == 512 * 256
     assert synth["guest_cpu_seconds"] == pytest.approx(512 * 256 * 50e-6)

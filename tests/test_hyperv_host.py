@@ -66,7 +66,9 @@ def test_article_scenario_quarter_size(disk_dir: Path) -> None:
     folder = disk_dir / "vms"
     hold = Hold()
     workload = [FAST[0], hold, FAST[1]]
-    with Host("350MB", smart_paging_path=folder, balancer_interval=TICK) as host:
+    with Host(
+        "350MB", smart_paging_path=folder, balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         vms = [article_vm(host, f"vm{i}", workload) for i in range(1, 5)]
         # Right after boot a VM is given Startup + 20 %, then it idles and balloons down.
         hold.go.clear()
@@ -142,7 +144,9 @@ def test_article_scenario_quarter_size(disk_dir: Path) -> None:
 
 def test_start_from_off_on_short_host_fails_and_makes_no_file(disk_dir: Path) -> None:
     folder = disk_dir / "vms"
-    with Host("200MB", smart_paging_path=folder, balancer_interval=TICK) as host:
+    with Host(
+        "200MB", smart_paging_path=folder, balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         vm1 = article_vm(host, "vm1")
         vm1.start()
         vm1.wait_booted(30)
@@ -165,7 +169,9 @@ def test_start_from_off_on_short_host_fails_and_makes_no_file(disk_dir: Path) ->
 
 def test_roomy_restart_uses_no_smart_paging(disk_dir: Path) -> None:
     folder = disk_dir / "vms"
-    with Host("400MB", smart_paging_path=folder, balancer_interval=TICK) as host:
+    with Host(
+        "400MB", smart_paging_path=folder, balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         vm = article_vm(host, "vm1")
         vm.start()
         first = vm.wait_booted(30)
@@ -185,7 +191,9 @@ def test_roomy_restart_uses_no_smart_paging(disk_dir: Path) -> None:
 
 
 def test_priority_higher_gets_more_and_pages_less(disk_dir: Path) -> None:
-    with Host("200MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+    with Host(
+        "200MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         high = article_vm(host, "high", priority=80)
         low = article_vm(host, "low", priority=20)
         host.start_all(30)
@@ -200,7 +208,9 @@ def test_priority_higher_gets_more_and_pages_less(disk_dir: Path) -> None:
 
 
 def test_static_vm_keeps_startup_and_never_smart_pages(disk_dir: Path) -> None:
-    with Host("200MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+    with Host(
+        "200MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         dyn = article_vm(host, "dyn")  # first: it idles at 76 MB, so 96 MB static fits
         static = host.add_vm("static", startup="96MB", dynamic=False, workload=FAST)
         host.start_all(30)
@@ -220,7 +230,9 @@ def test_running_vm_short_of_memory_without_a_disk_waits_and_never_pages(disk_di
     # (pressure > 100, Warning), and no paging file is ever made for a running VM. (It has no
     # virtual disk, so no page file of its own either: test_vm_disks_and_guests has that.)
     trace = Trace(np.arange(0, 200 * 256, dtype=np.uint32), np.ones(200 * 256, bool))
-    with Host("128MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+    with Host(
+        "128MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         vm = host.add_vm(
             "vm1",
             startup="32MB",
@@ -269,7 +281,9 @@ class SecondBoot(Workload):
 def test_guest_failure_and_close_leave_no_paging_file(disk_dir: Path) -> None:
     folder = disk_dir / "vms"
     idle = Idle(touch_interval=0.05)
-    with Host("200MB", smart_paging_path=folder, balancer_interval=TICK) as host:
+    with Host(
+        "200MB", smart_paging_path=folder, balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         hang = article_vm(host, "hang", workload=[SecondBoot("hang"), idle])
         crash = article_vm(host, "crash", workload=[SecondBoot("crash"), idle])
         host.start_all(30)
@@ -294,7 +308,9 @@ def test_ballooning_causes_no_device_io(quiet_loop_fs: Path) -> None:
     folder.mkdir()
     info = devices.device_for_path(folder)
     assert info.device is not None and info.device.startswith("loop") and info.has_counters
-    with Host("256MB", smart_paging_path=quiet_loop_fs, balancer_interval=TICK) as host:
+    with Host(
+        "256MB", smart_paging_path=quiet_loop_fs, balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         vm = host.add_vm(
             "vm1",
             startup="128MB",
@@ -348,7 +364,9 @@ def test_user_trace_boots_on_smart_paging_and_idle_demand_is_settable(disk_dir: 
         Trace(pages.astype(np.uint32), writes, boot=True, name="recorded-boot"),
         Idle(demand="40MB", touch_interval=0.05),
     ]
-    with Host("176MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+    with Host(
+        "176MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         vm1 = article_vm(host, "vm1", workload=workload)
         vm2 = article_vm(host, "vm2", workload=workload)
         host.start_all(30)
@@ -365,7 +383,13 @@ def test_user_trace_boots_on_smart_paging_and_idle_demand_is_settable(disk_dir: 
 
 def test_mmap_backend_smart_paging_reaches_the_device_and_drains(disk_dir: Path) -> None:
     folder = disk_dir / "vms"
-    with Host("200MB", smart_paging_path=folder, balancer_interval=TICK, backend="mmap") as host:
+    with Host(
+        "200MB",
+        smart_paging_path=folder,
+        balancer_interval=TICK,
+        balancer_start_delay=0,
+        backend="mmap",
+    ) as host:
         vms = [article_vm(host, "vm1"), article_vm(host, "vm2")]
         host.start_all(30)
         host.restart()  # 200 MB for 2 x 128
@@ -381,7 +405,7 @@ def test_default_smart_paging_folder_is_the_vms_own(
     disk_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(disk_dir)
-    with Host("128MB", balancer_interval=TICK) as host:
+    with Host("128MB", balancer_interval=TICK, balancer_start_delay=0) as host:
         assert host.folder == str(disk_dir / "vmmem-vms")
         vm = host.add_vm("web01", startup="64MB", minimum="32MB", workload=FAST)
         assert vm.smart_paging_path == str(disk_dir / "vmmem-vms" / "web01")
@@ -417,7 +441,9 @@ def test_settled_waits_until_the_phase_after_the_boot_has_begun(disk_dir: Path) 
     yet released its boot's memory: wait_settled had returned, and the start failed."""
     late = LateStart()
     workload = [FAST[0], late, Idle(demand="32MB", touch_interval=0.05, touches=64)]
-    with Host("350MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK) as host:
+    with Host(
+        "350MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK, balancer_start_delay=0
+    ) as host:
         vm = article_vm(host, "vm1", workload)
         try:
             vm.start()

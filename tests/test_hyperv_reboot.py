@@ -21,7 +21,7 @@ MB = 2**20
 
 def article_host(folder, stop: str = "Save", delays=(0, 0, 0, 0), start: str = "StartIfRunning"):
     """The article's host at 1/8 size: 4 x 64 MB Startup on 176 MB, idle at about 40 MB."""
-    host = Host("176MB", smart_paging_path=folder, balancer_interval=0.05)
+    host = Host("176MB", smart_paging_path=folder, balancer_interval=0.05, balancer_start_delay=0)
     for i in range(4):
         host.add_vm(
             f"vm{i + 1}",
@@ -232,7 +232,9 @@ def test_a_running_static_vm_can_be_resized(disk_dir):
     """Windows Server 2016 and later: a static VM's memory changes while it runs, if the host
     has it (more) or the guest can give it back (less)."""
     work = [Boot(cpu_time=0.1), Idle(demand="20MB", touch_interval=0.05)]
-    with Host("256MB", smart_paging_path=disk_dir, balancer_interval=0.05) as host:
+    with Host(
+        "256MB", smart_paging_path=disk_dir, balancer_interval=0.05, balancer_start_delay=0
+    ) as host:
         static = host.add_vm("static", startup="64MB", dynamic=False, workload=work)
         other = host.add_vm("dyn", startup="64MB", minimum="32MB", workload=work)
         for vm in (static, other):

@@ -183,11 +183,29 @@ def test_the_synthetic_boot_pages_exactly_as_predicted(disk_dir: Path):
     assert want.cpu_seconds == pytest.approx(0.05)
 
 
+@pytest.mark.parametrize("model", ["windows-model", "windows-model-zeroing"])
+def test_the_windows_models_page_exactly_as_predicted(disk_dir: Path, model: str):
+    """A model is the synthetic boot's code with sourced settings: predicted the same way
+    (no disk here, so the zeroing variant's CPU is charged, not hidden in I/O waits)."""
+    v = VMSpec("vm1", startup=64 * 2**20, workload=WorkloadSpec(model=model))
+    want = predict_vm(v, 40 * 2**20, None)
+    stats, _ = _replay_as_the_vm_does(v.workload.boot_phase(), 16384, 10240, disk_dir)
+    assert want.page_outs > 0 and want.guest == model
+    assert (want.page_ins, want.page_outs) == (stats.page_ins, stats.page_outs)
+    # The Hyper-V model touches 3/4 of Startup RAM; zeroing touches (and writes) all of it.
+    if model.endswith("zeroing"):
+        assert want.no_paging_frames == 16384
+    else:
+        assert want.no_paging_frames <= 12288
+
+
 def test_a_restarted_vm_with_fixed_memory_pages_exactly_as_predicted(disk_dir: Path):
     # A static VM holds 40 MB of the 100 MB host, so the restarted VM gets 60 MB for its whole
     # boot (nothing else can give or take): busybox folded into 64 MB touches all of it.
     boot = RecordedBoot("busybox")
-    with Host("100MB", smart_paging_path=disk_dir, balancer_interval=0.05) as host:
+    with Host(
+        "100MB", smart_paging_path=disk_dir, balancer_interval=0.05, balancer_start_delay=0
+    ) as host:
         vm = host.add_vm("vm1", startup="64MB", minimum="32MB", workload=[boot, Idle(demand="8MB")])
         vm.start()
         vm.wait_booted(60)

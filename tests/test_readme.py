@@ -29,7 +29,10 @@ def test_library_example_runs(disk_dir, monkeypatch):
     code = re.search(r"## The library\n\n```python\n(.*?)```", README, re.S).group(1)
     for full, small in [
         ('paging_dir="/var/tmp"', f"paging_dir={str(disk_dir)!r}"),
-        ('Host("1400MB", balancer_interval=1.0)', 'Host("350MB", balancer_interval=0.05)'),
+        (
+            'Host("1400MB", balancer_interval=1.0)',
+            'Host("350MB", balancer_interval=0.05, balancer_start_delay=0)',
+        ),
         (
             'startup="512MB", minimum="32MB", maximum="2048MB"',
             'startup="128MB", minimum="32MB", maximum="512MB"',

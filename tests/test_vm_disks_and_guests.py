@@ -25,7 +25,12 @@ MB = 2**20
 def test_boot_reads_reach_the_device_and_the_disk_is_reused(quiet_loop_fs: Path) -> None:
     vhds = quiet_loop_fs / "vhds"
     work = [Boot(cpu_time=0.1, disk_read_fraction=0.25), Idle(touch_interval=0.05)]
-    with Host("128MB", smart_paging_path=quiet_loop_fs / "vms", balancer_interval=0.05) as host:
+    with Host(
+        "128MB",
+        smart_paging_path=quiet_loop_fs / "vms",
+        balancer_interval=0.05,
+        balancer_start_delay=0,
+    ) as host:
         vm = host.add_vm("vm1", startup="64MB", minimum="32MB", vhd_path=vhds, workload=work)
         size = vm.vhd_size()
         assert size == 64 * MB  # four times the 16 MB the boot reads
@@ -48,7 +53,12 @@ def test_boot_reads_reach_the_device_and_the_disk_is_reused(quiet_loop_fs: Path)
         assert vm.wait_booted(30).disk_read_bytes == 16 * MB
     # Kept for the next run, and reused as it is (not remade).
     assert sorted(p.name for p in vhds.iterdir()) == [disk.name]
-    with Host("128MB", smart_paging_path=quiet_loop_fs / "vms", balancer_interval=0.05) as host:
+    with Host(
+        "128MB",
+        smart_paging_path=quiet_loop_fs / "vms",
+        balancer_interval=0.05,
+        balancer_start_delay=0,
+    ) as host:
         vm = host.add_vm("vm1", startup="64MB", minimum="32MB", vhd_path=vhds, workload=work)
         vm.start()
         vm.wait_booted(30)
@@ -59,7 +69,9 @@ def test_a_recorded_guest_boots_on_smart_paging_when_short(disk_dir: Path) -> No
     # busybox touched 29,733 pages of 256 MB: folded into 64 MB it touches all of them, more
     # than the 50 MB each VM gets on the restart.
     boot = RecordedBoot("busybox")
-    with Host("100MB", smart_paging_path=disk_dir, balancer_interval=0.05) as host:
+    with Host(
+        "100MB", smart_paging_path=disk_dir, balancer_interval=0.05, balancer_start_delay=0
+    ) as host:
         for n in ("vm1", "vm2"):
             host.add_vm(n, startup="64MB", minimum="32MB", workload=[boot, Idle(demand="8MB")])
             host.vms[n].start()
@@ -133,7 +145,9 @@ def test_a_running_vm_short_of_memory_pages_inside_the_guest(disk_dir: Path) -> 
 
     trace = Trace(np.arange(0, 200 * 256, dtype=np.uint32), np.ones(200 * 256, bool))
     vhds = disk_dir / "vhds"
-    with Host("128MB", smart_paging_path=disk_dir / "vms", balancer_interval=0.05) as host:
+    with Host(
+        "128MB", smart_paging_path=disk_dir / "vms", balancer_interval=0.05, balancer_start_delay=0
+    ) as host:
         vm = host.add_vm(
             "vm1", startup="32MB", minimum="32MB", maximum="512MB", vhd_path=vhds,
             workload=[Boot(cpu_per_page=0), trace],

@@ -151,9 +151,10 @@ def guest_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "--guest",
         metavar="NAME",
         help="Every VM boots this guest (vmmem guests): a shipped recorded boot (debian-12, "
-        "busybox), a trace file from vmmem record-boot, or synthetic-boot (the default boot, "
-        "also for VMs whose scenario names a guest). A comma list (a,b,c) or 'all' (every "
-        "guest vmmem guests lists) runs the same storm once per guest: one table, a row each.",
+        "busybox), a trace file from vmmem record-boot, a Windows model (windows-model, "
+        "windows-model-zeroing), or synthetic-boot (the default boot, also for VMs whose "
+        "scenario names a guest). A comma list (a,b,c) or 'all' (every guest vmmem guests "
+        "lists) runs the same storm once per guest: one table, a row each.",
     )(f)
 
 
@@ -164,12 +165,13 @@ def apply_guest_options(
     if guest_ips is not None and guest is None:
         raise CliFailure("--guest-ips goes with --guest", EXIT_USAGE)
     from vmmem.guests import SYNTHETIC_BOOT
+    from vmmem.hyperv.workloads import WINDOWS_MODELS
 
-    if guest == SYNTHETIC_BOOT:  # listed by `vmmem guests`: every VM boots the synthetic boot
+    if guest == SYNTHETIC_BOOT or guest in WINDOWS_MODELS:  # modelled boots (`vmmem guests`)
         if guest_ips is not None:
             raise CliFailure(
-                f"--guest-ips is for a recorded guest; {SYNTHETIC_BOOT} charges 50 us of CPU "
-                "per page (or the scenario's boot_seconds)",
+                f"--guest-ips is for a recorded guest; {guest} charges its CPU per page "
+                "(or the scenario's boot_seconds)",
                 EXIT_USAGE,
             )
     elif guest is not None:

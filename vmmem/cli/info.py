@@ -92,8 +92,9 @@ def scenario_cmd(scenarios: tuple[str, ...], scale: float, as_toml: bool, as_jso
 @click.option(
     "--guest",
     metavar="NAME|FILE",
-    help="Every VM boots this recorded guest (vmmem guests, or a trace file): each restart's "
-    "page-ins, page-outs and Smart Paging peak are predicted from its trace.",
+    help="Every VM boots this guest (vmmem guests: a recorded guest, a trace file, a Windows "
+    "model or synthetic-boot): each restart's page-ins, page-outs and Smart Paging peak are "
+    "predicted from its accesses.",
 )
 @click.option(
     "--guest-ips", type=click.FloatRange(min=1e6), metavar="N", help="With --guest: its "
@@ -161,8 +162,9 @@ def plan_cmd(
             lat = Latency(read, write)
         if guest is not None:
             from vmmem.guests import SYNTHETIC_BOOT, load_guest
+            from vmmem.hyperv.workloads import WINDOWS_MODELS
 
-            if guest != SYNTHETIC_BOOT:
+            if guest != SYNTHETIC_BOOT and guest not in WINDOWS_MODELS:
                 load_guest(guest)
             name = None if guest == SYNTHETIC_BOOT else guest
             full, s = full.with_guest(name, guest_ips), s.with_guest(name, guest_ips)

@@ -394,10 +394,12 @@ def _guests_line(s: dict[str, Any]) -> str:
             text = f"guest {w['guest']} at {ips:.3g} instructions/s"
             if (w.get("guest_scale") or 1) != 1:
                 text += f" (shrunk 1/{w['guest_scale']:g})"
+        elif w.get("model"):
+            text = f"model: {w['model']} (guesses: {', '.join(w.get('guesses') or [])})"
         elif w.get("boot_seconds"):
             text = f"synthetic boot of {w['boot_seconds']:g} s CPU"
         else:
-            text = "synthetic boot (50 us of CPU per page)"
+            text = "synthetic boot (50 us of CPU per page; guesses: cpu_per_page)"
         if text not in seen:
             seen.append(text)
     return ", ".join(seen) or "synthetic boot"

@@ -100,25 +100,39 @@ def _profile(trace: GuestTrace) -> GuestProfile:
 
 
 def synthetic_profile(
-    startup_ram: SizeLike, cpu_per_page: float, disk_read_bytes: int, parameters: dict[str, Any]
+    startup_ram: SizeLike,
+    cpu_per_page: float,
+    disk_read_bytes: int,
+    parameters: dict[str, Any],
+    *,
+    name: str = SYNTHETIC_BOOT,
+    description: str = "touches all of Startup RAM (invented: cpu_per_page is a guess)",
+    pages_touched: int | None = None,
+    sources: list[dict[str, str]] | None = None,
+    guesses: list[str] | None = None,
 ) -> GuestProfile:
-    """The synthetic boot's profile for a VM of `startup_ram`: every page touched and written
-    once, `cpu_per_page` seconds of guest CPU per page, `disk_read_bytes` read from its disk.
-    The Hyper-V layer's Boot makes it from its own settings (Boot.profile)."""
+    """A modelled boot's profile for a VM of `startup_ram`: `pages_touched` (default all)
+    touched and written once, `cpu_per_page` seconds of guest CPU per Startup page,
+    `disk_read_bytes` read from its disk; `sources` and `guesses` say where its numbers come
+    from. The Hyper-V layer's Boot makes it from its own settings (Boot.profile)."""
     pages = parse_size(startup_ram, "startup RAM") // PAGE_SIZE
+    touched = pages if pages_touched is None else pages_touched
+    provenance: dict[str, Any] = {"parameters": parameters, "guesses": list(guesses or [])}
+    if sources is not None:
+        provenance["sources"] = sources
     return GuestProfile(
-        name=SYNTHETIC_BOOT,
-        kind="synthetic",
-        description="touches all of Startup RAM, as Windows does",
+        name=name,
+        kind="model" if sources is not None else "synthetic",
+        description=description,
         memory_size=pages * PAGE_SIZE,
-        pages_touched=pages,
-        pages_written=pages,
+        pages_touched=touched,
+        pages_written=touched,
         disk_bytes_read=disk_read_bytes,
         disk_bytes_written=0,
         instructions=None,
         epochs=None,
         guest_cpu_seconds=pages * cpu_per_page,
-        provenance={"parameters": parameters},
+        provenance=provenance,
     )
 
 

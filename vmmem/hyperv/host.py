@@ -26,6 +26,7 @@ from .balancer import BalancerThread, allocate
 from .reboot import HostReboot
 from .reports import BootReport, TimelineSample, VMStatus
 from .rules import (
+    DEFAULT_BALANCER_START_DELAY,
     RebootVM,
     admit,
     reboot_schedule,
@@ -37,6 +38,7 @@ from .settings import (
     DEFAULT_PAGE_SIZE,
     MEMORY_ALIGNMENT,
     VMSettings,
+    check_balancer_start_delay,
     check_host_arguments,
     validate_settings,
 )
@@ -64,10 +66,14 @@ class Host:
         backend: str = "direct",
         page_size: int = DEFAULT_PAGE_SIZE,
         policy: str = "lru",
+        balancer_start_delay: float = DEFAULT_BALANCER_START_DELAY,
     ) -> None:
         balancer_interval, backend, policy, smart_paging_path = check_host_arguments(
             balancer_interval, backend, policy, smart_paging_path
         )
+        # Seconds after a restarted VM's guest boots before the host rebalances it
+        # (rules.awaits_guest; 50 s as Hyper-V from Server 2016, 0: at once).
+        self.balancer_start_delay = check_balancer_start_delay(balancer_start_delay)
         self.memory = parse_size(memory, "host memory")
         self.reserve = parse_size(reserve, "host reserve")
         if self.reserve < 0:

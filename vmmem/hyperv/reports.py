@@ -189,6 +189,15 @@ class BootReport:
         default=None,
         metadata=doc("CPU time of the VM's guest thread (Python, numpy, the replay), s.", since=3),
     )
+    page_ins_after_boot: int = field(
+        default=0,
+        metadata=doc(
+            "Page-ins from the Smart Paging file after the boot ended, while the guest ran on "
+            "it until the host rebalanced it (balancer_start_delay; the final drain not "
+            "counted).",
+            since=3,
+        ),
+    )
     # Latency histograms over the boot window (for CDFs); not in the JSON.
     page_in_latency: LatencyHistogram | None = field(
         default=None, repr=False, compare=False, metadata=doc(json=False)

@@ -14,6 +14,11 @@ caller counts, the same unit on both sides), so each rule is tested from a table
 - Smart Paging (`smart_paging_gap`, `worst_case_smart_paging`): only for a running VM that
   restarts, is dynamic, boots at all and is given less than its Startup RAM.
 - A guest's boot time with enough memory (`boot_seconds`).
+- Dynamic Memory after a restart (`awaits_guest`, `held_claim`): the host sends no Dynamic
+  Memory request to a restarted VM until `balancer_start_delay` seconds after its guest booted
+  (QEMU's hw/hyperv/hv-balloon.c, HV_BALLOON_POST_INIT_WAIT: "Hyper-V from Server 2016 uses a
+  50-second after-boot delay"); until then the VM keeps what the restart gave it, and its
+  Smart Paging file.
 
 Sources: Microsoft's "Hyper-V Dynamic Memory Overview" (Smart Paging is used only when a VM
 restarts, no memory is free and none can be reclaimed; never for a start from Off), and the
@@ -36,8 +41,11 @@ __all__ = [
     "RebootStart",
     "RebootVM",
     "StartFrom",
+    "DEFAULT_BALANCER_START_DELAY",
     "admit",
+    "awaits_guest",
     "boot_seconds",
+    "held_claim",
     "reboot_schedule",
     "room_to_start",
     "saves_at_shutdown",
@@ -210,3 +218,32 @@ def boot_seconds(phases: Sequence[Workload], startup_pages: int) -> float | None
             return None
         total += expected(startup_pages)
     return total
+
+
+# -- Dynamic Memory after a restart ----------------------------------------------------------
+
+# Seconds after a guest boots before Hyper-V (Server 2016 and later) sends it Dynamic Memory
+# requests: QEMU's hv-balloon device (hw/hyperv/hv-balloon.c) waits HV_BALLOON_POST_INIT_WAIT,
+# 50 s, because "it looks like Hyper-V from Server 2016 uses a 50-second after-boot delay"
+# (some Windows versions crash on a hot-add right after boot). 0: the host rebalances at once.
+DEFAULT_BALANCER_START_DELAY = 50.0
+
+
+def awaits_guest(
+    *, delay: float, restarted: bool, restarting: bool, booted_at: float | None, now: float
+) -> bool:
+    """Does the host leave this VM's memory as it is (no Dynamic Memory request) now?
+
+    Only a restarted VM (`restarted`), once the host has divided memory for the restart
+    (`restarting` over), while its guest boots (`booted_at` None) and until `delay` seconds
+    after it booted; never with `delay` 0 (the host rebalances at once). Times in seconds on
+    one clock."""
+    if delay <= 0 or not restarted or restarting:
+        return False
+    return booted_at is None or now - booted_at < delay
+
+
+def held_claim(claim: Claim, assigned: int) -> Claim:
+    """The claim of a VM the host leaves as it is: exactly what it holds (`assigned`), no more,
+    no less, so `balancer.allocate` gives it that and divides the rest among the others."""
+    return Claim(claim.name, claim.priority, assigned, assigned, assigned, assigned)

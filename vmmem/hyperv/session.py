@@ -22,6 +22,7 @@ from ..memory import GuestMemory
 from ..vdisk import VirtualDisk
 from .clock import BootClock
 from .reports import BootReport, VMStatus, memory_status
+from .rules import awaits_guest
 from .settings import VMSettings
 
 __all__ = ["CHUNK", "CHUNK_PAGING", "BootRecord", "GuestSession", "Stopped"]
@@ -52,6 +53,11 @@ class BootRecord:
     file_deleted_at: float | None = None
     peak_paged_out: int = 0  # pages
     peak_file_size: int = 0  # bytes
+    # Page-ins from the Smart Paging file after the boot, while the guest runs on it (its
+    # final drain not counted): from page_ins_at_boot (the counter when the boot ended).
+    page_ins_at_boot: int | None = None
+    page_ins_after_boot: int = 0
+    draining: bool = False
 
 
 class GuestSession:
@@ -95,6 +101,11 @@ class GuestSession:
         self.demand = 0  # pages: committed memory
         self.smart_paging = False  # a paging file is allowed (restart short of Startup RAM)
         self.restarting = False  # the host is dividing memory for this restart right now
+        # A restart's boot (not a start from Off), the host's balancer_start_delay, and when
+        # the boot ended (monotonic): until then + delay the host leaves the VM as it is.
+        self.restarted = False
+        self.start_delay = 0.0
+        self.booted_at: float | None = None
         # The guest's own virtual-disk I/O this boot (not paging): requests and bytes.
         self.disk_requests = 0
         self.disk_read_bytes = 0
@@ -107,6 +118,17 @@ class GuestSession:
         self._guest_base: dict[str, int] | None = None  # counters when in-guest paging began
         # The boot's own time, apart from the emulator's (clock.py); started at launch.
         self.clock = BootClock(lambda: self.memory.counters["fault_ns"])
+
+    def held(self) -> bool:
+        """The host sends this VM no Dynamic Memory request now (rules.awaits_guest): it keeps
+        what it has, and its Smart Paging file."""
+        return awaits_guest(
+            delay=self.start_delay,
+            restarted=self.restarted,
+            restarting=self.restarting,
+            booted_at=self.booted_at,
+            now=time.monotonic(),
+        )
 
     # -- demand ------------------------------------------------------------------------------
 
@@ -178,7 +200,8 @@ class GuestSession:
             while True:
                 self._check()
                 assigned = self.assigned
-                booting_on_file = self.smart_paging and not self.booted.is_set()
+                # on its file: while it boots, and after, until the host answers (held)
+                booting_on_file = self.smart_paging and (not self.booted.is_set() or self.held())
                 if assigned > 0 and (booting_on_file or assigned >= self.demand):
                     return
                 if assigned > 0 and self._page_inside_guest():
@@ -260,6 +283,8 @@ class GuestSession:
             if rec.file_created_at is None or rec.file_deleted_at is not None:
                 rec.file_created_at = rec.file_created_at or now
                 rec.file_deleted_at = None
+            if rec.page_ins_at_boot is not None and not rec.draining:
+                rec.page_ins_after_boot = c["page_ins"] - rec.page_ins_at_boot
             rec.peak_paged_out = max(rec.peak_paged_out, c["paged_out"])
             rec.peak_file_size = max(rec.peak_file_size, c["file_size"])
         elif rec.file_created_at is not None and rec.file_deleted_at is None:
@@ -278,7 +303,11 @@ class GuestSession:
         if not self.smart_paging or not self.booted.is_set():
             return
         self._check()
+        if self.held():  # the host has not rebalanced it yet: it runs on its file
+            self.observe_file()
+            return
         if self.observe_file() and self.assigned >= self.demand:
+            self.record.draining = True
             # A chunk at a time, so status reads and the balancer never wait behind the
             # whole drain (the core holds the guest's mutex for each call).
             left = 1

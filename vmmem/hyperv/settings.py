@@ -37,6 +37,7 @@ __all__ = [
     "START_ACTIONS",
     "STOP_ACTIONS",
     "VMSettings",
+    "check_balancer_start_delay",
     "check_host_arguments",
     "change_settings",
     "vhd_file_name",
@@ -348,6 +349,12 @@ def _check_host_actions(stop: object, start: object, delay: object) -> tuple[str
 
 
 BALANCER_INTERVAL_RANGE = (0.001, 3600.0)  # seconds: Hyper-V rebalances about once a second
+
+
+def check_balancer_start_delay(value: object) -> float:
+    """Seconds after a restarted VM's guest boots before the host rebalances it (rules.py,
+    awaits_guest): a finite number from 0 (at once) to an hour."""
+    return check_number("balancer_start_delay", value, low=0.0, high=3600.0, unit="of seconds")
 
 
 def check_host_arguments(

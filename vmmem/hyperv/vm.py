@@ -32,6 +32,7 @@ from ..validate import check_number
 from ..vdisk import VirtualDisk
 from .balancer import Claim, claim_for
 from .reports import BootReport, VMStatus
+from .rules import held_claim
 from .session import BootRecord, GuestSession, Stopped
 from .settings import (
     MAXIMUM_RAM_BY_GENERATION,
@@ -55,6 +56,7 @@ class HostServices(Protocol):
     page_size: int
     folder: str
     balancer_interval: float
+    balancer_start_delay: float
 
     def start_vm(self, vm: VM) -> None: ...
 
@@ -263,6 +265,7 @@ class VM(SettingsProperties):
             smart_paging_file_peak_size=boot.peak_file_size,
             smart_paging_seconds=seconds,
             smart_paging_ended=ended,
+            page_ins_after_boot=boot.page_ins_after_boot,
         )
 
     # -- status ------------------------------------------------------------------------------
@@ -352,6 +355,8 @@ class VM(SettingsProperties):
             )
             if soft and starting:
                 claim = replace(claim, floor=assigned)
+            if session is not None and session.held():
+                claim = held_claim(claim, assigned)  # no Dynamic Memory request yet
             return claim
 
     def set_assigned(self, pages: int) -> None:
@@ -401,6 +406,8 @@ class VM(SettingsProperties):
             on_new_file=on_new_file,
         )
         session.restarting = restarting
+        session.restarted = restarting
+        session.start_delay = self._host.balancer_start_delay
         with self._lock:
             self.error = None
             self._session = session
@@ -582,6 +589,8 @@ class VM(SettingsProperties):
 
     def _boot_complete(self, guest: GuestSession) -> None:
         boot_time = guest.clock.stop()  # the guest's time, not the emulator's (clock.py)
+        guest.record.page_ins_at_boot = guest.memory.counters["page_ins"]
+        guest.booted_at = time.monotonic()  # the host's start delay counts from here
         if not guest.record.smart_paging:
             self._baseline_measured = boot_time
         guest.record.report = guest.make_report(

@@ -23,8 +23,29 @@ from ..validate import check_flag, check_name, check_number, check_whole
 if TYPE_CHECKING:
     from ..guests import GuestProfile
 
-__all__ = ["Boot", "Guest", "Idle", "Trace", "Workload", "as_phases"]
+__all__ = [
+    "WINDOWS_MODELS",
+    "Boot",
+    "Guest",
+    "Idle",
+    "ModelParameter",
+    "Trace",
+    "WindowsModel",
+    "Workload",
+    "as_phases",
+    "windows_model",
+]
 
+
+# Guest CPU per page a kernel spends zeroing memory, measured from the two shipped Debian 12
+# recordings (vmmem guests --json: provenance): debian-12-init-on-free (init_on_free=1: the
+# kernel zeroes every freed page) ran 6,111,961,788 instructions and touched 131,010 pages;
+# debian-12 ran 5,813,808,860 and touched 49,710. 298,152,928 more instructions for 81,300
+# more pages: 3,667 per page, 1.83 us at 2e9 instructions/s (DEFAULT_GUEST_IPS). An upper
+# bound: init_on_free also zeroes pages the boot frees and reuses. (The issue's busybox pair,
+# not shipped, gave about 1,400 per page.) tests/test_windows_model.py recomputes it.
+ZERO_INSTRUCTIONS_PER_PAGE = (6_111_961_788 - 5_813_808_860) / (131_010 - 49_710)
+ZERO_CPU_PER_PAGE = ZERO_INSTRUCTIONS_PER_PAGE / 2.0e9
 
 # The article's idle guest: 250 MB committed of 512 MB Startup (250 MB + 20 % = 300 MB).
 IDLE_FRACTION = 250 / 512
@@ -89,7 +110,8 @@ def _check_nonneg(name: str, value: float | None) -> None:
 
 @dataclass(frozen=True)
 class Boot(Workload):
-    """An OS boot: touches all of Startup RAM, as Windows does before it settles.
+    """An OS boot: touches all of Startup RAM (the synthetic boot), or, as the Windows model
+    (`windows_model`), a share of it and optionally zeroes the rest in the boot's I/O waits.
 
     cpu_per_page: guest CPU seconds per Startup page, slept after each chunk (50 us: a 512 MB
       boot with enough memory takes about 6.6 s). cpu_time (s, total) overrides it.
@@ -102,6 +124,12 @@ class Boot(Workload):
       Startup RAM, in disk_request_bytes reads at random 4 KiB-aligned offsets, spread evenly
       over the chunks. The default is what the recorded Debian 12 boot read (33,748,480 bytes
       in 988 requests, about 34 KB each, in a 512 MB VM: docs/GUESTS.md); 0 reads nothing.
+    touch_fraction: the share of Startup RAM the boot itself touches (1: all of it).
+    zero_free: the rest of Startup RAM (the free list) is zeroed, as Windows' zero page thread
+      does at priority 0 when a processor is idle: spread evenly over the chunks, after each
+      chunk's disk reads (in the boot's I/O waits, never before the boot's own work). Its CPU,
+      zero_cpu_per_page (measured: ZERO_CPU_PER_PAGE), is charged only in a chunk without disk
+      reads; with reads it runs while the boot waits for its disk.
     """
 
     cpu_per_page: float = 50e-6
@@ -114,6 +142,10 @@ class Boot(Workload):
     seed: int = 0
     disk_read_fraction: float = 33_748_480 / (512 * MB)
     disk_request_bytes: int = 32 * 1024
+    touch_fraction: float = 1.0
+    zero_free: bool = False
+    zero_cpu_per_page: float = ZERO_CPU_PER_PAGE
+    disk_span_factor: float = 4.0
     phase = "boot"
     boot = True
 
@@ -127,6 +159,12 @@ class Boot(Workload):
         check_whole("Boot chunk_pages", self.chunk_pages, 1)
         check_whole("Boot seed", self.seed, 0)
         _check_fraction("Boot disk_read_fraction", self.disk_read_fraction)
+        _check_fraction("Boot touch_fraction", self.touch_fraction)
+        if self.touch_fraction <= 0:
+            raise SettingsError("Boot touch_fraction must be above 0, got 0")
+        check_flag("Boot zero_free", self.zero_free)
+        _check_nonneg("Boot zero_cpu_per_page", self.zero_cpu_per_page)
+        _check_fraction("Boot disk_span_factor", self.disk_span_factor, 1.0, 100.0)
         if (
             isinstance(self.disk_request_bytes, bool)
             or not isinstance(self.disk_request_bytes, int)
@@ -138,8 +176,9 @@ class Boot(Workload):
                 f"got {self.disk_request_bytes!r}"
             )
 
-    def profile(self, startup_ram: SizeLike) -> GuestProfile:
-        """This boot as a guest profile (vmmem guests), for a VM of `startup_ram`."""
+    def profile(self, startup_ram: SizeLike, model: WindowsModel | None = None) -> GuestProfile:
+        """This boot as a guest profile (vmmem guests), for a VM of `startup_ram`; `model`:
+        the Windows model it was made from (its name, what it is, its sources and guesses)."""
         from ..guests import synthetic_profile
 
         pages = parse_size(startup_ram, "Startup RAM") // 4096
@@ -147,16 +186,36 @@ class Boot(Workload):
         params: dict[str, Any] = {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "seed"
         }
-        params["source"] = (
-            "CPU time invented: 50 us per page makes a 512 MB boot with enough memory take "
-            "about 6.6 s; disk reads as the recorded debian-12 boot's, per MB of Startup RAM"
-        )
+        extra: dict[str, Any] = {}
+        if model is None:
+            params["source"] = (
+                "CPU time invented: 50 us per page makes a 512 MB boot with enough memory take "
+                "about 6.6 s; disk reads as the recorded debian-12 boot's, per MB of Startup RAM"
+            )
+            extra = {"guesses": ["cpu_per_page"]}
+        else:
+            extra = {
+                "name": model.name,
+                "description": f"{model.description} (guesses: {', '.join(model.guesses)})",
+                "sources": [p.as_dict() for p in model.parameters],
+                "guesses": list(model.guesses),
+            }
         return synthetic_profile(
             startup_ram,
             self.expected_cpu_time(pages) / max(pages, 1),
             self.disk_read_bytes(pages, 4096),
             params,
+            pages_touched=self.pages_touched(pages),
+            **extra,
         )
+
+    def footprint_pages(self, startup_pages: int) -> int:
+        """Pages the boot itself touches (its first touches), at least 1."""
+        return max(1, min(startup_pages, int(round(self.touch_fraction * startup_pages))))
+
+    def pages_touched(self, startup_pages: int) -> int:
+        """Pages touched in all: the footprint, and the rest of Startup RAM if it is zeroed."""
+        return startup_pages if self.zero_free else self.footprint_pages(startup_pages)
 
     def disk_read_bytes(self, startup_pages: int, page_size: int) -> int:
         """What this boot reads from its virtual disk, in whole requests."""
@@ -164,20 +223,34 @@ class Boot(Workload):
         return wanted // self.disk_request_bytes * self.disk_request_bytes
 
     def disk_size_hint(self, startup_pages: int, page_size: int) -> int:
-        """Four times what the boot reads (at least 16 MB): its reads spread over a region,
-        as a real boot's are over the system disk's files."""
+        """disk_span_factor (default four) times what the boot reads (at least 16 MB): its
+        reads spread over a region, as a real boot's are over the system disk's files."""
         read = self.disk_read_bytes(startup_pages, page_size)
-        return 0 if read == 0 else max(16 * MB, -(-4 * read // MB) * MB)
+        span = int(self.disk_span_factor * read)
+        return 0 if read == 0 else max(16 * MB, -(-span // MB) * MB)
+
+    def _zero_cpu_charged(self, startup_pages: int, page_size: int) -> float:
+        """Zeroing CPU the boot is charged: all of it when the boot has no I/O waits to hide
+        it in (no disk reads), else none (docstring above)."""
+        if not self.zero_free or self.disk_read_bytes(startup_pages, page_size) > 0:
+            return 0.0
+        return self.zero_cpu_per_page * (startup_pages - self.footprint_pages(startup_pages))
 
     def expected_cpu_time(self, startup_pages: int) -> float:
         """The guest CPU time of this boot, in seconds: the boot time with enough memory,
-        less the replay itself."""
-        return self.cpu_time if self.cpu_time is not None else self.cpu_per_page * startup_pages
+        less the replay itself (the boot's own CPU per page of its footprint, and the zeroing
+        it is charged)."""
+        own = self.cpu_per_page * self.footprint_pages(startup_pages)
+        if self.cpu_time is not None:
+            own = self.cpu_time
+        return own + self._zero_cpu_charged(startup_pages, 4096)
 
     def run(self, guest: Guest) -> None:
-        n = guest.startup_pages
-        guest.commit_range(0, n)
-        cpu_per_page = self.expected_cpu_time(n) / n
+        startup = guest.startup_pages
+        guest.commit_range(0, startup)
+        n = self.footprint_pages(startup)
+        own_cpu = self.expected_cpu_time(startup) - self._zero_cpu_charged(startup, guest.page_size)
+        cpu_per_page = own_cpu / n
         rng = np.random.default_rng(self.seed)
         # First-touch order: 2 MB blocks in order, shuffled within windows of 8 blocks.
         block = max(1, 2 * MB // guest.page_size)
@@ -191,6 +264,10 @@ class Boot(Workload):
         nreq = self.disk_read_bytes(n, guest.page_size) // self.disk_request_bytes
         disk_slots = self.disk_size_hint(n, guest.page_size) // self.disk_request_bytes
         reads_per_chunk = np.diff(np.linspace(0, nreq, nchunks + 1).round().astype(np.int64))
+        # The free list (Startup RAM past the footprint), zeroed a share after each chunk.
+        free = np.arange(n, startup, dtype=np.uint32) if self.zero_free else None
+        zero_cuts = np.linspace(0, 0 if free is None else len(free), nchunks + 1).round()
+        zero_cuts = zero_cuts.astype(np.int64)
         for index, start in enumerate(range(0, n, self.chunk_pages)):
             end = min(n, start + self.chunk_pages)
             new = first[start:end]
@@ -214,7 +291,14 @@ class Boot(Workload):
                 slots = rng.integers(0, disk_slots, reads)
                 size = self.disk_request_bytes
                 guest.disk_io(slots * size, np.full(reads, size, np.int64), None)
-            guest.sleep(cpu_per_page * len(new))
+            zeroed = 0.0
+            if free is not None:
+                page_run = free[zero_cuts[index] : zero_cuts[index + 1]]
+                if len(page_run):
+                    guest.replay(page_run, np.ones(len(page_run), np.uint8))
+                    if not nreq:  # no I/O waits to hide it in: the boot's CPU
+                        zeroed = self.zero_cpu_per_page * len(page_run)
+            guest.sleep(cpu_per_page * len(new) + zeroed)
 
 
 @dataclass(frozen=True)
@@ -376,3 +460,177 @@ def boot_phase_count(phases: Sequence[Workload]) -> int:
             break
         count += 1
     return count
+
+
+# -- the Windows model -----------------------------------------------------------------------
+
+MEASURED, CITED, GUESS = "measured", "cited", "guess"
+
+
+@dataclass(frozen=True)
+class ModelParameter:
+    """One number of a Windows model and where it comes from (docs/GUESTS.md, "The Windows
+    model: where each number comes from")."""
+
+    name: str  # the Boot field it sets, or a fact the model rests on
+    value: str
+    source: str
+    kind: str  # MEASURED, CITED or GUESS
+
+    def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class WindowsModel:
+    """A named model of a Windows boot: Boot settings, each with its source."""
+
+    name: str
+    description: str
+    settings: dict[str, Any]
+    parameters: tuple[ModelParameter, ...]
+
+    @property
+    def guesses(self) -> tuple[str, ...]:
+        """The parameters that are still a guess (shown wherever the model's figures are)."""
+        return tuple(p.name for p in self.parameters if p.kind == GUESS)
+
+    def boot(self, **overrides: Any) -> Boot:
+        """The model's Boot phase; `overrides` (a scenario's [boot] keys) win."""
+        return Boot(**{**self.settings, **overrides})
+
+
+# A Windows 7 boot reads about 420-600 MB in 20,000-70,000 I/Os (VDI boot-storm measurements,
+# anecdotal): the middle, 510 MB, at New-VM's default Startup of 512 MB, in 12 KiB requests
+# (about 43,500 of them, within the range).
+_WINDOWS_READ_FRACTION = 510 / 512
+_COMMON = (
+    ModelParameter(
+        "startup",
+        "512 MB (the ratios below are per MB of Startup RAM)",
+        "New-VM: default -MemoryStartupBytes 512 MB (Microsoft, New-VM reference)",
+        CITED,
+    ),
+    ModelParameter(
+        "touch_fraction",
+        "0.75 of Startup RAM",
+        "Microsoft: 'Windows requires more memory during startup than the steady state' "
+        "(Hyper-V Dynamic Memory overview): more than the idle 250 of 512 MB (the article), "
+        "at most Startup RAM; 3/4 is the middle",
+        GUESS,
+    ),
+    ModelParameter(
+        "cpu_per_page",
+        "50 us per page touched (0.75 x 512 MB: about 4.9 s)",
+        "none: the synthetic boot's invented figure, kept so the two compare",
+        GUESS,
+    ),
+    ModelParameter(
+        "disk_read_fraction",
+        f"{_WINDOWS_READ_FRACTION:.3f} of Startup RAM (510 MB at 512 MB)",
+        "a Windows 7 boot reads about 420-600 MB (VDI boot-storm measurements, anecdotal, "
+        "not Microsoft's): the middle",
+        GUESS,
+    ),
+    ModelParameter(
+        "disk_request_bytes",
+        "12 KiB (about 43,500 reads at 512 MB)",
+        "the same VDI measurements: 20,000-70,000 I/Os per boot (anecdotal)",
+        GUESS,
+    ),
+    ModelParameter(
+        "disk_span_factor",
+        "1 (each block of the read region read about once)",
+        "none: a boot reads its files about once (prefetched)",
+        GUESS,
+    ),
+    ModelParameter(
+        "access pattern",
+        "hot_fraction 0.10, hot_ratio 1.0, revisit_ratio 0.25, write_ratio 0.3 (the "
+        "synthetic boot's)",
+        "none: invented for the synthetic boot",
+        GUESS,
+    ),
+)
+_ZEROING_WHEN = ModelParameter(
+    "zeroing in idle time",
+    "after each chunk's disk reads, never before the boot's own work",
+    "Windows Internals 6th ed., part 2, ch. 10: the zero page thread runs at priority 0, "
+    "only when a processor has no other thread to run",
+    CITED,
+)
+_ZERO_CPU = ModelParameter(
+    "zero_cpu_per_page",
+    f"{ZERO_CPU_PER_PAGE * 1e6:.2f} us ({ZERO_INSTRUCTIONS_PER_PAGE:,.0f} instructions at 2e9/s)",
+    "measured: debian-12-init-on-free against debian-12 (shipped traces' provenance): "
+    "298,152,928 more instructions for 81,300 more pages touched; Linux's zeroing, an upper "
+    "bound",
+    MEASURED,
+)
+
+WINDOWS_MODELS: dict[str, WindowsModel] = {
+    "windows-model": WindowsModel(
+        "windows-model",
+        "Windows on Hyper-V, modelled: skips zeroing (HvExtCallGetBootZeroedMemory)",
+        {
+            "touch_fraction": 0.75,
+            "disk_read_fraction": _WINDOWS_READ_FRACTION,
+            "disk_request_bytes": 12 * 1024,
+            "disk_span_factor": 1.0,
+            "zero_free": False,
+        },
+        _COMMON
+        + (
+            ModelParameter(
+                "zero_free",
+                "no: the free list is not zeroed",
+                "Hypervisor TLFS, HvExtCallGetBootZeroedMemory: Hyper-V reports 'ranges that "
+                "are known to be zeroed' so the guest may skip zeroing them",
+                CITED,
+            ),
+            ModelParameter(
+                "zeroed-memory report on a restart",
+                "reported for all of Startup RAM",
+                "none: whether Windows asks on every boot and what Hyper-V reports for a "
+                "restarted VM's memory is not documented",
+                GUESS,
+            ),
+        ),
+    ),
+    "windows-model-zeroing": WindowsModel(
+        "windows-model-zeroing",
+        "Windows on a hypervisor without the zeroed-memory report, modelled: zeroes the rest "
+        "of Startup RAM in its I/O waits",
+        {
+            "touch_fraction": 0.75,
+            "disk_read_fraction": _WINDOWS_READ_FRACTION,
+            "disk_request_bytes": 12 * 1024,
+            "disk_span_factor": 1.0,
+            "zero_free": True,
+        },
+        _COMMON
+        + (
+            ModelParameter(
+                "zero_free",
+                "yes: every free page is zeroed",
+                "Windows Internals 6th ed., part 2, ch. 10 (zero page list filled from the "
+                "free list); on KVM a 64 GB Windows 11 guest zeroed for about 90 s after "
+                "start (qemu-devel, January 2026)",
+                CITED,
+            ),
+            _ZEROING_WHEN,
+            _ZERO_CPU,
+        ),
+    ),
+}
+
+
+def windows_model(name: str, **overrides: Any) -> Boot:
+    """The Boot phase of the Windows model `name` (WINDOWS_MODELS), `overrides` applied."""
+    try:
+        model = WINDOWS_MODELS[name]
+    except KeyError:
+        raise SettingsError(
+            f"no Windows model {name!r}; known: {', '.join(WINDOWS_MODELS)}"
+        ) from None
+    return model.boot(**overrides)

@@ -40,8 +40,10 @@ __all__ = [
 
 def guest_profiles(startup_ram: str | int = "512MB") -> list[GuestProfile]:
     """Every guest a VM can boot (`vmmem guests`): the shipped recorded boots, and the
-    synthetic boot with its figures for a VM of `startup_ram`."""
+    synthetic boot and the Windows models with their figures for a VM of `startup_ram`."""
     from vmmem.guests import list_guests
     from vmmem.hyperv import Boot
+    from vmmem.hyperv.workloads import WINDOWS_MODELS
 
-    return list_guests(Boot().profile(startup_ram))
+    models = [m.boot().profile(startup_ram, m) for m in WINDOWS_MODELS.values()]
+    return list_guests(Boot().profile(startup_ram)) + models

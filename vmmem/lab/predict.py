@@ -163,10 +163,12 @@ class _Capture:
 
 
 @functools.lru_cache(maxsize=16)
-def _synthetic(boot_json: str, boot_seconds: float | None, startup: int, maximum: int) -> Any:
+def _synthetic(
+    boot_json: str, boot_seconds: float | None, startup: int, maximum: int, model: str | None
+) -> Any:
     from vmmem.lab.scenario_model import WorkloadSpec
 
-    spec = WorkloadSpec(boot=json.loads(boot_json), boot_seconds=boot_seconds)
+    spec = WorkloadSpec(boot=json.loads(boot_json), boot_seconds=boot_seconds, model=model)
     guest = _Capture(startup, maximum)
     spec.boot_phase().run(guest)
     pages = np.concatenate(guest.pages) if guest.pages else np.zeros(0, np.uint32)
@@ -185,10 +187,10 @@ def _predict_synthetic(v: VMSpec, frames: int, latency: Latency | None) -> BootP
         return None
     boot_json = json.dumps(w.boot, sort_keys=True)
     pages, writes, curve, guest = _synthetic(
-        boot_json, w.boot_seconds, v.startup // PAGE, v.effective_maximum // PAGE
+        boot_json, w.boot_seconds, v.startup // PAGE, v.effective_maximum // PAGE, w.model
     )
     return predict_accesses(
-        SYNTHETIC_BOOT, pages, writes, v.startup // PAGE, frames, cpu_seconds=guest.cpu,
+        w.model or SYNTHETIC_BOOT, pages, writes, v.startup // PAGE, frames, cpu_seconds=guest.cpu,
         disk_reads=guest.reads, disk_writes=guest.disk_writes,
         latency=None if latency is None else latency.read,
         write_latency=None if latency is None else latency.write, curve=curve,

@@ -195,6 +195,7 @@ class _Run:
             reserve=s.host_reserve,
             smart_paging_path=host_folder,
             balancer_interval=s.balancer_interval,
+            balancer_start_delay=s.balancer_start_delay,
             backend=backend,
             policy=policy,
         )

@@ -61,6 +61,8 @@ class WorkloadSpec:
     ``guest``: a recorded boot instead of the synthetic one: a shipped guest's name
     ("debian-12", "busybox"; `vmmem guests`) or a trace file; ``guest_ips`` its guest
     instructions per second (None: vmmem.guests.DEFAULT_GUEST_IPS). See docs/GUESTS.md.
+    ``model``: a Windows model ("windows-model", "windows-model-zeroing") instead of the
+    synthetic boot; docs/GUESTS.md, "The Windows model".
     """
 
     boot_seconds: float | None = None
@@ -70,6 +72,22 @@ class WorkloadSpec:
     guest: str | None = None
     guest_ips: float | None = None
     guest_scale: float = 1.0  # a recorded boot shrunk with the scenario (--scale)
+    # A Windows model (vmmem.hyperv.workloads.WINDOWS_MODELS) instead of the synthetic boot;
+    # ``boot`` and ``boot_seconds`` override its settings.
+    model: str | None = None
+
+    @property
+    def guesses(self) -> list[str]:
+        """What the boot's figures rest on that is still a guess ([] for a recorded guest)."""
+        from vmmem.hyperv.workloads import WINDOWS_MODELS
+
+        if self.guest is not None:
+            return []
+        if self.model is not None:
+            return list(WINDOWS_MODELS[self.model].guesses)
+        return (
+            [] if self.boot_seconds is not None or "cpu_per_page" in self.boot else ["cpu_per_page"]
+        )
 
     def phases(self) -> list[Workload]:
         """The Hyper-V layer's workload phases for this spec: the boot (recorded or
@@ -88,6 +106,10 @@ class WorkloadSpec:
         boot_kwargs = dict(self.boot)
         if self.boot_seconds is not None:
             boot_kwargs["cpu_time"] = self.boot_seconds
+        if self.model is not None:
+            from vmmem.hyperv.workloads import windows_model
+
+            return windows_model(self.model, **boot_kwargs)
         return Boot(**boot_kwargs)
 
     def idle_phase(self) -> Workload:
@@ -223,6 +245,9 @@ class Scenario:
     host_reserve: int = 0
     smart_paging_path: str | None = None
     balancer_interval: float = 1.0
+    # seconds after a restarted VM's guest boots before the host rebalances it
+    # (vmmem.hyperv.rules.awaits_guest): Hyper-V's 50 s unless the scenario says otherwise
+    balancer_start_delay: float = 50.0
     description: str = ""
     source: str = "<built-in: article>"
     scale: float = 1.0
@@ -242,8 +267,9 @@ class Scenario:
         """Every size divided by ``factor`` and rounded to Hyper-V's rules (see scale_size).
 
         Boot times shrink by the same factor: a boot's CPU work is proportional to the memory
-        it touches, so the share of the boot spent waiting on Smart Paging stays the same.
-        Idle and settle times are wall-clock waits and are kept.
+        it touches, so the share of the boot spent waiting on Smart Paging stays the same; so
+        does the balancer's start delay after a restart. Idle and settle times are wall-clock
+        waits and are kept.
         """
         if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 1):
             raise ScenarioError(self.source, "--scale", f"expected a number >= 1, got {factor!r}")
@@ -286,6 +312,9 @@ class Scenario:
             host_reserve=(scale_size(self.host_reserve, factor) if self.host_reserve else 0),
             vms=tuple(vms),
             scale=self.scale * factor,
+            # the wait is measured in boots (the guest's driver loads late in one): it shrinks
+            # with the boot times, so a scaled run keeps the same story in less time
+            balancer_start_delay=self.balancer_start_delay / factor,
         )
 
     def with_paging_dir(self, path: str | os.PathLike[str]) -> Scenario:
@@ -306,14 +335,24 @@ class Scenario:
 
     def with_guest(self, guest: str | None, guest_ips: float | None = None) -> Scenario:
         """Every VM boots the recorded guest ``guest`` (a shipped name or a trace file), shrunk
-        by the scenario's scale as the rest of it is; None: the synthetic boot."""
+        by the scenario's scale as the rest of it is; a Windows model's name (WINDOWS_MODELS):
+        that model; None: the synthetic boot."""
+        from vmmem.hyperv.workloads import WINDOWS_MODELS
+
+        model = guest if guest in WINDOWS_MODELS else None
+        if model is not None:
+            guest = None
         return dataclasses.replace(
             self,
             vms=tuple(
                 dataclasses.replace(
                     v,
                     workload=dataclasses.replace(
-                        v.workload, guest=guest, guest_ips=guest_ips, guest_scale=self.scale
+                        v.workload,
+                        guest=guest,
+                        guest_ips=guest_ips,
+                        guest_scale=self.scale,
+                        model=model,
                     ),
                 )
                 for v in self.vms
@@ -342,6 +381,7 @@ class Scenario:
                 "reserve_bytes": self.host_reserve,
                 "smart_paging_path": self.smart_paging_path,
                 "balancer_interval": self.balancer_interval,
+                "balancer_start_delay": self.balancer_start_delay,
             },
             "vms": [
                 {
@@ -362,6 +402,8 @@ class Scenario:
                         "idle_demand_bytes": v.workload.idle_demand,
                         "boot": dict(v.workload.boot),
                         "idle": dict(v.workload.idle),
+                        "model": v.workload.model,
+                        "guesses": v.workload.guesses,
                     },
                 }
                 for v in self.vms

@@ -126,6 +126,12 @@ def _arr(items: dict[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": items}
 
 
+def _optional(obj: dict[str, Any], props: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with `props` described but not required (files written before them lack them)."""
+    obj["properties"].update(props)
+    return obj
+
+
 # Records written once into $defs under these names (others are written in place).
 _NAMES: dict[type, str] = {
     MachineFacts: "machine",
@@ -150,13 +156,17 @@ _SCENARIO = _obj(
         "description": _str,
         "source": _str,
         "scale": {"type": "number", "minimum": 1},
-        "host": _obj(
-            {
-                "memory_bytes": _int,
-                "reserve_bytes": _int,
-                "smart_paging_path": _nstr,
-                "balancer_interval": _num,
-            }
+        "host": _optional(
+            _obj(
+                {
+                    "memory_bytes": _int,
+                    "reserve_bytes": _int,
+                    "smart_paging_path": _nstr,
+                    "balancer_interval": _num,
+                }
+            ),
+            # the wait before Dynamic Memory rebalances a restarted VM (later files)
+            {"balancer_start_delay": _num},
         ),
         "vms": _arr(
             _obj(
@@ -175,16 +185,20 @@ _SCENARIO = _obj(
                     "automatic_start_delay": _num,
                     "vhd_path": _nstr,
                     "vhd_size": _nint,
-                    "workload": _obj(
-                        {
-                            "guest": _nstr,
-                            "guest_ips": _nnum,
-                            "guest_scale": _num,
-                            "boot_seconds": _nnum,
-                            "idle_demand_bytes": _nint,
-                            "boot": {"type": "object"},
-                            "idle": {"type": "object"},
-                        }
+                    "workload": _optional(
+                        _obj(
+                            {
+                                "guest": _nstr,
+                                "guest_ips": _nnum,
+                                "guest_scale": _num,
+                                "boot_seconds": _nnum,
+                                "idle_demand_bytes": _nint,
+                                "boot": {"type": "object"},
+                                "idle": {"type": "object"},
+                            }
+                        ),
+                        # a Windows model's name, and what the boot's figures guess
+                        {"model": _nstr, "guesses": _arr(_str)},
                     ),
                 }
             )
