@@ -30,6 +30,7 @@ IOPS = 1000  # ~10x fewer than the main disk here; 150 (a 7200 rpm disk) would t
 TINY = """
 name = "tiny-storm"
 [host]
+balancer_start_delay = 0
 memory = "68MB"
 balancer_interval = 0.05
 [[vm]]
@@ -157,6 +158,7 @@ def test_compare_ranks_the_throttled_device_slower(disk_dir):
 READER = """
 name = "disk-bound-boot"
 [host]
+balancer_start_delay = 0
 memory = "64MB"
 balancer_interval = 0.05
 [[vm]]

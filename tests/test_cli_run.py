@@ -28,6 +28,7 @@ SCHEMA_PATH = os.path.join(ROOT, "docs", "json-schema.json")
 FAST = """
 name = "fast-article"
 [host]
+balancer_start_delay = 0
 memory = "1400MB"
 balancer_interval = 0.05
 [[vm]]
@@ -282,6 +283,7 @@ def test_a_vm_that_cannot_start_fails_the_run(disk_dir, monkeypatch):
     path = disk_dir / "short.toml"
     path.write_text("""
 [host]
+balancer_start_delay = 0
 memory = "96MB"
 balancer_interval = 0.05
 [[vm]]

@@ -25,6 +25,7 @@ EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.toml")))
 
 GOOD_VM = """
 [host]
+balancer_start_delay = 0
 memory = "1400MB"
 [[vm]]
 name = "vm1"
@@ -217,6 +218,7 @@ def test_scenario_shows_the_boot_the_disk_and_the_host_reboot_actions(tmp_path):
     path.write_text(
         """
 [host]
+balancer_start_delay = 0
 memory = "1400MB"
 [[vm]]
 name = "db"

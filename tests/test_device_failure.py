@@ -262,6 +262,7 @@ def test_a_failed_page_in_is_paging_file_error_eio(tail_fs, tmp_path, backend):
 STORM = """
 name = "failing-disk"
 [host]
+balancer_start_delay = 0
 memory = "1400MB"
 balancer_interval = 0.05
 [[vm]]

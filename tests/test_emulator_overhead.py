@@ -333,6 +333,7 @@ def test_a_runs_json_carries_the_emulators_share(tmp_path: Path) -> None:
         """
 name = "tiny"
 [host]
+balancer_start_delay = 0
 memory = "160MB"
 balancer_interval = 0.05
 [[vm]]

@@ -124,6 +124,7 @@ def test_shutdown_with_no_delay_starts_two_and_two_fail_with_hyperv_message(disk
 REBOOT = """
 name = "article-reboot"
 [host]
+balancer_start_delay = 0
 memory = "1400MB"
 balancer_interval = 0.05
 [[vm]]

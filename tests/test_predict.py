@@ -359,6 +359,7 @@ def test_the_plan_has_no_prediction_without_a_restart():
 SHORT = """
 name = "two-short"
 [host]
+balancer_start_delay = 0
 memory = "100MB"
 balancer_interval = 0.05
 [[vm]]

@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = """
 name = "fast-article"
 [host]
+balancer_start_delay = 0
 memory = "1400MB"
 balancer_interval = 0.05
 [[vm]]

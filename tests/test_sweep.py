@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = """
 name = "tiny"
 [host]
+balancer_start_delay = 0
 memory = "96MB"
 balancer_interval = 0.05
 [[vm]]

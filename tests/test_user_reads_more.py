@@ -31,6 +31,7 @@ ROOT = os.path.dirname(HERE)
 REBOOT = """
 name = "article-reboot"
 [host]
+balancer_start_delay = 0
 memory = "1400MB"
 balancer_interval = 0.05
 [[vm]]
