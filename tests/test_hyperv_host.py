@@ -337,7 +337,11 @@ def test_ballooning_causes_no_device_io(quiet_loop_fs: Path) -> None:
 
 def test_reserve_is_never_given_out(disk_dir: Path) -> None:
     with Host(
-        "300MB", reserve="100MB", smart_paging_path=disk_dir / "vms", balancer_interval=TICK
+        "300MB",
+        reserve="100MB",
+        smart_paging_path=disk_dir / "vms",
+        balancer_interval=TICK,
+        balancer_start_delay=0,
     ) as host:
         assert host.capacity == host.pool.size == 200 * MB  # the reserve is not even in the pool
         big = article_vm(host, "big", startup="256MB")

@@ -30,7 +30,7 @@ def test_library_example_runs(disk_dir, monkeypatch):
     for full, small in [
         ('paging_dir="/var/tmp"', f"paging_dir={str(disk_dir)!r}"),
         (
-            'Host("1400MB", balancer_interval=1.0)',
+            'Host("1400MB", balancer_interval=1.0, balancer_start_delay=5.0)',
             'Host("350MB", balancer_interval=0.05, balancer_start_delay=0)',
         ),
         (

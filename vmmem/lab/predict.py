@@ -220,7 +220,7 @@ def pages_touched(v: VMSpec) -> int | None:
     else:
         boot_json = json.dumps(w.boot, sort_keys=True)
         curve = _synthetic(
-            boot_json, w.boot_seconds, v.startup // PAGE, v.effective_maximum // PAGE
+            boot_json, w.boot_seconds, v.startup // PAGE, v.effective_maximum // PAGE, w.model
         )[2]
     return int(curve.misses[-1])
 
