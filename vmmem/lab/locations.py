@@ -182,13 +182,22 @@ def new_vhd_files(s: Scenario, host_folder: str) -> dict[str, tuple[str, int]]:
             continue
         folder = smart_paging_folder(host_folder, v.name, v.vhd_path)
         path = os.path.join(folder, vhd_file_name(v.name, size))
-        if not os.path.lexists(path):
+        if not os.path.lexists(path) or _left_unfinished(path):
+            # (an unfinished disk of a run that died is removed before this run makes its own)
             out[v.name] = (path, size + MARKER_BYTES)
         elif (problem := disk_problem(path, size)) is not None:
             raise LocationRefused(
                 f"virtual disk {path} (VM {v.name}) {problem}. vmmem writes only disks it made"
             )
     return out
+
+
+def _left_unfinished(path: str) -> bool:
+    """`path` is a virtual disk whose making a dead run's trusted manifest names as cut short
+    (the clean-up before the run removes it: vmmem.workspace)."""
+    from vmmem.workspace import earlier_runs
+
+    return any(path in r.existing_files for r in earlier_runs(os.path.dirname(path)))
 
 
 def check_folders_free(folders: list[str]) -> list[str]:
