@@ -59,6 +59,9 @@ def test_outliers_beyond_the_fences_and_a_slow_first_run() -> None:
     assert outliers([14.0, 10.0, 10.0]) == []
     assert outliers([30.0, 10.0]) == []  # two runs: nothing to judge by
     assert outliers([10.0, None, 10.0, 10.0, 10.0, 50.0]) == [5]
+    # Beyond the fence of a tight cluster but within 5 % of the median: jitter, not named.
+    assert outliers([1.0, 1.0, 1.0, 1.0, 1.03]) == []
+    assert outliers([1.0, 1.0, 1.0, 1.0, 1.06]) == [4]
 
 
 def test_outlier_warning_reads_as_hyperfines() -> None:
@@ -66,7 +69,7 @@ def test_outlier_warning_reads_as_hyperfines() -> None:
     stats = RunStats.of(summaries, warmup=0)
     assert len(stats.outliers) == 1
     assert stats.outliers[0].startswith("Statistical outliers were detected in boot time")
-    assert "run 1 of 4" in stats.outliers[0]
+    assert "boot time (run 1)" in stats.outliers[0] and "over 4 runs" in stats.outliers[0]
     assert RunStats.of(summaries[1:], warmup=0).outliers == []
 
 
@@ -177,8 +180,10 @@ def test_run_twice_keeps_each_runs_figures_and_exports(disk_dir, fast, monkeypat
     assert stats["boot_time"]["min"] == min(times)
     # The document itself is the first run's: `vmmem show` reads it.
     assert data["summary"] == data["repeats"][0]["summary"]
-    shown = CliRunner().invoke(cli, ["show", str(out / "r.json")])
+    shown = CliRunner().invoke(cli, ["show", str(out / "r.json"), "--plot", str(out / "s.png")])
     assert shown.exit_code == 0, shown.output
+    assert "over 2 runs" in shown.output and "mean +- sd (min .. max)" in shown.output
+    assert os.path.getsize(out / "s.png") > 10_000
     # CSV: a row per boot, with the raw and the spread columns.
     with open(out / "r.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))

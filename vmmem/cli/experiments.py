@@ -642,11 +642,26 @@ def show_cmd(result_file: str, plot_path: str | None, wide: bool) -> None:
         result = (RunResult if kind == "vmmem-run" else CompareResult).from_dict(data)
     except RecordError as e:  # a version-1 file (not validated above) that is not one
         raise CliFailure(f"{result_file}: does not match the schema: {e}", EXIT_USAGE) from None
+    from vmmem.lab.repeat import RepeatedCompare, RepeatedRun
+
+    # --runs N wrote every run in `repeats` (validated above with the document): their spread.
+    repeats = data.get("repeats") or []
+    warmup = (data.get("stats") or {}).get("warmup", 0)
     if isinstance(result, RunResult):
         run = result
+        rep = RepeatedRun([RunResult.from_dict(x) for x in repeats], warmup)
         render.run_report(out_console(), run, wide=wide)
-        _save(data, None, plot_path, lambda path: _plot_run(run, path))
+        if len(rep.runs) > 1:
+            render.run_stats_report(out_console(), rep.stats())
+            _save(data, None, plot_path, lambda path: _plot_spread_run(rep, path))
+        else:
+            _save(data, None, plot_path, lambda path: _plot_run(run, path))
     else:
         cmp = result
+        reps = RepeatedCompare([CompareResult.from_dict(x) for x in repeats], warmup)
         render.compare_report(out_console(), cmp, wide=wide)
-        _save(data, None, plot_path, lambda path: _plot_compare(cmp, path))
+        if len(reps.compares) > 1:
+            render.compare_stats_report(out_console(), reps.stats())
+            _save(data, None, plot_path, lambda path: _plot_spread_compare(reps, path))
+        else:
+            _save(data, None, plot_path, lambda path: _plot_compare(cmp, path))

@@ -717,13 +717,15 @@ def spread_cell(sp: Spread | None, unit: str = "s") -> str:
 
     def one(v: float) -> str:
         if unit == "s":
-            return seconds(v)
+            return f"{v:.2f} s" if v < 60 else seconds(v)
         if unit == "MB":
             return f"{v / MB:,.1f} MB"
         if unit == "x":
             return f"{v:.2f} x"
         return f"{v:,.0f}"
 
+    if sp.max == 0 and sp.min == 0:
+        return "-"
     return f"{one(sp.mean)} +- {one(sp.sd)} ({one(sp.min)} .. {one(sp.max)})"
 
 

@@ -4,7 +4,8 @@ mean +- standard deviation with min and max, as hyperfine reports a command: wha
 
 Statistics (docs/CLI.md): the sample standard deviation (n - 1, statistics.stdev); two
 locations *differ* when their mean +- 2 sd intervals do not overlap; a run is an *outlier*
-when it lies beyond Q3 + 1.5 IQR or below Q1 - 1.5 IQR of its figure (4 runs or more), or when
+when it lies beyond Q3 + 1.5 IQR or below Q1 - 1.5 IQR of its figure and more than 5 % from
+the median (4 runs or more; the 5 % keeps a tight cluster's jitter from being named), or when
 the first run took more than 1.5 x the median of the others (3 runs or more: a cold cache).
 """
 
@@ -44,6 +45,8 @@ FIGURES = (
 # How much slower than the others' median the first run may be before it is named.
 FIRST_RUN_FACTOR = 1.5
 IQR_FACTOR = 1.5
+# Below this distance from the median a run is never an outlier (jitter of a tight cluster).
+OUTLIER_MIN_DISTANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,13 @@ def outliers(values: Sequence[float | None]) -> list[int]:
     if len(xs) >= 4:
         q1, _, q3 = statistics.quantiles([v for _, v in xs], n=4, method="inclusive")
         iqr = q3 - q1
-        found |= {i for i, v in xs if v > q3 + IQR_FACTOR * iqr or v < q1 - IQR_FACTOR * iqr}
+        med = statistics.median(v for _, v in xs)
+        found |= {
+            i
+            for i, v in xs
+            if (v > q3 + IQR_FACTOR * iqr or v < q1 - IQR_FACTOR * iqr)
+            and abs(v - med) > OUTLIER_MIN_DISTANCE * abs(med)
+        }
     if len(xs) >= 3 and xs[0][0] == 0:
         rest = statistics.median(v for _, v in xs[1:])
         if xs[0][1] > FIRST_RUN_FACTOR * rest:
@@ -113,17 +122,19 @@ class RunStats:
     @classmethod
     def of(cls, summaries: Sequence[StormSummary], warmup: int, label: str = "") -> RunStats:
         figures = {k: [getattr(s, k) for s in summaries] for k in FIGURES}
-        warn = []
+        found = []
         for k, values in figures.items():
             named = outliers(values)
             if named:
-                where = f" of {label}" if label else ""
-                warn.append(
-                    f"Statistical outliers were detected in {k.replace('_', ' ')}{where} "
-                    f"(run {', '.join(str(i + 1) for i in named)} of {len(values)}). "
-                    "Consider re-running on a quiet machine, or with --warmup to fill "
-                    "the caches first."
-                )
+                found.append(f"{k.replace('_', ' ')} (run {', '.join(str(i + 1) for i in named)})")
+        warn = []
+        if found:  # one warning per run or location, as hyperfine gives one per command
+            where = f" of {label}" if label else ""
+            warn.append(
+                f"Statistical outliers were detected in {', '.join(found)}{where}, over "
+                f"{len(summaries)} runs. Consider re-running on a quiet machine, or with "
+                "--warmup to fill the caches first."
+            )
         return cls(
             runs=len(summaries),
             warmup=warmup,
