@@ -119,20 +119,32 @@ def load_for_cli(scenario_path: str | None, scale: float, *, warn: bool = True) 
     return s
 
 
-def check_outputs(json_path: str | None, plot_path: str | None) -> None:
-    """Refuse (exit 2) a --json or --plot destination that could not be written, before
-    anything is built: a storm takes minutes, its results must not be lost at the end."""
+def check_outputs(
+    json_path: str | None, plot_path: str | None, exports: dict[str, str | None] | None = None
+) -> None:
+    """Refuse (exit 2) a --json, --plot or export (option -> path) destination that could not
+    be written, before anything is built: a storm takes minutes, its results must not be lost
+    at the end."""
     from vmmem.cli.outputs import OutputError, check_output
 
+    named = {"--json": json_path, **(exports or {})}
     try:
-        if json_path:
-            check_output("--json", json_path)
+        for option, path in named.items():
+            if path:
+                check_output(option, path)
         if plot_path:
             check_output("--plot", plot_path, plot=True)
     except OutputError as e:
         raise CliFailure(str(e), EXIT_USAGE) from None
-    if json_path and plot_path and os.path.abspath(json_path) == os.path.abspath(plot_path):
-        raise CliFailure(f"--json and --plot both name {json_path}: give two files", EXIT_USAGE)
+    seen: dict[str, str] = {}
+    for option, path in {**named, "--plot": plot_path}.items():
+        if path:
+            key = os.path.abspath(path)
+            if key in seen:
+                raise CliFailure(
+                    f"{seen[key]} and {option} both name {path}: give two files", EXIT_USAGE
+                )
+            seen[key] = option
 
 
 def write_output(option: str, path: str, write: Callable[[str], None]) -> None:

@@ -233,6 +233,65 @@ def plot_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
     )
 
 
+def repeat_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--runs N, --warmup K and the table exports (docs/CLI.md, "Repeated runs")."""
+    options = [
+        click.option(
+            "--runs",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            metavar="N",
+            help="Run N times; each figure becomes mean +- sd with min and max.",
+        ),
+        click.option(
+            "--warmup",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            metavar="K",
+            help="Run K times first and discard them (caches filled, as hyperfine's --warmup).",
+        ),
+        click.option(
+            "--export-markdown",
+            "export_markdown",
+            type=click.Path(dir_okay=False),
+            metavar="FILE",
+            help="Write the table as Markdown (for a ticket).",
+        ),
+        click.option(
+            "--export-csv",
+            "export_csv",
+            type=click.Path(dir_okay=False),
+            metavar="FILE",
+            help="Write the table as CSV (for a spreadsheet).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _exports(markdown: str | None, csv: str | None) -> dict[str, str | None]:
+    return {"--export-markdown": markdown, "--export-csv": csv}
+
+
+def _write_exports(table: render.ExportTable, markdown: str | None, csv: str | None) -> None:
+    for option, path, write in (
+        ("--export-markdown", markdown, render.write_markdown),
+        ("--export-csv", csv, render.write_csv),
+    ):
+        if path:
+            write_output(option, path, lambda tmp, w=write: w(table, tmp))  # type: ignore[misc]
+            err_console().print(f"wrote {path}", style="dim", highlight=False)
+
+
+def _repeat_label(i: int, warm: bool, runs: int, warmup: int) -> str:
+    if warm:
+        return f"warm-up {i + 1}/{warmup} (discarded)"
+    return f"run {i - warmup + 1}/{runs}" if runs > 1 or warmup else ""
+
+
 wide_option = click.option(
     "--wide", is_flag=True, help="Show every column of the tables (the default fits 120 columns)."
 )
@@ -249,6 +308,7 @@ wide_option = click.option(
 @plot_option("Draw assigned memory and Smart Paging bytes per VM over time, and the boot times.")
 @guest_options
 @backend_option
+@repeat_options
 @wide_option
 @click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
 def run_cmd(
@@ -261,6 +321,10 @@ def run_cmd(
     guest_ips: float | None,
     vhd_dir: str | None,
     backend: str,
+    runs: int,
+    warmup: int,
+    export_markdown: str | None,
+    export_csv: str | None,
     wide: bool,
     quiet: bool,
 ) -> None:
@@ -285,26 +349,59 @@ def run_cmd(
       vmmem run --paging-dir /mnt/hdd/sp --json run.json --plot run.png
       vmmem run examples/mixed-priority.toml --scale 2
       vmmem run --guest debian-12 --scale 4        a recorded Debian 12 boot in every VM
+      vmmem run examples/mixed-priority.toml --scale 8 --runs 5 --export-csv boots.csv
 
     Refuses a folder without room for the worst case (every VM's Startup
     RAM) and warns for RAM-backed ones (tmpfs: nothing is measured). Ctrl-C
     stops cleanly: partial results are printed and no file is left behind.
     """
-    check_outputs(json_path, plot_path)
+    check_outputs(json_path, plot_path, _exports(export_markdown, export_csv))
     from vmmem.cli import spectrum
+    from vmmem.lab.repeat import RepeatedRun, repeat
 
     several = spectrum.spectrum_guests(scenario, guest, scale, guest_ips)
     if several is not None:  # the same storm per guest (docs/CLI.md)
+        if runs != 1 or warmup or export_markdown or export_csv:
+            raise CliFailure(
+                "--runs, --warmup and the exports repeat one storm: give a SCENARIO or one "
+                "--guest (the per-guest spectrum runs each guest once)",
+                EXIT_USAGE,
+            )
         guests, scale = several
         spectrum.run_spectrum(
             scenario, scale, guests, guest_ips, vhd_dir, paging_dir, backend, quiet,
             json_path, plot_path,
         )  # fmt: skip
     s, plan = _load_and_plan(scenario, scale, guest, guest_ips, vhd_dir)
-    result = _execute(s, plan, paging_dir, backend, quiet)
+    rep = RepeatedRun(
+        repeat(
+            lambda i, warm: _execute(
+                s, plan, paging_dir, backend, quiet, _repeat_label(i, warm, runs, warmup)
+            ),
+            runs,
+            warmup,
+            stop=lambda r: r.outcome in ("failed", "interrupted"),
+        ),
+        warmup,
+    )
+    result = rep.runs[0]
     render.run_report(out_console(), result, wide=wide)
-    _save(result.to_dict(), json_path, plot_path, lambda path: _plot_run(result, path))
-    sys.exit(EXIT_FOR_OUTCOME[result.outcome])
+    if len(rep.runs) > 1:
+        render.run_stats_report(out_console(), rep.stats())
+    _write_exports(render.run_export(rep), export_markdown, export_csv)
+    _save(
+        rep.to_dict(),
+        json_path,
+        plot_path,
+        lambda path: _plot_run(result, path) if len(rep.runs) == 1 else _plot_spread_run(rep, path),
+    )
+    sys.exit(EXIT_FOR_OUTCOME[rep.outcome])
+
+
+def _plot_spread_run(rep: Any, path: str) -> None:
+    from vmmem.cli.plots import plot_run_spread
+
+    plot_run_spread(rep, path)
 
 
 def _plot_run(result: RunResult, path: str) -> None:
@@ -347,6 +444,7 @@ def _save(
 )
 @guest_options
 @backend_option
+@repeat_options
 @wide_option
 @click.option("-q", "--quiet", is_flag=True, help="No live progress, only the result.")
 def compare_cmd(
@@ -359,6 +457,10 @@ def compare_cmd(
     guest_ips: float | None,
     vhd_dir: str | None,
     backend: str,
+    runs: int,
+    warmup: int,
+    export_markdown: str | None,
+    export_csv: str | None,
     wide: bool,
     quiet: bool,
 ) -> None:
@@ -375,6 +477,7 @@ def compare_cmd(
       vmmem compare /mnt/ssd/sp /mnt/hdd/sp --scale 4
       vmmem compare /var/tmp /mnt/nfs examples/mixed-priority.toml --json cmp.json
       vmmem compare /mnt/ssd /mnt/hdd --plot cmp.png
+      vmmem compare /var/tmp/a /var/tmp/b --scale 8 --runs 5 --export-markdown cmp.md
       vmmem compare vmmem-vms /mnt/ssd/sp --scale 4   Smart Paging beside the VMs' virtual
                                                        disks, or on another disk
 
@@ -385,7 +488,7 @@ def compare_cmd(
     from vmmem.lab.compare import check_compare_locations, compare_locations
     from vmmem.lab.locations import LocationRefused
 
-    check_outputs(json_path, plot_path)
+    check_outputs(json_path, plot_path, _exports(export_markdown, export_csv))
     # A path that does not exist is a folder to make, unless it names a scenario file.
     missing_toml = [p for p in paths if not os.path.exists(p) and p.endswith(".toml")]
     if missing_toml:
@@ -402,6 +505,12 @@ def compare_cmd(
 
     guests = spectrum.guest_list(guest)
     if guests is not None:  # locations x guests (docs/CLI.md)
+        if runs != 1 or warmup or export_markdown or export_csv:
+            raise CliFailure(
+                "--runs, --warmup and the exports repeat one storm: give one --guest (the "
+                "per-guest spectrum runs each guest once)",
+                EXIT_USAGE,
+            )
         s = load_for_cli(scenario_files[0] if scenario_files else None, scale)
         s = apply_guest_options(s, None, None, vhd_dir)
         spectrum.compare_spectrum(
@@ -419,33 +528,61 @@ def compare_cmd(
         for w in found.warnings:
             show_warning(w)
 
-    def progress(index: int, count: int, folder: str | None) -> _LiveProgress:
-        sink = _LiveProgress(quiet=quiet)
-        if not quiet:
-            label = (
-                "baseline: enough memory, no Smart Paging"
-                if folder is None
-                else f"Smart Paging on {folder}"
-            )
-            sink.console.print(f"[bold][{index + 1}/{count}] {label}[/bold]")
-        return sink
+    from vmmem.lab.repeat import RepeatedCompare, repeat
 
-    try:
-        cmp = compare_locations(
-            s,
-            folders,
-            plan=plan,
-            checked=checked,
-            baseline=not no_baseline,
-            backend=backend,
-            progress=progress,
-            on_done=lambda sink: sink.close() if sink is not None else None,
-        )
-    except LocationRefused as e:
-        raise CliFailure(str(e), EXIT_REFUSED) from None
+    def once(i: int, warm: bool) -> CompareResult:
+        which = _repeat_label(i, warm, runs, warmup)
+
+        def progress(index: int, count: int, folder: str | None) -> _LiveProgress:
+            sink = _LiveProgress(quiet=quiet)
+            if not quiet:
+                label = (
+                    "baseline: enough memory, no Smart Paging"
+                    if folder is None
+                    else f"Smart Paging on {folder}"
+                )
+                prefix = f"{which}: " if which else ""
+                sink.console.print(f"[bold]{prefix}[{index + 1}/{count}] {label}[/bold]")
+            return sink
+
+        try:
+            return compare_locations(
+                s,
+                folders,
+                plan=plan,
+                checked=checked,
+                baseline=not no_baseline,
+                backend=backend,
+                progress=progress,
+                on_done=lambda sink: sink.close() if sink is not None else None,
+            )
+        except LocationRefused as e:
+            raise CliFailure(str(e), EXIT_REFUSED) from None
+
+    rep = RepeatedCompare(
+        repeat(once, runs, warmup, stop=lambda c: c.outcome in ("failed", "interrupted")),
+        warmup,
+    )
+    cmp = rep.compares[0]
     render.compare_report(out_console(), cmp, wide=wide)
-    _save(cmp.to_dict(), json_path, plot_path, lambda path: _plot_compare(cmp, path))
-    sys.exit(EXIT_FOR_OUTCOME[cmp.outcome])
+    if len(rep.compares) > 1:
+        render.compare_stats_report(out_console(), rep.stats())
+    _write_exports(render.compare_export(rep), export_markdown, export_csv)
+    _save(
+        rep.to_dict(),
+        json_path,
+        plot_path,
+        lambda path: (
+            _plot_compare(cmp, path) if len(rep.compares) == 1 else _plot_spread_compare(rep, path)
+        ),
+    )
+    sys.exit(EXIT_FOR_OUTCOME[rep.outcome])
+
+
+def _plot_spread_compare(rep: Any, path: str) -> None:
+    from vmmem.cli.plots import plot_compare_spread
+
+    plot_compare_spread(rep, path)
 
 
 def _plot_compare(cmp: CompareResult, path: str) -> None:
@@ -505,11 +642,26 @@ def show_cmd(result_file: str, plot_path: str | None, wide: bool) -> None:
         result = (RunResult if kind == "vmmem-run" else CompareResult).from_dict(data)
     except RecordError as e:  # a version-1 file (not validated above) that is not one
         raise CliFailure(f"{result_file}: does not match the schema: {e}", EXIT_USAGE) from None
+    from vmmem.lab.repeat import RepeatedCompare, RepeatedRun
+
+    # --runs N wrote every run in `repeats` (validated above with the document): their spread.
+    repeats = data.get("repeats") or []
+    warmup = (data.get("stats") or {}).get("warmup", 0)
     if isinstance(result, RunResult):
         run = result
+        rep = RepeatedRun([RunResult.from_dict(x) for x in repeats], warmup)
         render.run_report(out_console(), run, wide=wide)
-        _save(data, None, plot_path, lambda path: _plot_run(run, path))
+        if len(rep.runs) > 1:
+            render.run_stats_report(out_console(), rep.stats())
+            _save(data, None, plot_path, lambda path: _plot_spread_run(rep, path))
+        else:
+            _save(data, None, plot_path, lambda path: _plot_run(run, path))
     else:
         cmp = result
+        reps = RepeatedCompare([CompareResult.from_dict(x) for x in repeats], warmup)
         render.compare_report(out_console(), cmp, wide=wide)
-        _save(data, None, plot_path, lambda path: _plot_compare(cmp, path))
+        if len(reps.compares) > 1:
+            render.compare_stats_report(out_console(), reps.stats())
+            _save(data, None, plot_path, lambda path: _plot_spread_compare(reps, path))
+        else:
+            _save(data, None, plot_path, lambda path: _plot_compare(cmp, path))

@@ -21,7 +21,14 @@ from vmmem.sizes import MB  # noqa: E402
 if TYPE_CHECKING:
     from vmmem.lab.spectrum import SpectrumResult
 
-__all__ = ["file_lives", "plot_compare", "plot_run", "plot_spectrum"]
+__all__ = [
+    "file_lives",
+    "plot_compare",
+    "plot_compare_spread",
+    "plot_run",
+    "plot_run_spread",
+    "plot_spectrum",
+]
 
 
 def _series(result: RunResult) -> tuple[list[float], dict[str, dict[str, list[float]]]]:
@@ -372,5 +379,55 @@ def plot_spectrum(sp: SpectrumResult, path: str) -> None:
     ax_peak.set_title("Smart Paging peak", fontsize="medium")
     fig.text(0.01, 0.01, sp.summary(), fontsize="small", wrap=True)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _spread_bars(ax: Any, names: list[str], spreads: list[Any], ylabel: str) -> None:
+    """Bars at the mean, error bars of one standard deviation, min and max as markers."""
+    xs = range(len(spreads))
+    means = [s.mean for s in spreads]
+    ax.bar(xs, means, yerr=[s.sd for s in spreads], capsize=6, color="tab:blue", alpha=0.7,
+           label="mean +- sd")  # fmt: skip
+    ax.scatter(xs, [s.min for s in spreads], marker="v", color="black", label="min", zorder=3)
+    ax.scatter(xs, [s.max for s in spreads], marker="^", color="tab:red", label="max", zorder=3)
+    ax.set_xticks(list(xs), names, fontsize="small")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="small")
+    for i, s in enumerate(spreads):
+        ax.annotate(f"{s.mean:.2f} +- {s.sd:.2f}", (i, s.max), ha="center", va="bottom",
+                    fontsize="small")  # fmt: skip
+
+
+def plot_run_spread(rep: Any, path: str) -> None:
+    """`vmmem run --runs N`: the storm's boot time and its baseline over the runs."""
+    st = rep.stats()
+    pairs = [(n, getattr(st, k)) for n, k in (("storm", "boot_time"), ("baseline", "baseline"))]
+    pairs = [(n, s) for n, s in pairs if s is not None]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    fig.suptitle(f"vmmem run: the boot storm over {st.runs} runs")
+    if pairs:
+        _spread_bars(ax, [n for n, _ in pairs], [s for _, s in pairs], "boot time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_compare_spread(rep: Any, path: str) -> None:
+    """`vmmem compare --runs N`: the storm's boot time per location (and the baseline) over
+    the runs, and the verdict that respects the spread."""
+    cs = rep.stats()
+    pairs = ([("baseline\n(enough memory)", cs.baseline.boot_time)] if cs.baseline else []) + [
+        (_wrap_path(x.location), x.stats.boot_time) for x in cs.locations
+    ]
+    pairs = [(n, s) for n, s in pairs if s is not None]
+    n = cs.locations[0].stats.runs if cs.locations else 0
+    fig, ax = plt.subplots(figsize=(9, 5))
+    fig.suptitle(f"vmmem compare: the same boot storm over {n} runs")
+    if pairs:
+        _spread_bars(ax, [n for n, _ in pairs], [s for _, s in pairs], "boot storm time (s)")
+    fig.text(0.01, 0.01, cs.verdict, fontsize="small", wrap=True)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from vmmem.lab.disks import ProbeResult
     from vmmem.lab.plan import Plan
     from vmmem.lab.progress import VMProgress
+    from vmmem.lab.repeat import CompareStats, RepeatedCompare, RepeatedRun, RunStats, Spread
     from vmmem.lab.results import BootResult, CompareResult, PlanRecord, RunResult
 
 __all__ = [
@@ -703,3 +704,213 @@ def compare_report(console: Console, cmp: CompareResult, wide: bool = False) -> 
         t.add_row(*(cells[c] for c, _ in columns))
     console.print(t)
     console.print(f"[bold]{cmp.summary()}[/bold]")
+
+
+# ---------------------------------------------------------------------------------------------
+# repeated runs (vmmem.lab.repeat) and the table exports
+
+
+def spread_cell(sp: Spread | None, unit: str = "s") -> str:
+    """mean +- sd (min .. max), in seconds, MB or a count."""
+    if sp is None:
+        return "-"
+
+    def one(v: float) -> str:
+        if unit == "s":
+            return f"{v:.2f} s" if v < 60 else seconds(v)
+        if unit == "MB":
+            return f"{v / MB:,.1f} MB"
+        if unit == "x":
+            return f"{v:.2f} x"
+        return f"{v:,.0f}"
+
+    if sp.max == 0 and sp.min == 0:
+        return "-"
+    return f"{one(sp.mean)} +- {one(sp.sd)} ({one(sp.min)} .. {one(sp.max)})"
+
+
+_STAT_FIGURES = (
+    ("boot time (storm)", "boot_time", "s"),
+    ("baseline", "baseline", "s"),
+    ("slowdown", "slowdown", "x"),
+    ("Smart Paging peak", "smart_paging_peak_bytes", "MB"),
+    ("page-ins", "page_ins", "n"),
+    ("page-outs", "page_outs", "n"),
+)
+
+
+def _outlier_warnings(console: Console, stats: RunStats) -> None:
+    for w in stats.outliers:
+        console.print(f"Warning: {w}", style="yellow", highlight=False)
+
+
+def run_stats_report(console: Console, stats: RunStats) -> None:
+    """The storm's figures over the runs: mean +- sd (min .. max), and outlier warnings."""
+    warm = f", after {stats.warmup} warm-up run(s) discarded" if stats.warmup else ""
+    t = Table(title=f"over {stats.runs} runs{warm}", title_justify="left")
+    for c in ("figure", "mean +- sd (min .. max)"):
+        t.add_column(c)
+    for label, key, unit in _STAT_FIGURES:
+        t.add_row(label, spread_cell(getattr(stats, key), unit))
+    console.print(t)
+    _outlier_warnings(console, stats)
+
+
+def compare_stats_report(console: Console, cs: CompareStats) -> None:
+    """Each location's storm over the runs, the verdict that respects the spread, outliers."""
+    every = ([("baseline (enough memory)", cs.baseline)] if cs.baseline else []) + [
+        (x.location, x.stats) for x in cs.locations
+    ]
+    n = every[0][1].runs if every else 0
+    warm = (
+        f", after {every[0][1].warmup} warm-up(s) discarded" if every and every[0][1].warmup else ""
+    )
+    t = Table(title=f"over {n} runs{warm}: mean +- sd (min .. max)", title_justify="left")
+    columns = ("location", "boot time", "slower", "SP peak", "page-ins")
+    for c in columns:
+        t.add_column(c, overflow="fold" if c == "location" else "ellipsis")
+    for name, st in every:
+        t.add_row(
+            name,
+            spread_cell(st.boot_time, "s"),
+            spread_cell(st.slowdown, "x") if st is not cs.baseline else "1.00 x",
+            spread_cell(st.smart_paging_peak_bytes, "MB"),
+            spread_cell(st.page_ins, "n"),
+        )
+    console.print(t)
+    console.print(f"[bold]{cs.verdict}[/bold]", highlight=False)
+    for _, st in every:
+        _outlier_warnings(console, st)
+
+
+@dataclass(frozen=True)
+class ExportTable:
+    """What --export-markdown and --export-csv write: a header and rows of plain values."""
+
+    header: list[str]
+    rows: list[list[Any]]
+
+
+def _plain(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def write_csv(table: ExportTable, path: str) -> None:
+    import csv
+
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(table.header)
+        w.writerows([_plain(v) for v in row] for row in table.rows)
+
+
+def write_markdown(table: ExportTable, path: str) -> None:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(line(table.header) + "\n")
+        f.write("|" + "|".join("---" for _ in table.header) + "|\n")
+        for row in table.rows:
+            f.write(line([_plain(v) for v in row]) + "\n")
+
+
+_STAT_KEYS = ("mean", "sd", "min", "max")
+
+
+def _stat_cols(name: str) -> list[str]:
+    return [f"{name}_{k}" for k in _STAT_KEYS]
+
+
+def _stat_values(sp: Spread | None) -> list[Any]:
+    return [getattr(sp, k) if sp else None for k in _STAT_KEYS]
+
+
+def run_export(rep: RepeatedRun) -> ExportTable:
+    """The per-VM boots table (the first run's boots; with --runs > 1 each boot's time over
+    the runs, matched by VM, event and order)."""
+    from vmmem.lab.repeat import spread
+
+    first = rep.runs[0]
+    header = [
+        "vm", "event", "boot_time_s", "baseline_s", "slowdown",
+        "smart_paging_peak_bytes", "page_ins", "page_outs",
+    ]  # fmt: skip
+    several = len(rep.runs) > 1
+    if several:
+        header += ["runs", *_stat_cols("boot_time_s"), *_stat_cols("slowdown")]
+
+    def keyed(run: RunResult) -> dict[tuple[str, int, int], BootResult]:
+        seen: dict[tuple[str, int], int] = {}
+        out = {}
+        for b in sorted(run.boots, key=lambda b: (b.event, b.started_at)):
+            k = seen.get((b.vm, b.event), 0)
+            seen[(b.vm, b.event)] = k + 1
+            out[(b.vm, b.event, k)] = b
+        return out
+
+    each = [keyed(r) for r in rep.runs]
+    rows = []
+    for key, b in each[0].items():
+        row: list[Any] = [
+            b.vm, boot_label(first, b), b.boot_time, b.baseline, b.slowdown,
+            b.smart_paging_peak_bytes, b.page_ins, b.page_outs,
+        ]  # fmt: skip
+        if several:
+            same = [m[key] for m in each if key in m]
+            row += [len(same)]
+            row += _stat_values(spread([x.boot_time for x in same]))
+            row += _stat_values(spread([x.slowdown for x in same]))
+        rows.append(row)
+    return ExportTable(header, rows)
+
+
+def compare_export(rep: RepeatedCompare) -> ExportTable:
+    """One row per location (and the baseline): device facts and the storm's figures of the
+    first comparison; with --runs > 1 the spread of each figure over the runs too."""
+    cmp = rep.compares[0]
+    header = [
+        "location", "device", "model", "rotational", "ram_backed", "filesystem", "outcome",
+        "boot_time_s", "slowdown", "smart_paging_peak_bytes", "page_ins", "page_outs",
+        "fault_p50_s", "fault_p99_s", "device_io_confirmed",
+    ]  # fmt: skip
+    several = len(rep.compares) > 1
+    stats = rep.stats() if several else None
+    if several:
+        header += ["runs"]
+        for k in ("boot_time_s", "slowdown", "smart_paging_peak_bytes", "page_ins", "page_outs"):
+            header += _stat_cols(k)
+
+    def stat_cells(st: RunStats | None) -> list[Any]:
+        if st is None:
+            return [None] * 21
+        out: list[Any] = [st.runs]
+        for k in ("boot_time", "slowdown", "smart_paging_peak_bytes", "page_ins", "page_outs"):
+            out += _stat_values(getattr(st, k))
+        return out
+
+    rows: list[list[Any]] = []
+    if cmp.baseline is not None:
+        base = cmp.baseline.storm_summary()
+        row: list[Any] = ["baseline", *[None] * 5, cmp.baseline.outcome, base.boot_time, 1.0]
+        row += [base.smart_paging_peak_bytes, base.page_ins, base.page_outs, None, None, None]
+        if stats is not None:
+            row += stat_cells(stats.baseline)
+        rows.append(row)
+    by_loc = {x.location: x.stats for x in stats.locations} if stats else {}
+    for r in cmp.rows():
+        row = [
+            r.location, r.device, r.model, r.rotational, r.ram_backed, r.fstype, r.outcome,
+            r.boot_time, r.slowdown, r.smart_paging_peak_bytes, r.page_ins, r.page_outs,
+            r.fault_p50, r.fault_p99, r.device_io_confirmed,
+        ]  # fmt: skip
+        if stats is not None:
+            row += stat_cells(by_loc.get(r.location))
+        rows.append(row)
+    return ExportTable(header, rows)

@@ -12,6 +12,7 @@ from typing import Any
 
 from vmmem.hyperv.reboot import RebootOutcome
 from vmmem.hyperv.reports import TimelineSample, VMStatus
+from vmmem.lab.repeat import CompareStats, RunStats, Spread
 from vmmem.lab.results import (
     OUTCOMES,
     READABLE_VERSIONS,
@@ -148,6 +149,9 @@ _NAMES: dict[type, str] = {
     PredictedBoot: "prediction",
     RunResult: "run",
     CompareResult: "compare",
+    RunStats: "run_stats",
+    CompareStats: "compare_stats",
+    Spread: "spread",
 }
 
 _SCENARIO = _obj(
@@ -249,6 +253,14 @@ def _defs() -> dict[str, Any]:
         (compare, ("kind", "schema_version", "summary", "rows", "runs")),
     ):
         obj["required"] = sorted({*obj["required"], *keys})
+    # --runs N (vmmem.lab.repeat): every run's own JSON and the spread; absent with one run.
+    run["properties"].update(
+        repeats=_arr({"$ref": "#/$defs/run"}), stats=json_schema(RunStats, _NAMES, defs)
+    )
+    compare["properties"].update(
+        repeats=_arr({"$ref": "#/$defs/compare"}),
+        stats=json_schema(CompareStats, _NAMES, defs),
+    )
     json_schema(StormSummary, _NAMES, defs)
     json_schema(CompareRow, _NAMES, defs)
     defs["scenario"] = _SCENARIO
