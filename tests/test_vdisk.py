@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import time
 from unittest import mock
 
 import numpy as np
@@ -98,11 +97,9 @@ def test_reads_reach_a_private_loop_device(tmp_path):
         assert io.bytes_read <= delta.read_bytes <= io.bytes_read + 2 * MB
 
 
-def test_one_preadv_per_request_and_python_costs_under_5_percent_of_the_io(disk_dir):
-    """One preadv per request from Python, in order: counted on the real reads; and the
-    Python around it costs little, measured as this thread's CPU time (which a CPU hog beside
-    the test does not stretch) against the same loop with the syscall replaced by a no-op,
-    and set against the real reads' time (which load only lengthens)."""
+def test_one_preadv_per_request_in_order(disk_dir):
+    """One preadv per request from Python, in order, counted on the real reads. (What the
+    Python around them costs is a speed goal: benchmarks/bench_vdisk.py.)"""
     n = 2000
     offsets = np.random.default_rng(2).integers(0, 64 * MB // 4096, n) * 4096
     lengths = np.full(n, 4096)
@@ -115,13 +112,6 @@ def test_one_preadv_per_request_and_python_costs_under_5_percent_of_the_io(disk_
 
     with VirtualDisk(disk_dir / "p.vhd", 64 * MB) as d:
         with mock.patch("os.preadv", counted):
-            real = d.issue(offsets, lengths).seconds
-        assert calls == [(int(o), 4096) for o in offsets]
-        with mock.patch("os.preadv", lambda fd, bufs, off: len(bufs[0])):
-            t0 = time.thread_time()
-            d.issue(offsets, lengths)
-            python_only = time.thread_time() - t0
-    per_request_us = real / n * 1e6
-    if per_request_us < 20:
-        pytest.skip(f"the device answers in {per_request_us:.1f} us: a RAM-speed device")
-    assert python_only / real < 0.05, (python_only, real)
+            done = d.issue(offsets, lengths)
+    assert calls == [(int(o), 4096) for o in offsets]
+    assert done.seconds > 0
