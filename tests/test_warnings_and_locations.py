@@ -139,3 +139,15 @@ def test_a_library_warning_during_a_command_is_shown_once(monkeypatch):
     assert r.exit_code == 0, r.output
     assert r.stderr.count("warning: /x is RAM-backed (tmpfs)") == 1, r.stderr
     assert "RamBackedWarning" not in r.stderr
+
+
+def test_a_storm_per_guest_checks_each_guests_locations_once(disk_dir, monkeypatch, checked):
+    """`run --guest a,b` checks every guest's folders before the first run, and each run reuses
+    its guest's check instead of checking again."""
+    monkeypatch.chdir(disk_dir)
+    scenario = fast_scenario(disk_dir, 0.3)
+    args = ["run", scenario, "--guest", "busybox,synthetic-boot", "--scale", "8", "-q"]
+    args += ["--paging-dir", "sp"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert checked == [str(disk_dir / "sp")] * 2

@@ -18,6 +18,7 @@ from vmmem.sizes import format_duration as seconds
 from vmmem.sizes import format_mb as mb
 
 if TYPE_CHECKING:
+    from vmmem.lab.locations import CheckedLocations
     from vmmem.lab.spectrum import SpectrumResult
 
 __all__ = [
@@ -268,7 +269,7 @@ def run_spectrum(
     from vmmem.lab.spectrum import run_guests
 
     per_guest = scenarios_per_guest(load_for_cli(scenario, scale), guests, guest_ips, vhd_dir)
-    _refuse_early(per_guest, paging_dir)
+    checked = _refuse_early(per_guest, paging_dir)
 
     def progress(index: int, count: int, guest: str) -> _LiveProgress:
         sink = _LiveProgress(quiet=quiet)
@@ -284,26 +285,32 @@ def run_spectrum(
             backend=backend,
             progress=progress,
             on_done=lambda sink: sink.close() if sink is not None else None,
+            locations=checked,
         )
     except LocationRefused as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
     finish(sp, json_path, plot_path)
 
 
-def _refuse_early(per_guest: dict[str, Scenario], paging_dir: str | None) -> None:
-    """A folder that cannot take a guest's storm is refused (exit 3) before the first run."""
+def _refuse_early(
+    per_guest: dict[str, Scenario], paging_dir: str | None
+) -> dict[str, CheckedLocations]:
+    """A folder that cannot take a guest's storm is refused (exit 3) before the first run;
+    what each guest's check found is handed to its run, which does not check again."""
     import os
 
     from vmmem.hyperv.host import DEFAULT_FOLDER
     from vmmem.lab.locations import LocationRefused, check_locations
 
+    out = {}
     try:
-        for s in per_guest.values():
+        for guest, s in per_guest.items():
             if paging_dir is not None:
                 s = s.with_paging_dir(os.path.abspath(paging_dir))
-            check_locations(s, os.path.abspath(DEFAULT_FOLDER))
+            out[guest] = check_locations(s, os.path.abspath(DEFAULT_FOLDER))
     except LocationRefused as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
+    return out
 
 
 def compare_spectrum(
@@ -326,9 +333,8 @@ def compare_spectrum(
     from vmmem.lab.spectrum import compare_guests
 
     per_guest = scenarios_per_guest(s, guests, guest_ips, vhd_dir)
-    try:
-        for g_s in per_guest.values():
-            check_compare_locations(g_s, folders)
+    try:  # every guest's folders before the first run; each compare reuses its own check
+        checked = {g: check_compare_locations(g_s, folders) for g, g_s in per_guest.items()}
     except LocationRefused as e:
         raise CliFailure(str(e), EXIT_REFUSED) from None
 
@@ -343,8 +349,9 @@ def compare_spectrum(
         sp = compare_guests(
             per_guest,
             folders,
-            scale=1.0,
+            scale=s.scale,
             baseline=not no_baseline,
+            checked=checked,
             backend=backend,
             progress=progress,
             on_done=lambda sink: sink.close() if sink is not None else None,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmmem.lab.compare import compare_locations
+from vmmem.lab.locations import CheckedLocations
 from vmmem.lab.progress import ProgressSink
 from vmmem.lab.results import SCHEMA_VERSION, CompareResult, RunResult, machine_facts, now_iso
 from vmmem.lab.runner import run_scenario
@@ -259,8 +260,10 @@ def run_guests(
     policy: str = "lru",
     progress: Callable[[int, int, str], ProgressSink | None] | None = None,
     on_done: Callable[[ProgressSink | None], None] | None = None,
+    locations: dict[str, CheckedLocations] | None = None,
 ) -> SpectrumResult:
-    """Run each guest's scenario (guest -> the storm with that guest in every VM) in turn.
+    """Run each guest's scenario (guest -> the storm with that guest in every VM) in turn;
+    `locations`: what check_locations already found for each guest's run (not checked again).
     Stops after a run that failed or was interrupted (what ran is kept); a run whose host
     reboot could not start a VM was measured in full, so the next guest runs."""
     if not scenarios:
@@ -273,7 +276,12 @@ def run_guests(
         sink = progress(i, len(scenarios), guest) if progress is not None else None
         try:
             run = run_scenario(
-                s, paging_dir=paging_dir, progress=sink, backend=backend, policy=policy
+                s,
+                paging_dir=paging_dir,
+                progress=sink,
+                backend=backend,
+                policy=policy,
+                locations=None if locations is None else locations.get(guest),
             )
         finally:
             if on_done is not None:
@@ -297,6 +305,7 @@ def compare_guests(
     policy: str = "lru",
     progress: Callable[[str, int, int, str | None], ProgressSink | None] | None = None,
     on_done: Callable[[ProgressSink | None], None] | None = None,
+    checked: dict[str, dict[str, CheckedLocations]] | None = None,
 ) -> SpectrumResult:
     """`compare_locations` once per guest: a grid of locations x guests. `progress(guest,
     index, count, folder)` as compare_locations' (folder None: that guest's baseline)."""
@@ -314,6 +323,7 @@ def compare_guests(
         cmp = compare_locations(
             s,
             folders,
+            checked=None if checked is None else checked.get(guest),
             baseline=baseline,
             backend=backend,
             policy=policy,
