@@ -10,6 +10,7 @@ import click
 import pytest
 from click.core import ParameterSource
 from click.testing import CliRunner
+from test_cli_run import fast_scenario  # noqa: E402
 
 from vmmem.cli.common import EXIT_USAGE
 from vmmem.cli.experiments import run_cmd
@@ -21,38 +22,6 @@ from vmmem.lab.spectrum import DEFAULT_SCALE, guest_names, parse_guest_list
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The article's storm (4 VMs restarting at once on a host short of memory) with short boots
-# and a fast balancer: at --scale 8 one guest's storm takes a few seconds.
-FAST = """
-name = "fast-article"
-[host]
-balancer_start_delay = 0
-memory = "1400MB"
-balancer_interval = 0.05
-[[vm]]
-name = "vm"
-count = 4
-startup = "512MB"
-minimum = "32MB"
-maximum = "2048MB"
-buffer = 20
-[vm.workload]
-idle_demand = "250MB"
-boot_seconds = 0.3
-[vm.workload.idle]
-touch_interval = 0.05
-[[event]]
-action = "start"
-vms = "all"
-[[event]]
-action = "idle"
-seconds = 0.1
-[[event]]
-action = "restart-vms"
-[[event]]
-action = "settle"
-timeout = 30
-"""
 GUESTS = ["busybox", "synthetic-boot"]
 
 
@@ -83,8 +52,8 @@ def _png(path: str) -> None:
 @pytest.fixture
 def fast(disk_dir, monkeypatch):
     monkeypatch.chdir(disk_dir)
-    (disk_dir / "fast.toml").write_text(FAST)
-    return "fast.toml"
+    # The article's storm with short boots and a fast balancer: a few seconds per guest.
+    return os.path.basename(fast_scenario(disk_dir, 0.3))
 
 
 def test_two_guests_one_table_json_and_plot(fast, disk_dir):
