@@ -3,14 +3,21 @@ tmpfs and zram detection, and partition / device-mapper resolution."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import mmap
 import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import psutil
 import pytest
 from conftest import is_root, mounted, small_ext4
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vmmem import devices
 
@@ -19,8 +26,6 @@ PAGE = 4096
 
 def write_direct(path: Path, nbytes: int) -> None:
     """Writes nbytes straight to the device (O_DIRECT), bypassing the page cache."""
-    import mmap
-
     buf = mmap.mmap(-1, nbytes)  # page-aligned, as O_DIRECT wants
     buf.write(b"\xa5" * nbytes)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
@@ -299,3 +304,153 @@ def test_device_mapper_found_by_name(tmp_path):
         assert devices.device_for_path(mnt, sysfs=sysfs).device is None
     with mounted(["-t", "tmpfs", "-o", "size=64k"], "tmpfs", tmp_path / "c") as mnt:
         assert devices.device_for_path(mnt, sysfs=sysfs).device is None
+
+
+# ---- the stat line: requests, bytes, busy time and the time requests spent in flight ----------
+
+# /sys/block/vda/stat on the machine these tests were written on (kernel 6.18): 17 fields.
+REAL_STAT = (
+    "   39314     9058  2244258     4928    21501    16842  2614408     8126        0     5456"
+    "    13604     5321       45   159848      372     4320      177\n"
+)
+REAL_COUNTERS = devices.IOCounters(
+    read_bytes=2244258 * 512,
+    write_bytes=2614408 * 512,
+    read_count=39314,
+    write_count=21501,
+    io_ticks_ms=5456,
+    time_in_queue_ms=13604,
+)
+
+
+def test_a_real_stat_line():
+    assert devices.parse_stat(REAL_STAT) == REAL_COUNTERS
+
+
+def test_an_old_kernels_eleven_fields_say_the_same():
+    assert devices.parse_stat(" ".join(REAL_STAT.split()[:11])) == REAL_COUNTERS
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("", "at least 11 fields, got 0"),
+        (" ".join(REAL_STAT.split()[:10]), "at least 11 fields, got 10"),
+        (REAL_STAT.replace("5456", "-"), "holds counts"),
+    ],
+)
+def test_a_line_that_is_no_stat_is_refused(line, problem):
+    with pytest.raises(ValueError, match=problem):
+        devices.parse_stat(line)
+
+
+def test_the_live_counters_agree_with_psutils_reading_of_diskstats(tmp_path):
+    """psutil parses /proc/diskstats on its own; read between two of ours, its figures lie
+    between them (the device may be busy meanwhile, so never equal)."""
+    info = devices.device_for_path(tmp_path)
+    before = devices.io_counters(info)
+    theirs = psutil.disk_io_counters(perdisk=True, nowrap=False)[info.counter_key]
+    after = devices.io_counters(info)
+    assert before is not None and after is not None
+    for ours, field in [
+        ("read_count", "read_count"),
+        ("write_count", "write_count"),
+        ("read_bytes", "read_bytes"),
+        ("write_bytes", "write_bytes"),
+        ("io_ticks_ms", "busy_time"),
+    ]:
+        assert getattr(before, ours) <= getattr(theirs, field) <= getattr(after, ours), ours
+    assert before.time_in_queue_ms <= after.time_in_queue_ms
+
+
+def test_counters_come_from_the_devices_stat_in_sysfs(tmp_path):
+    sysfs = _fake_sysfs(tmp_path / "layout")
+    _point_at(tmp_path, sysfs, "nvme0n1p2")
+    # This machine has no nvme0n1p2 in its diskstats: say it has, to read the layout's stat.
+    info = dataclasses.replace(
+        devices.device_for_path(tmp_path, sysfs=str(sysfs)), counter_key="nvme0n1p2"
+    )
+    stat = sysfs / "class/block/nvme0n1p2/stat"
+    stat.write_text(REAL_STAT)
+    assert devices.io_counters(info, sysfs=str(sysfs)) == REAL_COUNTERS
+    stat.unlink()  # the device went away meanwhile: no counters, not an error
+    assert devices.io_counters(info, sysfs=str(sysfs)) is None
+    # A "/" in a kernel name is a "!" in sysfs (cciss/c0d0).
+    (sysfs / "devices/virtual/block/cciss!c0d0").mkdir(parents=True)
+    (sysfs / "class/block/cciss!c0d0").symlink_to(sysfs / "devices/virtual/block/cciss!c0d0")
+    (sysfs / "class/block/cciss!c0d0/stat").write_text(REAL_STAT)
+    cciss = dataclasses.replace(info, device="cciss/c0d0", counter_key="cciss/c0d0")
+    assert devices.io_counters(cciss, sysfs=str(sysfs)) == REAL_COUNTERS
+
+
+def test_a_loop_devices_queue_time_grows_with_its_io(tmp_path):
+    """1,024 synchronous 4 KiB writes: each request's time in flight (ns, shown in ms) adds
+    up to milliseconds. io_ticks moves only when a request starts or ends in a later jiffy
+    than the last one did, so short requests one at a time may add nothing to it."""
+    with small_ext4(16 * 2**20, tmp_path) as mnt:
+        info = devices.device_for_path(mnt)
+        before = devices.io_counters(info)
+        assert before is not None
+        buf = mmap.mmap(-1, PAGE)  # page-aligned, as O_DIRECT wants
+        fd = os.open(mnt / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+        try:
+            for i in range(1024):
+                assert os.pwrite(fd, buf, i * PAGE) == PAGE
+        finally:
+            os.close(fd)
+        after = devices.io_counters(info)
+        assert after is not None
+        delta = after - before
+        assert delta.write_count >= 1024
+        assert delta.time_in_queue_ms > 0 and delta.io_ticks_ms >= 0
+
+
+counts = st.integers(0, 2**48)
+counters = st.builds(devices.IOCounters, counts, counts, counts, counts, counts, counts)
+
+
+@given(a=counters, b=counters)
+def test_a_difference_adds_back(a, b):
+    assert (a - b) + b == a
+
+
+# Requests as (start, length) in whole ms inside a 1.2 s window.
+requests = st.lists(st.tuples(st.integers(0, 999), st.integers(1, 200)), max_size=40)
+
+
+@given(requests)
+def test_queue_depth_is_the_mean_number_in_flight_and_utilisation_the_busy_share(reqs):
+    """A small model of the kernel's two counters: time_in_queue sums each request's time in
+    flight, io_ticks counts the ms with at least one in flight. Per ms of the window they are
+    the mean number in flight and the share of time busy."""
+    window_ms = 1200
+    in_flight = np.zeros(window_ms, dtype=np.int64)
+    for start, length in reqs:
+        in_flight[start : start + length] += 1
+    c = devices.IOCounters(
+        0,
+        0,
+        len(reqs),
+        0,
+        io_ticks_ms=int(np.count_nonzero(in_flight)),
+        time_in_queue_ms=sum(length for _, length in reqs),
+    )
+    seconds = window_ms / 1000
+    assert c.queue_depth(seconds) == pytest.approx(in_flight.mean())
+    assert c.utilisation(seconds) == pytest.approx(np.count_nonzero(in_flight) / window_ms)
+    assert c.utilisation(seconds) <= c.queue_depth(seconds) + 1e-12  # busy: 1 or more
+
+
+def test_utilisation_is_capped_at_the_whole_interval():
+    # io_ticks counts whole ticks: an interval can gain a tick more than it lasted.
+    c = devices.IOCounters(0, 0, 1, 0, io_ticks_ms=14, time_in_queue_ms=14)
+    assert c.utilisation(0.010) == 1.0
+    assert c.queue_depth(0.010) == pytest.approx(1.4)
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0, math.nan])
+def test_no_rate_over_an_empty_interval(seconds):
+    with pytest.raises(ValueError, match="longer than 0 s"):
+        REAL_COUNTERS.queue_depth(seconds)
+    with pytest.raises(ValueError, match="longer than 0 s"):
+        REAL_COUNTERS.utilisation(seconds)

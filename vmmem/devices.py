@@ -1,10 +1,10 @@
 """Facts and I/O counters of the block device under a folder.
 
 A Smart Paging file measures something only if its I/O reaches a real device, and the proof is
-that device's own counters (``/proc/diskstats``, read through psutil). This module answers, for
-any folder: which filesystem and block device hold it, what kind of device that is (model,
-rotational or not, RAM-backed or not), how much space is free, and what the device has read and
-written so far.
+that device's own counters (its ``/sys/class/block/NAME/stat``, the line ``/proc/diskstats``
+shows). This module answers, for any folder: which filesystem and block device hold it, what
+kind of device that is (model, rotational or not, RAM-backed or not), how much space is free,
+and what the device has read and written so far, and for how long it had requests in flight.
 
 Linux only (it reads ``/proc/self/mountinfo`` and ``/sys``). Functions take a ``sysfs`` root
 argument so the sysfs walking can be checked against a copy of a real layout; callers never need
@@ -28,6 +28,7 @@ __all__ = [
     "io_counters",
     "list_filesystems",
     "mounts",
+    "parse_stat",
 ]
 
 # Filesystems that live in RAM: a paging file there measures nothing.
@@ -141,12 +142,21 @@ KIND_WORDS = {"HDD": "rotational", "SSD": "non-rotational"}
 
 @dataclass(frozen=True)
 class IOCounters:
-    """A snapshot of a block device's I/O counters; subtract two to get what happened between."""
+    """A snapshot of a block device's I/O counters; subtract two to get what happened between.
+
+    ``io_ticks_ms`` and ``time_in_queue_ms`` are the kernel's fields 10 and 11 of the device's
+    stat (Documentation/admin-guide/iostats.rst): the milliseconds the device had at least one
+    request in flight, and the sum over requests of the milliseconds each was in flight. Over
+    an interval, their growth per millisecond of wall time is the device's utilisation and its
+    average queue depth (what iostat calls %util and aqu-sz).
+    """
 
     read_bytes: int
     write_bytes: int
     read_count: int
     write_count: int
+    io_ticks_ms: int = 0
+    time_in_queue_ms: int = 0
 
     def __sub__(self, other: IOCounters) -> IOCounters:
         return IOCounters(
@@ -154,6 +164,8 @@ class IOCounters:
             write_bytes=self.write_bytes - other.write_bytes,
             read_count=self.read_count - other.read_count,
             write_count=self.write_count - other.write_count,
+            io_ticks_ms=self.io_ticks_ms - other.io_ticks_ms,
+            time_in_queue_ms=self.time_in_queue_ms - other.time_in_queue_ms,
         )
 
     def __add__(self, other: IOCounters) -> IOCounters:
@@ -162,7 +174,55 @@ class IOCounters:
             write_bytes=self.write_bytes + other.write_bytes,
             read_count=self.read_count + other.read_count,
             write_count=self.write_count + other.write_count,
+            io_ticks_ms=self.io_ticks_ms + other.io_ticks_ms,
+            time_in_queue_ms=self.time_in_queue_ms + other.time_in_queue_ms,
         )
+
+    def queue_depth(self, seconds: float) -> float:
+        """The average number of requests in flight, for counters that grew over ``seconds``
+        of wall time (a difference of two snapshots). Raises ValueError unless seconds > 0."""
+        return self.time_in_queue_ms / _interval_ms(seconds)
+
+    def utilisation(self, seconds: float) -> float:
+        """The fraction of ``seconds`` the device had a request in flight, at most 1: the
+        kernel counts io_ticks in whole ticks, so a short interval can gain a tick more than
+        it lasted (iostat caps %util at 100 likewise). Raises ValueError unless seconds > 0."""
+        return min(1.0, self.io_ticks_ms / _interval_ms(seconds))
+
+
+def _interval_ms(seconds: float) -> float:
+    if not seconds > 0:  # also refuses NaN
+        raise ValueError(f"an interval of wall time must be longer than 0 s, got {seconds!r}")
+    return seconds * 1000.0
+
+
+# The stat file counts sectors of 512 bytes whatever the device's own sector size (iostats.rst).
+STAT_SECTOR = 512
+
+
+def parse_stat(line: str) -> IOCounters:
+    """The counters in one block device's stat line (``/sys/class/block/NAME/stat``, or a
+    ``/proc/diskstats`` line without its first three fields): reads completed, reads merged,
+    sectors read, ms reading, the same four for writes, requests in flight, io_ticks,
+    time_in_queue, then discards (4.18+) and flushes (5.5+), which are not used.
+
+    Raises ValueError if the line has fewer than the 11 fields every kernel since 2.6 writes,
+    or one of them is not a count."""
+    fields = line.split()
+    if len(fields) < 11:
+        raise ValueError(f"a block device's stat has at least 11 fields, got {len(fields)}")
+    try:
+        n = [int(x) for x in fields[:11]]
+    except ValueError:
+        raise ValueError(f"a block device's stat holds counts, got {line.strip()!r}") from None
+    return IOCounters(
+        read_bytes=n[2] * STAT_SECTOR,
+        write_bytes=n[6] * STAT_SECTOR,
+        read_count=n[0],
+        write_count=n[4],
+        io_ticks_ms=n[9],
+        time_in_queue_ms=n[10],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,23 +495,19 @@ def list_filesystems(*, sysfs: str = "/sys") -> list[DeviceInfo]:
     return sorted(seen.values(), key=lambda d: d.mountpoint)
 
 
-def io_counters(info: DeviceInfo | str | os.PathLike[str]) -> IOCounters | None:
-    """The read/write counters of the device under ``info`` (a DeviceInfo or a path) now.
+def io_counters(
+    info: DeviceInfo | str | os.PathLike[str], *, sysfs: str = "/sys"
+) -> IOCounters | None:
+    """The counters of the device under ``info`` (a DeviceInfo or a path) now.
 
-    None when that filesystem has no block device with counters (tmpfs, NFS, ...): then nothing
-    can prove that I/O reached a device.
+    None when that filesystem has no block device with counters (tmpfs, NFS, ...), or the
+    device went away: then nothing can prove that I/O reached a device.
     """
     if not isinstance(info, DeviceInfo):
-        info = device_for_path(info)
+        info = device_for_path(info, sysfs=sysfs)
     if info.counter_key is None:
         return None
-    per_disk = psutil.disk_io_counters(perdisk=True, nowrap=False) or {}
-    c = per_disk.get(info.counter_key)
-    if c is None:
-        return None
-    return IOCounters(
-        read_bytes=c.read_bytes,
-        write_bytes=c.write_bytes,
-        read_count=c.read_count,
-        write_count=c.write_count,
-    )
+    # sysfs writes a "/" in a device's name (cciss/c0d0) as "!".
+    name = info.counter_key.replace("/", "!")
+    line = _read(os.path.join(sysfs, "class", "block", name, "stat"))
+    return None if line is None else parse_stat(line)
