@@ -33,6 +33,7 @@ from vmmem.lab.results import (
     BootResult,
     CompareResult,
     CompareRow,
+    DeviceIO,
     EventResult,
     LatencyCDF,
     LocationResult,
@@ -56,9 +57,10 @@ def load(name: str) -> dict[str, Any]:
     return data
 
 
-def test_the_current_version_is_3():
-    # The records changed how the file is made, not its shape: no new version.
-    assert SCHEMA_VERSION == 3
+def test_the_current_version_is_4():
+    # 4 added the devices' busy and queue time, over the run and over the storm: new fields
+    # only, every earlier one means what it meant.
+    assert SCHEMA_VERSION == 4
 
 
 @pytest.mark.parametrize("name", [*RUNS.values(), "compare-v2-reboot.json"])
@@ -75,11 +77,24 @@ def test_show_reads_a_file_of_every_version(name, tmp_path):
         assert data["verdict"] in " ".join(r.stdout.split())
 
 
+def added_in(cls: type, version: int) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("since", 1) == version]
+
+
 def test_a_version_3_file_reads_back_to_the_same_json():
-    """Read into records and written again, a file of today's version is the same JSON, key
-    for key, in the same order, with the verdict and the summary derived again."""
+    """Read into records and written again, a version-3 file is the same JSON, key for key, in
+    the same order, with the verdict and the summary derived again; only the fields version 4
+    added are new, unset (not recorded)."""
     data = load(RUNS[3])
     again = RunResult.from_dict(data).to_dict()
+    assert again["schema_version"] == 4 and not validate(again, RESULT_SCHEMA)
+    again["schema_version"] = 3
+    summary = added_in(StormSummary, 4)
+    assert {k: again["summary"].pop(k) for k in summary} == dict.fromkeys(summary)
+    loc = again["locations"][0]
+    assert added_in(LocationResult, 4) == ["storm_io"] and loc.pop("storm_io") is None
+    device_io = added_in(DeviceIO, 4)
+    assert {k: loc["device_io"].pop(k) for k in device_io} == dict.fromkeys(device_io)
     assert again == data
     assert json.dumps(again) == json.dumps(data)  # the order of the keys too
 
@@ -96,7 +111,7 @@ def test_a_version_2_file_reads_with_the_version_3_fields_unset():
         ("vm1", "vm2", "vm3"), "restored"
     )
     again = run.to_dict()
-    assert again["schema_version"] == 3 and not validate(again, RESULT_SCHEMA)
+    assert again["schema_version"] == SCHEMA_VERSION and not validate(again, RESULT_SCHEMA)
     for i, b in enumerate(data["boots"]):  # every version-2 field as it was
         assert {k: again["boots"][i][k] for k in b} == b
     assert again["verdict"] == data["verdict"]
@@ -122,8 +137,12 @@ def test_a_comparison_reads_back():
     again = cmp.to_dict()
     assert not validate(again, RESULT_SCHEMA)
     assert again["summary"] == data["summary"]
+    # A version-2 file: the percentiles derived again, the queue depth not recorded.
     assert [to_json(r) for r in cmp.rows()] == [
-        r | {k: again["rows"][0][k] for k in r if k.startswith("fault_p")} for r in data["rows"]
+        r
+        | {k: again["rows"][0][k] for k in r if k.startswith("fault_p")}
+        | {"device_queue_depth": None}
+        for r in data["rows"]
     ]
 
 

@@ -23,7 +23,13 @@ if TYPE_CHECKING:
     from vmmem.lab.plan import Plan
     from vmmem.lab.progress import VMProgress
     from vmmem.lab.repeat import CompareStats, RepeatedCompare, RepeatedRun, RunStats, Spread
-    from vmmem.lab.results import BootResult, CompareResult, PlanRecord, RunResult
+    from vmmem.lab.results import (
+        BootResult,
+        CompareResult,
+        LocationResult,
+        PlanRecord,
+        RunResult,
+    )
 
 __all__ = [
     "FailedStart",
@@ -544,6 +550,9 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
             f"{'RAM' if loc.ram_backed else KIND_WORDS.get(loc.kind, loc.kind)}); "
             f"{io_txt}"
         )
+        storm_line = _storm_device_line(result, loc)
+        if storm_line:
+            console.print(storm_line)
     storm = result.storm_boots()
     rows = _boot_rows(result, storm or result.boots, with_failed_starts=not storm)
     columns = [(c, right) for c, right, default in _RUN_COLUMNS if wide or default]
@@ -617,6 +626,24 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
     console.print(f"[{style}]{result.verdict()}[/{style}]")
 
 
+def _storm_device_line(result: RunResult, loc: LocationResult) -> str | None:
+    """The device's own counters over the storm in one line: requests, queue depth (in all
+    and per booting VM) and busy time; None when the run has no storm or no counters for it."""
+    io = loc.storm_io
+    if io is None or io.seconds is None:
+        return None
+    vms = result.storm_summary().vms
+    text = (
+        f"  the storm on {loc.device or loc.path}: {io.read_count:,} reads, "
+        f"{io.write_count:,} writes in {seconds(io.seconds)}"
+    )
+    depth, busy = io.queue_depth, io.utilisation
+    if depth is not None and busy is not None:
+        per_vm = f" ({depth / vms:.2f} per VM)" if vms > 1 else ""
+        text += f", queue depth {depth:.2f}{per_vm}, busy {busy * 100:.0f} %"
+    return text
+
+
 def _predicted_vs_measured(console: Console, result: RunResult, plan: PlanRecord) -> None:
     """The storm's paging as `vmmem plan` predicted it, beside what the run measured."""
     ev = result.storm_event()
@@ -650,6 +677,7 @@ _COMPARE_COLUMNS = (
     ("fault p99", True, True),
     ("SP peak", True, True),
     ("device I/O", False, True),
+    ("queue depth", True, False),
 )
 
 
@@ -698,6 +726,9 @@ def compare_report(console: Console, cmp: CompareResult, wide: bool = False) -> 
                 "device I/O": {True: "confirmed", False: "NOT seen", None: "-"}[
                     r.device_io_confirmed
                 ],
+                "queue depth": (
+                    f"{r.device_queue_depth:.2f}" if r.device_queue_depth is not None else "-"
+                ),
             }
         )
     for cells in rows:

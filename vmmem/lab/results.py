@@ -26,7 +26,7 @@ from vmmem.hyperv.reports import BootReport, TimelineSample, VMStatus
 from vmmem.records import doc, from_json, to_json
 
 if TYPE_CHECKING:
-    from vmmem.devices import DeviceInfo
+    from vmmem.devices import DeviceInfo, IOCounters
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -50,10 +50,11 @@ __all__ = [
     "now_iso",
 ]
 
-SCHEMA_VERSION = 3  # 2: headline fields, boots' file life, earlier_runs, reboot outcomes;
+SCHEMA_VERSION = 4  # 2: headline fields, boots' file life, earlier_runs, reboot outcomes;
 # full VMStatus samples, stored percentiles. 3: boot_time is the boot's own clock (guest time
-# plus measured waits), the emulator's share beside it. 1 and 2 are still read.
-READABLE_VERSIONS = (1, 2, 3)
+# plus measured waits), the emulator's share beside it. 4: the devices' busy time and queue
+# depth, over the run and over the storm. 1 to 3 are still read.
+READABLE_VERSIONS = (1, 2, 3, 4)
 STORM_KINDS = ("host-restart", "restart", "reset")
 OUTCOMES = ["ok", "vms_failed", "failed", "interrupted"]
 _OUTCOME_DOC = (
@@ -132,18 +133,82 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class DeviceIO:
-    """A device's own counters over the whole run."""
+    """A device's own counters over an interval (the whole run, or the storm). Since version
+    4: how long the interval was, and the kernel's io_ticks and time_in_queue over it, so
+    queue_depth (time_in_queue per ms of it: iostat's aqu-sz) and utilisation (io_ticks per ms
+    of it) can be derived."""
 
     read_bytes: int = field(metadata=doc(schema={"type": "integer"}))
     write_bytes: int = field(metadata=doc(schema={"type": "integer"}))
     read_count: int = field(metadata=doc(schema={"type": "integer"}))
     write_count: int = field(metadata=doc(schema={"type": "integer"}))
+    seconds: float | None = field(
+        default=None, metadata=doc("The interval's wall time (null: not recorded).", since=4)
+    )
+    io_ticks_ms: int | None = field(
+        default=None,
+        metadata=doc(
+            "Milliseconds the device had at least one request in flight (the kernel's "
+            "io_ticks; null: not recorded).",
+            since=4,
+            schema={"type": ["integer", "null"]},
+        ),
+    )
+    time_in_queue_ms: int | None = field(
+        default=None,
+        metadata=doc(
+            "The sum over requests of the milliseconds each was in flight (the kernel's "
+            "time_in_queue; null: not recorded).",
+            since=4,
+            schema={"type": ["integer", "null"]},
+        ),
+    )
+
+    @classmethod
+    def of(cls, delta: IOCounters, seconds: float) -> DeviceIO:
+        """What a device's counters grew by (``delta``) over ``seconds`` of wall time."""
+        return cls(
+            read_bytes=delta.read_bytes,
+            write_bytes=delta.write_bytes,
+            read_count=delta.read_count,
+            write_count=delta.write_count,
+            seconds=seconds,
+            io_ticks_ms=delta.io_ticks_ms,
+            time_in_queue_ms=delta.time_in_queue_ms,
+        )
+
+    def _counters(self) -> IOCounters | None:
+        from vmmem.devices import IOCounters
+
+        if not self.seconds or self.io_ticks_ms is None or self.time_in_queue_ms is None:
+            return None
+        return IOCounters(
+            self.read_bytes,
+            self.write_bytes,
+            self.read_count,
+            self.write_count,
+            self.io_ticks_ms,
+            self.time_in_queue_ms,
+        )
+
+    @property
+    def queue_depth(self) -> float | None:
+        """Average requests in flight over the interval (None: not recorded)."""
+        c = self._counters()
+        return c.queue_depth(self.seconds or 0.0) if c is not None else None
+
+    @property
+    def utilisation(self) -> float | None:
+        """Fraction of the interval the device had a request in flight (None: not recorded)."""
+        c = self._counters()
+        return c.utilisation(self.seconds or 0.0) if c is not None else None
 
 
 @dataclass(frozen=True)
 class LocationResult:
     """A filesystem holding Smart Paging files; device_io: its device's own counters over the
-    whole run (null: no block device, e.g. tmpfs)."""
+    whole run (null: no block device, e.g. tmpfs); storm_io (since version 4): the same over
+    the storm, from the first restart event's start until its last VM had booted."""
 
     path: str
     mountpoint: str
@@ -160,9 +225,18 @@ class LocationResult:
     has_counters: bool
     backing_file: str | None
     device_io: DeviceIO | None
+    storm_io: DeviceIO | None = field(
+        default=None,
+        metadata=doc(
+            "The device's counters over the storm (null: no storm, or no device counters).",
+            since=4,
+        ),
+    )
 
     @classmethod
-    def of(cls, info: DeviceInfo, device_io: DeviceIO | None) -> LocationResult:
+    def of(
+        cls, info: DeviceInfo, device_io: DeviceIO | None, storm_io: DeviceIO | None = None
+    ) -> LocationResult:
         return cls(
             path=info.path,
             mountpoint=info.mountpoint,
@@ -179,6 +253,7 @@ class LocationResult:
             has_counters=info.has_counters,
             backing_file=info.backing_file,
             device_io=device_io,
+            storm_io=storm_io,
         )
 
 
@@ -296,6 +371,35 @@ class StormSummary:
         metadata=doc(
             "The devices under the Smart Paging folders moved by at least the paged bytes (null: "
             "nothing paged, or no device counters)."
+        ),
+    )
+    device: str | None = field(
+        default=None,
+        metadata=doc(
+            "The device under the Smart Paging folders with the deepest queue over the storm "
+            "(the one with the most time_in_queue; null: no device counters over the storm).",
+            since=4,
+        ),
+    )
+    device_queue_depth: float | None = field(
+        default=None,
+        metadata=doc(
+            "Its average requests in flight over the storm: time_in_queue per ms of the storm's "
+            "wall time (iostat's aqu-sz).",
+            since=4,
+        ),
+    )
+    device_queue_depth_per_vm: float | None = field(
+        default=None,
+        metadata=doc("device_queue_depth / vms (the VMs that booted in the storm).", since=4),
+    )
+    device_utilisation: float | None = field(
+        default=None,
+        metadata=doc(
+            "The fraction of the storm it had a request in flight: io_ticks per ms of the "
+            "storm (iostat's %util / 100).",
+            since=4,
+            schema={"type": ["number", "null"], "minimum": 0, "maximum": 1},
         ),
     )
 
@@ -450,6 +554,8 @@ class RunResult:
         others = [b.slowdown for b in boots if b not in paging and b.slowdown]
         p50 = [b.fault_p50 for b in boots if b.fault_p50 is not None]
         p99 = [b.fault_p99 for b in boots if b.fault_p99 is not None]
+        busiest = self.storm_device()
+        depth = busiest.storm_io.queue_depth if busiest and busiest.storm_io else None
         return StormSummary(
             event=ev,
             vms=len(boots),
@@ -472,7 +578,23 @@ class RunResult:
             emulator_seconds=_most(b.emulator_seconds for b in boots),
             emulator_cpu_seconds=_most(b.emulator_cpu_seconds for b in boots),
             device_io_confirmed=confirmed,
+            device=(busiest.device or busiest.path) if busiest else None,
+            device_queue_depth=depth,
+            device_queue_depth_per_vm=depth / len(boots) if depth is not None else None,
+            device_utilisation=(
+                busiest.storm_io.utilisation if busiest and busiest.storm_io else None
+            ),
         )
+
+    def storm_device(self) -> LocationResult | None:
+        """The location whose device had the deepest queue over the storm (the most
+        time_in_queue), or None when no location has the storm's device counters."""
+        depths = {
+            i: loc.storm_io.queue_depth
+            for i, loc in enumerate(self.locations)
+            if loc.storm_io is not None and loc.storm_io.queue_depth is not None
+        }
+        return self.locations[max(depths, key=lambda i: depths[i] or 0.0)] if depths else None
 
     def emulator_note(self) -> str | None:
         """The emulator's own share of the boots, as one line (None: not recorded, e.g. a
@@ -729,6 +851,14 @@ class CompareRow:
     fault_p90: float | None
     fault_p99: float | None
     device_io_confirmed: bool | None
+    device_queue_depth: float | None = field(
+        default=None,
+        metadata=doc(
+            "The average queue depth of the run's busiest device over the storm (its "
+            "summary's device_queue_depth).",
+            since=4,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -785,6 +915,7 @@ class CompareResult:
                     fault_p90=_storm_percentile(run, 90),
                     fault_p99=_storm_percentile(run, 99),
                     device_io_confirmed=run.device_io_confirmed(),
+                    device_queue_depth=st.device_queue_depth,
                 )
             )
         return out

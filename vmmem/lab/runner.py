@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from vmmem.devices import DeviceInfo, io_counters
+from vmmem.devices import DeviceInfo, IOCounters, io_counters
 from vmmem.hyperv.host import DEFAULT_FOLDER, DEFAULT_PAGE_SIZE
 from vmmem.hyperv.reboot import RebootOutcome
 from vmmem.hyperv.reports import BootReport
@@ -132,12 +132,12 @@ def run_scenario(
     if not shown:
         for w in warnings:
             progress.warning(w)
-    before = {i.mountpoint: io_counters(i) for i in infos}
+    before = _read_counters(infos)
     t0 = time.monotonic()
     run: _Run | None = None
     try:
         with sigterm_as_interrupt():
-            run = _Run(s, result, progress, t0, should_stop, host_folder, backend, policy)
+            run = _Run(s, result, progress, t0, should_stop, host_folder, backend, policy, infos)
             run.play()
         # Every event played and was measured; a VM the host reboot could not start is the
         # answer, not a failure of the run (docs/CLI.md, exit code 4).
@@ -153,22 +153,39 @@ def run_scenario(
             if run is not None:
                 run.close()
             result.duration = time.monotonic() - t0
-            after = {i.mountpoint: io_counters(i) for i in infos}
+            after = _read_counters(infos)
+            # The storm's window: its event, from its start until its last VM had booted.
+            storm = result.storm_event()
+            window = (
+                run.event_counters.get(storm) if run is not None and storm is not None else None
+            )
             for info in infos:
-                result.locations.append(_location_with_io(info, before, after))
+                result.locations.append(
+                    LocationResult.of(
+                        info,
+                        _device_io(info, before, after),
+                        _device_io(info, *window) if window else None,
+                    )
+                )
     return result
 
 
-def _location_with_io(
-    info: DeviceInfo, before: dict[str, Any], after: dict[str, Any]
-) -> LocationResult:
-    """A location's device facts and what its device's counters moved during the run."""
-    b, a = before.get(info.mountpoint), after.get(info.mountpoint)
-    io = None
-    if b is not None and a is not None:
-        d = a - b
-        io = DeviceIO(d.read_bytes, d.write_bytes, d.read_count, d.write_count)
-    return LocationResult.of(info, io)
+# The counters of each location's device (None: it has none), and when they were read.
+Counters = tuple[float, dict[str, IOCounters | None]]
+
+
+def _read_counters(infos: list[DeviceInfo]) -> Counters:
+    counters = {i.mountpoint: io_counters(i) for i in infos}
+    return time.monotonic(), counters
+
+
+def _device_io(info: DeviceInfo, before: Counters, after: Counters) -> DeviceIO | None:
+    """What a location's device's counters moved between two readings."""
+    b, a = before[1].get(info.mountpoint), after[1].get(info.mountpoint)
+    seconds = after[0] - before[0]
+    if b is None or a is None or seconds <= 0:
+        return None
+    return DeviceIO.of(a - b, seconds)
 
 
 class _Run:
@@ -185,10 +202,14 @@ class _Run:
         host_folder: str,
         backend: str,
         policy: str,
+        infos: list[DeviceInfo],
     ) -> None:
         from vmmem.hyperv import Host
 
         self.s, self.result, self.progress, self.t0 = s, result, progress, t0
+        self.infos = infos
+        # Event index -> the locations' device counters at its start and at its end.
+        self.event_counters: dict[int, tuple[Counters, Counters]] = {}
         self.should_stop = should_stop
         self.host = Host(
             s.host_memory,
@@ -231,7 +252,9 @@ class _Run:
             started = time.monotonic()
             boots_before = {n: len(vm.boot_reports) for n, vm in self.host.vms.items()}
             self.outcomes = {}
+            counters_before = _read_counters(self.infos)
             note = self.handlers[e.action](e)
+            self.event_counters[i] = (counters_before, _read_counters(self.infos))
             took = time.monotonic() - started
             self.result.events.append(
                 EventResult(
