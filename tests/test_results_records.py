@@ -7,6 +7,7 @@ The stored files are real outputs of earlier vmmem versions, as written:
   compare-v2-reboot.json  schema 2 (commit 7155b3a): `vmmem compare reboot-storm.toml DIR
                           --scale 8`
   run-v3-reboot.json      schema 3 (commit 3f33b16, before the records): the same run
+  run-v4-reboot.json      schema 4 (commit e79a8e1, the devices' queue depth): the same run
 (the v2/v3 files re-serialized without indentation, nothing else changed).
 """
 
@@ -48,7 +49,12 @@ from vmmem.records import RecordError, from_json, to_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data")
-RUNS = {1: "run-v1-mixed.json", 2: "run-v2-reboot.json", 3: "run-v3-reboot.json"}
+RUNS = {
+    1: "run-v1-mixed.json",
+    2: "run-v2-reboot.json",
+    3: "run-v3-reboot.json",
+    4: "run-v4-reboot.json",
+}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -75,6 +81,15 @@ def test_show_reads_a_file_of_every_version(name, tmp_path):
         assert data["summary"] in " ".join(r.stdout.split())
     elif data["schema_version"] > 1:  # version 1's headline said less, and was reworded
         assert data["verdict"] in " ".join(r.stdout.split())
+
+
+def test_a_version_4_file_reads_back_to_the_same_json():
+    """Read into records and written again, a file of today's version is the same JSON, key
+    for key, in the same order, with the verdict and the summary derived again."""
+    data = load(RUNS[4])
+    again = RunResult.from_dict(data).to_dict()
+    assert again == data
+    assert json.dumps(again) == json.dumps(data)  # the order of the keys too
 
 
 def added_in(cls: type, version: int) -> list[str]:
