@@ -50,8 +50,9 @@ def test_the_storms_queue_depth_is_its_time_in_queue_per_ms_of_wall_time():
 def test_the_summary_names_the_device_with_the_deepest_queue():
     run = v4_run()
     vda = run.locations[0]
+    assert vda.storm_io is not None and vda.storm_io.queue_depth and vda.storm_io.time_in_queue_ms
     busier = dataclasses.replace(
-        with_storm_io(vda, time_in_queue_ms=10 * (vda.storm_io.time_in_queue_ms or 0)),  # type: ignore[union-attr]
+        with_storm_io(vda, time_in_queue_ms=10 * vda.storm_io.time_in_queue_ms),
         device="sdb",
         path="/srv/paging",
     )
@@ -59,7 +60,7 @@ def test_the_summary_names_the_device_with_the_deepest_queue():
     run.locations = [vda, busier, tmpfs]
     st = run.storm_summary()
     assert st.device == "sdb"
-    assert st.device_queue_depth == pytest.approx(10 * (vda.storm_io.queue_depth or 0))  # type: ignore[union-attr]
+    assert st.device_queue_depth == pytest.approx(10 * vda.storm_io.queue_depth)
     run.locations = [tmpfs]  # no device counters over the storm: nothing to say
     st = run.storm_summary()
     assert (st.device, st.device_queue_depth, st.device_utilisation) == (None, None, None)
