@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import small_ext4
+from rich.console import Console
 
+from vmmem.cli import render
 from vmmem.cli.main import cli
 from vmmem.lab.results import CompareResult, DeviceIO, LocationResult, RunResult
 from vmmem.lab.schema import RESULT_SCHEMA, validate
@@ -87,12 +89,18 @@ def test_the_run_shows_one_line_for_the_storms_device(tmp_path):
     ) in r.stdout
 
 
-def test_a_comparison_row_carries_the_runs_queue_depth():
+def test_a_comparison_row_carries_the_runs_queue_depth_and_wide_shows_it():
     run = v4_run()
     cmp = CompareResult(baseline=None, runs={run.locations[0].path: run})
     (row,) = cmp.rows()
     assert row.device_queue_depth == run.storm_summary().device_queue_depth
     assert not validate(cmp.to_dict(), RESULT_SCHEMA)
+    for wide in (False, True):
+        console = Console(width=250, record=True)
+        render.compare_report(console, cmp, wide=wide)
+        text = console.export_text()
+        assert ("queue depth" in text) is wide
+        assert (f"{row.device_queue_depth:.2f}" in text) is wide
 
 
 # The article's storm in small (at --scale 8): 3 VMs of 64 MB on 160 MB, 32 MB short.
