@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from test_guests import check_invariants
 
+from vmmem.cli.main import EXIT_USAGE, cli
 from vmmem.errors import RecordError, RecordTimeoutError, SettingsError
 from vmmem.guests import FORMAT, GuestTrace
 from vmmem.guests.plugin import CFLAGS, compiler, plugin_path, source_dir
@@ -338,3 +340,13 @@ def test_a_disk_request_in_an_epoch_the_raw_file_lacks_is_an_error(tmp_path):
     log.write_text("vmmem_vcpu 1 3\nvirtio_blk_handle_read vdev 0x1 req 0x2 sector 0 nsectors 1\n")
     with pytest.raises(RecordError, match="vCPU 1's epoch 3, which the raw trace does not hold"):
         disk_arrays(raw, parse_disk_log(log))
+
+
+def test_the_cli_takes_vcpus_from_1_to_64(tmp_path):
+    for bad in ("0", "65"):
+        r = CliRunner().invoke(
+            cli, ["record-boot", str(tmp_path / "x.npz"), "--image-dir", str(tmp_path),
+                  "--vcpus", bad],
+        )  # fmt: skip
+        assert r.exit_code == EXIT_USAGE and "--vcpus" in r.stderr, r.output
+    assert not (tmp_path / "x.npz").exists()
