@@ -457,7 +457,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     p = trace.provenance
     print(
-        f"{trace.name}: {trace.instructions:,} instructions ({trace.vcpus} vCPUs: "
+        f"{trace.name}: {trace.instructions:,} instructions ({trace.vcpus} vCPU"
+        f"{'s' if trace.vcpus > 1 else ''}: "
         f"{', '.join(f'{n:,}' for n in trace.vcpu_instructions)}) in {trace.epochs} epochs, "
         f"{trace.pages_touched:,} pages touched, {trace.pages_written:,} written, "
         f"{trace.disk_bytes_read:,} disk bytes read; {p['recording_seconds']} s -> {a.out}"
