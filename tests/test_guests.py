@@ -33,8 +33,11 @@ def check_invariants(trace: GuestTrace) -> None:
     assert off[0] == 0 and off[-1] == trace.pages.size == trace.written.size
     assert np.all(np.diff(off) >= 0), "epoch offsets must not decrease"
     assert trace.epochs == trace.provenance["epochs"]
-    assert trace.instructions > trace.epoch_instructions * (trace.epochs - 1)
-    assert trace.instructions <= trace.epoch_instructions * trace.epochs
+    # Each vCPU's epochs but its last are whole, its last not empty (one vCPU: the boot's).
+    assert sum(trace.vcpu_instructions) == trace.instructions
+    for vcpu, count in enumerate(trace.vcpu_instructions):
+        own = trace.vcpu_epochs(vcpu).size
+        assert trace.epoch_instructions * (own - 1) < count <= trace.epoch_instructions * own
     assert trace.pages.dtype == np.uint32 and trace.written.dtype == np.bool_
     assert int(trace.pages.max()) < trace.memory_pages, "every page below the VM's memory"
     for e in range(trace.epochs):  # within an epoch each page once, in first-touch order

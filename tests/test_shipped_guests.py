@@ -11,16 +11,17 @@ from click.testing import CliRunner
 from test_guests import check_invariants
 
 from vmmem.cli.main import cli
-from vmmem.guests import GuestTrace, shipped_names
+from vmmem.guests import FORMAT, GuestTrace, shipped_names
 
 GIB = 1 << 30
 ZEROING = "debian-12-init-on-free"
 SERVER = "debian-12-tomcat"
 NEW = (ZEROING, SERVER)
+SMP = {"debian-12-smp2": 2, "debian-12-smp4": 4}  # recorded with several vCPUs
 
 
 def test_the_spectrum_is_shipped():
-    assert {"busybox", "debian-12", ZEROING, SERVER} <= set(shipped_names())
+    assert {"busybox", "debian-12", ZEROING, SERVER, *SMP} <= set(shipped_names())
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -91,3 +92,44 @@ def test_vmmem_guests_shows_each_with_provenance():
     assert r.exit_code == 0
     for name in NEW:
         assert name in r.stdout
+
+
+@pytest.mark.parametrize("name", list(SMP))
+def test_the_debian_boot_with_several_vcpus(name):
+    trace, plain = GuestTrace.load(name), GuestTrace.load("debian-12")
+    check_invariants(trace)
+    prov, image = trace.provenance, trace.provenance["image"]
+    assert trace.format == FORMAT and trace.vcpus == SMP[name] == prov["vcpus"] == image["vcpus"]
+    assert f"-accel tcg,thread=single -smp {trace.vcpus} " in prov["qemu_command"]
+    assert (
+        trace.memory_size == plain.memory_size
+        and image["append"] == plain.provenance["image"]["append"]
+    )
+    assert trace.epoch_instructions == plain.epoch_instructions == 1_000_000
+    # Every vCPU ran a real share of the boot (Linux schedules work on all of them), and the
+    # whole is the one-vCPU boot's size: the same systemd start, spread out.
+    assert sum(trace.vcpu_instructions) == trace.instructions
+    assert min(trace.vcpu_instructions) > 0.1 * trace.instructions
+    assert 0.9 * plain.instructions < trace.instructions < 1.5 * plain.instructions
+    assert abs(trace.pages_touched - plain.pages_touched) < 0.1 * plain.pages_touched
+    # The same disk reads (the same image, the same units started), issued by every vCPU.
+    assert abs(trace.disk_bytes_read - plain.disk_bytes_read) < 0.1 * plain.disk_bytes_read
+    assert set(trace.disk_vcpu.tolist()) == set(range(trace.vcpus))
+    assert trace.path.stat().st_size < 5 * 2**20
+
+
+def test_vmmem_guests_shows_each_guests_vcpus():
+    r = CliRunner().invoke(cli, ["guests", "--json"])
+    guests = {g["name"]: g for g in json.loads(r.stdout)["guests"]}
+    assert guests["debian-12"]["vcpus"] == 1
+    for name, vcpus in SMP.items():
+        assert guests[name]["vcpus"] == vcpus
+    assert guests["synthetic-boot"]["vcpus"] is None  # a model: the VM's processor count
+    r = CliRunner().invoke(cli, ["guests"], env={"COLUMNS": "200"})
+    rows = {
+        cells[0]: cells[3]
+        for line in r.stdout.splitlines()
+        if line.startswith("│") and (cells := [c.strip() for c in line.split("│")[1:]])[0]
+    }
+    assert rows["debian-12-smp4"] == "4" and rows["busybox"] == "1"
+    assert rows["synthetic-boot"] == "model"

@@ -26,6 +26,16 @@ Everything comes from Debian's packages through this machine's own apt configura
     so the kernel zeroes every page it frees, including all free memory when it hands it to
     the page allocator during boot: nearly every page of the VM's RAM is written.
 
+``busybox-smp2``
+    ``busybox`` with two vCPUs (``guest.json``'s ``vcpus``: the recorder runs ``-smp 2``); its
+    ``/init`` reads 2 MiB of the disk at 8 MiB pinned to vCPU 0 and 2 MiB at 32 MiB pinned
+    to vCPU 1 (``taskset``, direct I/O), then powers off: the test of the recorder's
+    attribution of disk requests to vCPUs.
+
+``debian-12-smp2``, ``debian-12-smp4``
+    The ``debian-12`` recipe (built again: the mirror's current packages) with ``vcpus`` 2
+    or 4 in ``guest.json``.
+
 ``debian-12-tomcat``
     ``debian-12`` plus Debian's ``tomcat10`` (OpenJDK 17), in a 1 GB VM. A drop-in gives the
     JVM a fixed 512 MB heap touched at start (``CATALINA_OPTS=-Xms512m -Xmx512m
@@ -40,6 +50,7 @@ Usage (as root, for mmdebstrap and apt-get)::
     python tools/build_guest_images.py debian-12 [--out DIR]
     python tools/build_guest_images.py debian-12-init-on-free [--out DIR]
     python tools/build_guest_images.py debian-12-tomcat [--out DIR]
+    python tools/build_guest_images.py busybox-smp2 | debian-12-smp2 | debian-12-smp4 [--out DIR]
 
 The default ``--out`` is ``build/guests`` in the work tree. Each guest gets a folder with
 ``vmlinuz``, ``initrd.img``, ``disk.img`` and ``guest.json`` (what
@@ -56,6 +67,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 SOURCE_DATE_EPOCH = 1700000000  # fixed mtime for everything this script writes
@@ -78,6 +90,25 @@ for m in {modules}; do insmod /lib/modules/$m; done
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 dd if=/dev/vda of=/dev/null bs=65536 count=64 2>/dev/null
+echo "vmmem-guest: boot reached its target"
+poweroff -f
+"""
+
+# Two vCPUs, each reading its own 2 MiB of the disk with direct I/O, pinned with taskset: the
+# requests at 8 MiB are vCPU 0's and those at 32 MiB vCPU 1's, which checks the recorder's
+# attribution of disk requests to vCPUs (tests/test_guests_record.py).
+BUSYBOX_SMP2_INIT = """#!/bin/busybox sh
+# vmmem busybox-smp2 guest: as busybox, then one pinned direct read per vCPU.
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in {modules}; do insmod /lib/modules/$m; done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+echo "vmmem-guest: $(nproc) vCPUs online"
+taskset 1 dd if=/dev/vda of=/dev/null bs=65536 count=32 skip=128 iflag=direct
+taskset 2 dd if=/dev/vda of=/dev/null bs=65536 count=32 skip=512 iflag=direct
 echo "vmmem-guest: boot reached its target"
 poweroff -f
 """
@@ -199,7 +230,14 @@ def newc_cpio(entries: list[tuple[str, int, bytes]]) -> bytes:
     return bytes(out)
 
 
-def build_busybox(out: Path) -> None:
+def build_busybox(
+    out: Path,
+    *,
+    name: str = "busybox",
+    kind: str = "busybox initramfs",
+    init: str = BUSYBOX_INIT,
+    vcpus: int = 1,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)
@@ -220,25 +258,37 @@ def build_busybox(out: Path) -> None:
         entries.append(("bin/busybox", x, (root / "bin" / "busybox").read_bytes()))
         mods = []
         for rel in VIRTIO_MODULES:
-            name = Path(rel).name
-            entries.append((f"lib/modules/{name}", f, (moddir / rel).read_bytes()))
-            mods.append(name)
-        entries.append(("init", x, BUSYBOX_INIT.format(modules=" ".join(mods)).encode()))
+            module = Path(rel).name
+            entries.append((f"lib/modules/{module}", f, (moddir / rel).read_bytes()))
+            mods.append(module)
+        entries.append(("init", x, init.format(modules=" ".join(mods)).encode()))
         (out / "initrd.img").write_bytes(newc_cpio(entries))
         disk = out / "disk.img"
         with open(disk, "wb") as fh:
             fh.truncate(64 << 20)
-        meta = {
-            "name": "busybox",
-            "kind": "busybox initramfs",
+        meta: dict[str, object] = {
+            "name": name,
+            "kind": kind,
             "memory_mb": 256,
             "append": "console=ttyS0 panic=-1 quiet",
             "packages": sorted(p.name for p in debs),
             "debs": deb_versions(debs),
             "kernel_release": moddir.name,
         }
+        if vcpus > 1:
+            meta["vcpus"] = vcpus
         (out / "guest.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"busybox guest in {out}")
+    print(f"{name} guest in {out}")
+
+
+def build_busybox_smp2(out: Path) -> None:
+    build_busybox(
+        out,
+        name="busybox-smp2",
+        kind="busybox initramfs, 2 vCPUs, one pinned disk read each",
+        init=BUSYBOX_SMP2_INIT,
+        vcpus=2,
+    )
 
 
 def build_debian(
@@ -251,6 +301,7 @@ def build_debian(
     extra_packages: tuple[str, ...] = (),
     poweroff_unit: str = POWEROFF_UNIT,
     dropins: dict[str, str] | None = None,
+    vcpus: int = 1,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
@@ -329,6 +380,8 @@ def build_debian(
             "kernel_release": vmlinuz.name.removeprefix("vmlinuz-"),
         }
         meta["packages"] += extra_packages
+        if vcpus > 1:
+            meta["vcpus"] = vcpus
         if dropins:
             meta["systemd_dropins"] = dict(sorted(dropins.items()))
         (out / "guest.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -356,11 +409,26 @@ def build_debian_tomcat(out: Path) -> None:
     )
 
 
-BUILDERS = {
+def build_debian_smp(vcpus: int) -> Callable[[Path], None]:
+    def build(out: Path) -> None:
+        build_debian(
+            out,
+            name=f"debian-12-smp{vcpus}",
+            kind=f"debian 12 systemd multi-user.target, {vcpus} vCPUs",
+            vcpus=vcpus,
+        )
+
+    return build
+
+
+BUILDERS: dict[str, Callable[[Path], None]] = {
     "busybox": build_busybox,
+    "busybox-smp2": build_busybox_smp2,
     "debian-12": build_debian,
     "debian-12-init-on-free": build_debian_init_on_free,
     "debian-12-tomcat": build_debian_tomcat,
+    "debian-12-smp2": build_debian_smp(2),
+    "debian-12-smp4": build_debian_smp(4),
 }
 
 

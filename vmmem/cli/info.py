@@ -427,22 +427,31 @@ def guests_cmd(startup: str, as_json: bool) -> None:
     show_default=True,
     help="Seconds before QEMU is stopped and the recording fails.",
 )
+@click.option(
+    "--vcpus",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="The VM's vCPUs (default: the image's guest.json, else 1). More than one run in "
+    "turn on one host thread (QEMU's single-threaded TCG).",
+)
 def record_boot_cmd(
-    out: str, image_dir: str, memory: str | None, epoch: int, timeout: float
+    out: str, image_dir: str, memory: str | None, epoch: int, timeout: float, vcpus: int | None
 ) -> None:
     """Record a real OS boot under QEMU (TCG) as a guest trace.
 
     Boots the image with vmmem's TCG plugin (C, built on first use), which
-    records every guest-physical 4 KiB page the guest touches, epoch by epoch
-    of guest instructions, and QEMU's block trace events for its disk
-    requests; the guest powers off when its boot reaches its target. Writes
-    OUT.npz (docs/GUESTS.md) with the provenance: QEMU version, kernel and
-    image checksums, command line, instructions, pages and bytes read.
+    records every guest-physical 4 KiB page each vCPU touches, epoch by epoch
+    of that vCPU's instructions, and QEMU's block trace events for its disk
+    requests, each tied to the vCPU that issued it; the guest powers off when
+    its boot reaches its target. Writes OUT.npz (docs/GUESTS.md) with the
+    provenance: QEMU version, kernel and image checksums, command line,
+    instructions per vCPU, pages and bytes read.
 
     \b
     Examples:
-      python tools/build_guest_images.py busybox /var/tmp/busybox-image
+      python tools/build_guest_images.py busybox --out /var/tmp/busybox-image
       vmmem record-boot busybox.npz --image-dir /var/tmp/busybox-image
+      vmmem record-boot busybox-2.npz --image-dir /var/tmp/busybox-image --vcpus 2
       vmmem run --guest ./busybox.npz --scale 4
     """
     from vmmem.errors import VmmemError
@@ -457,12 +466,19 @@ def record_boot_cmd(
     err.print(f"recording the boot in {image_dir} (QEMU TCG; this takes a while) ...")
     try:
         trace = record_boot(
-            out, image_dir=image_dir, memory=memory, epoch_instructions=epoch, timeout=timeout
+            out,
+            image_dir=image_dir,
+            memory=memory,
+            epoch_instructions=epoch,
+            timeout=timeout,
+            vcpus=vcpus,
         )
     except VmmemError as e:
         raise CliFailure(str(e), 1) from None
+    per_vcpu = ", ".join(f"{n:,}" for n in trace.vcpu_instructions)
     click.echo(
-        f"wrote {out}: {trace.instructions:,} instructions in {trace.epochs:,} epochs, "
+        f"wrote {out}: {trace.instructions:,} instructions ({trace.vcpus} vCPU"
+        f"{'s' if trace.vcpus > 1 else ''}: {per_vcpu}) in {trace.epochs:,} epochs, "
         f"{trace.pages_touched:,} pages touched ({trace.pages_written:,} written), "
         f"{trace.disk_bytes_read:,} bytes read from disk"
     )

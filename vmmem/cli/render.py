@@ -206,6 +206,7 @@ def guests(console: Console, profiles: list[GuestProfile]) -> None:
         ("name", False),
         ("kind", False),
         ("recorded in", True),
+        ("vCPUs", True),
         ("pages touched", True),
         ("written", True),
         ("disk read", True),
@@ -219,6 +220,7 @@ def guests(console: Console, profiles: list[GuestProfile]) -> None:
             p.name,
             p.kind,
             mb(p.memory_size),
+            "model" if p.vcpus is None else str(p.vcpus),
             f"{p.pages_touched:,}",
             f"{p.pages_written:,}",
             mb(p.disk_bytes_read),
@@ -229,7 +231,9 @@ def guests(console: Console, profiles: list[GuestProfile]) -> None:
     console.print(t)
     console.print(
         "guest CPU: a recorded guest's instructions at 2e9 per second (--guest-ips), the "
-        "synthetic boot's 50 us per page of the Startup RAM shown; provenance: --json",
+        "synthetic boot's 50 us per page of the Startup RAM shown (all vCPUs together); "
+        "vCPUs: those it was recorded with (model: the VM's processor count); provenance: "
+        "--json",
         style="dim",
     )
 

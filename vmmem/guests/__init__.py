@@ -71,6 +71,9 @@ class GuestProfile:
     guest_cpu_seconds: float  # at DEFAULT_GUEST_IPS (recorded) or cpu_per_page (synthetic)
     path: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    # The vCPUs the boot was recorded with; None for a model (the synthetic boot, the Windows
+    # models), which runs on as many as its VM is given.
+    vcpus: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,6 +99,7 @@ def _profile(trace: GuestTrace) -> GuestProfile:
         guest_cpu_seconds=trace.instructions / DEFAULT_GUEST_IPS,
         path=str(trace.path),
         provenance=dict(trace.provenance),
+        vcpus=trace.vcpus,
     )
 
 

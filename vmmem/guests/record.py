@@ -1,11 +1,12 @@
 """Record a real guest boot under QEMU TCG into a vmmem guest trace (docs/GUESTS.md).
 
-QEMU runs one vCPU under TCG with the vmmem_trace plugin, which writes the guest's
-guest-physical 4 KiB page accesses in epochs of a fixed number of instructions to a raw
-file, and marks each epoch's start in QEMU's log. The guest's disk is a virtio-blk device
-with ioeventfd off, so QEMU handles each request in the vCPU thread while the guest's notify
+QEMU runs the guest under TCG with the vmmem_trace plugin, which writes each vCPU's
+guest-physical 4 KiB page accesses in epochs of a fixed number of that vCPU's instructions to
+a raw file, and marks in QEMU's log which vCPU runs which of its epochs. Several vCPUs run in
+turn on one host thread (single-threaded TCG). The guest's disk is a virtio-blk device with
+ioeventfd off, so QEMU handles each request on that thread while the issuing vCPU's notify
 instruction executes: the virtio_blk_handle_read/write trace events then land in the log
-between the markers of the epoch that issued them. The disk image is attached with
+after the marker of the vCPU and epoch that issued them. The disk image is attached with
 snapshot=on, so a recording never changes it.
 
 The guest must power itself off when its boot reaches its target and print the target
@@ -25,6 +26,7 @@ import struct
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,12 @@ import numpy as np
 from ..errors import RecordError, RecordTimeoutError, SettingsError
 from ..sizes import MB, SizeLike, parse_size
 from . import plugin as _plugin
-from .trace import FORMAT, PAGE_SIZE, GuestTrace
+from .trace import FORMAT, MAX_VCPUS, PAGE_SIZE, GuestTrace
 
 __all__ = [
     "TARGET_MARKER",
+    "RawTrace",
+    "disk_arrays",
     "kernel_release",
     "parse_raw",
     "parse_disk_log",
@@ -49,7 +53,8 @@ DISK_EVENTS = ("virtio_blk_handle_read", "virtio_blk_handle_write")
 _WRITE_BIT = np.uint32(0x80000000)
 _TAG_EPOCH, _TAG_TOTALS = 0x434F5045, 0x4C544F54
 _DISK_RE = re.compile(r"^(virtio_blk_handle_(read|write)) .*\bsector (\d+) nsectors (\d+)")
-_EPOCH_RE = re.compile(r"^vmmem_epoch (\d+)$")
+_VCPU_RE = re.compile(r"^vmmem_vcpu (\d+) (\d+)$")
+_HEADER_BYTES = 40
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -60,66 +65,140 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def parse_raw(path: str | os.PathLike[str]) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
-    """Read the plugin's raw file: (totals, epoch_offsets int64[E+1], entries uint32[N]).
+@dataclass(frozen=True)
+class RawTrace:
+    """The plugin's raw file, read: epochs in the order they ended (global), each with its
+    vCPU and that vCPU's own index of it."""
 
-    Entries keep the plugin's write bit (0x80000000). Epoch records arrive in order 0..E-1.
-    """
+    totals: dict[str, int]  # instructions (all vCPUs'), accesses, stores, ... epochs
+    epoch_offsets: np.ndarray  # int64[E + 1]
+    entries: np.ndarray  # uint32[N], with the plugin's write bit (0x80000000)
+    epoch_vcpu: np.ndarray  # uint16[E]
+    vcpu_epoch: np.ndarray  # int64[E]: the epoch's index among its vCPU's own
+    vcpu_instructions: list[int]
+
+    def check_every_vcpu_ran(self) -> None:
+        """RecordError unless every vCPU ran at least one instruction: a trace's every vCPU
+        has its instructions (docs/GUESTS.md)."""
+        for vcpu, count in enumerate(self.vcpu_instructions):
+            if count == 0:
+                raise RecordError(
+                    f"the guest never ran vCPU {vcpu} of its {len(self.vcpu_instructions)}: "
+                    "nothing started it (QEMU's firmware starts every vCPU)"
+                )
+
+    def global_epoch(self, vcpu: np.ndarray, vcpu_epoch: np.ndarray) -> np.ndarray:
+        """The global index (int64) of each (vCPU, own epoch) pair; RecordError for a pair
+        the raw file has no epoch of."""
+        vcpus = len(self.vcpu_instructions)
+        key = self.vcpu_epoch * vcpus + self.epoch_vcpu
+        order = np.argsort(key, kind="stable")
+        wanted = np.asarray(vcpu_epoch, np.int64) * vcpus + np.asarray(vcpu, np.int64)
+        at = np.minimum(np.searchsorted(key[order], wanted), max(0, key.size - 1))
+        found = key[order][at] == wanted if key.size else np.zeros(wanted.size, bool)
+        if not np.all(found):
+            i = int(np.argmin(found))
+            raise RecordError(
+                f"the log names vCPU {int(vcpu[i])}'s epoch {int(vcpu_epoch[i])}, which the "
+                "raw trace does not hold"
+            )
+        return order[at].astype(np.int64)
+
+
+def parse_raw(path: str | os.PathLike[str]) -> RawTrace:
+    """Read the plugin's raw file (version 2, described at the top of vmmem_trace.c)."""
     data = np.fromfile(os.fspath(path), dtype=np.uint8)
-    if data.size < 32 or bytes(data[:8]) != b"VMMTRC1\0":
-        raise RecordError(f"{path}: not a vmmem_trace raw file (was the plugin loaded?)")
-    version, page_shift = data[8:16].view("<u4")
-    epoch_insns, ram_bytes = data[16:32].view("<u8")
-    if version != 1 or page_shift != 12:
-        raise RecordError(f"{path}: raw version {version}, page shift {page_shift} not known")
-    pos = 32
+    if data.size < _HEADER_BYTES or bytes(data[:8]) != b"VMMTRC2\0":
+        raise RecordError(f"{path}: not a vmmem_trace raw file of version 2 (was the plugin "
+                          "loaded?)")  # fmt: skip
+    version, page_shift = (int(v) for v in data[8:16].view("<u4"))
+    epoch_insns, ram_bytes = (int(v) for v in data[16:32].view("<u8"))
+    vcpus = int(data[32:36].view("<u4")[0])
+    if version != 2 or page_shift != 12 or not 1 <= vcpus <= MAX_VCPUS:
+        raise RecordError(
+            f"{path}: raw version {version}, page shift {page_shift}, {vcpus} vCPUs not known"
+        )
+    pos = _HEADER_BYTES
     offsets = [0]
-    chunks = []
+    chunks, epoch_vcpu, vcpu_epoch = [], [], []
+    next_own = [0] * vcpus
     totals: dict[str, int] | None = None
+    vcpu_instructions: list[int] = []
     while pos < data.size:
         tag, n = (int(v) for v in data[pos : pos + 8].view("<u4"))
         if tag == _TAG_EPOCH:
             (index,) = data[pos + 8 : pos + 16].view("<u8")
-            if index != len(offsets) - 1:
-                raise RecordError(f"{path}: epoch {index} out of order")
-            chunks.append(data[pos + 16 : pos + 16 + 4 * n].view("<u4"))
+            vcpu, own = (int(v) for v in data[pos + 16 : pos + 24].view("<u4"))
+            if index != len(offsets) - 1 or vcpu >= vcpus or own != next_own[vcpu]:
+                raise RecordError(f"{path}: epoch {index} (vCPU {vcpu}'s {own}) out of order")
+            next_own[vcpu] += 1
+            chunks.append(data[pos + 24 : pos + 24 + 4 * n].view("<u4"))
             offsets.append(offsets[-1] + n)
-            pos += 16 + 4 * n
+            epoch_vcpu.append(vcpu)
+            vcpu_epoch.append(own)
+            pos += 24 + 4 * n
         elif tag == _TAG_TOTALS:
+            if n != vcpus:
+                raise RecordError(f"{path}: totals of {n} vCPUs in a trace of {vcpus}")
             vals = data[pos + 8 : pos + 56].view("<u8")
             names = ("instructions", "accesses", "stores", "io_accesses", "outside_ram", "epochs")
             totals = {k: int(v) for k, v in zip(names, vals, strict=True)}
-            pos += 56
+            vcpu_instructions = [int(v) for v in data[pos + 56 : pos + 56 + 8 * n].view("<u8")]
+            pos += 56 + 8 * n
         else:
             raise RecordError(f"{path}: unknown record tag {tag:#x} at byte {pos}")
     if totals is None:
         raise RecordError(f"{path}: no totals record: QEMU did not exit cleanly")
-    totals["epoch_instructions"] = int(epoch_insns)
-    totals["ram_bytes"] = int(ram_bytes)
+    totals["epoch_instructions"] = epoch_insns
+    totals["ram_bytes"] = ram_bytes
     entries = np.concatenate(chunks) if chunks else np.zeros(0, np.uint32)
-    return totals, np.asarray(offsets, np.int64), entries.astype(np.uint32)
+    return RawTrace(
+        totals=totals,
+        epoch_offsets=np.asarray(offsets, np.int64),
+        entries=entries.astype(np.uint32),
+        epoch_vcpu=np.asarray(epoch_vcpu, np.uint16),
+        vcpu_epoch=np.asarray(vcpu_epoch, np.int64),
+        vcpu_instructions=vcpu_instructions,
+    )
 
 
 def parse_disk_log(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """The disk requests in QEMU's log, each tied to the epoch whose marker precedes it."""
-    epoch = 0
-    rows: list[tuple[int, int, int, bool]] = []
+    """The disk requests in QEMU's log, in the order they were issued, each tied to the vCPU
+    and that vCPU's own epoch named by the marker before it ("vmmem_vcpu V K"): disk_vcpu,
+    disk_vcpu_epoch (int64), disk_offset, disk_length, disk_write."""
+    vcpu, own = 0, 0
+    rows: list[tuple[int, int, int, int, bool]] = []
     with open(path, errors="replace") as fh:
         for line in fh:
             line = line.rstrip("\n")
-            m = _EPOCH_RE.match(line)
+            m = _VCPU_RE.match(line)
             if m:
-                epoch = int(m.group(1))
+                vcpu, own = int(m.group(1)), int(m.group(2))
                 continue
             m = _DISK_RE.match(line)
             if m:
-                rows.append((epoch, int(m.group(3)) * 512, int(m.group(4)) * 512, m[2] == "write"))
-    arr = np.array(rows, dtype=np.int64).reshape(-1, 4)
+                sector, count = int(m.group(3)), int(m.group(4))
+                rows.append((vcpu, own, sector * 512, count * 512, m[2] == "write"))
+    arr = np.array(rows, dtype=np.int64).reshape(-1, 5)
     return {
-        "disk_epoch": arr[:, 0].astype(np.uint32),
-        "disk_offset": arr[:, 1].astype(np.uint64),
-        "disk_length": arr[:, 2].astype(np.uint32),
-        "disk_write": arr[:, 3].astype(bool),
+        "disk_vcpu": arr[:, 0].astype(np.uint16),
+        "disk_vcpu_epoch": arr[:, 1],
+        "disk_offset": arr[:, 2].astype(np.uint64),
+        "disk_length": arr[:, 3].astype(np.uint32),
+        "disk_write": arr[:, 4].astype(bool),
+    }
+
+
+def disk_arrays(raw: RawTrace, log: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The trace's disk arrays: each request of the log tied to its global epoch, grouped by
+    epoch (a stable sort: the order of issue within an epoch is kept)."""
+    epochs = raw.global_epoch(log["disk_vcpu"], log["disk_vcpu_epoch"])
+    order = np.argsort(epochs, kind="stable")
+    return {
+        "disk_epoch": epochs[order].astype(np.uint32),
+        "disk_offset": log["disk_offset"][order],
+        "disk_length": log["disk_length"][order],
+        "disk_write": log["disk_write"][order],
     }
 
 
@@ -165,17 +244,20 @@ def record_boot(
     timeout: float = 600.0,
     qemu: str = "qemu-system-x86_64",
     target_marker: str | None = TARGET_MARKER,
+    vcpus: int | None = None,
 ) -> GuestTrace:
     """Boot a guest under QEMU TCG with the vmmem plugin and write its guest trace to `out`
     (a compressed .npz, docs/GUESTS.md). Returns the trace, loaded from `out`.
 
     image_dir: a folder made by tools/build_guest_images.py (vmlinuz, initrd.img, disk.img,
     guest.json); kernel/initrd/disk/memory/append/name/kind override what it says.
-    memory: the VM's RAM (default guest.json's memory_mb, else 512MB). target_marker: a line
-    the guest prints on its serial console when its boot reaches its target (None: any clean
-    power-off counts). Raises RecordError (QEMU or cc missing, QEMU failed, target not
-    reached) or RecordTimeoutError (no power-off within `timeout` s; QEMU is killed).
-    """
+    memory: the VM's RAM (default guest.json's memory_mb, else 512MB). vcpus: the VM's vCPUs
+    (default guest.json's vcpus, else 1; 1 to 64): more than one runs QEMU's single-threaded
+    TCG (-accel tcg,thread=single), the vCPUs in turn on one host thread, so that each disk
+    request is tied to the vCPU that issued it. target_marker: a line the guest prints on
+    its serial console when its boot reaches its target (None: any clean power-off counts).
+    Raises RecordError (QEMU or cc missing, QEMU failed, target not reached, a vCPU that
+    never ran) or RecordTimeoutError (no power-off within `timeout` s; QEMU is killed)."""
     meta: dict[str, Any] = {}
     if image_dir is not None:
         folder = Path(image_dir)
@@ -202,6 +284,9 @@ def record_boot(
         raise SettingsError("record_boot: memory must be whole MB, at most 3 GB (below PCI hole)")
     if not isinstance(epoch_instructions, int) or epoch_instructions < 1000:
         raise SettingsError("record_boot: epoch_instructions must be an integer >= 1000")
+    vcpus = vcpus if vcpus is not None else meta.get("vcpus", 1)
+    if isinstance(vcpus, bool) or not isinstance(vcpus, int) or not 1 <= vcpus <= MAX_VCPUS:
+        raise SettingsError(f"record_boot: vcpus must be an integer from 1 to {MAX_VCPUS}")
     append = append if append is not None else meta.get("append", "console=ttyS0 panic=-1")
     name = name or meta.get("name") or kernel_p.stem
     kind = kind or meta.get("kind") or "recorded boot"
@@ -212,8 +297,11 @@ def record_boot(
     out_p = Path(out)
     with tempfile.TemporaryDirectory(prefix="vmmem-record-") as tmp:
         raw, log, console = Path(tmp, "trace.raw"), Path(tmp, "qemu.log"), Path(tmp, "console")
+        # One vCPU keeps the command line of the version 1 recordings; several run in turn
+        # on one host thread (the plugin refuses them on several).
+        accel = "tcg" if vcpus == 1 else "tcg,thread=single"
         args = [
-            "-accel", "tcg", "-smp", "1", "-m", str(mem_bytes // MB),
+            "-accel", accel, "-smp", str(vcpus), "-m", str(mem_bytes // MB),
             "-nodefaults", "-display", "none", "-no-reboot",
             "-serial", f"file:{console}",
             "-kernel", str(kernel_p),
@@ -260,14 +348,16 @@ def record_boot(
                 f"the guest {name!r} powered off without reaching its target (no "
                 f"{target_marker!r} on its console). Console tail:\n{_tail(console)}"
             )
-        totals, offsets, entries = parse_raw(raw)
-        disk_arrays = parse_disk_log(log) if disk_p is not None else parse_disk_log(os.devnull)
+        trace_raw = parse_raw(raw)
+        totals, offsets, entries = trace_raw.totals, trace_raw.epoch_offsets, trace_raw.entries
+        trace_raw.check_every_vcpu_ran()
+        disks = disk_arrays(trace_raw, parse_disk_log(log if disk_p is not None else os.devnull))
         pages = entries & ~_WRITE_BIT
         written = (entries & _WRITE_BIT) != 0
         touched = np.unique(pages)
         pages_written = np.unique(pages[written])
-        d_len = disk_arrays["disk_length"].astype(np.int64)
-        d_w = disk_arrays["disk_write"]
+        d_len = disks["disk_length"].astype(np.int64)
+        d_w = disks["disk_write"]
 
         def shown(p: Path) -> str:  # no temp or host paths in the provenance
             s = str(p)
@@ -291,6 +381,8 @@ def record_boot(
             "epoch_instructions": epoch_instructions,
             "epochs": int(offsets.size - 1),
             "instructions": totals["instructions"],
+            "vcpus": vcpus,
+            "vcpu_instructions": trace_raw.vcpu_instructions,
             "accesses": totals["accesses"],
             "stores": totals["stores"],
             "io_accesses": totals["io_accesses"],
@@ -325,8 +417,9 @@ def record_boot(
             "epoch_offsets": offsets,
             "pages": pages.astype(np.uint32),
             "written": written,
+            "epoch_vcpu": trace_raw.epoch_vcpu,
             "provenance": np.array(json.dumps(provenance, sort_keys=True)),
-            **disk_arrays,
+            **disks,
         }
         np.savez_compressed(tmp_out, **arrays)
         os.replace(tmp_out, out_p)
@@ -352,6 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--memory", default=None, help="VM RAM, e.g. 512MB (default: guest.json)")
     ap.add_argument("--epoch", type=int, default=1_000_000, help="instructions per epoch")
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--vcpus", type=int, default=None, help="vCPUs (default: guest.json, 1)")
     a = ap.parse_args(argv)
     trace = record_boot(
         a.out,
@@ -359,10 +453,13 @@ def main(argv: list[str] | None = None) -> None:
         memory=a.memory,
         epoch_instructions=a.epoch,
         timeout=a.timeout,
+        vcpus=a.vcpus,
     )
     p = trace.provenance
     print(
-        f"{trace.name}: {trace.instructions:,} instructions in {trace.epochs} epochs, "
+        f"{trace.name}: {trace.instructions:,} instructions ({trace.vcpus} vCPU"
+        f"{'s' if trace.vcpus > 1 else ''}: "
+        f"{', '.join(f'{n:,}' for n in trace.vcpu_instructions)}) in {trace.epochs} epochs, "
         f"{trace.pages_touched:,} pages touched, {trace.pages_written:,} written, "
         f"{trace.disk_bytes_read:,} disk bytes read; {p['recording_seconds']} s -> {a.out}"
     )
