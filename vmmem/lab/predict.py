@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from vmmem.guests.predict import predict_boot as _predict_boot
 
 if TYPE_CHECKING:
     from vmmem.hyperv.recorded import RecordedBoot
+    from vmmem.hyperv.workloads import Guest
     from vmmem.lab.scenario_model import VMSpec
 
 __all__ = ["Latency", "boot_cpu_seconds", "latency_from_probe", "pages_touched", "predict_vm"]
@@ -122,6 +124,9 @@ class _Capture:
     synthetic boot's own code makes the accesses, so the prediction follows whatever it does."""
 
     page_size = PAGE
+    # The boot's accesses in its one-processor order: with several processors the streams
+    # interleave in an order no prediction knows (docs/GUESTS.md, "Several virtual processors").
+    processors = 1
 
     def __init__(self, startup_pages: int, guest_pages: int) -> None:
         self.startup_pages = startup_pages
@@ -160,6 +165,10 @@ class _Capture:
         written = 0 if writes is None else int(np.count_nonzero(writes))
         self.reads += len(offsets) - written
         self.disk_writes += written
+
+    def run_on_processors(self, streams: Sequence[Callable[[Guest], None]]) -> None:
+        for stream in streams:  # one processor: never more than one stream
+            stream(self)
 
 
 @functools.lru_cache(maxsize=16)
