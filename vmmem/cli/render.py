@@ -93,7 +93,8 @@ def scenario(console: Console, s: Scenario) -> None:
         console.print(
             f"  {v.name}: {boot}; virtual disk in {disk}{size}; at a host reboot "
             f"{v.automatic_stop_action}, then {v.automatic_start_action} after "
-            f"{v.automatic_start_delay:g} s; generation {v.generation}",
+            f"{v.automatic_start_delay:g} s; generation {v.generation}; "
+            f"{v.processor_count} virtual processor{'s' if v.processor_count > 1 else ''}",
             highlight=False,
         )
     console.print("events:")

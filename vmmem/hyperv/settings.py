@@ -84,7 +84,7 @@ PS_NAMES = {
     "dynamic": "-DynamicMemoryEnabled",
     "smart_paging_path": "-SmartPagingFilePath",
     "generation": "-Generation",
-    "processor_count": "-Count (Set-VMProcessor)",
+    "processor_count": "Set-VMProcessor -Count",
     "automatic_stop_action": "-AutomaticStopAction",
     "automatic_start_action": "-AutomaticStartAction",
     "automatic_start_delay": "-AutomaticStartDelay",
