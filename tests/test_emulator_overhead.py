@@ -366,7 +366,7 @@ timeout = 30
     assert r.exit_code == 0, r.output
     assert "the emulator's own share" in r.stdout
     data = json.loads(out.read_text())
-    assert data["schema_version"] == 3 and not validate(data, RESULT_SCHEMA)
+    assert data["schema_version"] == 4 and not validate(data, RESULT_SCHEMA)
     for b in data["boots"]:
         assert b["boot_time"] == pytest.approx(sum(b[k] for k in PARTS), abs=1e-9)
         assert b["emulator_cpu_seconds"] > 0 and b["emulator_seconds"] >= 0

@@ -56,9 +56,9 @@ def load(name: str) -> dict[str, Any]:
     return data
 
 
-def test_the_current_version_is_3():
-    # The records changed how the file is made, not its shape: no new version.
-    assert SCHEMA_VERSION == 3
+def test_the_current_version_is_4():
+    # 4: each VM's processor_count and each boot's per-processor times (issue 18).
+    assert SCHEMA_VERSION == 4
 
 
 @pytest.mark.parametrize("name", [*RUNS.values(), "compare-v2-reboot.json"])
@@ -76,12 +76,19 @@ def test_show_reads_a_file_of_every_version(name, tmp_path):
 
 
 def test_a_version_3_file_reads_back_to_the_same_json():
-    """Read into records and written again, a file of today's version is the same JSON, key
-    for key, in the same order, with the verdict and the summary derived again."""
+    """Read into records and written again, a file of version 3 is the same JSON, key for
+    key, in the same order, with the verdict and the summary derived again; only version 4's
+    fields are added (one virtual processor: the boot's time is processor 0's)."""
     data = load(RUNS[3])
     again = RunResult.from_dict(data).to_dict()
-    assert again == data
-    assert json.dumps(again) == json.dumps(data)  # the order of the keys too
+    assert again.pop("schema_version") == 4
+    added = {"processor_count": 1, "processor_boot_times": None, "last_processor": None}
+    for boot in again["boots"]:
+        assert {k: boot.pop(k) for k in added} == added
+    assert again == {k: v for k, v in data.items() if k != "schema_version"}
+    assert json.dumps(again) == json.dumps(  # the order of the keys too
+        {k: v for k, v in data.items() if k != "schema_version"}
+    )
 
 
 def test_a_version_2_file_reads_with_the_version_3_fields_unset():
@@ -96,7 +103,7 @@ def test_a_version_2_file_reads_with_the_version_3_fields_unset():
         ("vm1", "vm2", "vm3"), "restored"
     )
     again = run.to_dict()
-    assert again["schema_version"] == 3 and not validate(again, RESULT_SCHEMA)
+    assert again["schema_version"] == 4 and not validate(again, RESULT_SCHEMA)
     for i, b in enumerate(data["boots"]):  # every version-2 field as it was
         assert {k: again["boots"][i][k] for k in b} == b
     assert again["verdict"] == data["verdict"]

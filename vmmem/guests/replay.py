@@ -41,14 +41,13 @@ SLEEP_BATCH = 0.01
 class Segment(NamedTuple):
     """Accesses [start, end) of the plan, then `disk` (offsets, lengths, write flags; None:
     no request), then `seconds` of guest CPU owed. `epoch`: the last epoch it covers (the
-    recording's index); `done`: the plan's epochs replayed once it has run."""
+    recording's index)."""
 
     start: int
     end: int
     disk: tuple[np.ndarray, np.ndarray, np.ndarray] | None
     seconds: float
     epoch: int
-    done: int
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,7 @@ def plan_replay(
     issued = 0.0  # disk requests owed at 1/scale of the recording's
     offset_list = offsets.tolist()
     chosen_list = chosen.tolist()
-    for done, e in enumerate(chosen_list, 1):
+    for e in chosen_list:
         end += offset_list[e + 1] - offset_list[e]
         a, b = disk_at[e], disk_at[e + 1]
         disk = None
@@ -158,10 +157,10 @@ def plan_replay(
         if debt >= batch:
             seconds, debt = debt, 0.0
         if per_epoch or disk is not None or seconds:
-            segments.append(Segment(first, end, disk, seconds, e, done))
+            segments.append(Segment(first, end, disk, seconds, e))
             first = end
     if not per_epoch and chosen_list:  # the rest, and its CPU time
-        segments.append(Segment(first, end, None, debt, chosen_list[-1], len(chosen_list)))
+        segments.append(Segment(first, end, None, debt, chosen_list[-1]))
     return ReplayPlan(pages, writes, tuple(segments), chosen)
 
 
@@ -174,13 +173,14 @@ def run_replay(
     """Run `plan`: per segment `replay(pages, writes)`, `disk_io(offsets, lengths, writes)`
     if it has requests, then `charge(segment)` (its CPU time is `segment.seconds`). A `charge`
     that returns False stops after that segment. Returns the number of epochs replayed."""
-    done = 0
+    last = None
     for seg in plan.segments:
         if seg.end > seg.start:
             replay(plan.pages[seg.start : seg.end], plan.writes[seg.start : seg.end])
         if seg.disk is not None:
             disk_io(*seg.disk)
-        done = seg.done
+        last = seg.epoch
         if charge(seg) is False:
             break
-    return done
+    # the plan's epochs up to the last one run (they increase)
+    return 0 if last is None else int(np.searchsorted(plan.epochs, last)) + 1

@@ -50,10 +50,11 @@ __all__ = [
     "now_iso",
 ]
 
-SCHEMA_VERSION = 3  # 2: headline fields, boots' file life, earlier_runs, reboot outcomes;
+SCHEMA_VERSION = 4  # 2: headline fields, boots' file life, earlier_runs, reboot outcomes;
 # full VMStatus samples, stored percentiles. 3: boot_time is the boot's own clock (guest time
-# plus measured waits), the emulator's share beside it. 1 and 2 are still read.
-READABLE_VERSIONS = (1, 2, 3)
+# plus measured waits), the emulator's share beside it. 4: each VM's processor_count, each
+# boot's per-processor times. 1 to 3 are still read.
+READABLE_VERSIONS = (1, 2, 3, 4)
 STORM_KINDS = ("host-restart", "restart", "reset")
 OUTCOMES = ["ok", "vms_failed", "failed", "interrupted"]
 _OUTCOME_DOC = (

@@ -228,7 +228,7 @@ _SCENARIO = _obj(
 )
 _VERSION = {
     "enum": list(READABLE_VERSIONS),
-    "description": "3 is written now; 1 and 2 (without the later fields) are still read.",
+    "description": "4 is written now; 1 to 3 (without the later fields) are still read.",
 }
 
 
