@@ -26,6 +26,7 @@ from vmmem.cli.main import EXIT_USAGE, cli
 from vmmem.errors import GuestTraceError
 from vmmem.guests import GuestTrace, replay_epochs
 from vmmem.guests import trace as trace_module
+from vmmem.guests.trace import FORMAT
 from vmmem.hyperv import Host, Idle
 from vmmem.hyperv.recorded import RecordedBoot
 from vmmem.memory import FramePool, GuestMemory
@@ -35,14 +36,37 @@ SHIPPED = trace_module.data_dir() / "busybox.npz"
 with np.load(SHIPPED, allow_pickle=False) as _z:
     BASE: dict[str, np.ndarray] = {k: _z[k] for k in _z.files}
 PROVENANCE: dict[str, Any] = json.loads(str(BASE["provenance"]))
-# The shipped file's arrays (its format, provenance and the arrays a trace is made of).
-ARRAYS = sorted(set(BASE) - {"format", "provenance"})
 WAIT = 120  # seconds: only a hang reaches it
 
 
-def save(folder: Path, name: str = "t.npz", **changes: Any) -> str:
-    """The shipped trace with `changes` (None: the array removed), saved uncompressed."""
-    arrays = dict(BASE)
+def two_vcpus(base: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The shipped version 1 trace as version 2 with two vCPUs: its epochs dealt out in runs
+    of 5, each vCPU's last epoch half full."""
+    prov = json.loads(str(base["provenance"]))
+    epoch_vcpu = ((np.arange(base["epoch_offsets"].size - 1) // 5) % 2).astype(np.uint16)
+    per = prov["epoch_instructions"]
+    counts = [int(n - 1) * per + per // 2 for n in np.bincount(epoch_vcpu)]
+    prov.update(
+        format=FORMAT, vcpus=2, vcpu_instructions=counts, instructions=sum(counts)
+    )  # fmt: skip
+    return {
+        **base,
+        "format": np.array(FORMAT),
+        "epoch_vcpu": epoch_vcpu,
+        "provenance": np.array(json.dumps(prov)),
+    }
+
+
+BASE_V2 = two_vcpus(BASE)
+PROVENANCE_V2: dict[str, Any] = json.loads(str(BASE_V2["provenance"]))
+
+
+def save(
+    folder: Path, name: str = "t.npz", base: dict[str, np.ndarray] = BASE, **changes: Any
+) -> str:
+    """The shipped trace (or `base`) with `changes` (None: the array removed), saved
+    uncompressed."""
+    arrays = dict(base)
     for key, value in changes.items():
         if value is None:
             arrays.pop(key)
@@ -56,6 +80,12 @@ def save(folder: Path, name: str = "t.npz", **changes: Any) -> str:
 
 def provenance(**changes: Any) -> np.ndarray:
     return np.array(json.dumps({**PROVENANCE, **changes}))
+
+
+def provenance_v2(**changes: Any) -> np.ndarray:
+    """BASE_V2's provenance with `changes` (None: the key removed)."""
+    prov = {**PROVENANCE_V2, **changes}
+    return np.array(json.dumps({k: v for k, v in prov.items() if v is not None}))
 
 
 def refused(path: str, field: str | None, match: str) -> GuestTraceError:
@@ -175,7 +205,93 @@ CASES = {
     ),
     "no pages array": ({"pages": None}, "pages", "missing"),
     "object array": ({"pages": np.array([object()] * 3)}, "pages", "dtype object"),
-    "format": ({"format": np.array("vmmem-guest-trace/2")}, "format", "expected"),
+    "format": ({"format": np.array("vmmem-guest-trace/3")}, "format", "expected one of"),
+    "version 1 of two vCPUs": (
+        {"provenance": provenance(vcpus=2)},
+        "provenance.vcpus",
+        "a vmmem-guest-trace/1 trace has one vCPU",
+    ),
+    "version 1 whose vCPU ran other instructions": (
+        {"provenance": provenance(vcpu_instructions=[5])},
+        "provenance.vcpu_instructions",
+        "sum to 5, but provenance.instructions is 1,598,606,445",
+    ),
+    "provenance of another format": (
+        {"provenance": provenance(format=FORMAT)},
+        "provenance.format",
+        "but the file's is 'vmmem-guest-trace/1'",
+    ),
+}
+
+EPOCH_VCPU = BASE_V2["epoch_vcpu"]
+COUNTS = PROVENANCE_V2["vcpu_instructions"]
+# Version 2's own rules: the vCPU of each epoch and each vCPU's instructions.
+CASES_V2 = {
+    "no epoch_vcpu": ({"epoch_vcpu": None}, "epoch_vcpu", "missing"),
+    "no vcpus": ({"provenance": provenance_v2(vcpus=None)}, "provenance.vcpus", "missing"),
+    "no vcpu_instructions": (
+        {"provenance": provenance_v2(vcpu_instructions=None)},
+        "provenance.vcpu_instructions",
+        "missing",
+    ),
+    "epoch_vcpu short": (
+        {"epoch_vcpu": EPOCH_VCPU[:-1]},
+        "epoch_vcpu",
+        "1,598 elements for 1,599 epochs",
+    ),
+    "epoch_vcpu as floats": (
+        {"epoch_vcpu": EPOCH_VCPU.astype(float)},
+        "epoch_vcpu",
+        "dtype float64: expected integers",
+    ),
+    "a vCPU beyond vcpus": (
+        {"epoch_vcpu": with_value(EPOCH_VCPU, 3, 2)},
+        "epoch_vcpu",
+        r"vCPU 2: expected 0 to 1 \(provenance.vcpus\)",
+    ),
+    "a negative vCPU": ({"epoch_vcpu": with_value(EPOCH_VCPU, 3, -1)}, "epoch_vcpu", "vCPU -1"),
+    "a vCPU that never ran": (
+        {"provenance": provenance_v2(vcpus=3, vcpu_instructions=[*COUNTS, 1])},
+        "epoch_vcpu",
+        "vCPU 2 has no epoch",
+    ),
+    "no vCPU": ({"provenance": provenance_v2(vcpus=0)}, "provenance.vcpus", "expected 1 to 64"),
+    "65 vCPUs": ({"provenance": provenance_v2(vcpus=65)}, "provenance.vcpus", "expected 1 to 64"),
+    "one count for two vCPUs": (
+        {"provenance": provenance_v2(vcpu_instructions=COUNTS[:1])},
+        "provenance.vcpu_instructions",
+        "1 counts for 2 vCPUs",
+    ),
+    "counts as text": (
+        {"provenance": provenance_v2(vcpu_instructions="many")},
+        "provenance.vcpu_instructions",
+        "expected a list",
+    ),
+    "a negative count": (
+        {"provenance": provenance_v2(vcpu_instructions=[COUNTS[0], -1])},
+        "provenance.vcpu_instructions",
+        "expected whole numbers >= 0, got -1",
+    ),
+    "counts that do not sum": (
+        {"provenance": provenance_v2(vcpu_instructions=[COUNTS[0], COUNTS[1] + 1])},
+        "provenance.vcpu_instructions",
+        "but provenance.instructions is",
+    ),
+    "a vCPU with more than its epochs": (
+        {
+            "provenance": provenance_v2(
+                vcpu_instructions=[COUNTS[0] + 2 * 10**6, COUNTS[1] - 2 * 10**6]
+            )
+        },
+        "provenance.vcpu_instructions",
+        r"\(vCPU 0\) for 800 epochs of 1,000,000: expected at least 799,000,000 .* at most "
+        "801,000,000",
+    ),
+    "a vCPU short of its whole epochs": (
+        {"provenance": provenance_v2(vcpu_instructions=[COUNTS[0] + 10**6, COUNTS[1] - 10**6])},
+        "provenance.vcpu_instructions",
+        r"\(vCPU 1\) for 799 epochs",
+    ),
 }
 
 
@@ -183,6 +299,18 @@ CASES = {
 def test_each_bad_trace_is_refused_naming_the_file_and_field(tmp_path, case):
     changes, field, match = CASES[case]
     refused(save(tmp_path, **changes), field, match)
+
+
+@pytest.mark.parametrize("case", list(CASES_V2))
+def test_each_bad_version_2_trace_is_refused_naming_the_file_and_field(tmp_path, case):
+    changes, field, match = CASES_V2[case]
+    refused(save(tmp_path, base=BASE_V2, **changes), field, match)
+
+
+def test_the_version_2_base_loads_so_each_case_fails_for_its_change(tmp_path):
+    trace = GuestTrace.load(save(tmp_path, base=BASE_V2))
+    assert trace.format == FORMAT and trace.vcpus == 2
+    assert trace.vcpu_instructions == COUNTS and trace.vcpu_epochs(1).size == 799
 
 
 @pytest.mark.parametrize(
@@ -331,6 +459,12 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
     max_leaves=6,
 )
+# Per-vCPU instruction counts near the valid ones: shifted between the vCPUs, one too many.
+VCPU_COUNTS = st.one_of(
+    st.integers(-(10**7), 10**7).map(lambda d: [COUNTS[0] + d, COUNTS[1] - d]),
+    st.just([*COUNTS, 1]),
+    st.just(COUNTS[:1]),
+)
 DTYPES = [
     np.float64, np.float32, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
     np.uint32, np.uint64, np.bool_, np.complex64, ">u4", ">i8", "U4", "S4",
@@ -339,18 +473,21 @@ DTYPES = [
 
 @st.composite
 def mutated(draw: st.DrawFn) -> dict[str, Any]:
-    """The shipped trace's arrays with one to three mutations."""
-    arrays: dict[str, Any] = dict(BASE)
-    prov: Any = dict(PROVENANCE)
+    """The shipped trace's arrays, as version 1 or as version 2 of two vCPUs, with one to
+    three mutations."""
+    version_2 = draw(st.booleans())
+    base, base_prov = (BASE_V2, PROVENANCE_V2) if version_2 else (BASE, PROVENANCE)
+    arrays: dict[str, Any] = dict(base)
+    prov: Any = dict(base_prov)
     for _ in range(draw(st.integers(1, 3))):
-        key = draw(st.sampled_from([*ARRAYS, "format", *["provenance"] * 4]))
+        key = draw(st.sampled_from([*sorted(set(base) - {"provenance"}), *["provenance"] * 4]))
         if key == "provenance":
             op = draw(st.sampled_from(["set", "delete", "replace", "text"]))
             if op in ("set", "delete") and not isinstance(prov, dict):
                 prov = {}
             if op == "set":
-                k = draw(st.sampled_from([*PROVENANCE, "extra"]))
-                prov[k] = draw(JSON | INTS)
+                k = draw(st.sampled_from([*PROVENANCE_V2, "extra"]))
+                prov[k] = draw(JSON | INTS | VCPU_COUNTS)
             elif op == "delete" and prov:
                 prov.pop(draw(st.sampled_from(sorted(prov))))
             elif op == "replace":
@@ -381,7 +518,7 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
         elif op == "grow" and a.ndim:
             a = np.concatenate([a, a[: draw(st.integers(1, 3))]])
         elif op == "set" and a.ndim and a.size:
-            value = draw(INTS | st.integers(0, 1000))
+            value = draw(INTS | st.integers(0, 1000) | st.integers(0, 2))
             try:
                 a = a.astype(np.result_type(a.dtype, np.min_scalar_type(value)))
             except TypeError:
@@ -447,12 +584,17 @@ def test_fuzz_every_mutation_loads_and_replays_or_is_refused_naming_the_file(
         assert err.path == str(path) and str(err).startswith(f"{path}: ")
         event(f"refused: {err.field or 'the file'}")
         return
-    event("loaded and replayed")
+    event(f"loaded and replayed: {trace.format}")
     # It loaded: everything a run reads of it works, and a few epochs replay, the last too.
     assert trace.epochs >= 1 and trace.instructions > 0 and repr(trace)
     assert trace.memory_pages >= 1 and trace.pages_touched <= trace.entries
     assert trace.disk_bytes_read + trace.disk_bytes_written >= 0
     assert trace.epoch_instructions_of(trace.epochs - 1) >= 0
+    # Each vCPU's epochs partition the trace's; their instructions sum to the boot's.
+    assert sum(trace.vcpu_epochs(v).size for v in range(trace.vcpus)) == trace.epochs
+    per_epoch = [trace.epoch_instructions_of(e) for e in range(trace.epochs)]
+    assert min(per_epoch) >= 0 and sum(per_epoch) == trace.instructions
+    assert trace.disk_vcpu.size == trace.disk_requests and trace.vcpus <= 64
     for start in {0, max(0, trace.epochs - 2)}:
         result = replay_epochs(memory, trace, disk=disk, start=start, stop=start + 2)
         assert result.epochs == min(2, trace.epochs - start)

@@ -291,6 +291,8 @@ def record_boot(
             "epoch_instructions": epoch_instructions,
             "epochs": int(offsets.size - 1),
             "instructions": totals["instructions"],
+            "vcpus": 1,
+            "vcpu_instructions": [totals["instructions"]],
             "accesses": totals["accesses"],
             "stores": totals["stores"],
             "io_accesses": totals["io_accesses"],
@@ -325,6 +327,7 @@ def record_boot(
             "epoch_offsets": offsets,
             "pages": pages.astype(np.uint32),
             "written": written,
+            "epoch_vcpu": np.zeros(offsets.size - 1, np.uint16),
             "provenance": np.array(json.dumps(provenance, sort_keys=True)),
             **disk_arrays,
         }

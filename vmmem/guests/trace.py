@@ -21,13 +21,21 @@ from numpy.lib import format as npy
 from ..errors import GuestTraceError, SettingsError
 from ..validate import control_characters, open_regular_file
 
-__all__ = ["FORMAT", "MAPPINGS", "PAGE_SIZE", "GuestTrace", "map_pages", "shipped_names"]
+__all__ = [
+    "FORMAT", "FORMAT_V1", "FORMATS", "MAPPINGS", "MAX_VCPUS", "PAGE_SIZE", "GuestTrace",
+    "map_pages", "shipped_names",
+]  # fmt: skip
 
-FORMAT = "vmmem-guest-trace/1"
+# The format a recording writes. Version 2 adds the vCPU of each epoch (epoch_vcpu) and the
+# provenance's vcpus and vcpu_instructions; a version 1 file (one vCPU) still loads as one.
+FORMAT = "vmmem-guest-trace/2"
+FORMAT_V1 = "vmmem-guest-trace/1"
+FORMATS = (FORMAT_V1, FORMAT)
 PAGE_SIZE = 4096
 MAPPINGS = ("fold", "scale")
 _ARRAYS = (
-    "epoch_offsets", "pages", "written", "disk_epoch", "disk_offset", "disk_length", "disk_write",
+    "epoch_offsets", "pages", "written", "epoch_vcpu", "disk_epoch", "disk_offset",
+    "disk_length", "disk_write",
 )  # fmt: skip
 
 # Limits no recorded boot comes near, so that a hostile file cannot take the machine's memory
@@ -41,8 +49,9 @@ MAX_INSTRUCTIONS = 10**13  # over 80 minutes of guest CPU at the default 2 G/s
 MAX_MEMORY_BYTES = 12 << 40  # Hyper-V's largest VM (generation 2): 12 TB
 MAX_DISK_BYTES = 64 << 40  # the largest VHDX: 64 TB
 MAX_REQUEST_BYTES = 64 << 20  # 50 x Linux's default largest block request (1,280 KiB)
+MAX_VCPUS = 64  # the recorder's plugin keeps state for at most 64 (vmmem_trace.c)
 _MAX_TEXT = {"format": 64, "provenance": 1 << 20}  # characters
-_MAX_MEMBERS = 64  # zip entries: a trace has 9
+_MAX_MEMBERS = 64  # zip entries: a trace has 9 (version 1) or 10
 _ZIP_END = b"PK\x05\x06"
 _ZIP_END_SIZE = 22
 # dtype kind and the most elements of each array ("b" bool, "iu" any integer, "U" text).
@@ -52,6 +61,7 @@ _LAYOUT = {
     "epoch_offsets": ("iu", MAX_EPOCHS + 1),
     "pages": ("iu", MAX_ENTRIES),
     "written": ("b", MAX_ENTRIES),
+    "epoch_vcpu": ("iu", MAX_EPOCHS),  # version 2 only
     "disk_epoch": ("iu", MAX_DISK_REQUESTS),
     "disk_offset": ("iu", MAX_DISK_REQUESTS),
     "disk_length": ("iu", MAX_DISK_REQUESTS),
@@ -60,6 +70,7 @@ _LAYOUT = {
 _DTYPES = {
     "epoch_offsets": np.int64,
     "pages": np.uint32,
+    "epoch_vcpu": np.uint16,
     "disk_epoch": np.uint32,
     "disk_offset": np.uint64,
     "disk_length": np.uint32,
@@ -76,8 +87,9 @@ _PROVENANCE = {
     "disk_bytes_read": "count", "disk_bytes_written": "count", "qemu_version": "str",
     "qemu_command": "str", "kernel": "file", "initrd": "file", "disk_image": "file",
     "image": "object", "plugin_sha256": "str", "recorded_at": "str",
-    "recording_seconds": "seconds",
+    "recording_seconds": "seconds", "vcpus": "count", "vcpu_instructions": "counts",
 }  # fmt: skip
+_REQUIRED_V2 = ("vcpus", "vcpu_instructions")
 
 
 def _exists(path: Path) -> bool:
@@ -124,18 +136,23 @@ class GuestTrace:
     """A recorded guest boot: pages touched per epoch of guest instructions, and disk requests.
 
     Load a shipped one by name (`GuestTrace.load("busybox")`) or any trace file by path.
-    Arrays: epoch_offsets (int64, epochs + 1), pages (uint32), written (bool), disk_epoch
-    (uint32), disk_offset (uint64 bytes), disk_length (uint32 bytes), disk_write (bool).
+    Arrays: epoch_offsets (int64, epochs + 1), pages (uint32), written (bool), epoch_vcpu
+    (uint16, the vCPU whose instructions each epoch counts; all 0 in a version 1 file),
+    disk_epoch (uint32), disk_offset (uint64 bytes), disk_length (uint32 bytes), disk_write
+    (bool). Epochs are global, in the order they ended during the recording (vCPUs
+    interleaved); vcpu_epochs(v) picks one vCPU's.
     """
 
     def __init__(self, path: Path, arrays: dict[str, np.ndarray], provenance: dict[str, Any]):
         self.path = path
         self.provenance = provenance
+        self.format = str(arrays["format"][()])  # the file's: FORMAT_V1 or FORMAT
         for key in _ARRAYS:
             setattr(self, key, arrays[key])
         self.epoch_offsets: np.ndarray
         self.pages_array: np.ndarray = arrays["pages"]
         self.written: np.ndarray
+        self.epoch_vcpu: np.ndarray
         self.disk_epoch: np.ndarray
         self.disk_offset: np.ndarray
         self.disk_length: np.ndarray
@@ -233,6 +250,44 @@ class GuestTrace:
         return int(self.provenance["instructions"])
 
     @property
+    def vcpus(self) -> int:
+        """The recorded VM's vCPUs (1 for a version 1 trace)."""
+        return len(self.vcpu_instructions)
+
+    @cached_property
+    def vcpu_instructions(self) -> list[int]:
+        """Guest instructions each vCPU ran; they sum to `instructions`."""
+        counts = self.provenance.get("vcpu_instructions", [self.instructions])
+        return [int(n) for n in counts]
+
+    @cached_property
+    def _vcpu_epoch_lists(self) -> tuple[np.ndarray, ...]:
+        order = np.argsort(self.epoch_vcpu, kind="stable").astype(np.int64)
+        bounds = np.searchsorted(self.epoch_vcpu[order], np.arange(self.vcpus + 1))
+        lists = tuple(order[bounds[v] : bounds[v + 1]] for v in range(self.vcpus))
+        for arr in lists:
+            arr.flags.writeable = False
+        return lists
+
+    def vcpu_epochs(self, vcpu: int) -> np.ndarray:
+        """The global indices (int64, increasing) of vCPU `vcpu`'s epochs: its own
+        instructions in order, epoch_instructions each, the last partial."""
+        if not 0 <= vcpu < self.vcpus:
+            raise IndexError(f"vCPU {vcpu}: the trace has vCPUs 0 to {self.vcpus - 1}")
+        return self._vcpu_epoch_lists[vcpu]
+
+    @cached_property
+    def disk_vcpu(self) -> np.ndarray:
+        """The vCPU that issued each disk request (uint16): its epoch's vCPU."""
+        out: np.ndarray = self.epoch_vcpu[self.disk_epoch]
+        out.flags.writeable = False
+        return out
+
+    @cached_property
+    def _last_epoch_of_vcpu(self) -> np.ndarray:
+        return np.array([int(e[-1]) for e in self._vcpu_epoch_lists], dtype=np.int64)
+
+    @property
     def entries(self) -> int:
         """Recorded (page, epoch) entries: what a replay feeds the core."""
         return int(self.pages_array.size)
@@ -262,15 +317,21 @@ class GuestTrace:
         return int(self.provenance.get("disk_size", 0))
 
     def epoch_instructions_of(self, epoch: int) -> int:
-        """Guest instructions in one epoch (the last one is partial)."""
-        if epoch < self.epochs - 1:
+        """Guest instructions in global epoch `epoch`: epoch_instructions, but the last epoch
+        of its vCPU is partial (what that vCPU ran after its whole epochs)."""
+        if not 0 <= epoch < self.epochs:
+            raise IndexError(f"epoch {epoch}: the trace has epochs 0 to {self.epochs - 1}")
+        vcpu = int(self.epoch_vcpu[epoch])
+        if epoch != self._last_epoch_of_vcpu[vcpu]:
             return self.epoch_instructions
-        return self.instructions - self.epoch_instructions * (self.epochs - 1)
+        whole = self._vcpu_epoch_lists[vcpu].size - 1
+        return self.vcpu_instructions[vcpu] - self.epoch_instructions * whole
 
     def __repr__(self) -> str:
+        vcpus = f", {self.vcpus} vCPUs" if self.vcpus > 1 else ""
         return (
-            f"GuestTrace({self.name!r}, {self.memory_size >> 20} MB, {self.epochs} epochs, "
-            f"{self.pages_touched} pages touched)"
+            f"GuestTrace({self.name!r}, {self.memory_size >> 20} MB{vcpus}, {self.epochs} "
+            f"epochs, {self.pages_touched} pages touched)"
         )
 
     # -- per epoch ---------------------------------------------------------------------------
@@ -320,6 +381,8 @@ def _read_trace(where: str, f: IO[bytes], size: int) -> tuple[dict[str, np.ndarr
         with zipfile.ZipFile(f) as z:
             names = {info.filename: info for info in z.infolist()}
             for key, (kinds, most) in _LAYOUT.items():
+                if key == "epoch_vcpu" and str(raw["format"][()]) != FORMAT:
+                    continue  # version 1 (one vCPU) has none; another format is refused
                 info = names.get(f"{key}.npy")
                 if info is None:
                     raise GuestTraceError("missing: not a vmmem guest trace", path=where, field=key)
@@ -412,8 +475,8 @@ def _check_trace(where: str, raw: dict[str, np.ndarray]) -> tuple[dict[str, np.n
         return GuestTraceError(message, path=where, field=field)
 
     fmt = str(raw["format"][()])
-    if fmt != FORMAT:
-        raise fail("format", f"{fmt[:64]!r}, expected {FORMAT!r}")
+    if fmt not in FORMATS:
+        raise fail("format", f"{fmt[:64]!r}, expected one of {list(FORMATS)}")
     text = str(raw["provenance"][()])
     try:
         prov = json.loads(text)
@@ -421,14 +484,14 @@ def _check_trace(where: str, raw: dict[str, np.ndarray]) -> tuple[dict[str, np.n
         raise fail("provenance", f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(prov, dict):
         raise fail("provenance", f"expected a JSON object, got {type(prov).__name__}")
-    for key in _REQUIRED:
+    for key in _REQUIRED + (_REQUIRED_V2 if fmt != FORMAT_V1 else ()):
         if key not in prov:
             raise fail(f"provenance.{key}", "missing")
     for key, kind in _PROVENANCE.items():
         if key in prov:
             _check_provenance_value(prov[key], kind, lambda m, k=key: fail(f"provenance.{k}", m))
-    if prov.get("format", FORMAT) != FORMAT:
-        raise fail("provenance.format", f"{str(prov['format'])[:64]!r}, expected {FORMAT!r}")
+    if prov.get("format", fmt) != fmt:
+        raise fail("provenance.format", f"{str(prov['format'])[:64]!r}, but the file's is {fmt!r}")
     name = prov["name"]
     if not name.strip() or len(name) > 200 or control_characters(name):
         raise fail(
@@ -473,15 +536,28 @@ def _check_trace(where: str, raw: dict[str, np.ndarray]) -> tuple[dict[str, np.n
     instructions = prov["instructions"]
     if per_epoch < 1:
         raise fail("provenance.epoch_instructions", f"{per_epoch}: expected at least 1")
-    low, high = (epochs - 1) * per_epoch, min(MAX_INSTRUCTIONS, (epochs + 1) * per_epoch)
-    # The recorder opens an epoch when a block reaches its boundary: the last one may hold
-    # no instruction at all, never a whole epoch more.
-    if not max(1, low) <= instructions <= high:
+    epoch_vcpu, vcpu_epochs, vcpu_instructions = _check_vcpus(fail, fmt, raw, prov, epochs)
+    if sum(vcpu_instructions) != instructions:
         raise fail(
-            "provenance.instructions",
-            f"{instructions:,} for {epochs:,} epochs of {per_epoch:,}: expected at least "
-            f"{max(1, low):,} (every epoch but the last is whole) and at most {high:,}",
+            "provenance.vcpu_instructions",
+            f"sum to {sum(vcpu_instructions):,}, but provenance.instructions is {instructions:,}",
         )
+    if instructions > MAX_INSTRUCTIONS:
+        raise fail("provenance.instructions", f"{instructions:,}: at most {MAX_INSTRUCTIONS:,}")
+    # Each vCPU's epochs count its own instructions. The recorder opens a vCPU's epoch when
+    # one of its blocks reaches the boundary: its last epoch may hold no instruction at all,
+    # never a whole epoch more.
+    for vcpu, (count, own) in enumerate(zip(vcpu_instructions, vcpu_epochs, strict=True)):
+        low, high = (own - 1) * per_epoch, min(MAX_INSTRUCTIONS, (own + 1) * per_epoch)
+        if not max(1, low) <= count <= high:
+            field, whose = "provenance.instructions", ""
+            if len(vcpu_instructions) > 1:
+                field, whose = "provenance.vcpu_instructions", f" (vCPU {vcpu})"
+            raise fail(
+                field,
+                f"{count:,}{whose} for {own:,} epochs of {per_epoch:,}: expected at least "
+                f"{max(1, low):,} (every epoch but the last is whole) and at most {high:,}",
+            )
 
     d_epoch, d_off, d_len, d_write = (
         raw[k] for k in ("disk_epoch", "disk_offset", "disk_length", "disk_write")
@@ -529,7 +605,8 @@ def _check_trace(where: str, raw: dict[str, np.ndarray]) -> tuple[dict[str, np.n
         if prov.get(key, 0) > n:
             raise fail(f"provenance.{key}", f"{prov[key]:,}, more than the {n:,} entries")
 
-    arrays = {}
+    arrays = {"format": np.array(fmt)}
+    raw = {**raw, "epoch_vcpu": epoch_vcpu}
     for key in _ARRAYS:
         arr = raw[key]
         if key in _DTYPES:
@@ -538,6 +615,43 @@ def _check_trace(where: str, raw: dict[str, np.ndarray]) -> tuple[dict[str, np.n
         arr.flags.writeable = False
         arrays[key] = arr
     return arrays, text
+
+
+def _check_vcpus(
+    fail: Any, fmt: str, raw: dict[str, np.ndarray], prov: dict[str, Any], epochs: int
+) -> tuple[np.ndarray, list[int], list[int]]:
+    """The trace's epoch_vcpu (all 0 in a version 1 file), each vCPU's epoch count and
+    instructions, checked: vcpus 1 to MAX_VCPUS, one instruction count per vCPU, every vCPU
+    with at least one epoch (a vCPU that never ran cannot boot)."""
+    vcpus = prov.get("vcpus", 1)
+    if not 1 <= vcpus <= MAX_VCPUS:
+        raise fail("provenance.vcpus", f"{vcpus:,}: expected 1 to {MAX_VCPUS}")
+    if fmt == FORMAT_V1:
+        if vcpus != 1:
+            raise fail("provenance.vcpus", f"{vcpus:,}: a {FORMAT_V1} trace has one vCPU")
+        epoch_vcpu = np.zeros(epochs, np.uint16)
+    else:
+        epoch_vcpu = raw["epoch_vcpu"]
+        if epoch_vcpu.size != epochs:
+            raise fail(
+                "epoch_vcpu", f"{epoch_vcpu.size:,} elements for {epochs:,} epochs: one each"
+            )
+        if int(epoch_vcpu.min()) < 0 or int(epoch_vcpu.max()) >= vcpus:
+            bad = int(epoch_vcpu.min()) if int(epoch_vcpu.min()) < 0 else int(epoch_vcpu.max())
+            raise fail("epoch_vcpu", f"vCPU {bad:,}: expected 0 to {vcpus - 1} (provenance.vcpus)")
+    own = np.bincount(epoch_vcpu.astype(np.int64), minlength=vcpus)
+    if int(own.min()) == 0:
+        raise fail(
+            "epoch_vcpu",
+            f"vCPU {int(np.argmin(own))} has no epoch: every one of the {vcpus} vCPUs ran",
+        )
+    counts = prov.get("vcpu_instructions", [prov["instructions"]])
+    if len(counts) != vcpus:
+        raise fail(
+            "provenance.vcpu_instructions",
+            f"{len(counts)} counts for {vcpus} vCPUs (provenance.vcpus): one each",
+        )
+    return epoch_vcpu, [int(n) for n in own], counts
 
 
 def _check_provenance_value(value: Any, kind: str, fail: Any) -> None:
@@ -555,6 +669,12 @@ def _check_provenance_value(value: Any, kind: str, fail: Any) -> None:
             or value < 0
         ):
             raise fail(f"expected a number of seconds >= 0, got {str(value)[:64]}")
+    elif kind == "counts":
+        if not isinstance(value, list) or len(value) > MAX_VCPUS:
+            raise fail(f"expected a list of at most {MAX_VCPUS} whole numbers >= 0")
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+                raise fail(f"expected whole numbers >= 0, got {str(item)[:64]}")
     elif kind == "object":
         if not isinstance(value, dict):
             raise fail(f"expected a JSON object, got {_json_type(value)}")
