@@ -185,6 +185,14 @@ def _predictions(console: Console, p: Plan) -> None:
                 f"files, of the {mb(e['smart_paging_total_bytes'])} of Startup RAM the host "
                 "cannot give (a guest pages only what it touches beyond its memory)"
             )
+    several = sorted({n for _, n, _ in rows if p.scenario.vm(n).processor_count > 1})
+    if several:
+        console.print(
+            f"{', '.join(several)}: several virtual processors; their paging is predicted from "
+            "the boot's accesses in one order (a recording's: the order its epochs ended in), "
+            "an approximation of how the processors' streams interleave; guest CPU is the "
+            "latest processor's"
+        )
     if lat is None:
         console.print("boot times need the disk's latency: --latency (vmmem disks --probe)")
     else:

@@ -104,10 +104,18 @@ class RecordedBoot(Workload):
         # validate_page_size lets a host use.
         self._plan(startup_pages, self.trace.page_size, processors)
 
-    def expected_cpu_time(self, startup_pages: int) -> float:
+    def expected_cpu_time(self, startup_pages: int, processors: int = 1) -> float:
         """The recording's instructions at guest_ips: the boot's time with enough memory,
-        less the replay itself."""
-        return self.trace.instructions / self.guest_ips / self.scale
+        less the replay itself. With several processors, the latest one's: the instructions
+        of the vCPU streams it runs (processor_epochs)."""
+        t = self.trace
+        if processors == 1 or t.vcpus == 1:
+            return t.instructions / self.guest_ips / self.scale
+        per_processor = [
+            sum(t.vcpu_instructions[v] for v in range(p, t.vcpus, processors))
+            for p in range(min(processors, t.vcpus))
+        ]
+        return max(per_processor) / self.guest_ips / self.scale
 
     def disk_size_hint(self, startup_pages: int, page_size: int) -> int:
         """Four times what the boot reads (at least 16 MB), at most the recorded disk: the

@@ -243,14 +243,24 @@ class Boot(Workload):
             return 0.0
         return self.zero_cpu_per_page * (startup_pages - self.footprint_pages(startup_pages))
 
-    def expected_cpu_time(self, startup_pages: int) -> float:
+    def expected_cpu_time(self, startup_pages: int, processors: int = 1) -> float:
         """The guest CPU time of this boot, in seconds: the boot time with enough memory,
         less the replay itself (the boot's own CPU per page of its footprint, and the zeroing
-        it is charged)."""
-        own = self.cpu_per_page * self.footprint_pages(startup_pages)
+        it is charged). With several processors, the latest one's: its chunks' share
+        (chunk i on processor i mod N) and, on processor 0, the zeroing."""
+        n = self.footprint_pages(startup_pages)
+        own = self.cpu_per_page * n
         if self.cpu_time is not None:
             own = self.cpu_time
-        return own + self._zero_cpu_charged(startup_pages, 4096)
+        zeroing = self._zero_cpu_charged(startup_pages, 4096)
+        if processors == 1:
+            return own + zeroing
+        chunk_pages = np.minimum(self.chunk_pages, n - np.arange(0, n, self.chunk_pages))
+        per_processor = np.bincount(
+            np.arange(chunk_pages.size) % processors, weights=chunk_pages, minlength=processors
+        ) * (own / n)
+        per_processor[0] += zeroing
+        return float(per_processor.max())
 
     def run(self, guest: Guest) -> None:
         """The boot's chunks on the VM's virtual processors (docs/GUESTS.md, "Several virtual

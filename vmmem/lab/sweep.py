@@ -724,7 +724,9 @@ def estimate_seconds(s: Scenario) -> float:
         v = s.vm(name)
         try:
             phase = v.workload.boot_phase()
-            return float(phase.expected_cpu_time(v.startup // page))  # type: ignore[attr-defined]
+            return float(
+                phase.expected_cpu_time(v.startup // page, v.processor_count)  # type: ignore[attr-defined]
+            )
         except Exception:  # an estimate: a phase without the figure counts 50 us per page
             return 50e-6 * (v.startup // page)
 
