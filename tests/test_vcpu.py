@@ -460,3 +460,21 @@ def test_processor_count_is_a_sweep_axis(tmp_path):
                     "generation = 1\n")  # fmt: skip
     with pytest.raises(SweepError, match="vm\\[0\\].processor_count: .* from 1 to 64"):
         parse_sweep({"scenario": str(gen1), "processor_count": 100}, "s.toml")
+
+
+@pytest.mark.parametrize("processors", [1, 2, 3])
+def test_a_boots_expected_cpu_is_its_latest_processors(processors):
+    boot = windows_model("windows-model-zeroing", chunk_pages=512, disk_read_fraction=0.0)
+    streams = _boot(boot, processors)
+    cpu = [sum(float(v) for kind, v in s if kind == "sleep") for s in streams]  # type: ignore[arg-type]
+    assert boot.expected_cpu_time(8192, processors) == pytest.approx(max(cpu))
+
+
+def test_a_recordings_expected_cpu_is_its_latest_processors(tmp_path):
+    trace = _trace(str(tmp_path), [0, 1, 2, 0, 1, 2, 0], vcpu_instructions=[2500, 1700, 1600])
+    assert trace.vcpus == 3
+    boot = RecordedBoot(str(tmp_path / "t.npz"), guest_ips=1000.0)
+    assert boot.expected_cpu_time(8192) == pytest.approx(5.8)  # one processor: all of it
+    assert boot.expected_cpu_time(8192, 2) == pytest.approx(max(2500 + 1600, 1700) / 1000)
+    assert boot.expected_cpu_time(8192, 3) == pytest.approx(2.5)
+    assert boot.expected_cpu_time(8192, 8) == pytest.approx(2.5)  # idle processors add nothing
