@@ -290,7 +290,6 @@ class _Streams(Workload):
 
     def __init__(self, first, second) -> None:
         self.streams = [first, second]
-        self.started = threading.Event()
 
     def run(self, guest: Guest) -> None:
         guest.run_on_processors(self.streams)

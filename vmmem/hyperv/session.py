@@ -9,8 +9,8 @@ at power-off; the host changes its assignment through the VM.
 A VM with several virtual processors boots on as many guest threads (`run_on_processors`):
 the guest thread runs processor 0's stream and one more thread runs each other processor's,
 each through a `VirtualProcessor` with its own clock (clock.py). They replay into the one
-GuestMemory at the same time: no Python lock is held across the core's call, so their faults
-overlap as a real guest's processors' do. A stop stops them all; an error in one stops the
+GuestMemory at the same time: this layer holds no lock across the core's call, so their
+faults can overlap as a real guest's processors' do. A stop stops them all; an error in one stops the
 boot with that error.
 """
 
