@@ -113,10 +113,10 @@ def test_wide_option_on_run_compare_and_show(tmp_path):
 
 
 def test_show_reads_version_1_files_and_refuses_unknown_versions(tmp_path):
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     with open(V1_MIXED, encoding="utf-8") as f:
         data = json.load(f)
-    assert data["schema_version"] == 1  # read as it is: schema 3 describes version 3
+    assert data["schema_version"] == 1  # read as it is: schema 4 describes version 4
     r = CliRunner().invoke(cli, ["show", V1_MIXED, "--plot", str(tmp_path / "v1.png")])
     assert r.exit_code == 0, r.output
     assert "5 of 6 VMs booted on Smart Paging" in r.stdout
