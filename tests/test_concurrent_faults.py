@@ -7,6 +7,7 @@ wait for a transfer that is stuck (a frozen filesystem holds a page-out)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -265,3 +266,33 @@ def test_a_stuck_page_out_blocks_only_its_own_access(freezable_dir):
     assert result and result[0] > 0 and mem.closed
     assert pool.free_frames == 8 and not [f for f in os.listdir(mnt) if f.endswith(".slp")]
     pool.close()
+
+
+@pytest.mark.parametrize("backend", ["direct", "mmap"])
+def test_a_full_disk_under_several_threads_loses_no_write(tmp_path, backend):
+    """Four threads write-fault into one guest on a tiny ext4 until page-outs fail (ENOSPC):
+    each failed page-out puts its page back, so the pages' write counters still add up to
+    every write access that completed."""
+    with small_ext4(2 * 2**20, tmp_path) as mnt, vmmem.FramePool(1024 * PAGE) as pool:
+        free_pages = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize // PAGE
+        pages = free_pages + 200  # more than the disk holds
+        with vmmem.GuestMemory(pool, pages * PAGE, 16, paging_dir=mnt, backend=backend) as mem:
+            failures: list[int] = []
+
+            def writer(seed: int) -> None:
+                rng = np.random.default_rng(seed)
+                while True:
+                    chunk = rng.integers(0, pages, 64, dtype=np.uint32)
+                    try:
+                        mem.replay(chunk, np.ones(64, np.uint8))  # every access a write
+                    except vmmem.PagingFileError as e:
+                        failures.append(e.errno)
+                        return
+
+            run_in_threads([lambda s=s: writer(s) for s in range(4)])  # type: ignore[misc]
+            assert set(failures) == {errno.ENOSPC}
+            s = mem.stats
+            assert core_counters(mem).io_overlaps == 0
+            assert s.resident <= 16 and s.hits + s.zero_fills + s.page_ins == s.accesses
+            mem.frame_limit = pages  # room for every page: reading faults in, evicts nothing
+            assert int(page_counters(mem).sum()) == s.accesses  # each completed write is kept

@@ -269,17 +269,20 @@ class GuestMemory:
     def _call(self, fn: Any, *args: Any, doing: str = "") -> int:
         """Call fn(handle, *args), counted in flight so that close() cannot race it. Calls
         from several threads run at once: the core serialises what it must."""
-        with self._calls_changed:
-            if self._closing or not self._finalizer.alive:
-                raise VmmemError(f"guest memory {self.name!r} is closed")
-            self._calls_in_flight += 1
+        counted = False  # set in the same block as the count, so a Ctrl-C cannot leak it
         try:
+            with self._calls_changed:
+                if self._closing or not self._finalizer.alive:
+                    raise VmmemError(f"guest memory {self.name!r} is closed")
+                self._calls_in_flight += 1
+                counted = True
             rc = fn(self._ptr, *args)
         finally:
-            with self._calls_changed:
-                self._calls_in_flight -= 1
-                if not self._calls_in_flight:
-                    self._calls_changed.notify_all()
+            if counted:
+                with self._calls_changed:
+                    self._calls_in_flight -= 1
+                    if not self._calls_in_flight:
+                        self._calls_changed.notify_all()
         if doing:
             raise_for(rc, self._path, doing)
         return int(rc)
