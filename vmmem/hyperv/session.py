@@ -10,8 +10,8 @@ A VM with several virtual processors boots on as many guest threads (`run_on_pro
 the guest thread runs processor 0's stream and one more thread runs each other processor's,
 each through a `VirtualProcessor` with its own clock (clock.py). They replay into the one
 GuestMemory at the same time: this layer holds no lock across the core's call, so their
-faults can overlap as a real guest's processors' do. A stop stops them all; an error in one stops the
-boot with that error.
+faults can overlap as a real guest's processors' do. A stop stops them all; an error in one
+stops the boot with that error.
 """
 
 from __future__ import annotations
@@ -283,22 +283,14 @@ class GuestSession:
             self._wait_for_frames(clock)
             paging = self.smart_paging and self._may_page(min(n - start, CHUNK))
             end = min(n, start + (CHUNK_PAGING if paging else CHUNK))
-            chunk = pages[start:end], None if writes is None else writes[start:end]
-            if own_faults:
-                clock.add_faults(self._replay_waited(*chunk))
-            else:
-                self.memory.replay(*chunk)
+            waited = self.memory.replay(
+                pages[start:end], None if writes is None else writes[start:end]
+            )
+            if own_faults:  # the ns this call's faults were blocked on paging: this vCPU's
+                clock.add_faults(waited)
             if paging:
                 self.observe_file()
             start = end
-
-    def _replay_waited(self, pages: np.ndarray, writes: np.ndarray | None) -> int:
-        """Replay one chunk; the ns its faults waited on the disk. (Read off the VM's fault
-        counter around the call: exact while one processor faults at a time, an upper bound
-        when others fault meanwhile.)"""
-        before = self.memory.counters["fault_ns"]
-        self.memory.replay(pages, writes)
-        return max(0, self.memory.counters["fault_ns"] - before)
 
     def _may_page(self, accesses: int) -> bool:
         """Could that many accesses reach the paging file now: pages in it, or too few free
