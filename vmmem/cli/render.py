@@ -604,6 +604,7 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
     note = result.emulator_note()
     if note:
         console.print(note)
+    _processors_lines(console, storm or result.boots)
     for e in result.events:
         if e.outcomes:
             what = ", ".join(f"{n} {o.result}" for n, o in e.outcomes.items())
@@ -624,6 +625,20 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
         "interrupted": "bold yellow",
     }[result.outcome]
     console.print(f"[{style}]{result.verdict()}[/{style}]")
+
+
+def _processors_lines(console: Console, boots: list[BootResult]) -> None:
+    """Each boot on several virtual processors: every processor's time, the last one named
+    (its boot time is that one's)."""
+    for b in boots:
+        times = b.processor_boot_times
+        if b.processor_count > 1 and times and b.last_processor is not None:
+            each = ", ".join(f"{t:.2f}" for t in times)
+            console.print(
+                f"{b.vm}: {b.processor_count} virtual processors, each booted in {each} s; "
+                f"processor {b.last_processor} finished last",
+                highlight=False,
+            )
 
 
 def _predicted_vs_measured(console: Console, result: RunResult, plan: PlanRecord) -> None:

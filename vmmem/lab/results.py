@@ -486,7 +486,7 @@ class RunResult:
             return None
         note = (
             f"the emulator's own share, kept out of every boot time: up to "
-            f"{seconds(cpu or 0.0)} of CPU per boot (its thread: Python, numpy, the replay), and "
+            f"{seconds(cpu or 0.0)} of CPU per boot (its guest threads: Python, numpy, the replay), and "
             f"its wall clock up to {seconds(behind or 0.0)} behind the boot's time (guest CPU "
             f"plus measured waits)"
         )
