@@ -486,9 +486,9 @@ class RunResult:
             return None
         note = (
             f"the emulator's own share, kept out of every boot time: up to "
-            f"{seconds(cpu or 0.0)} of CPU per boot (its guest threads: Python, numpy, the replay), and "
-            f"its wall clock up to {seconds(behind or 0.0)} behind the boot's time (guest CPU "
-            f"plus measured waits)"
+            f"{seconds(cpu or 0.0)} of CPU per boot (its guest threads: Python, numpy, the "
+            f"replay), and its wall clock up to {seconds(behind or 0.0)} behind the boot's "
+            "time (guest CPU plus measured waits)"
         )
         late = [b for b in self.boots if (b.emulator_seconds or 0) > 0.1 * (b.boot_time or 0)]
         if late:
