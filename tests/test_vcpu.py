@@ -477,3 +477,29 @@ def test_a_recordings_expected_cpu_is_its_latest_processors(tmp_path):
     assert boot.expected_cpu_time(8192, 2) == pytest.approx(max(2500 + 1600, 1700) / 1000)
     assert boot.expected_cpu_time(8192, 3) == pytest.approx(2.5)
     assert boot.expected_cpu_time(8192, 8) == pytest.approx(2.5)  # idle processors add nothing
+
+
+def test_run_with_processors_reports_each_processor(disk_dir):
+    from vmmem.cli.main import cli
+    from vmmem.lab.schema import RESULT_SCHEMA, validate
+
+    scenario = disk_dir / "two.toml"
+    scenario.write_text(
+        'name = "two"\n[host]\nmemory = "100MB"\nbalancer_interval = 0.05\n'
+        'balancer_start_delay = 0\n[[vm]]\nname = "vm"\ncount = 2\nstartup = "64MB"\n'
+        'minimum = "32MB"\n[vm.workload]\nguest = "windows-model"\nidle_demand = "16MB"\n'
+    )
+    out = disk_dir / "run.json"
+    r = CliRunner().invoke(
+        cli, ["run", str(scenario), "--processors", "3", "--paging-dir", str(disk_dir / "sp"),
+              "-q", "--json", str(out)],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert not validate(data, RESULT_SCHEMA)
+    assert {v["processor_count"] for v in data["scenario"]["vms"]} == {3}
+    for boot in data["boots"]:
+        assert boot["processor_count"] == 3 and len(boot["processor_boot_times"]) == 3
+        assert boot["boot_time"] == boot["processor_boot_times"][boot["last_processor"]]
+        line = f"{boot['vm']}: 3 virtual processors, each booted in "
+        assert line in " ".join(r.stdout.split())
