@@ -3,7 +3,8 @@ does not move, for comparing two builds of the core on a busy machine (wall-cloc
 bench_hit_path.py move by tens of percent there).
 
 Each scenario runs in its own interpreter under valgrind with collection on only inside
-vmm_mem_replay (inclusive), and prints its instruction count (Ir):
+vmm_mem_replay or vmm_mem_replay_timed (inclusive; GuestMemory.replay calls the one its tree
+has), and prints its instruction count (Ir):
 
   hit lru / hit clock    resident hit path: 50,000 pages made resident, then 1 M Zipf(1.1) reads
   miss lru / miss clock  fault path without I/O: the same reads with 20 % of the pages in frames
@@ -66,7 +67,7 @@ def count(tree: str, kind: str, policy: str, work: str, trace: str) -> int:
     env = dict(os.environ, PYTHONPATH=tree)
     subprocess.run(
         ["valgrind", "--tool=callgrind", "--collect-atstart=no"]
-        + ["--toggle-collect=vmm_mem_replay", f"--callgrind-out-file={out}"]
+        + ["--toggle-collect=vmm_mem_replay*", f"--callgrind-out-file={out}"]
         + [sys.executable, "-c", DRIVER, kind, policy, folder, trace],
         env=env,
         check=True,

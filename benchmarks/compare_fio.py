@@ -12,6 +12,12 @@ rounds' paired ratios, beside the ratio of the totals.
 
     python benchmarks/compare_fio.py [--dir DIR] [--backend direct|mmap] [--pages N]
                                      [--seconds S] [--json FILE]
+    python benchmarks/compare_fio.py --threads 1,2,4,8 [...]
+
+With --threads, it measures instead N threads faulting on ONE guest (random page-ins, every
+access a page-in: 256 frames over the whole file) beside fio's random read with --numjobs=N
+(the same flags, the same folder, the same run) for each N: several vCPUs of one VM paging at
+once against the disk's throughput at that many outstanding requests (goal: 0.9 of fio each).
 
 The device's counters are read around every phase, in both directions: a page-in phase that
 writes, or a page-out phase that reads (the mmap backend's old read-before-write), shows here.
@@ -26,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -38,6 +45,8 @@ from vmmem import devices
 PAGE = 4096
 CHUNK = 2048  # accesses / evictions per call, so the clock is checked often enough
 GOAL = 0.95  # of fio's IOPS, median of the rounds' paired ratios
+THREADS_GOAL = 0.9  # N threads on one guest, of fio --numjobs=N's IOPS
+THREAD_CHUNK = 256  # accesses per call in the threaded page-in run
 
 
 def run_fio(filename: str, rw: str, size: int, seconds: float) -> dict[str, Any]:
@@ -120,6 +129,91 @@ def vmmem_page_ins(
         "device_other_bytes": dev["write"],  # written during page-ins: should be ~0
         "paged_bytes": s.bytes_read,
     }
+
+
+def run_fio_jobs(filename: str, jobs: int, size: int, seconds: float) -> dict[str, Any]:
+    """fio's 4 KiB random read with `jobs` jobs on one file, reported as one group."""
+    job, command = run_fio_4k(
+        "--name=vmmem-compare-jobs",
+        f"--filename={filename}",
+        "--rw=randread",
+        f"--numjobs={jobs}",
+        "--group_reporting",
+        size=size,
+        seconds=seconds,
+    )
+    return {"iops": job["read"]["iops"], "ios": job["read"]["total_ios"], "command": command}
+
+
+def vmmem_page_ins_threads(
+    mem: vmmem.GuestMemory, threads: int, seconds: float, seed: int
+) -> dict[str, Any]:
+    """`threads` threads replaying random reads into one guest at once for `seconds`: with 256
+    frames over the whole file, nearly every access is a page-in (victims are clean drops)."""
+    mem.frame_limit = 0
+    mem.frame_limit = 256
+    mem.reset_stats()
+    stop = threading.Event()
+    start = threading.Barrier(threads + 1)
+    waited = [0] * threads
+
+    def vcpu(i: int) -> None:
+        rng = np.random.default_rng(seed + i)
+        start.wait()
+        while not stop.is_set():
+            waited[i] += mem.replay(rng.integers(0, mem.pages, THREAD_CHUNK, dtype=np.uint32))
+
+    workers = [threading.Thread(target=vcpu, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    began = time.perf_counter()
+    stop.wait(seconds)
+    stop.set()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - began
+    s = mem.stats
+    assert s.page_outs == 0, "the page-in run must not write"
+    return {
+        "ios": s.page_ins,
+        "seconds": elapsed,
+        "iops": s.page_ins / elapsed,
+        "shared_waits_ns": sum(waited),
+        "p50_us": s.page_in_latency.percentile(50) * 1e6,
+    }
+
+
+def compare_threads(
+    mem: vmmem.GuestMemory, fio_file: str, size: int, counts: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
+    """For each thread count, interleaved rounds of fio --numjobs=N and N vmmem threads."""
+    per_round = args.seconds / args.rounds
+    fio: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
+    vm: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
+    for r in range(args.rounds):
+        for n in counts:
+            print(f"round {r + 1}/{args.rounds}: {n} thread(s) ...", file=sys.stderr)
+            for fio_first in (r % 2 == 0, r % 2 == 1):
+                if fio_first:
+                    fio[n].append(run_fio_jobs(fio_file, n, size, per_round))
+                else:
+                    vm[n].append(vmmem_page_ins_threads(mem, n, per_round, seed=1000 * r))
+    out: dict[str, Any] = {}
+    for n in counts:
+        fio_iops = sum(x["ios"] for x in fio[n]) / (per_round * len(fio[n]))
+        vm_iops = sum(x["ios"] for x in vm[n]) / sum(x["seconds"] for x in vm[n])
+        paired = [v["iops"] / f["iops"] for v, f in zip(vm[n], fio[n], strict=True)]
+        out[str(n)] = {
+            "fio_iops": fio_iops,
+            "vmmem_iops": vm_iops,
+            "ratio_of_totals": vm_iops / fio_iops,
+            "ratio": float(np.median(paired)),
+            "rounds_ratio": paired,
+            "vmmem_p50_us": float(np.median([v["p50_us"] for v in vm[n]])),
+            "fio_command": fio[n][0]["command"],
+        }
+    return out
 
 
 def vmmem_page_outs(
@@ -231,7 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", metavar="FILE", help="also write the results as JSON ('-' = stdout)"
     )
+    parser.add_argument(
+        "--threads",
+        metavar="N,N,...",
+        help="instead: N threads paging in on one guest vs fio --numjobs=N, e.g. 1,2,4,8",
+    )
     args = parser.parse_args(argv)
+    counts = [int(n) for n in args.threads.split(",")] if args.threads else []
+    if any(n < 1 for n in counts):
+        parser.error("--threads: thread counts are positive whole numbers")
 
     if shutil.which("fio") is None:
         print("fio is not installed (e.g. apt-get install fio)", file=sys.stderr)
@@ -280,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         ):
             lay_out_paging_file(mem)
             os.sync()
+            if counts:
+                results["threads"] = compare_threads(mem, fio_file, size, counts, args)
+                return _report_threads(results, info.describe(), args)
             rng = np.random.default_rng(1)
             runs: dict[str, list[dict[str, Any]]] = {k: [] for k in ("fr", "vr", "fw", "vw")}
             # Rounds interleave fio and vmmem, so drift in the device's speed hits both alike;
@@ -358,6 +463,25 @@ def main(argv: list[str] | None = None) -> int:
         results["page_out_read_share"] = pout["device_other_bytes"] / max(1, pout["paged_bytes"])
     else:
         print("device counters: none for this folder (no block device); device I/O unconfirmed")
+    if args.json:
+        text = json.dumps(results, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return 0
+
+
+def _report_threads(results: dict[str, Any], device: str, args: argparse.Namespace) -> int:
+    print(f"\n{device}; vmmem backend {args.backend}; N threads on one guest vs fio --numjobs=N")
+    print(f"{'threads':>8}{'fio IOPS':>10}{'vmmem IOPS':>12}{'ratio':>7}{'median':>8}")
+    for n, row in results["threads"].items():
+        verdict = "ok" if row["ratio"] >= THREADS_GOAL else f"BELOW {THREADS_GOAL}"
+        print(
+            f"{n:>8}{row['fio_iops']:>10.0f}{row['vmmem_iops']:>12.0f}"
+            f"{row['ratio_of_totals']:>7.2f}{row['ratio']:>8.2f}   {verdict}"
+        )
     if args.json:
         text = json.dumps(results, indent=2)
         if args.json == "-":

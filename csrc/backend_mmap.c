@@ -4,6 +4,8 @@
  * page of the mapping would first read the old block, and the mapped page would cost TLB
  * shootdowns to write back and to unmap): O_DIRECT where the filesystem has it, else
  * buffered, then sync_file_range and a page-cache drop.
+ * Reads and writes run without the guest's lock, several at once: the batch of pages to unmap
+ * has its own small lock (zap_lock); everything else they read is set while no I/O runs.
  */
 #include "core.h"
 
@@ -24,6 +26,7 @@ static int mmap_opened(vmm_mem *m)
     if (map == MAP_FAILED)
         return -errno;
     m->mm = (mmap_state){.wfd = -1, .pidfd = -1, .map = map};
+    pthread_mutex_init(&m->mm.zap_lock, NULL);
     /* No read-around: a fault must read just its page from the device, or the
      * neighbours it drags into the page cache make later page-ins a lie. */
     madvise(map, bytes, MADV_RANDOM);
@@ -52,13 +55,14 @@ static void mmap_closing(vmm_mem *m)
     m->mm.map = NULL;
     m->mm.wfd = m->mm.pidfd = -1;
     m->mm.nzap = 0; /* unmapped with the rest; the file goes away */
+    pthread_mutex_destroy(&m->mm.zap_lock);
 }
 
 /* Unmaps every page read through the mapping since the last flush, with one TLB
  * shootdown (process_madvise batches them; where it is missing, one madvise each), and
  * drops them from the page cache with one fadvise. Until then a slot read stays mapped
  * and cached, so a slot is flushed before it is read or written again (zap_if_pending). */
-static void zap_flush(vmm_mem *m)
+static void zap_flush(vmm_mem *m) /* under zap_lock */
 {
     size_t ps = m->pool->page_size;
     uint32_t n = m->mm.nzap;
@@ -93,11 +97,13 @@ static void zap_flush(vmm_mem *m)
 
 static inline void zap_if_pending(vmm_mem *m, uint32_t slot)
 {
+    pthread_mutex_lock(&m->mm.zap_lock);
     for (uint32_t i = 0; i < m->mm.nzap; i++)
         if (m->mm.zap[i] == slot) {
             zap_flush(m);
-            return;
+            break;
         }
+    pthread_mutex_unlock(&m->mm.zap_lock);
 }
 
 static int mmap_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
@@ -125,7 +131,6 @@ static int mmap_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
             return -errno;
         posix_fadvise(m->fd, off, (off_t)ps, POSIX_FADV_DONTNEED);
     }
-    note_written(m, off);
     return VMM_OK;
 }
 
@@ -151,9 +156,11 @@ static int mmap_read(vmm_mem *m, uint32_t slot, uint8_t *dst)
     }
     /* Unmap it and drop it from the page cache, so the next access reads the device:
      * batched, see zap_flush. */
+    pthread_mutex_lock(&m->mm.zap_lock);
     m->mm.zap[m->mm.nzap++] = slot;
     if (m->mm.nzap == ZAP_BATCH)
         zap_flush(m);
+    pthread_mutex_unlock(&m->mm.zap_lock);
     return VMM_OK;
 }
 

@@ -78,10 +78,15 @@ typedef struct mmap_state {
     uint32_t zap[ZAP_BATCH];
     uint8_t *map;     /* the file mapped over npages pages */
     int populate;     /* the kernel has MADV_POPULATE_READ */
+    pthread_mutex_t zap_lock; /* nzap and zap[]: page-ins of several threads run at once */
 } mmap_state;
+
+/* Replays let waiting threads at the lock after this many accesses (a power of two). */
+#define RUN_LEN 4096
 
 struct vmm_mem {
     pthread_mutex_t lock;
+    pthread_cond_t io_done; /* broadcast when a transfer ends or a held frame is installed */
     vmm_pool *pool;
     uint64_t npages;
     uint32_t *frame1;  /* reserved, per page: frame + 1; 0 = not resident */
@@ -102,6 +107,17 @@ struct vmm_mem {
     uint64_t paged_out;    /* pages with a file copy and no frame */
     uint64_t drain_cursor; /* where a partial drain resumes */
     vmm_stats st;
+    /* Concurrency (see vmmem.h): everything here is under `lock` unless said otherwise. */
+    uint8_t *busy;         /* reserved, per page: 1 while a page-in or page-out of it runs */
+    uint64_t held;         /* frames taken by faults, drain or evictions in progress: in no
+                            * list and no page table entry yet; count against the limit */
+    uint32_t io_inflight;  /* transfers running with the lock dropped: the file stays */
+    uint32_t sleepers;     /* threads in wait_io not yet woken */
+    uint64_t wake_epoch;   /* wake_io calls that woke someone */
+    uint64_t lock_gen;     /* lock acquisitions (atomic: read without the lock) */
+    uint64_t contenders;   /* threads that want the lock now (atomic) */
+    uint8_t *io_mark;      /* reserved, per page: transfers running (atomic, outside the lock) */
+    uint64_t io_overlaps;  /* transfers that began on a page with one running (atomic) */
 };
 
 /* A paging backend: how page-outs and page-ins move a frame to and from its file slot.
@@ -185,12 +201,5 @@ static inline off_t slot_offset(const vmm_mem *m, uint32_t slot)
     return (off_t)slot << m->pool->page_shift;
 }
 
-/* After a page-out to this slot: the file now reaches at least its end. */
-static inline void note_written(vmm_mem *m, off_t off)
-{
-    uint64_t end = (uint64_t)off + m->pool->page_size;
-    if (end > m->st.file_size)
-        m->st.file_size = end;
-}
 
 #endif /* VMMEM_CORE_H */

@@ -22,6 +22,7 @@
 
 #include <endian.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -65,6 +66,8 @@ SAME_FIELD(disk_faults);
 SAME_FIELD(fault_ns);
 SAME_FIELD(paged_out);
 SAME_FIELD(file_exists);
+SAME_FIELD(shared_faults);
+SAME_FIELD(io_overlaps);
 _Static_assert(sizeof(vmm_counters) == offsetof(vmm_stats, page_in_hist),
                "vmm_counters holds every scalar of vmm_stats");
 
@@ -264,8 +267,62 @@ static void pool_free(vmm_pool *pool, uint32_t f)
     pthread_mutex_unlock(&pool->lock);
 }
 
-/* ---------------------------------------------------------- paging file */
+/* ------------------------------------------------------------------ locking */
 
+/* The guest's lock, counting the threads that wait for it: a replay's run of hits gives the
+ * lock up only when someone wants it (let_others_in). */
+static void mem_lock(vmm_mem *m)
+{
+    if (pthread_mutex_trylock(&m->lock) != 0) {
+        __atomic_fetch_add(&m->contenders, 1, __ATOMIC_RELAXED);
+        pthread_mutex_lock(&m->lock);
+        __atomic_fetch_sub(&m->contenders, 1, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&m->lock_gen, m->lock_gen + 1, __ATOMIC_RELAXED);
+}
+
+static void mem_unlock(vmm_mem *m) { pthread_mutex_unlock(&m->lock); }
+
+/* Sleeps until a transfer ends or a held frame is installed or freed (lock dropped). A thread
+ * woken here wants the lock back, so it counts as a contender from its wake-up (wake_io
+ * counts it) until it has the lock: a replay then lets it in after its current run. */
+static void wait_io(vmm_mem *m)
+{
+    uint64_t epoch = m->wake_epoch;
+    m->sleepers++;
+    pthread_cond_wait(&m->io_done, &m->lock);
+    if (m->wake_epoch != epoch)
+        __atomic_fetch_sub(&m->contenders, 1, __ATOMIC_RELAXED);
+    else
+        m->sleepers--; /* a spurious wake-up: wake_io did not count it */
+    __atomic_store_n(&m->lock_gen, m->lock_gen + 1, __ATOMIC_RELAXED);
+}
+
+static void wake_io(vmm_mem *m)
+{
+    if (!m->sleepers)
+        return;
+    m->wake_epoch++;
+    __atomic_fetch_add(&m->contenders, m->sleepers, __ATOMIC_RELAXED);
+    m->sleepers = 0;
+    pthread_cond_broadcast(&m->io_done);
+}
+
+/* Between two runs of a replay: if anyone waits for the lock, drop it until one of them has
+ * had it (or none wants it any more), then take it back. Costs one load when nobody waits. */
+static void let_others_in(vmm_mem *m)
+{
+    if (LIKELY(!__atomic_load_n(&m->contenders, __ATOMIC_RELAXED)))
+        return;
+    uint64_t gen = m->lock_gen;
+    mem_unlock(m);
+    while (__atomic_load_n(&m->contenders, __ATOMIC_RELAXED) &&
+           __atomic_load_n(&m->lock_gen, __ATOMIC_RELAXED) == gen)
+        sched_yield();
+    mem_lock(m);
+}
+
+/* ---------------------------------------------------------- paging file */
 
 static void file_delete(vmm_mem *m)
 {
@@ -319,81 +376,54 @@ static void slot_drop(vmm_mem *m, uint32_t p)
     m->st.file_pages--;
 }
 
+/* An empty file goes, but never under a transfer in flight: that one decides when it ends
+ * (a page-out that succeeds leaves the file non-empty; one that fails calls this). */
 static void file_delete_if_empty(vmm_mem *m)
 {
-    if (m->fd >= 0 && m->st.file_pages == 0) {
+    if (m->fd >= 0 && m->st.file_pages == 0 && m->io_inflight == 0) {
         file_delete(m);
         m->st.file_deleted++;
     }
 }
 
+/* After a page-out to this slot: the file now reaches at least its end. */
+static void note_written(vmm_mem *m, uint32_t slot)
+{
+    uint64_t end = (uint64_t)slot_offset(m, slot) + m->pool->page_size;
+    if (end > m->st.file_size)
+        m->st.file_size = end;
+}
+
 /* ------------------------------------------------------------ fault path */
 
-static inline void record(uint64_t *hist, uint64_t *total, uint64_t t0)
+static inline void record_ns(uint64_t *hist, uint64_t *total, uint64_t dt)
 {
-    uint64_t dt = now_ns() - t0;
     hist[hist_bucket(dt)]++;
     *total += dt;
 }
 
-/* Writes back frame f if needed and unhooks it from its page. The frame stays
- * with the caller. On a failed write nothing changes. */
-static int evict(vmm_mem *m, uint32_t f)
+/* Moves page `page` between frame f and file slot `slot` with the lock dropped: the caller
+ * has marked the page busy and holds the frame, so nobody else touches either. *ns receives
+ * the transfer's own time (without retaking the lock). Also checks, outside the lock and
+ * independently of `busy`, that no other transfer of the same page runs meanwhile. */
+static int transfer_unlocked(vmm_mem *m, uint32_t page, uint32_t slot, uint32_t f, int write,
+                             uint64_t *ns)
 {
-    uint8_t *flags = &m->pool->flags[f];
-    uint32_t p = m->pool->page_of[f];
-    if (*flags & F_DIRTY) {
-        int created = 0, new_slot = 0;
-        uint32_t slot;
-        if (m->fd < 0) {
-            int rc = file_create(m);
-            if (rc)
-                return rc;
-            created = 1;
-        }
-        if (m->slot1[p]) {
-            slot = m->slot1[p] - 1;
-        } else {
-            slot = m->nfree_slots ? m->free_slots[--m->nfree_slots] : m->slot_hwm++;
-            new_slot = 1;
-        }
-        uint64_t t0 = now_ns();
-        int rc = m->ops->write(m, slot, frame_addr(m->pool, f));
-        if (rc) {
-            if (new_slot) {
-                if (slot + 1 == m->slot_hwm)
-                    m->slot_hwm--;
-                else
-                    m->free_slots[m->nfree_slots++] = slot;
-            }
-            if (created) {
-                file_delete(m);
-                m->st.file_created--;
-            }
-            return rc;
-        }
-        record(m->st.page_out_hist, &m->st.page_out_ns, t0);
-        if (new_slot) {
-            m->slot1[p] = slot + 1;
-            bm_set(&m->has_slot, p);
-            if (++m->st.file_pages > m->st.file_pages_peak)
-                m->st.file_pages_peak = m->st.file_pages;
-        }
-        m->st.page_outs++;
-        m->st.bytes_written += m->pool->page_size;
-    } else {
-        m->st.clean_drops++;
-    }
-    list_unlink(m, f);
-    m->frame1[p] = 0;
-    *flags = 0;
-    m->resident--;
-    if (m->slot1[p])
-        m->paged_out++;
-    return VMM_OK;
+    m->io_inflight++;
+    mem_unlock(m);
+    if (__atomic_fetch_add(&m->io_mark[page], 1, __ATOMIC_ACQ_REL))
+        __atomic_fetch_add(&m->io_overlaps, 1, __ATOMIC_RELAXED);
+    uint64_t t0 = now_ns();
+    uint8_t *frame = frame_addr(m->pool, f);
+    int rc = write ? m->ops->write(m, slot, frame) : m->ops->read(m, slot, frame);
+    *ns = now_ns() - t0;
+    __atomic_fetch_sub(&m->io_mark[page], 1, __ATOMIC_ACQ_REL);
+    mem_lock(m);
+    m->io_inflight--;
+    return rc;
 }
 
-/* Page p now lives in frame f, clean, most recently used. */
+/* Page p now lives in held frame f, clean, most recently used. */
 static void install(vmm_mem *m, uint32_t p, uint32_t f)
 {
     m->pool->page_of[f] = p;
@@ -401,18 +431,113 @@ static void install(vmm_mem *m, uint32_t p, uint32_t f)
     list_push_head(m, f);
     m->frame1[p] = f + 1;
     m->resident++;
+    m->held--;
 }
 
-/* Reads paged-out page p from its slot into frame f and installs it there: the one
- * page-in of the fault path and of drain. On failure the frame stays with the caller
- * and nothing changed. */
+/* A held frame goes back to the pool unused. */
+static void drop_held(vmm_mem *m, uint32_t f)
+{
+    m->pool->flags[f] = 0;
+    pool_free(m->pool, f);
+    m->held--;
+    wake_io(m);
+}
+
+/* Takes frame f (in the list) from its page q for the caller, who then holds it. A dirty
+ * page is written back first, with the lock dropped and q busy; *io says whether it was.
+ * On a failed write the frame goes back to q at the list's tail (where the policy took it
+ * from), dirty, and nothing else changed. */
+static int evict(vmm_mem *m, uint32_t f, int *io)
+{
+    uint8_t *flags = &m->pool->flags[f];
+    uint32_t q = m->pool->page_of[f];
+    list_unlink(m, f);
+    m->frame1[q] = 0;
+    m->resident--;
+    m->held++;
+    if (!(*flags & F_DIRTY)) {
+        m->st.clean_drops++;
+        *flags = 0;
+        if (m->slot1[q])
+            m->paged_out++;
+        return VMM_OK;
+    }
+    int created = 0, new_slot = 0, rc = VMM_OK;
+    uint32_t slot = 0;
+    uint64_t ns = 0;
+    if (m->fd < 0) {
+        rc = file_create(m);
+        created = rc == VMM_OK;
+    }
+    if (rc == VMM_OK) {
+        if (m->slot1[q]) {
+            slot = m->slot1[q] - 1;
+        } else {
+            slot = m->nfree_slots ? m->free_slots[--m->nfree_slots] : m->slot_hwm++;
+            new_slot = 1;
+        }
+        m->busy[q] = 1;
+        *io = 1;
+        rc = transfer_unlocked(m, q, slot, f, 1, &ns);
+        m->busy[q] = 0;
+    }
+    if (rc) {
+        if (new_slot) {
+            if (slot + 1 == m->slot_hwm)
+                m->slot_hwm--;
+            else
+                m->free_slots[m->nfree_slots++] = slot;
+        }
+        /* The frame goes back to its page, at the tail: with one thread, exactly as if
+         * it had never left. */
+        frame_meta *meta = m->pool->meta;
+        meta[f].next = NONE;
+        meta[f].prev = m->tail;
+        if (m->tail != NONE)
+            meta[m->tail].next = f;
+        else
+            m->head = f;
+        m->tail = f;
+        m->frame1[q] = f + 1;
+        m->resident++;
+        m->held--;
+        if (m->fd >= 0 && m->st.file_pages == 0 && m->io_inflight == 0) {
+            /* A file this page-out made (and nobody used since) was never really made. */
+            file_delete(m);
+            if (created)
+                m->st.file_created--;
+            else
+                m->st.file_deleted++;
+        }
+        wake_io(m);
+        return rc;
+    }
+    record_ns(m->st.page_out_hist, &m->st.page_out_ns, ns);
+    if (new_slot) {
+        m->slot1[q] = slot + 1;
+        bm_set(&m->has_slot, q);
+        if (++m->st.file_pages > m->st.file_pages_peak)
+            m->st.file_pages_peak = m->st.file_pages;
+    }
+    note_written(m, slot);
+    m->st.page_outs++;
+    m->st.bytes_written += m->pool->page_size;
+    *flags = 0;
+    m->paged_out++;
+    wake_io(m);
+    return VMM_OK;
+}
+
+/* Reads paged-out page p (marked busy by the caller) from its slot into held frame f, with
+ * the lock dropped, and installs it there: the one page-in of the fault path and of drain.
+ * On failure the frame stays held by the caller and nothing changed. */
 static int page_in(vmm_mem *m, uint32_t p, uint32_t f)
 {
-    uint64_t t0 = now_ns();
-    int rc = m->ops->read(m, m->slot1[p] - 1, frame_addr(m->pool, f));
+    uint64_t ns;
+    int rc = transfer_unlocked(m, p, m->slot1[p] - 1, f, 0, &ns);
     if (rc)
         return rc;
-    record(m->st.page_in_hist, &m->st.page_in_ns, t0);
+    record_ns(m->st.page_in_hist, &m->st.page_in_ns, ns);
     m->st.page_ins++;
     m->st.bytes_read += m->pool->page_size;
     m->paged_out--;
@@ -420,41 +545,84 @@ static int page_in(vmm_mem *m, uint32_t p, uint32_t f)
     return VMM_OK;
 }
 
-/* Brings page p into a frame: a free one within the limit, else a victim. */
-static __attribute__((noinline)) int fault(vmm_mem *m, uint32_t p, uint32_t *out)
+/* Brings page p into a frame: a free one within the limit, else a victim. Called and
+ * returns with the lock held; drops it around transfers and waits. If another thread
+ * brought p in meanwhile, the access is a hit after all. A fault that waited on the disk
+ * (its own transfers, another's transfer of p, a frame held by a transfer) adds its time
+ * to *wait_ns and to the fault counters. */
+static __attribute__((noinline)) int fault(vmm_mem *m, uint32_t p, uint32_t *out,
+                                           uint64_t *wait_ns)
 {
-    uint64_t t0 = now_ns(), outs_before = m->st.page_outs;
-    uint32_t f = NONE;
-    if (m->resident < m->frame_limit)
-        f = pool_alloc(m->pool);
-    if (f == NONE) {
-        if (m->resident == 0)
-            return VMM_ENOFRAME;
-        f = policy_victim(m);
-        int rc = evict(m, f);
-        if (rc)
-            return rc;
+    uint64_t t0 = now_ns();
+    int waited = 0, io = 0, shared = 0, rc = VMM_OK;
+    uint32_t f;
+    for (;;) {
+        if (m->frame1[p]) { /* brought in by the transfer this access waited for */
+            f = m->frame1[p] - 1;
+            policy_touch(m->policy, m->pool->meta, m->pool->flags, f, &m->head, &m->tail);
+            m->st.hits++;
+            goto done;
+        }
+        if (m->busy[p]) {
+            shared = 1;
+            wait_io(m);
+            waited = 1;
+            continue;
+        }
+        f = NONE;
+        if (m->resident + m->held < m->frame_limit)
+            f = pool_alloc(m->pool);
+        if (f != NONE) {
+            m->held++;
+            break;
+        }
+        if (m->resident)
+            break;
+        if (!m->held) {
+            rc = VMM_ENOFRAME;
+            goto out;
+        }
+        wait_io(m); /* every frame is held by a transfer: one will be installed */
+        waited = 1;
     }
-    int paged_in = 0;
+    m->busy[p] = 1;
+    if (f == NONE) {
+        f = policy_victim(m);
+        rc = evict(m, f, &io);
+        if (rc) {
+            m->busy[p] = 0;
+            goto out;
+        }
+    }
     if (m->slot1[p]) {
-        int rc = page_in(m, p, f);
+        io = 1;
+        rc = page_in(m, p, f);
         if (rc) {
             /* The victim (if any) is already out; keep the frame for later. */
-            pool_free(m->pool, f);
-            return rc;
+            drop_held(m, f);
+            m->busy[p] = 0;
+            goto out;
         }
-        paged_in = 1;
     } else {
         memset(frame_addr(m->pool, f), 0, m->pool->page_size);
         m->st.zero_fills++;
         install(m, p, f);
     }
-    if (paged_in || m->st.page_outs != outs_before) {
-        record(m->st.fault_hist, &m->st.fault_ns, t0);
-        m->st.disk_faults++;
-    }
+    m->busy[p] = 0;
+    wake_io(m);
+done:
     *out = f;
-    return VMM_OK;
+out:
+    m->st.shared_faults += (uint64_t)shared;
+    if (rc == VMM_OK && (io || waited)) {
+        uint64_t dt = now_ns() - t0;
+        record_ns(m->st.fault_hist, &m->st.fault_ns, dt);
+        m->st.disk_faults++;
+        *wait_ns += dt;
+    }
+    if (rc)
+        wake_io(m);
+    return rc;
 }
 
 static inline void bump_le64(uint8_t *b)
@@ -476,7 +644,8 @@ static inline int access_page(vmm_mem *m, uint32_t p, int write, uint32_t *frame
         m->st.hits++;
         policy_touch(m->policy, m->pool->meta, flags, f, &m->head, &m->tail);
     } else {
-        int rc = fault(m, p, &f);
+        uint64_t wait_ns = 0;
+        int rc = fault(m, p, &f, &wait_ns);
         if (UNLIKELY(rc))
             return rc;
     }
@@ -492,10 +661,11 @@ static inline int access_page(vmm_mem *m, uint32_t p, int write, uint32_t *frame
  * could alias them in memory and would force a reload of each on every access. The
  * counters are not touched per access: accesses are the entries done, hits those minus
  * the faults. Everything goes back to the vmm_mem around a fault, which works on the
- * vmm_mem's own copies. */
+ * vmm_mem's own copies, and between runs of RUN_LEN accesses, where threads waiting for the
+ * lock get it (the inner loop's bound is the run's end: no per-access cost). */
 static inline __attribute__((always_inline)) int
 replay_loop(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uint64_t n, uint64_t *done,
-            const int policy, const int has_writes)
+            uint64_t *wait_ns, const int policy, const int has_writes)
 {
     frame_meta *const meta = m->pool->meta;
     uint8_t *const flags = m->pool->flags;
@@ -504,38 +674,52 @@ replay_loop(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uint64_t n
     uint32_t head = m->head, tail = m->tail;
     uint64_t i = 0, flushed = 0; /* entries up to `flushed` are in m->st already */
     int rc = VMM_OK;
-    for (; i < n; i++) {
-        uint32_t p = pages[i], f;
-        if (UNLIKELY(p >= npages)) {
-            rc = VMM_ERANGE;
-            break;
+    while (i < n) {
+        const uint64_t end = n - i > RUN_LEN ? i + RUN_LEN : n;
+        for (; i < end; i++) {
+            uint32_t p = pages[i], f;
+            if (UNLIKELY(p >= npages)) {
+                rc = VMM_ERANGE;
+                goto out;
+            }
+            uint32_t f1 = frame1[p];
+            if (LIKELY(f1)) {
+                f = f1 - 1;
+                policy_touch(policy, meta, flags, f, &head, &tail);
+            } else {
+                m->head = head;
+                m->tail = tail;
+                m->st.hits += i - flushed; /* every entry since the last fault was a hit */
+                m->st.accesses += i - flushed;
+                flushed = i + 1;
+                uint32_t nf; /* its address goes to fault(), f's does not: f stays in a register */
+                rc = fault(m, p, &nf, wait_ns);
+                head = m->head;
+                tail = m->tail;
+                if (UNLIKELY(rc)) {
+                    flushed = i;
+                    goto out;
+                }
+                f = nf;
+                m->st.accesses++;
+            }
+            if (has_writes && writes[i]) {
+                flags[f] |= F_DIRTY;
+                bump_le64(frame_addr(m->pool, f));
+            }
         }
-        uint32_t f1 = frame1[p];
-        if (LIKELY(f1)) {
-            f = f1 - 1;
-            policy_touch(policy, meta, flags, f, &head, &tail);
-        } else {
+        if (i < n && UNLIKELY(__atomic_load_n(&m->contenders, __ATOMIC_RELAXED))) {
             m->head = head;
             m->tail = tail;
-            m->st.hits += i - flushed; /* every entry since the last fault was a hit */
+            m->st.hits += i - flushed;
             m->st.accesses += i - flushed;
-            flushed = i + 1;
-            uint32_t nf; /* its address goes to fault(), f's does not: f stays in a register */
-            rc = fault(m, p, &nf);
+            flushed = i;
+            let_others_in(m);
             head = m->head;
             tail = m->tail;
-            if (UNLIKELY(rc)) {
-                flushed = i;
-                break;
-            }
-            f = nf;
-            m->st.accesses++;
-        }
-        if (has_writes && writes[i]) {
-            flags[f] |= F_DIRTY;
-            bump_le64(frame_addr(m->pool, f));
         }
     }
+out:
     m->head = head;
     m->tail = tail;
     m->st.hits += i - flushed;
@@ -551,6 +735,8 @@ static void mem_free(vmm_mem *m)
     unreserve(m->frame1, (size_t)m->npages * sizeof *m->frame1);
     unreserve(m->slot1, (size_t)m->npages * sizeof *m->slot1);
     unreserve(m->free_slots, (size_t)m->npages * sizeof *m->free_slots);
+    unreserve(m->busy, (size_t)m->npages);
+    unreserve(m->io_mark, (size_t)m->npages);
     bm_free(&m->has_slot);
     free(m->path);
     free(m);
@@ -580,13 +766,17 @@ int vmm_mem_create(vmm_pool *pool, uint64_t npages, const char *path, int backen
     m->frame1 = reserve((size_t)npages * sizeof *m->frame1);
     m->slot1 = reserve((size_t)npages * sizeof *m->slot1);
     m->free_slots = reserve((size_t)npages * sizeof *m->free_slots);
+    m->busy = reserve((size_t)npages);
+    m->io_mark = reserve((size_t)npages);
     int bm = bm_init(&m->has_slot, npages);
     m->path = strdup(path);
-    if (!m->frame1 || !m->slot1 || !m->free_slots || bm != VMM_OK || !m->path) {
+    if (!m->frame1 || !m->slot1 || !m->free_slots || !m->busy || !m->io_mark || bm != VMM_OK ||
+        !m->path) {
         mem_free(m);
         return VMM_ENOMEM;
     }
     pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->io_done, NULL);
     m->pool = pool;
     m->ops = BACKENDS[backend];
     m->policy = policy;
@@ -600,7 +790,9 @@ void vmm_mem_destroy(vmm_mem *m)
 {
     if (!m)
         return;
-    pthread_mutex_lock(&m->lock);
+    mem_lock(m);
+    while (m->io_inflight || m->held) /* callers do not race destroy; this is a safety net */
+        wait_io(m);
     frame_meta *meta = m->pool->meta;
     for (uint32_t f = m->head, next; f != NONE; f = next) {
         next = meta[f].next;
@@ -608,7 +800,8 @@ void vmm_mem_destroy(vmm_mem *m)
         pool_free(m->pool, f);
     }
     file_delete(m);
-    pthread_mutex_unlock(&m->lock);
+    mem_unlock(m);
+    pthread_cond_destroy(&m->io_done);
     pthread_mutex_destroy(&m->lock);
     mem_free(m);
 }
@@ -619,19 +812,26 @@ int vmm_mem_set_frame_limit(vmm_mem *m, uint64_t frames)
         return VMM_EINVAL;
     if (frames > m->pool->nframes)
         return VMM_ELIMIT;
-    pthread_mutex_lock(&m->lock);
+    mem_lock(m);
     int rc = VMM_OK;
     m->frame_limit = frames;
-    while (m->resident > frames) {
+    /* Faults in flight hold frames they will install: they count, and when only they are
+     * left over the limit, wait for them to land and evict those. */
+    while (m->resident + m->held > m->frame_limit) {
+        if (!m->resident) {
+            wait_io(m);
+            continue;
+        }
         uint32_t f = policy_victim(m);
-        rc = evict(m, f);
+        int io = 0;
+        rc = evict(m, f, &io);
         if (rc) {
-            m->frame_limit = m->resident; /* nothing lost: keep what could not go out */
+            m->frame_limit = m->resident + m->held; /* nothing lost: keep what could not go */
             break;
         }
-        pool_free(m->pool, f);
+        drop_held(m, f);
     }
-    pthread_mutex_unlock(&m->lock);
+    mem_unlock(m);
     return rc;
 }
 
@@ -643,7 +843,7 @@ static int copy_bytes(vmm_mem *m, uint64_t gpa, uint8_t *buf, const uint8_t *src
     if (gpa > size || n > size - gpa)
         return VMM_ERANGE;
     int rc = VMM_OK;
-    pthread_mutex_lock(&m->lock);
+    mem_lock(m);
     uint64_t ps = m->pool->page_size;
     while (n) {
         uint64_t p = gpa >> m->pool->page_shift, off = gpa & (ps - 1);
@@ -662,7 +862,7 @@ static int copy_bytes(vmm_mem *m, uint64_t gpa, uint8_t *buf, const uint8_t *src
         gpa += chunk;
         n -= chunk;
     }
-    pthread_mutex_unlock(&m->lock);
+    mem_unlock(m);
     return rc;
 }
 
@@ -681,25 +881,35 @@ int vmm_mem_write(vmm_mem *m, uint64_t gpa, const void *buf, uint64_t n)
     return copy_bytes(m, gpa, NULL, n ? buf : &nothing, n);
 }
 
+int vmm_mem_replay_timed(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uint64_t n,
+                         uint64_t *done, uint64_t *wait_ns)
+{
+    uint64_t i = 0, waited = 0;
+    if (done)
+        *done = 0;
+    if (wait_ns)
+        *wait_ns = 0;
+    if (!m || (n && !pages))
+        return VMM_EINVAL;
+    mem_lock(m);
+    int rc;
+#define REPLAY(policy)                                                                         \
+    rc = writes ? replay_loop(m, pages, writes, n, &i, &waited, policy, 1)                    \
+                : replay_loop(m, pages, NULL, n, &i, &waited, policy, 0)
+    POLICY_DISPATCH(m->policy, REPLAY);
+#undef REPLAY
+    mem_unlock(m);
+    if (done)
+        *done = i;
+    if (wait_ns)
+        *wait_ns = waited;
+    return rc;
+}
+
 int vmm_mem_replay(vmm_mem *m, const uint32_t *pages, const uint8_t *writes, uint64_t n,
                    uint64_t *done)
 {
-    uint64_t i = 0;
-    if (done)
-        *done = 0;
-    if (!m || (n && !pages))
-        return VMM_EINVAL;
-    pthread_mutex_lock(&m->lock);
-    int rc;
-#define REPLAY(policy)                                                                         \
-    rc = writes ? replay_loop(m, pages, writes, n, &i, policy, 1)                             \
-                : replay_loop(m, pages, NULL, n, &i, policy, 0)
-    POLICY_DISPATCH(m->policy, REPLAY);
-#undef REPLAY
-    pthread_mutex_unlock(&m->lock);
-    if (done)
-        *done = i;
-    return rc;
+    return vmm_mem_replay_timed(m, pages, writes, n, done, NULL);
 }
 
 int vmm_mem_release(vmm_mem *m, uint64_t first, uint64_t count)
@@ -708,8 +918,10 @@ int vmm_mem_release(vmm_mem *m, uint64_t first, uint64_t count)
         return VMM_EINVAL;
     if (first > m->npages || count > m->npages - first)
         return VMM_ERANGE;
-    pthread_mutex_lock(&m->lock);
+    mem_lock(m);
     for (uint64_t p = first; p < first + count; p++) {
+        while (m->busy[p]) /* its transfer ends first: then it has a frame or a copy */
+            wait_io(m);
         if (!m->frame1[p] && !m->slot1[p])
             continue;
         if (m->frame1[p]) {
@@ -727,7 +939,8 @@ int vmm_mem_release(vmm_mem *m, uint64_t first, uint64_t count)
         m->st.releases++;
     }
     file_delete_if_empty(m);
-    pthread_mutex_unlock(&m->lock);
+    wake_io(m); /* frames came back: a fault waiting for one may go on */
+    mem_unlock(m);
     return VMM_OK;
 }
 
@@ -735,13 +948,13 @@ int vmm_mem_drain(vmm_mem *m, uint64_t max_pages, uint64_t *left)
 {
     if (!m)
         return VMM_EINVAL;
-    pthread_mutex_lock(&m->lock);
+    mem_lock(m);
     int rc = VMM_OK;
-    if (m->resident + m->paged_out > m->frame_limit ||
+    if (m->resident + m->held + m->paged_out > m->frame_limit ||
         m->paged_out > vmm_pool_free_frames(m->pool)) {
         if (left)
             *left = m->st.file_pages;
-        pthread_mutex_unlock(&m->lock);
+        mem_unlock(m);
         return VMM_EFRAMES;
     }
     uint64_t done = 0, p = m->drain_cursor < m->npages ? m->drain_cursor : 0;
@@ -760,20 +973,29 @@ int vmm_mem_drain(vmm_mem *m, uint64_t max_pages, uint64_t *left)
         p = q;
         if (max_pages && done == max_pages)
             break; /* resume here next call: the caller lets others at the lock */
+        if (m->busy[p]) { /* another thread's transfer: look again once it ends */
+            wait_io(m);
+            continue;
+        }
         uint32_t f;
         if (m->frame1[p]) {
             f = m->frame1[p] - 1;
         } else {
-            f = pool_alloc(m->pool);
-            if (f == NONE) { /* another guest took the frames meanwhile */
+            /* Other threads' faults take frames too: never past the limit. */
+            f = m->resident + m->held < m->frame_limit ? pool_alloc(m->pool) : NONE;
+            if (f == NONE) { /* others took the frames meanwhile */
                 rc = VMM_EFRAMES;
                 break;
             }
+            m->held++;
+            m->busy[p] = 1;
             rc = page_in(m, (uint32_t)p, f);
+            m->busy[p] = 0;
             if (rc) {
-                pool_free(m->pool, f);
+                drop_held(m, f);
                 break;
             }
+            wake_io(m);
         }
         /* The file copy goes away, so the frame is now the only copy. */
         m->pool->flags[f] = F_DIRTY;
@@ -787,21 +1009,28 @@ int vmm_mem_drain(vmm_mem *m, uint64_t max_pages, uint64_t *left)
         m->drain_cursor = 0;
     if (left)
         *left = m->st.file_pages;
-    pthread_mutex_unlock(&m->lock);
+    mem_unlock(m);
     return rc;
+}
+
+/* The scalars every snapshot reports beside m->st's. */
+static void fill_scalars(vmm_mem *m, vmm_counters *out)
+{
+    out->resident = m->resident;
+    out->frame_limit = m->frame_limit;
+    out->paged_out = m->paged_out;
+    out->file_exists = m->fd >= 0;
+    out->io_overlaps = __atomic_load_n(&m->io_overlaps, __ATOMIC_RELAXED);
 }
 
 int vmm_mem_stats(vmm_mem *m, vmm_stats *out)
 {
     if (!m || !out)
         return VMM_EINVAL;
-    pthread_mutex_lock(&m->lock);
+    mem_lock(m);
     *out = m->st;
-    out->resident = m->resident;
-    out->frame_limit = m->frame_limit;
-    out->paged_out = m->paged_out;
-    out->file_exists = m->fd >= 0;
-    pthread_mutex_unlock(&m->lock);
+    fill_scalars(m, (vmm_counters *)out); /* its prefix, field for field (asserted above) */
+    mem_unlock(m);
     return VMM_OK;
 }
 
@@ -809,13 +1038,10 @@ int vmm_mem_counters(vmm_mem *m, vmm_counters *out)
 {
     if (!m || !out)
         return VMM_EINVAL;
-    pthread_mutex_lock(&m->lock);
+    mem_lock(m);
     memcpy(out, &m->st, sizeof *out); /* the scalar prefix of vmm_stats */
-    out->resident = m->resident;
-    out->frame_limit = m->frame_limit;
-    out->paged_out = m->paged_out;
-    out->file_exists = m->fd >= 0;
-    pthread_mutex_unlock(&m->lock);
+    fill_scalars(m, out);
+    mem_unlock(m);
     return VMM_OK;
 }
 
@@ -823,13 +1049,13 @@ int vmm_mem_reset_stats(vmm_mem *m)
 {
     if (!m)
         return VMM_EINVAL;
-    pthread_mutex_lock(&m->lock);
+    mem_lock(m);
     vmm_stats keep = m->st;
     memset(&m->st, 0, sizeof m->st);
     m->st.file_pages = keep.file_pages;
     m->st.file_pages_peak = keep.file_pages;
     m->st.file_size = keep.file_size;
-    pthread_mutex_unlock(&m->lock);
+    mem_unlock(m);
     return VMM_OK;
 }
 
@@ -839,13 +1065,15 @@ int vmm_mem_page_state(vmm_mem *m, uint64_t page, int *state)
         return VMM_EINVAL;
     if (page >= m->npages)
         return VMM_ERANGE;
-    pthread_mutex_lock(&m->lock);
+    mem_lock(m);
+    while (m->busy[page]) /* mid-transfer it is neither here nor there */
+        wait_io(m);
     uint32_t f1 = m->frame1[page];
     if (f1)
         *state = (m->pool->flags[f1 - 1] & F_DIRTY) ? 2 : 1;
     else
         *state = m->slot1[page] ? 3 : 0;
-    pthread_mutex_unlock(&m->lock);
+    mem_unlock(m);
     return VMM_OK;
 }
 
@@ -853,9 +1081,9 @@ int vmm_mem_file_exists(vmm_mem *m)
 {
     if (!m)
         return 0;
-    pthread_mutex_lock(&m->lock);
+    mem_lock(m);
     int exists = m->fd >= 0;
-    pthread_mutex_unlock(&m->lock);
+    mem_unlock(m);
     return exists;
 }
 
@@ -866,14 +1094,14 @@ int vmm_mem_set_path(vmm_mem *m, const char *path)
     char *copy = strdup(path);
     if (!copy)
         return VMM_ENOMEM;
-    pthread_mutex_lock(&m->lock);
+    mem_lock(m);
     if (m->fd >= 0) {
-        pthread_mutex_unlock(&m->lock);
+        mem_unlock(m);
         free(copy);
         return VMM_EBUSY;
     }
     free(m->path);
     m->path = copy;
-    pthread_mutex_unlock(&m->lock);
+    mem_unlock(m);
     return VMM_OK;
 }

@@ -15,8 +15,22 @@
  * Every function returns VMM_OK (0) or a negative code: a VMM_E* code below,
  * or -errno for an operating-system failure (e.g. -ENOSPC from a page-out).
  * Functions never crash on bad arguments; NULL handles give VMM_EINVAL.
- * Every call on one vmm_mem is serialised by a mutex inside it; one pool may
- * be shared by many vmm_mem used from many threads.
+ *
+ * Threads. Every function may be called from several threads at once, on one vmm_mem or
+ * on many sharing a pool (vmm_mem_destroy excepted: no other call on that vmm_mem may run
+ * or follow). A mutex inside each vmm_mem guards its state, but it is never held across
+ * paging-file I/O: a page being read in or written back is marked in flight and the lock
+ * is dropped for the transfer, so other threads hit, and fault on other pages, meanwhile;
+ * an access to a page in flight waits for that transfer instead of issuing its own. A
+ * replay holds the lock over runs of hits and lets waiting threads in every 4096
+ * accesses, so counters, frame-limit changes and other threads never wait for a disk.
+ *
+ * Exact LRU under concurrency: accesses are ordered by when they take the lock. A hit
+ * makes its page most recent then; a fault makes its page most recent when the page is
+ * installed in its frame, i.e. when its I/O completes (a fault without I/O at once). An
+ * access that waited for another thread's transfer of the same page is a hit, ordered
+ * when it retakes the lock. With one thread nothing runs during a transfer, so this is
+ * exactly the single-threaded order: same victims, same counts.
  */
 #ifndef VMMEM_H
 #define VMMEM_H
@@ -79,6 +93,8 @@ typedef struct vmm_counters {
     uint64_t fault_ns;
     uint64_t paged_out;
     uint64_t file_exists;
+    uint64_t shared_faults;
+    uint64_t io_overlaps;
 } vmm_counters;
 
 typedef struct vmm_stats {
@@ -100,10 +116,19 @@ typedef struct vmm_stats {
     uint64_t file_deleted;  /* times the file was deleted because it became empty */
     uint64_t page_in_ns;    /* total time spent in page-in I/O */
     uint64_t page_out_ns;   /* total time spent in page-out I/O */
-    uint64_t disk_faults;   /* faults that waited on the file: victim write-back and/or page-in */
-    uint64_t fault_ns;      /* total time of those faults, from the fault to the frame ready */
+    uint64_t disk_faults;   /* faults that waited on the file: victim write-back and/or page-in,
+                             * or (several threads) another thread's transfer or frame */
+    uint64_t fault_ns;      /* total time of those faults, from the fault to the frame ready
+                             * (summed over threads: each waiting thread counts its wait) */
     uint64_t paged_out;     /* pages now only in the paging file (a copy and no frame) */
     uint64_t file_exists;   /* 1 while the paging file exists, else 0 (reset_stats keeps both) */
+    uint64_t shared_faults; /* accesses that found their page in flight (another thread's
+                             * page-in or page-out) and waited for it; counted as hits if
+                             * the page was resident after the wait, else as the fault they
+                             * then took */
+    uint64_t io_overlaps;   /* transfers of a page that began while another transfer of the
+                             * same page was in progress: always 0 unless the core is broken
+                             * (checked outside the lock; reset_stats keeps it) */
     /* 328 is VMM_HIST_BUCKETS (cffi needs the literal; vmmem.c asserts they agree) */
     uint64_t page_in_hist[328];
     uint64_t page_out_hist[328];
@@ -131,7 +156,9 @@ int vmm_mem_create(vmm_pool *pool, uint64_t npages, const char *path,
 /* Returns every frame to the pool and deletes the paging file. */
 void vmm_mem_destroy(vmm_mem *mem);
 
-/* Sets how many frames the guest may hold; lowering it evicts at once.
+/* Sets how many frames the guest may hold; lowering it evicts at once (writing back with
+ * the lock dropped, one page at a time) and returns once the guest holds at most that
+ * many, counting the frames that faults in flight have taken and will install.
  * If a page-out fails the limit is left at the frames still held and the
  * error is returned: no page is lost. */
 int vmm_mem_set_frame_limit(vmm_mem *mem, uint64_t frames);
@@ -147,10 +174,18 @@ int vmm_mem_write(vmm_mem *mem, uint64_t gpa, const void *buf, uint64_t n);
  * *done receives how many accesses completed (all of them on VMM_OK). */
 int vmm_mem_replay(vmm_mem *mem, const uint32_t *pages, const uint8_t *writes,
                    uint64_t n, uint64_t *done);
+/* vmm_mem_replay, and *wait_ns (may be NULL) receives the ns this call's faults were
+ * blocked on paging: their own page-outs and page-ins, waiting for another thread's
+ * transfer of the same page, waiting for a frame that a fault in flight holds. It is
+ * the part of fault_ns (and of disk_faults, fault_hist) that this call added: with one
+ * thread, exactly the fault_ns delta. The wait of one vCPU, whatever the others do. */
+int vmm_mem_replay_timed(vmm_mem *mem, const uint32_t *pages, const uint8_t *writes,
+                         uint64_t n, uint64_t *done, uint64_t *wait_ns);
 
 /* The guest gives pages [first, first + count) back: frames return to the
  * pool, file copies are discarded, no I/O. The pages read as zeros again.
- * Deletes the file when it becomes empty. */
+ * A page in flight is released once its transfer ends.
+ * Deletes the file when it becomes empty (once no transfer is in flight). */
 int vmm_mem_release(vmm_mem *mem, uint64_t first, uint64_t count);
 
 /* Empties the paging file: brings every paged-out page back into a frame and
@@ -164,14 +199,16 @@ int vmm_mem_release(vmm_mem *mem, uint64_t first, uint64_t count);
  * *left (may be NULL) receives the pages still in the file. */
 int vmm_mem_drain(vmm_mem *mem, uint64_t max_pages, uint64_t *left);
 
-/* Fills *out with a consistent snapshot of the counters. */
+/* Fills *out with a consistent snapshot of the counters. Never waits for paging I/O
+ * (at most for a run of 4096 hits of a replay). */
 int vmm_mem_stats(vmm_mem *mem, vmm_stats *out);
 /* The scalar counters only (no histograms): a cheap read for polling. */
 int vmm_mem_counters(vmm_mem *mem, vmm_counters *out);
 int vmm_mem_reset_stats(vmm_mem *mem); /* zeroes the event counters and histograms */
 
 /* State of one page: 0 zero (untouched or released), 1 resident clean,
- * 2 resident dirty, 3 paged out. For tests and inspection. */
+ * 2 resident dirty, 3 paged out. For tests and inspection; waits for a transfer of
+ * the page in flight. */
 int vmm_mem_page_state(vmm_mem *mem, uint64_t page, int *state);
 
 /* Whether the paging file exists now (1) or not (0). */

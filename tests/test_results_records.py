@@ -64,8 +64,9 @@ def load(name: str) -> dict[str, Any]:
 
 
 def test_the_current_version_is_4():
-    # 4 added the devices' busy and queue time, over the run and over the storm: new fields
-    # only, every earlier one means what it meant.
+    # 4 added the devices' busy and queue time, over the run and over the storm, and each
+    # VM's processor_count and each boot's per-processor times (issue 18): new fields only,
+    # every earlier one means what it meant.
     assert SCHEMA_VERSION == 4
 
 
@@ -110,6 +111,10 @@ def test_a_version_3_file_reads_back_to_the_same_json():
     assert added_in(LocationResult, 4) == ["storm_io"] and loc.pop("storm_io") is None
     device_io = added_in(DeviceIO, 4)
     assert {k: loc["device_io"].pop(k) for k in device_io} == dict.fromkeys(device_io)
+    # one virtual processor: the boot's time is processor 0's
+    processors = {"processor_count": 1, "processor_boot_times": None, "last_processor": None}
+    for boot in again["boots"]:
+        assert {k: boot.pop(k) for k in processors} == processors
     assert again == data
     assert json.dumps(again) == json.dumps(data)  # the order of the keys too
 

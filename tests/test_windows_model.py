@@ -29,6 +29,7 @@ class Recorder:
     """A guest that records, in order, what a boot phase does: accesses and disk reads."""
 
     page_size = 4096
+    processors = 1
 
     def __init__(self, startup_pages: int) -> None:
         self.startup_pages = self.guest_pages = startup_pages

@@ -2,7 +2,8 @@
 
 The cdef is read from csrc/vmmem.h between the CDEF markers, so the public header is
 the one source of truth for the binding. Set VMMEM_SANITIZE=1 at build time to compile
-the core with AddressSanitizer and UBSan (run with LD_PRELOAD of libasan, see README).
+the core with AddressSanitizer and UBSan, VMMEM_SANITIZE=thread for ThreadSanitizer (run
+either with LD_PRELOAD of the runtime: tools/sanitize.sh does both).
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ def read_cdef(header: Path = HEADER) -> str:
 def compile_args() -> tuple[list[str], list[str]]:
     cflags = ["-std=c11", "-O2", "-Wall", "-Wextra", "-fno-strict-aliasing"]
     ldflags: list[str] = ["-lpthread"]
-    if os.environ.get("VMMEM_SANITIZE"):
-        san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
+    sanitize = os.environ.get("VMMEM_SANITIZE")
+    if sanitize:
+        which = "thread" if sanitize == "thread" else "address,undefined"
+        san = [f"-fsanitize={which}", "-fno-omit-frame-pointer", "-O1", "-g"]
         cflags += san
         ldflags += san
     return cflags, ldflags

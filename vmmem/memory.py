@@ -245,7 +245,11 @@ class GuestMemory:
         )
         raise_for(rc, self._path, "creating the guest memory")
         self._ptr = handle[0]
-        self._lock = threading.Lock()
+        # Calls run concurrently (the core has its own lock and cffi releases the GIL);
+        # close() waits for the calls in progress and turns new ones away.
+        self._calls_in_flight = 0
+        self._calls_changed = threading.Condition(threading.Lock())
+        self._closing = False
         # The finalizer holds the pool, so the pool's RAM outlives every guest on it.
         self._finalizer = weakref.finalize(self, _destroy_guest, self._ptr, pool)
         pool._guests.add(self)
@@ -263,18 +267,32 @@ class GuestMemory:
         return not self._finalizer.alive
 
     def _call(self, fn: Any, *args: Any, doing: str = "") -> int:
-        """Call fn(handle, *args) holding the object lock (so close() cannot race it)."""
-        with self._lock:
-            if not self._finalizer.alive:
-                raise VmmemError(f"guest memory {self.name!r} is closed")
+        """Call fn(handle, *args), counted in flight so that close() cannot race it. Calls
+        from several threads run at once: the core serialises what it must."""
+        counted = False  # set in the same block as the count, so a Ctrl-C cannot leak it
+        try:
+            with self._calls_changed:
+                if self._closing or not self._finalizer.alive:
+                    raise VmmemError(f"guest memory {self.name!r} is closed")
+                self._calls_in_flight += 1
+                counted = True
             rc = fn(self._ptr, *args)
+        finally:
+            if counted:
+                with self._calls_changed:
+                    self._calls_in_flight -= 1
+                    if not self._calls_in_flight:
+                        self._calls_changed.notify_all()
         if doing:
             raise_for(rc, self._path, doing)
         return int(rc)
 
     def close(self) -> None:
-        """Give every frame back to the pool and delete the paging file."""
-        with self._lock:
+        """Give every frame back to the pool and delete the paging file. Calls in progress
+        in other threads finish first; calls after it raise VmmemError."""
+        with self._calls_changed:
+            self._closing = True
+            self._calls_changed.wait_for(lambda: not self._calls_in_flight)
             self._finalizer()
 
     def __enter__(self) -> GuestMemory:
@@ -345,15 +363,20 @@ class GuestMemory:
         src = ffi.from_buffer(view)
         self._call(lib.vmm_mem_write, gpa, src, view.nbytes, doing="writing guest memory")
 
-    def replay(self, pages: Any, writes: Any = None) -> None:
+    def replay(self, pages: Any, writes: Any = None) -> int:
         """Run a trace of guest page accesses in C: pages is an integer array of guest page
         numbers, writes an optional same-length array of write flags. A write access
-        increments the little-endian uint64 in the page's first 8 bytes."""
+        increments the little-endian uint64 in the page's first 8 bytes.
+
+        Several threads may replay into one guest at once. Returns the nanoseconds this
+        call's faults were blocked on paging (its own page-ins and page-outs, another
+        thread's transfer of the same page, a frame held by a transfer): what the vCPU
+        replaying it waited, its share of `stats.fault_latency`."""
         trace = np.asarray(pages)
         if trace.ndim != 1 or trace.dtype.kind not in "iu":
             raise SettingsError("replay: pages must be a 1-D integer array of guest page numbers")
         if trace.size == 0:
-            return
+            return 0
         if trace.dtype != np.uint32:
             low, high = int(trace.min()), int(trace.max())
             if low < 0 or high >= self.pages:
@@ -372,14 +395,21 @@ class GuestMemory:
             )
             flags = ffi.from_buffer("uint8_t[]", w)
         done = ffi.new("uint64_t *")
+        wait_ns = ffi.new("uint64_t *")
         rc = self._call(
-            lib.vmm_mem_replay, ffi.from_buffer("uint32_t[]", trace), flags, trace.size, done
+            lib.vmm_mem_replay_timed,
+            ffi.from_buffer("uint32_t[]", trace),
+            flags,
+            trace.size,
+            done,
+            wait_ns,
         )
         if rc == lib.VMM_ERANGE:
             raise GuestAddressError(
                 f"replay: guest page {int(trace[done[0]])} lies outside 0..{self.pages - 1}"
             )
         raise_for(rc, self._path, f"replaying access {done[0]} of the trace")
+        return int(wait_ns[0])
 
     def move_paging_file(self, folder: str | os.PathLike[str], stem: str | None = None) -> str:
         """Make the next paging file in `folder` (named `stem`-<random>.slp, default the

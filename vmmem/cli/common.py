@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 
-from vmmem.errors import VmmemWarning
+from vmmem.errors import SettingsError, VmmemWarning
 from vmmem.lab.scenario import Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
@@ -88,13 +88,21 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def load_scenarios(scenario_path: str | None, scale: float) -> tuple[Scenario, Scenario]:
-    """The scenario at full size and scaled by `scale` (the same object when not scaled)."""
+def load_scenarios(
+    scenario_path: str | None, scale: float, processors: int | None = None
+) -> tuple[Scenario, Scenario]:
+    """The scenario at full size and scaled by `scale` (the same object when not scaled),
+    every VM with `processors` virtual processors if given (--processors)."""
     try:
         full = load_scenario(scenario_path)
-        return full, (full.scaled(scale) if scale != 1 else full)
     except ScenarioError as e:
         raise CliFailure(str(e), EXIT_USAGE) from None
+    if processors is not None:
+        try:
+            full = full.with_processors(processors)
+        except SettingsError as e:
+            raise CliFailure(f"--processors: {e}", EXIT_USAGE) from None
+    return full, (full.scaled(scale) if scale != 1 else full)
 
 
 def plan_for_cli(full: Scenario, s: Scenario, latency: Latency | None = None) -> Plan:
@@ -111,9 +119,12 @@ def plan_for_cli(full: Scenario, s: Scenario, latency: Latency | None = None) ->
     return p
 
 
-def load_for_cli(scenario_path: str | None, scale: float, *, warn: bool = True) -> Scenario:
-    """The scenario, scaled; scale distortions are warned about on stderr."""
-    full, s = load_scenarios(scenario_path, scale)
+def load_for_cli(
+    scenario_path: str | None, scale: float, *, warn: bool = True, processors: int | None = None
+) -> Scenario:
+    """The scenario, scaled (and with --processors); scale distortions are warned about on
+    stderr."""
+    full, s = load_scenarios(scenario_path, scale, processors)
     if warn and s is not full:
         plan_for_cli(full, s)
     return s
@@ -167,6 +178,14 @@ def write_json(path: str, data: dict[str, Any]) -> None:
 
 scenario_argument = click.argument(
     "scenario", required=False, type=click.Path(dir_okay=False), metavar="[SCENARIO.toml]"
+)
+processors_option = click.option(
+    "--processors",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Give every VM N virtual processors (Set-VMProcessor -Count; 1 to 240, generation 1: "
+    "64): its boot runs on N guest threads, a recording's vCPU k on processor k mod N "
+    "(docs/GUESTS.md). Default: the scenario's processor_count, else 1.",
 )
 scale_option = click.option(
     "--scale",

@@ -24,6 +24,7 @@ from vmmem.cli.common import (
     load_scenarios,
     out_console,
     plan_for_cli,
+    processors_option,
     scale_option,
     scenario_argument,
     show_warning,
@@ -207,10 +208,11 @@ def _load_and_plan(
     guest: str | None,
     guest_ips: float | None,
     vhd_dir: str | None,
+    processors: int | None = None,
 ) -> tuple[Scenario, Plan]:
     """The scenario as the command runs it, and its plan, planned once (and the full-size
     scenario once more when scaled, for the scale warnings)."""
-    full, s = load_scenarios(scenario, scale)
+    full, s = load_scenarios(scenario, scale, processors)
     scaled = apply_guest_options(s, guest, guest_ips, vhd_dir)
     if s is not full:
         full = _guest_applied(full, guest, guest_ips, vhd_dir)
@@ -307,6 +309,7 @@ wide_option = click.option(
 )
 @plot_option("Draw assigned memory and Smart Paging bytes per VM over time, and the boot times.")
 @guest_options
+@processors_option
 @backend_option
 @repeat_options
 @wide_option
@@ -320,6 +323,7 @@ def run_cmd(
     guest: str | None,
     guest_ips: float | None,
     vhd_dir: str | None,
+    processors: int | None,
     backend: str,
     runs: int,
     warmup: int,
@@ -370,9 +374,9 @@ def run_cmd(
         guests, scale = several
         spectrum.run_spectrum(
             scenario, scale, guests, guest_ips, vhd_dir, paging_dir, backend, quiet,
-            json_path, plot_path,
+            json_path, plot_path, processors,
         )  # fmt: skip
-    s, plan = _load_and_plan(scenario, scale, guest, guest_ips, vhd_dir)
+    s, plan = _load_and_plan(scenario, scale, guest, guest_ips, vhd_dir, processors)
     rep = RepeatedRun(
         repeat(
             lambda i, warm: _execute(
@@ -443,6 +447,7 @@ def _save(
     help="Skip the baseline run (the same storm on a host with enough memory).",
 )
 @guest_options
+@processors_option
 @backend_option
 @repeat_options
 @wide_option
@@ -456,6 +461,7 @@ def compare_cmd(
     guest: str | None,
     guest_ips: float | None,
     vhd_dir: str | None,
+    processors: int | None,
     backend: str,
     runs: int,
     warmup: int,
@@ -511,15 +517,18 @@ def compare_cmd(
                 "per-guest spectrum runs each guest once)",
                 EXIT_USAGE,
             )
-        s = load_for_cli(scenario_files[0] if scenario_files else None, scale)
+        s = load_for_cli(
+            scenario_files[0] if scenario_files else None, scale, processors=processors
+        )
         s = apply_guest_options(s, None, None, vhd_dir)
         spectrum.compare_spectrum(
             s, guests, folders, guest_ips, vhd_dir, no_baseline, backend, quiet,
             json_path, plot_path,
         )  # fmt: skip
     s, plan = _load_and_plan(
-        scenario_files[0] if scenario_files else None, scale, guest, guest_ips, vhd_dir
-    )
+        scenario_files[0] if scenario_files else None, scale, guest, guest_ips, vhd_dir,
+        processors,
+    )  # fmt: skip
     try:
         checked = check_compare_locations(s, folders)
     except LocationRefused as e:

@@ -19,6 +19,7 @@ from vmmem.cli.common import (
     load_scenarios,
     out_console,
     plan_for_cli,
+    processors_option,
     scale_option,
     scenario_argument,
 )
@@ -110,6 +111,7 @@ def scenario_cmd(scenarios: tuple[str, ...], scale: float, as_toml: bool, as_jso
 @click.option(
     "--write-latency", metavar="TIME", help="Its 4 KiB write latency (default: --latency)."
 )
+@processors_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead.")
 def plan_cmd(
     scenario: str | None,
@@ -118,6 +120,7 @@ def plan_cmd(
     guest_ips: float | None,
     latency: str | None,
     write_latency: str | None,
+    processors: int | None,
     as_json: bool,
 ) -> None:
     """Will a restart need Smart Paging, how much per VM, and what would avoid it (no I/O).
@@ -139,7 +142,7 @@ def plan_cmd(
     from vmmem.errors import SettingsError
     from vmmem.lab.predict import Latency
 
-    full, s = load_scenarios(scenario, scale)
+    full, s = load_scenarios(scenario, scale, processors)
     if guest_ips is not None and guest is None:
         raise CliFailure("--guest-ips goes with --guest", EXIT_USAGE)
     if write_latency is not None and latency is None:

@@ -99,7 +99,8 @@ def scenario(console: Console, s: Scenario) -> None:
         console.print(
             f"  {v.name}: {boot}; virtual disk in {disk}{size}; at a host reboot "
             f"{v.automatic_stop_action}, then {v.automatic_start_action} after "
-            f"{v.automatic_start_delay:g} s; generation {v.generation}",
+            f"{v.automatic_start_delay:g} s; generation {v.generation}; "
+            f"{v.processor_count} virtual processor{'s' if v.processor_count > 1 else ''}",
             highlight=False,
         )
     console.print("events:")
@@ -190,6 +191,14 @@ def _predictions(console: Console, p: Plan) -> None:
                 f"files, of the {mb(e['smart_paging_total_bytes'])} of Startup RAM the host "
                 "cannot give (a guest pages only what it touches beyond its memory)"
             )
+    several = sorted({n for _, n, _ in rows if p.scenario.vm(n).processor_count > 1})
+    if several:
+        console.print(
+            f"{', '.join(several)}: several virtual processors; their paging is predicted from "
+            "the boot's accesses in one order (a recording's: the order its epochs ended in), "
+            "an approximation of how the processors' streams interleave; guest CPU is the "
+            "latest processor's"
+        )
     if lat is None:
         console.print("boot times need the disk's latency: --latency (vmmem disks --probe)")
     else:
@@ -608,6 +617,7 @@ def run_report(console: Console, result: RunResult, wide: bool = False) -> None:
     note = result.emulator_note()
     if note:
         console.print(note)
+    _processors_lines(console, storm or result.boots)
     for e in result.events:
         if e.outcomes:
             what = ", ".join(f"{n} {o.result}" for n, o in e.outcomes.items())
@@ -646,6 +656,20 @@ def _storm_device_line(result: RunResult, loc: LocationResult) -> str | None:
         per_vm = f" ({depth / vms:.2f} per VM)" if vms > 1 else ""
         text += f", queue depth {depth:.2f}{per_vm}, busy {busy * 100:.0f} %"
     return text
+
+
+def _processors_lines(console: Console, boots: list[BootResult]) -> None:
+    """Each boot on several virtual processors: every processor's time, the last one named
+    (its boot time is that one's)."""
+    for b in boots:
+        times = b.processor_boot_times
+        if b.processor_count > 1 and times and b.last_processor is not None:
+            each = ", ".join(f"{t:.2f}" for t in times)
+            console.print(
+                f"{b.vm}: {b.processor_count} virtual processors, each booted in {each} s; "
+                f"processor {b.last_processor} finished last",
+                highlight=False,
+            )
 
 
 def _predicted_vs_measured(console: Console, result: RunResult, plan: PlanRecord) -> None:

@@ -261,6 +261,7 @@ def run_spectrum(
     quiet: bool,
     json_path: str | None,
     plot_path: str | None,
+    processors: int | None = None,
 ) -> NoReturn:
     """`vmmem run` for several guests: every guest and folder checked, then one run each."""
     from vmmem.cli.common import load_for_cli
@@ -268,7 +269,9 @@ def run_spectrum(
     from vmmem.lab.locations import LocationRefused
     from vmmem.lab.spectrum import run_guests
 
-    per_guest = scenarios_per_guest(load_for_cli(scenario, scale), guests, guest_ips, vhd_dir)
+    per_guest = scenarios_per_guest(
+        load_for_cli(scenario, scale, processors=processors), guests, guest_ips, vhd_dir
+    )
     checked = _refuse_early(per_guest, paging_dir)
 
     def progress(index: int, count: int, guest: str) -> _LiveProgress:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import SettingsError
 from ..memory import GuestMemory
 from ..sizes import SizeLike, parse_size
 from .replay import ReplayPlan, Segment, plan_replay, run_replay
@@ -198,10 +199,14 @@ def replay_epochs(
     on_epoch: Callable[[EpochProgress], Any] | None = None,
     start: int = 0,
     stop: int | None = None,
+    vcpu: int | None = None,
 ) -> ReplayResult:
     """Replay a recorded boot into `memory` with the replay loop (vmmem.guests.replay), one
     segment per epoch: its accesses in one GuestMemory.replay call (the core runs them in C),
-    then its disk requests to `disk` (if given), then `on_epoch(EpochProgress)`.
+    then its disk requests to `disk` (if given), then `on_epoch(EpochProgress)`. Epochs
+    [start, stop) of the recording, all its vCPUs' in the order they ended while recording;
+    `vcpu`: only that vCPU's stream (run several on threads of their own to replay them at
+    once).
 
     Pages are mapped onto the memory's size by `mapping` (see map_pages). Disk requests
     beyond the disk's end are folded modulo the disk's size (aligned). The callback is where a
@@ -211,6 +216,13 @@ def replay_epochs(
     """
     if isinstance(trace, str):
         trace = GuestTrace.load(trace)
+    stream = None
+    if vcpu is not None:
+        if isinstance(vcpu, bool) or not isinstance(vcpu, int) or not 0 <= vcpu < trace.vcpus:
+            raise SettingsError(
+                f"vcpu must be one of the recording's vCPUs, 0 to {trace.vcpus - 1}, got {vcpu!r}"
+            )
+        stream = trace.vcpu_epochs(vcpu)
     plan = plan_replay(
         trace,
         memory.pages,
@@ -220,6 +232,7 @@ def replay_epochs(
         per_epoch=True,
         start=start,
         stop=stop,
+        epochs=stream,
     )
     totals = dict(instructions=0, entries=0, requests=0, read=0, written=0)
     epoch_io = [0, 0, 0]  # this epoch's requests, bytes read, bytes written

@@ -145,6 +145,7 @@ class Host:
         automatic_start_delay: float = 0.0,
         vhd_path: str | os.PathLike[str] | None = None,
         vhd_size: SizeLike | None = None,
+        processor_count: int = 1,
     ) -> VM:
         """A new VM, Off. Raises SettingsError (creating nothing) on a bad setting.
 
@@ -152,7 +153,9 @@ class Host:
         host reboots (`reboot`), as Set-VM's -AutomaticStopAction, -AutomaticStartAction and
         -AutomaticStartDelay do. `vhd_path` is the folder of the VM's virtual disk (default
         the VM's folder, as New-VHD -Path) and `vhd_size` its size (default: what the boot
-        reads from, times four); the disk is created once and kept across runs."""
+        reads from, times four); the disk is created once and kept across runs.
+        `processor_count` is its virtual processors (Set-VMProcessor -Count): its boot runs
+        on that many guest threads (docs/GUESTS.md, "Replay")."""
         self._check_open()
         settings = validate_settings(
             name,
@@ -169,6 +172,7 @@ class Host:
             automatic_start_delay=automatic_start_delay,
             vhd_path=vhd_path,
             vhd_size=vhd_size,
+            processor_count=processor_count,
         )
         phases = as_phases(workload)
         self.check_workload(settings, phases)
@@ -192,7 +196,11 @@ class Host:
         """Raise SettingsError if a workload phase cannot run in these settings."""
         for phase in phases:
             phase.validate_page_size(self.page_size)
-            phase.validate(settings.startup // self.page_size, settings.maximum // self.page_size)
+            phase.validate(
+                settings.startup // self.page_size,
+                settings.maximum // self.page_size,
+                settings.processor_count,
+            )
 
     # -- lifecycle ---------------------------------------------------------------------------
 

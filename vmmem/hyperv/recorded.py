@@ -7,7 +7,10 @@ for the epochs between two disk requests or CPU charges), its own virtual-disk r
 its CPU time, charged as the guest instructions / `guest_ips` on the boot's clock in batches
 (hyperv/clock.py), as the synthetic Boot charges its cpu_per_page. What it adds is Hyper-V's:
 the VM's size and scale, and the guest thread, which runs the loop through the same session
-as any phase, so a restart short of memory boots it on Smart Paging.
+as any phase, so a restart short of memory boots it on Smart Paging. On a VM of several
+virtual processors each processor's share of the recording's vCPU streams
+(vmmem.guests.replay.processor_epochs) is planned apart and replayed on its own thread and
+clock.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 
 from ..errors import GuestTraceError, SettingsError
 from ..guests import DEFAULT_GUEST_IPS, GuestTrace
-from ..guests.replay import ReplayPlan, Segment, plan_replay, run_replay
+from ..guests.replay import ReplayPlan, Segment, plan_replay, processor_epochs, run_replay
 from ..guests.trace import MAPPINGS
 from ..sizes import MB
 from .workloads import Guest, Workload
@@ -80,8 +83,8 @@ class RecordedBoot(Workload):
             raise SettingsError(f"RecordedBoot guest: {exc}") from None
 
     @functools.cached_property
-    def _plans(self) -> dict[tuple[int, int, str], ReplayPlan]:
-        """The replay planned per VM size (see _plan)."""
+    def _plans(self) -> dict[tuple[int, int, int], tuple[ReplayPlan, ...]]:
+        """The replay planned per VM size and processor count (see _plan)."""
         return {}
 
     @functools.cached_property
@@ -94,17 +97,25 @@ class RecordedBoot(Workload):
         except GuestTraceError as exc:
             raise SettingsError(f"RecordedBoot guest: {exc}") from None
 
-    def validate(self, startup_pages: int, guest_pages: int) -> None:
+    def validate(self, startup_pages: int, guest_pages: int, processors: int = 1) -> None:
         if self.trace.page_size * startup_pages < 32 * MB:
             raise SettingsError("a recorded boot needs a VM of at least 32 MB of Startup RAM")
         # Planned now, so no boot pays for it; at the trace's page size, the only one
         # validate_page_size lets a host use.
-        self._plan(startup_pages, self.trace.page_size)
+        self._plan(startup_pages, self.trace.page_size, processors)
 
-    def expected_cpu_time(self, startup_pages: int) -> float:
+    def expected_cpu_time(self, startup_pages: int, processors: int = 1) -> float:
         """The recording's instructions at guest_ips: the boot's time with enough memory,
-        less the replay itself."""
-        return self.trace.instructions / self.guest_ips / self.scale
+        less the replay itself. With several processors, the latest one's: the instructions
+        of the vCPU streams it runs (processor_epochs)."""
+        t = self.trace
+        if processors == 1 or t.vcpus == 1:
+            return t.instructions / self.guest_ips / self.scale
+        per_processor = [
+            sum(t.vcpu_instructions[v] for v in range(p, t.vcpus, processors))
+            for p in range(min(processors, t.vcpus))
+        ]
+        return max(per_processor) / self.guest_ips / self.scale
 
     def disk_size_hint(self, startup_pages: int, page_size: int) -> int:
         """Four times what the boot reads (at least 16 MB), at most the recorded disk: the
@@ -121,31 +132,54 @@ class RecordedBoot(Workload):
         """The mapping run() uses: a scaled boot shrinks its layout proportionally."""
         return "scale" if self.scale > 1 else self.mapping
 
-    def _plan(self, vm_pages: int, page_size: int) -> ReplayPlan:
-        """The replay for a VM of `vm_pages` Startup pages, planned once by the guests layer's
-        replay loop (vmmem.guests.replay) and kept."""
-        key = (vm_pages, page_size, self.mapping)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = plan_replay(
-                self.trace,
-                vm_pages,
-                page_size=page_size,
-                mapping=self.mapping,
-                guest_ips=self.guest_ips,
-                scale=self.scale,
-            )
-        return plan
+    def _plan(self, vm_pages: int, page_size: int, processors: int = 1) -> tuple[ReplayPlan, ...]:
+        """The replay for a VM of `vm_pages` Startup pages and `processors` virtual
+        processors, one plan per processor with work, planned once by the guests layer's
+        replay loop (vmmem.guests.replay) and kept. A one-vCPU recording, or one processor,
+        is one plan of the whole recording."""
+        if processors > 1 and self.trace.vcpus == 1:
+            processors = 1  # one stream, on processor 0 whatever the count
+        key = (vm_pages, page_size, processors)
+        plans = self._plans.get(key)
+        if plans is None:
+
+            def plan(epochs: object) -> ReplayPlan:
+                return plan_replay(
+                    self.trace,
+                    vm_pages,
+                    page_size=page_size,
+                    mapping=self.mapping,
+                    guest_ips=self.guest_ips,
+                    scale=self.scale,
+                    epochs=epochs,  # type: ignore[arg-type]
+                )
+
+            if processors == 1:
+                plans = (plan(None),)
+            else:
+                plans = tuple(plan(e) for e in processor_epochs(self.trace, processors))
+            self._plans[key] = plans
+        return plans
 
     def run(self, guest: Guest) -> None:
-        """The replay loop (vmmem.guests.run_replay) on the VM's guest thread: its accesses
-        and disk requests go through the VM's session; its CPU time is charged on the boot's
-        clock (guest.sleep, which also raises when the VM stops)."""
+        """The replay loop (vmmem.guests.run_replay) on the VM's guest thread, or on each
+        virtual processor's thread: its accesses and disk requests go through the VM's
+        session; its CPU time is charged on the processor's clock (guest.sleep, which also
+        raises when the VM stops)."""
         n = guest.startup_pages
         guest.commit_range(0, n)
+        plans = self._plan(n, guest.page_size, guest.processors)
+        if len(plans) == 1:
+            _replay_on(plans[0], guest)
+        else:
+            guest.run_on_processors([functools.partial(_replay_on, plan) for plan in plans])
 
-        def charge(segment: Segment) -> None:
-            if segment.seconds:
-                guest.sleep(segment.seconds)
 
-        run_replay(self._plan(n, guest.page_size), guest.replay, guest.disk_io, charge)
+def _replay_on(plan: ReplayPlan, guest: Guest) -> None:
+    """One plan on one virtual processor (the guest thread's, or one of its own)."""
+
+    def charge(segment: Segment) -> None:
+        if segment.seconds:
+            guest.sleep(segment.seconds)
+
+    run_replay(plan, guest.replay, guest.disk_io, charge)

@@ -174,7 +174,7 @@ class BootReport:
     )
     # The emulator's own share, never in boot_time: the wall clock's time for the boot, how far
     # it ran behind the boot's time (emulator work, waits for a core or the GIL), and the CPU
-    # time of the VM's guest thread (Python, numpy, the replay in C).
+    # time of the VM's guest threads (Python, numpy, the replay in C).
     wall_seconds: float | None = field(
         default=None,
         metadata=doc("The wall clock's time for the boot, s (never in boot_time).", since=3),
@@ -187,7 +187,35 @@ class BootReport:
     )
     emulator_cpu_seconds: float | None = field(
         default=None,
-        metadata=doc("CPU time of the VM's guest thread (Python, numpy, the replay), s.", since=3),
+        metadata=doc(
+            "CPU time of the VM's guest threads, one per virtual processor that ran a stream "
+            "(Python, numpy, the replay), s.",
+            since=3,
+        ),
+    )
+    processor_count: int = field(
+        default=1,
+        metadata=doc(
+            "The VM's virtual processors (Set-VMProcessor -Count): the guest threads the boot "
+            "ran on.",
+            since=4,
+        ),
+    )
+    processor_boot_times: list[float] | None = field(
+        default=None,
+        metadata=doc(
+            "Each virtual processor's own boot time, s (0: it had no stream to run); "
+            "boot_time is the latest.",
+            since=4,
+        ),
+    )
+    last_processor: int | None = field(
+        default=None,
+        metadata=doc(
+            "The virtual processor that finished last: guest_seconds, fault_wait_seconds, "
+            "disk_seconds and memory_wait_seconds are its.",
+            since=4,
+        ),
     )
     page_ins_after_boot: int = field(
         default=0,

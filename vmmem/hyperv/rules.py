@@ -204,19 +204,22 @@ def worst_case_smart_paging(startup: int, dynamic: bool) -> int:
 # -- boot time -------------------------------------------------------------------------------
 
 
-def boot_seconds(phases: Sequence[Workload], startup_pages: int) -> float | None:
+def boot_seconds(
+    phases: Sequence[Workload], startup_pages: int, processors: int = 1
+) -> float | None:
     """How long a guest's boot takes with all its Startup RAM (`startup_pages`): the CPU time
     of its leading boot phases, each by its own estimate (a synthetic Boot: its cpu_time, else
-    50 us per page; a RecordedBoot: the recorded guest's). None when a boot phase does not say
-    (a custom Workload); 0.0 for a workload that does not boot."""
+    50 us per page; a RecordedBoot: the recorded guest's), on `processors` virtual processors
+    (the latest one's). None when a boot phase does not say (a custom Workload); 0.0 for a
+    workload that does not boot."""
     total = 0.0
     for phase in phases:
         if not phase.boot:
             break
-        expected: Callable[[int], float] | None = getattr(phase, "expected_cpu_time", None)
+        expected: Callable[[int, int], float] | None = getattr(phase, "expected_cpu_time", None)
         if expected is None:
             return None
-        total += expected(startup_pages)
+        total += expected(startup_pages, processors)
     return total
 
 

@@ -5,13 +5,20 @@ A `GuestSession` holds what lives exactly as long as one boot: the guest's memor
 workload phases, the committed (demand) bitmap, whether the boot may page to its Smart Paging
 file, and the `BootRecord` its report is made from. The VM makes one per power-on and closes it
 at power-off; the host changes its assignment through the VM.
+
+A VM with several virtual processors boots on as many guest threads (`run_on_processors`):
+the guest thread runs processor 0's stream and one more thread runs each other processor's,
+each through a `VirtualProcessor` with its own clock (clock.py). They replay into the one
+GuestMemory at the same time: this layer holds no lock across the core's call, so their
+faults can overlap as a real guest's processors' do. A stop stops them all; an error in one
+stops the boot with that error.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +32,7 @@ from .reports import BootReport, VMStatus, memory_status
 from .rules import awaits_guest
 from .settings import VMSettings
 
-__all__ = ["CHUNK", "CHUNK_PAGING", "BootRecord", "GuestSession", "Stopped"]
+__all__ = ["CHUNK", "CHUNK_PAGING", "BootRecord", "GuestSession", "Stopped", "VirtualProcessor"]
 
 # Accesses per replay call: small while the VM may page, so a balancer change (which waits for
 # the guest's mutex) never waits behind a long run of disk I/O.
@@ -80,6 +87,7 @@ class GuestSession:
         disk: VirtualDisk | None = None,
         guest_page_folder: str | None = None,
         on_new_file: Callable[[str], None] | None = None,
+        processors: int = 1,
     ) -> None:
         self.memory = memory
         self.disk = disk  # the VM's virtual disk, when its workload reads one
@@ -116,8 +124,19 @@ class GuestSession:
         self.on_new_file = on_new_file
         self.file_role = "smart"  # what the (next) paging file is for: "smart" or "guest"
         self._guest_base: dict[str, int] | None = None  # counters when in-guest paging began
-        # The boot's own time, apart from the emulator's (clock.py); started at launch.
-        self.clock = BootClock(lambda: self.memory.counters["fault_ns"])
+        # The boot's own time, apart from the emulator's (clock.py), one clock per virtual
+        # processor; started at launch. One processor reads the VM's fault counter (exact, as
+        # it always was); several add each replay call's own fault wait.
+        self.processors = processors
+        vm_faults: Callable[[], int] | None = None
+        if processors == 1:
+            vm_faults = lambda: self.memory.counters["fault_ns"]  # noqa: E731
+        self.clocks = [BootClock(vm_faults) for _ in range(processors)]
+        self.clock = self.clocks[0]  # processor 0's: the guest thread's
+        # CPU time of the other processors' threads (the emulator's work for them), and the
+        # error that stopped the boot in one of them.
+        self.processor_cpu_seconds = 0.0
+        self.failure: BaseException | None = None
 
     def held(self) -> bool:
         """The host sends this VM no Dynamic Memory request now (rules.awaits_guest): it keeps
@@ -177,21 +196,21 @@ class GuestSession:
         if self.stop.is_set():
             raise Stopped
 
-    def sleep(self, seconds: float) -> None:
-        """The guest spends `seconds` (CPU or a pause). During the boot on the boot's clock:
-        the thread waits until the wall clock catches up with it, never longer. After the boot
-        (not while a restore reads its saved state back) the first wait makes the guest
-        `steady`."""
+    def sleep(self, seconds: float, clock: BootClock | None = None) -> None:
+        """The guest spends `seconds` (CPU or a pause). During the boot on the boot's clock
+        (`clock`: a virtual processor's; default processor 0's): the thread waits until the
+        wall clock catches up with it, never longer. After the boot (not while a restore reads
+        its saved state back) the first wait makes the guest `steady`."""
         if self.booted.is_set() and self.file_role != "saved":
             self.steady.set()
         if not self.booted.is_set():
-            if self.clock.advance(seconds, self.stop):
+            if (clock or self.clock).advance(seconds, self.stop):
                 raise Stopped
         elif seconds > 0 and self.stop.wait(seconds):
             raise Stopped
         self._check()
 
-    def _wait_for_frames(self) -> None:
+    def _wait_for_frames(self, clock: BootClock) -> None:
         """Before a chunk of accesses: a boot on Smart Paging goes on (the host pages); a
         running guest short of memory pages inside itself, to its own page file on its
         virtual disk (never Smart Paging), once no Smart Paging file is left; without a page
@@ -209,7 +228,7 @@ class GuestSession:
                 waited = time.monotonic()
                 self.cv.wait(0.05)
                 if not self.booted.is_set():  # the boot waits for memory: the guest's time
-                    self.clock.memory_wait += time.monotonic() - waited
+                    clock.memory_wait += time.monotonic() - waited
 
     def _page_inside_guest(self) -> bool:
         """Switch the guest's paging file to its own page file, if it has one and no Smart
@@ -249,16 +268,26 @@ class GuestSession:
             "bytes": c["file_pages"] * self.page_size if self.file_role == "guest" else 0,
         }
 
-    def replay(self, pages: np.ndarray, writes: np.ndarray | None) -> None:
+    def replay(
+        self, pages: np.ndarray, writes: np.ndarray | None, clock: BootClock | None = None
+    ) -> None:
+        """The guest's accesses, a chunk at a time (`clock`: the virtual processor's that
+        makes them; default processor 0's)."""
+        clock = clock or self.clock
+        own_faults = not clock.reads_vm_faults
         n = len(pages)
         start = 0
         while start < n:
             if self.smart_paging and self.booted.is_set():
                 self.end_smart_paging()  # the boot is over: end Smart Paging at the first chance
-            self._wait_for_frames()
+            self._wait_for_frames(clock)
             paging = self.smart_paging and self._may_page(min(n - start, CHUNK))
             end = min(n, start + (CHUNK_PAGING if paging else CHUNK))
-            self.memory.replay(pages[start:end], None if writes is None else writes[start:end])
+            waited = self.memory.replay(
+                pages[start:end], None if writes is None else writes[start:end]
+            )
+            if own_faults:  # the ns this call's faults were blocked on paging: this vCPU's
+                clock.add_faults(waited)
             if paging:
                 self.observe_file()
             start = end
@@ -324,9 +353,16 @@ class GuestSession:
                 self.smart_paging = False
                 self.cv.notify_all()
 
-    def disk_io(self, offsets: np.ndarray, lengths: np.ndarray, writes: np.ndarray | None) -> None:
+    def disk_io(
+        self,
+        offsets: np.ndarray,
+        lengths: np.ndarray,
+        writes: np.ndarray | None,
+        clock: BootClock | None = None,
+    ) -> None:
         """Issue the guest's own disk requests to its virtual disk (O_DIRECT: they reach the
-        device), folded onto the disk's size; counted apart from paging."""
+        device), folded onto the disk's size; counted apart from paging. Their time goes on
+        `clock` (the virtual processor's that issued them; default processor 0's)."""
         if self.disk is None or not len(offsets):
             return
         from ..guests import fold_disk_requests
@@ -334,10 +370,65 @@ class GuestSession:
         self._check()
         off, ln = fold_disk_requests(offsets, lengths, self.disk.size)
         io = self.disk.issue(off, ln, writes)
-        self.clock.add_disk(io.seconds)
-        self.disk_requests += io.requests
-        self.disk_read_bytes += io.bytes_read
-        self.disk_write_bytes += io.bytes_written
+        (clock or self.clock).add_disk(io.seconds)
+        with self.lock:  # several processors may add at once
+            self.disk_requests += io.requests
+            self.disk_read_bytes += io.bytes_read
+            self.disk_write_bytes += io.bytes_written
+
+    # -- virtual processors --------------------------------------------------------------------
+
+    def run_on_processors(self, streams: Sequence[Callable[[VirtualProcessor], None]]) -> None:
+        """Run stream i on virtual processor i, each on its own thread with its own clock,
+        and return when all are done. One stream runs on this (the guest) thread, as a boot
+        always ran. The first error in any stream stops the others and is raised here; a stop
+        of the VM stops them all (Stopped)."""
+        if not 1 <= len(streams) <= self.processors:
+            raise ValueError(f"{len(streams)} streams for {self.processors} virtual processors")
+        if len(streams) == 1:
+            streams[0](VirtualProcessor(self, 0))
+            return
+        lock = threading.Lock()
+
+        def run(index: int) -> None:
+            try:
+                streams[index](VirtualProcessor(self, index))
+            except Stopped:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - the boot stops with it, raised below
+                with lock:
+                    if self.failure is None and not self.stop.is_set():
+                        self.failure = exc
+                self.stop.set()  # every other processor unwinds at its next step
+                with self.cv:
+                    self.cv.notify_all()
+            finally:
+                if index:
+                    with lock:
+                        self.processor_cpu_seconds += time.thread_time()
+
+        name = threading.current_thread().name
+        threads = [
+            threading.Thread(target=run, args=(i,), name=f"{name}-cpu{i}", daemon=True)
+            for i in range(1, len(streams))
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            run(0)
+        finally:
+            for thread in threads:
+                thread.join()
+        if self.failure is not None:
+            raise self.failure
+        self._check()
+
+    def stop_clocks(self) -> tuple[float, list[float], int]:
+        """The boot is over: freeze every processor's clock. Returns the boot's time (the
+        latest processor's), each processor's, and which processor finished last."""
+        times = [clock.stop() for clock in self.clocks]
+        last = max(range(len(times)), key=times.__getitem__)
+        return times[last], times, last
 
     def make_report(
         self,
@@ -362,10 +453,12 @@ class GuestSession:
                 delta = now - boot.io_start
                 io_read, io_write = delta.read_bytes, delta.write_bytes
         faults, page_out = stats.fault_latency, stats.page_out_latency
-        clock = self.clock
+        times = [c.now() for c in self.clocks]
+        last = max(range(len(times)), key=times.__getitem__)
+        clock = self.clocks[last]  # the boot's time is the latest processor's: its parts
         wall = time.monotonic() - boot.t0
-        # The guest thread is this boot's own (a new one per boot): its CPU time is the
-        # emulator's work for the boot.
+        # The guest thread is this boot's own (a new one per boot): its CPU time, and that of
+        # the other processors' threads, is the emulator's work for the boot.
         on_thread = self.thread is threading.current_thread()
         return BootReport(
             vm=vm,
@@ -402,7 +495,12 @@ class GuestSession:
             memory_wait_seconds=clock.memory_wait,
             wall_seconds=wall,
             emulator_seconds=max(0.0, wall - boot_time),
-            emulator_cpu_seconds=time.thread_time() if on_thread else None,
+            emulator_cpu_seconds=(
+                time.thread_time() + self.processor_cpu_seconds if on_thread else None
+            ),
+            processor_count=self.processors,
+            processor_boot_times=times,
+            last_processor=last,
             page_in_latency=stats.page_in_latency,
             fault_latency=faults,
         )
@@ -462,3 +560,48 @@ class GuestSession:
             self.demand = 0
             self.smart_paging = False
             self.restarting = False
+
+
+class VirtualProcessor:
+    """One virtual processor of a boot: what its stream does to the VM (workloads.Guest),
+    on its own clock (its guest time, its faults, its disk requests, its memory waits).
+    Memory, demand and Smart Paging are the VM's, shared by all its processors."""
+
+    def __init__(self, session: GuestSession, index: int) -> None:
+        self.session = session
+        self.index = index
+        self.clock = session.clocks[index]
+        self.page_size = session.page_size
+        self.startup_pages = session.startup_pages
+        self.guest_pages = session.guest_pages
+        self.processors = 1  # its own stream: it runs no others
+
+    @property
+    def demand(self) -> int:
+        return self.session.demand
+
+    def commit_range(self, first: int, count: int) -> None:
+        self.session.commit_range(first, count)
+
+    def commit_pages(self, pages: np.ndarray) -> None:
+        self.session.commit_pages(pages)
+
+    def keep_only(self, count: int) -> None:
+        self.session.keep_only(count)
+
+    def replay(self, pages: np.ndarray, writes: np.ndarray | None) -> None:
+        self.session.replay(pages, writes, self.clock)
+
+    def sleep(self, seconds: float) -> None:
+        self.session.sleep(seconds, self.clock)
+
+    def end_smart_paging(self) -> None:
+        self.session.end_smart_paging()
+
+    def disk_io(self, offsets: np.ndarray, lengths: np.ndarray, writes: np.ndarray | None) -> None:
+        self.session.disk_io(offsets, lengths, writes, self.clock)
+
+    def run_on_processors(self, streams: Sequence[Callable[[VirtualProcessor], None]]) -> None:
+        if len(streams) != 1:
+            raise ValueError("a virtual processor runs one stream")
+        streams[0](self)

@@ -2,8 +2,9 @@
 
 Rules (docs/HYPERV-RULES.md section 2): sizes are whole MB and multiples of 2 MB; Startup RAM
 >= 32 MB; Minimum 32 MB .. Startup; Maximum Startup .. 12 TB; Buffer 5 .. 2000 %; Priority
-0 .. 100; Minimum, Maximum and Buffer are refused for a static VM. Messages name the
-PowerShell parameter so a Hyper-V admin recognises them.
+0 .. 100; Minimum, Maximum and Buffer are refused for a static VM; virtual processors 1 .. 240
+(generation 2) or 1 .. 64 (generation 1). Messages name the PowerShell parameter so a Hyper-V
+admin recognises them.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ __all__ = [
     "MAXIMUM_RAM",
     "MEMORY_ALIGNMENT",
     "MAXIMUM_RAM_BY_GENERATION",
+    "MAXIMUM_PROCESSORS_BY_GENERATION",
     "MINIMUM_RAM",
     "START_ACTIONS",
     "STOP_ACTIONS",
     "VMSettings",
     "check_balancer_start_delay",
     "check_host_arguments",
+    "check_processor_count",
+    "DEFAULT_PROCESSOR_COUNT",
     "change_settings",
     "vhd_file_name",
     "vhd_size_for",
@@ -51,6 +55,11 @@ MINIMUM_RAM = 32 * MB  # the smallest Startup or Minimum RAM Hyper-V accepts
 MAXIMUM_RAM = 12 * TB  # generation 2 VMs, Windows Server 2016+
 MAXIMUM_RAM_BY_GENERATION = {1: 1 * TB, 2: MAXIMUM_RAM}  # generation 1 VMs: 1 TB
 DEFAULT_GENERATION = 2
+# Virtual processors per VM (Set-VMProcessor -Count): New-VM gives a VM one; at most 240 for a
+# generation 2 VM and 64 for generation 1 ("Plan for Hyper-V scalability in Windows Server",
+# Microsoft Learn, maximums for virtual machines).
+DEFAULT_PROCESSOR_COUNT = 1
+MAXIMUM_PROCESSORS_BY_GENERATION = {1: 64, 2: 240}
 # What a VM does when its host shuts down, and when the host starts again (Set-VM
 # -AutomaticStopAction / -AutomaticStartAction / -AutomaticStartDelay), Hyper-V's defaults first.
 STOP_ACTIONS = ("Save", "ShutDown", "TurnOff")
@@ -75,6 +84,7 @@ PS_NAMES = {
     "dynamic": "-DynamicMemoryEnabled",
     "smart_paging_path": "-SmartPagingFilePath",
     "generation": "-Generation",
+    "processor_count": "Set-VMProcessor -Count",
     "automatic_stop_action": "-AutomaticStopAction",
     "automatic_start_action": "-AutomaticStartAction",
     "automatic_start_delay": "-AutomaticStartDelay",
@@ -88,6 +98,7 @@ _TITLES = {
     "buffer": "Memory buffer",
     "priority": "Memory weight (priority)",
     "generation": "Generation",
+    "processor_count": "Virtual processors",
     "automatic_stop_action": "Automatic stop action",
     "automatic_start_action": "Automatic start action",
     "automatic_start_delay": "Automatic start delay",
@@ -141,6 +152,7 @@ class VMSettings:
     automatic_start_delay: float = 0.0  # seconds after the host starts
     vhd_path: str | None = None  # the virtual disk's folder (None: the VM's own folder)
     vhd_size: int | None = None  # bytes (None: sized by what the boot reads)
+    processor_count: int = DEFAULT_PROCESSOR_COUNT  # virtual processors: guest threads
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -196,12 +208,15 @@ def validate_settings(
     automatic_start_delay: float = 0.0,
     vhd_path: str | os.PathLike[str] | None = None,
     vhd_size: SizeLike | None = None,
+    processor_count: int = DEFAULT_PROCESSOR_COUNT,
 ) -> VMSettings:
-    """Check a VM's settings as New-VM / Set-VMMemory would; return them in bytes.
+    """Check a VM's settings as New-VM / Set-VMMemory / Set-VMProcessor would; return them in
+    bytes.
 
     None means "not given": Minimum defaults to 512 MB (or Startup if less), Maximum to 1 TB,
     Buffer to 20 % (Hyper-V's defaults). Maximum RAM is at most 12 TB for a generation 2 VM
-    and 1 TB for generation 1. Raises SettingsError saying what is wrong.
+    and 1 TB for generation 1; virtual processors at most 240 and 64. Raises SettingsError
+    saying what is wrong.
     """
     check_name("the VM name", name)
     if any(c in name for c in '/\\:*?"<>|') or name in (".", ".."):
@@ -213,6 +228,7 @@ def validate_settings(
         raise SettingsError(f"{PS_NAMES['dynamic']} must be True or False, got {dynamic!r}")
     gen = _check_int("generation", generation, 1, 2)
     max_ram = MAXIMUM_RAM_BY_GENERATION[gen]
+    processors = check_processor_count(processor_count, gen)
     host_actions = _check_host_actions(
         automatic_stop_action, automatic_start_action, automatic_start_delay
     )
@@ -257,6 +273,7 @@ def validate_settings(
             gen,
             *host_actions,
             *disk,
+            processors,
         )
 
     minimum_b = (
@@ -301,7 +318,24 @@ def validate_settings(
         gen,
         *host_actions,
         *disk,
+        processors,
     )
+
+
+def check_processor_count(value: object, generation: int = DEFAULT_GENERATION) -> int:
+    """A VM's virtual processors (Set-VMProcessor -Count): a whole number from 1 to Hyper-V's
+    maximum for its generation (240 for generation 2, 64 for generation 1)."""
+    high = MAXIMUM_PROCESSORS_BY_GENERATION[generation]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(
+            f"{_label('processor_count')} must be a whole number from 1 to {high}, got {value!r}"
+        )
+    if not 1 <= value <= high:
+        raise SettingsError(
+            f"{_label('processor_count')} of {value} is out of range: a generation "
+            f"{generation} VM has from 1 to {high} virtual processors"
+        )
+    return value
 
 
 def _check_disk(
@@ -386,7 +420,7 @@ def change_settings(settings: VMSettings, key: str, value: object, *, running: b
     resizable = key == "startup" and not s.dynamic
     if (
         running
-        and key in ("startup", "dynamic", "smart_paging_path", "generation")
+        and key in ("startup", "dynamic", "smart_paging_path", "generation", "processor_count")
         and not resizable
     ):
         raise SettingsError(

@@ -404,6 +404,7 @@ class VM(SettingsProperties):
             # The guest's own page file lives on its virtual disk (none: it waits instead).
             guest_page_folder=self.vhd_folder if disk is not None else None,
             on_new_file=on_new_file,
+            processors=self._settings.processor_count,
         )
         session.restarting = restarting
         session.restarted = restarting
@@ -514,7 +515,8 @@ class VM(SettingsProperties):
         except Exception:  # device facts are advisory: never block a boot on them
             boot.device, boot.io_start = None, None
         boot.t0 = time.monotonic()
-        session.clock.start(boot.t0)
+        for clock in session.clocks:  # one per virtual processor
+            clock.start(boot.t0)
         self._boots.append(boot)
         session.thread = threading.Thread(
             target=self._guest_main, args=(session,), name=f"vm-{self.name}", daemon=True
@@ -577,7 +579,7 @@ class VM(SettingsProperties):
         except Stopped:
             return
         except BaseException as exc:  # noqa: BLE001 - a failed guest turns the VM off
-            if guest.stop.is_set():
+            if guest.stop.is_set() and guest.failure is None:
                 return  # its memory was closed under it by a stop or restart
             self._guest_failed(guest, exc)
 
@@ -588,7 +590,8 @@ class VM(SettingsProperties):
         guest.booted.set()  # wake waiters: they see the error
 
     def _boot_complete(self, guest: GuestSession) -> None:
-        boot_time = guest.clock.stop()  # the guest's time, not the emulator's (clock.py)
+        # The guest's time, not the emulator's (clock.py): the latest virtual processor's.
+        boot_time, _, _ = guest.stop_clocks()
         guest.record.page_ins_at_boot = guest.memory.counters["page_ins"]
         guest.booted_at = time.monotonic()  # the host's start delay counts from here
         if not guest.record.smart_paging:

@@ -87,6 +87,16 @@ class SettingsProperties:
         return self._settings.generation
 
     @property
+    def processor_count(self) -> int:
+        """Virtual processors (Set-VMProcessor -Count): the guest threads a boot runs on
+        (docs/GUESTS.md, "Replay"). Changed only while the VM is off."""
+        return self._settings.processor_count
+
+    @processor_count.setter
+    def processor_count(self, value: int) -> None:
+        self._change(processor_count=value)
+
+    @property
     def automatic_stop_action(self) -> str:
         """What a host reboot does to the VM first: Save, ShutDown or TurnOff."""
         return self._settings.automatic_stop_action

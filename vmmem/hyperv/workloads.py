@@ -9,10 +9,11 @@ frees. The boot is complete when the leading boot phases have finished.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -57,6 +58,7 @@ class Guest(Protocol):
     page_size: int
     startup_pages: int  # Startup RAM in pages
     guest_pages: int  # guest-physical memory (Maximum RAM) in pages
+    processors: int  # virtual processors the boot may run streams on
 
     @property
     def demand(self) -> int: ...  # committed pages now
@@ -78,6 +80,10 @@ class Guest(Protocol):
         self, offsets: np.ndarray, lengths: np.ndarray, writes: np.ndarray | None
     ) -> None: ...
 
+    # Stream i on virtual processor i, each on its own thread and clock (at most `processors`
+    # streams); returns when all are done, raises the first one's error.
+    def run_on_processors(self, streams: Sequence[Callable[[Guest], None]]) -> None: ...
+
 
 class Workload:
     """One phase of a guest's life. Subclasses set `phase` and `boot` and implement run()."""
@@ -85,8 +91,9 @@ class Workload:
     phase: str = "workload"
     boot: bool = False
 
-    def validate(self, startup_pages: int, guest_pages: int) -> None:
-        """Raise SettingsError if this phase cannot run in a VM of that size."""
+    def validate(self, startup_pages: int, guest_pages: int, processors: int = 1) -> None:
+        """Raise SettingsError if this phase cannot run in a VM of that size (and that many
+        virtual processors)."""
 
     def validate_page_size(self, page_size: int) -> None:
         """Raise SettingsError if this phase cannot run on a host of `page_size`-byte pages."""
@@ -236,24 +243,50 @@ class Boot(Workload):
             return 0.0
         return self.zero_cpu_per_page * (startup_pages - self.footprint_pages(startup_pages))
 
-    def expected_cpu_time(self, startup_pages: int) -> float:
+    def expected_cpu_time(self, startup_pages: int, processors: int = 1) -> float:
         """The guest CPU time of this boot, in seconds: the boot time with enough memory,
         less the replay itself (the boot's own CPU per page of its footprint, and the zeroing
-        it is charged)."""
-        own = self.cpu_per_page * self.footprint_pages(startup_pages)
+        it is charged). With several processors, the latest one's: its chunks' share
+        (chunk i on processor i mod N) and, on processor 0, the zeroing."""
+        n = self.footprint_pages(startup_pages)
+        own = self.cpu_per_page * n
         if self.cpu_time is not None:
             own = self.cpu_time
-        return own + self._zero_cpu_charged(startup_pages, 4096)
+        zeroing = self._zero_cpu_charged(startup_pages, 4096)
+        if processors == 1:
+            return own + zeroing
+        chunk_pages = np.minimum(self.chunk_pages, n - np.arange(0, n, self.chunk_pages))
+        per_processor = np.bincount(
+            np.arange(chunk_pages.size) % processors, weights=chunk_pages, minlength=processors
+        ) * (own / n)
+        per_processor[0] += zeroing
+        return float(per_processor.max())
 
     def run(self, guest: Guest) -> None:
-        startup = guest.startup_pages
-        guest.commit_range(0, startup)
+        """The boot's chunks on the VM's virtual processors (docs/GUESTS.md, "Several virtual
+        processors"): chunk i on processor i mod N, the free list's zeroing on processor 0.
+        With one processor, chunk by chunk on the guest thread, as generated."""
+        guest.commit_range(0, guest.startup_pages)
+        chunks = self._chunks(guest.startup_pages, guest.page_size, guest.processors)
+        if guest.processors == 1:
+            for chunk in chunks:
+                chunk.run(guest)
+            return
+        dealt = list(chunks)
+        streams = [dealt[p :: guest.processors] for p in range(guest.processors)]
+        guest.run_on_processors(
+            [functools.partial(_run_chunks, stream) for stream in streams if stream]
+        )
+
+    def _chunks(self, startup: int, page_size: int, processors: int) -> Iterator[_BootChunk]:
+        """The boot's chunks in order, each with its accesses, disk reads, the free list's
+        zeroing after them (on processor 0's chunks only: every `processors`-th) and its CPU."""
         n = self.footprint_pages(startup)
-        own_cpu = self.expected_cpu_time(startup) - self._zero_cpu_charged(startup, guest.page_size)
+        own_cpu = self.expected_cpu_time(startup) - self._zero_cpu_charged(startup, page_size)
         cpu_per_page = own_cpu / n
         rng = np.random.default_rng(self.seed)
         # First-touch order: 2 MB blocks in order, shuffled within windows of 8 blocks.
-        block = max(1, 2 * MB // guest.page_size)
+        block = max(1, 2 * MB // page_size)
         nblocks = -(-n // block)
         keys = np.arange(nblocks) // 8 + rng.random(nblocks) * 0.999
         order = np.argsort(keys, kind="stable")
@@ -261,12 +294,14 @@ class Boot(Workload):
         first = first[first < n].astype(np.uint32)
         hot = max(1, int(n * self.hot_fraction))
         nchunks = -(-n // self.chunk_pages)
-        nreq = self.disk_read_bytes(n, guest.page_size) // self.disk_request_bytes
-        disk_slots = self.disk_size_hint(n, guest.page_size) // self.disk_request_bytes
+        nreq = self.disk_read_bytes(n, page_size) // self.disk_request_bytes
+        disk_slots = self.disk_size_hint(n, page_size) // self.disk_request_bytes
         reads_per_chunk = np.diff(np.linspace(0, nreq, nchunks + 1).round().astype(np.int64))
-        # The free list (Startup RAM past the footprint), zeroed a share after each chunk.
+        # The free list (Startup RAM past the footprint), zeroed a share after each of
+        # processor 0's chunks (with one processor: after every chunk).
         free = np.arange(n, startup, dtype=np.uint32) if self.zero_free else None
-        zero_cuts = np.linspace(0, 0 if free is None else len(free), nchunks + 1).round()
+        zeroing_chunks = -(-nchunks // processors)
+        zero_cuts = np.linspace(0, 0 if free is None else len(free), zeroing_chunks + 1).round()
         zero_cuts = zero_cuts.astype(np.int64)
         for index, start in enumerate(range(0, n, self.chunk_pages)):
             end = min(n, start + self.chunk_pages)
@@ -285,20 +320,49 @@ class Boot(Workload):
                 [np.arange(len(new), dtype=np.float64), rng.random(len(again)) * len(new)]
             )
             mix = np.argsort(position, kind="stable")
-            guest.replay(pages[mix], writes[mix])
             reads = int(reads_per_chunk[index]) if nreq else 0
+            disk = None
             if reads:
                 slots = rng.integers(0, disk_slots, reads)
                 size = self.disk_request_bytes
-                guest.disk_io(slots * size, np.full(reads, size, np.int64), None)
+                disk = (slots * size, np.full(reads, size, np.int64))
+            zero_run = None
             zeroed = 0.0
-            if free is not None:
-                page_run = free[zero_cuts[index] : zero_cuts[index + 1]]
+            if free is not None and index % processors == 0:
+                share = index // processors
+                page_run = free[zero_cuts[share] : zero_cuts[share + 1]]
                 if len(page_run):
-                    guest.replay(page_run, np.ones(len(page_run), np.uint8))
+                    zero_run = page_run
                     if not nreq:  # no I/O waits to hide it in: the boot's CPU
                         zeroed = self.zero_cpu_per_page * len(page_run)
-            guest.sleep(cpu_per_page * len(new) + zeroed)
+            yield _BootChunk(
+                pages[mix], writes[mix], disk, zero_run, cpu_per_page * len(new) + zeroed
+            )
+
+
+class _BootChunk(NamedTuple):
+    """One chunk of a Boot: its accesses, its disk reads (offsets, lengths; None: none), the
+    free-list pages zeroed after them (None: none), then its guest CPU time."""
+
+    pages: np.ndarray
+    writes: np.ndarray
+    disk: tuple[np.ndarray, np.ndarray] | None
+    zero_pages: np.ndarray | None
+    seconds: float
+
+    def run(self, guest: Guest) -> None:
+        guest.replay(self.pages, self.writes)
+        if self.disk is not None:
+            guest.disk_io(*self.disk, None)
+        if self.zero_pages is not None:
+            guest.replay(self.zero_pages, np.ones(len(self.zero_pages), np.uint8))
+        guest.sleep(self.seconds)
+
+
+def _run_chunks(chunks: Sequence[_BootChunk], guest: Guest) -> None:
+    """One virtual processor's share of a Boot, in order."""
+    for chunk in chunks:
+        chunk.run(guest)
 
 
 @dataclass(frozen=True)
@@ -404,7 +468,7 @@ class Trace(Workload):
     def phase(self) -> str:  # type: ignore[override]
         return self.name
 
-    def validate(self, startup_pages: int, guest_pages: int) -> None:
+    def validate(self, startup_pages: int, guest_pages: int, processors: int = 1) -> None:
         if not self.pages.size:
             return
         top = int(self.pages.max())

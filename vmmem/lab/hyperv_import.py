@@ -50,7 +50,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmmem.errors import SettingsError
-from vmmem.hyperv.settings import MEMORY_ALIGNMENT, validate_settings
+from vmmem.hyperv.settings import (
+    MAXIMUM_PROCESSORS_BY_GENERATION,
+    MEMORY_ALIGNMENT,
+    validate_settings,
+)
 from vmmem.lab.scenario_model import Scenario, ScenarioError
 from vmmem.sizes import MB
 from vmmem.validate import open_regular_file
@@ -663,6 +667,7 @@ def _vm(r: _Record) -> VMRecord:
     minimum = r.size("MemoryMinimum") if dynamic else None
     maximum = r.size("MemoryMaximum") if dynamic else None
     start_raw, stop_raw = r.raw("AutomaticStartAction"), r.raw("AutomaticStopAction")
+    generation = r.integer("Generation", 1, 2) if r.has("Generation") else None
     return VMRecord(
         name=name,
         source=r.ctx.source,
@@ -674,8 +679,18 @@ def _vm(r: _Record) -> VMRecord:
         maximum=maximum,
         assigned=r.size("MemoryAssigned") if r.has("MemoryAssigned") else None,
         demand=r.size("MemoryDemand") if r.has("MemoryDemand") else None,
-        generation=r.integer("Generation", 1, 2) if r.has("Generation") else None,
-        processors=r.integer("ProcessorCount", 1, 4096) if r.has("ProcessorCount") else None,
+        generation=generation,
+        processors=(
+            r.integer(
+                "ProcessorCount",
+                1,
+                MAXIMUM_PROCESSORS_BY_GENERATION[generation or 2],
+                f"a whole number of virtual processors (Hyper-V's maximum for a generation "
+                f"{generation or 2} VM)",
+            )
+            if r.has("ProcessorCount")
+            else None
+        ),
         start_action=(
             r.enum(
                 "AutomaticStartAction",
@@ -978,6 +993,10 @@ def _vm_toml(t: _Lines, vm: VMRecord) -> None:
         t.add(f"generation = {vm.generation}", "Generation")
     else:
         t.add("generation = 2", "Hyper-V's default: Generation not in the export")
+    if vm.processors is not None:
+        t.add(f"processor_count = {vm.processors}", "ProcessorCount: its boot's guest threads")
+    else:
+        t.add("processor_count = 1", "New-VM's default: ProcessorCount not in the export")
     if vm.stop_action is not None:
         origin = _enum_origin("AutomaticStopAction", vm.stop_action_raw, vm.stop_action, _WMI_STOP)
         t.add(f"automatic_stop_action = {_toml_string(vm.stop_action)}", origin)
@@ -1006,8 +1025,6 @@ def _vm_toml(t: _Lines, vm: VMRecord) -> None:
     for label, value in (("SmartPagingFilePath", vm.smart_paging_path), ("Path", vm.path)):
         if value:
             t.note(f"{label} on the host: {value} (vmmem's folders are given to run/compare)")
-    if vm.processors is not None:
-        t.note(f"ProcessorCount: {vm.processors} (not modelled)")
     _workload_toml(t, vm)
 
 

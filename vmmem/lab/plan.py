@@ -360,7 +360,7 @@ def _boot_seconds(v: VMSpec) -> float:
     recorded = boot_cpu_seconds(v)  # a recorded guest's own boot, whatever boot_seconds says
     if recorded is not None:
         return recorded
-    seconds = boot_seconds([v.workload.boot_phase()], v.startup // PAGE)
+    seconds = boot_seconds([v.workload.boot_phase()], v.startup // PAGE, v.processor_count)
     return 0.0 if seconds is None else seconds
 
 

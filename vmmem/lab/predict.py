@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from vmmem.guests.predict import predict_boot as _predict_boot
 
 if TYPE_CHECKING:
     from vmmem.hyperv.recorded import RecordedBoot
+    from vmmem.hyperv.workloads import Guest
     from vmmem.lab.scenario_model import VMSpec
 
 __all__ = ["Latency", "boot_cpu_seconds", "latency_from_probe", "pages_touched", "predict_vm"]
@@ -103,10 +105,10 @@ def _boot_of(v: VMSpec) -> RecordedBoot | None:
 
 
 def boot_cpu_seconds(v: VMSpec) -> float | None:
-    """The VM's recorded guest's boot time with enough memory (its CPU time); None for the
-    synthetic boot."""
+    """The VM's recorded guest's boot time with enough memory (its latest processor's CPU
+    time); None for the synthetic boot."""
     boot = _boot_of(v)
-    return None if boot is None else boot.expected_cpu_time(v.startup // PAGE)
+    return None if boot is None else boot.expected_cpu_time(v.startup // PAGE, v.processor_count)
 
 
 @functools.lru_cache(maxsize=32)
@@ -122,6 +124,9 @@ class _Capture:
     synthetic boot's own code makes the accesses, so the prediction follows whatever it does."""
 
     page_size = PAGE
+    # The boot's accesses in its one-processor order: with several processors the streams
+    # interleave in an order no prediction knows (docs/GUESTS.md, "Several virtual processors").
+    processors = 1
 
     def __init__(self, startup_pages: int, guest_pages: int) -> None:
         self.startup_pages = startup_pages
@@ -161,6 +166,10 @@ class _Capture:
         self.reads += len(offsets) - written
         self.disk_writes += written
 
+    def run_on_processors(self, streams: Sequence[Callable[[Guest], None]]) -> None:
+        for stream in streams:  # one processor: never more than one stream
+            stream(self)
+
 
 @functools.lru_cache(maxsize=16)
 def _synthetic(
@@ -189,8 +198,11 @@ def _predict_synthetic(v: VMSpec, frames: int, latency: Latency | None) -> BootP
     pages, writes, curve, guest = _synthetic(
         boot_json, w.boot_seconds, v.startup // PAGE, v.effective_maximum // PAGE, w.model
     )
+    cpu = guest.cpu  # several processors: the latest one's share (Boot.expected_cpu_time)
+    if v.processor_count > 1:
+        cpu = w.boot_phase().expected_cpu_time(v.startup // PAGE, v.processor_count)  # type: ignore[attr-defined]
     return predict_accesses(
-        w.model or SYNTHETIC_BOOT, pages, writes, v.startup // PAGE, frames, cpu_seconds=guest.cpu,
+        w.model or SYNTHETIC_BOOT, pages, writes, v.startup // PAGE, frames, cpu_seconds=cpu,
         disk_reads=guest.reads, disk_writes=guest.disk_writes,
         latency=None if latency is None else latency.read,
         write_latency=None if latency is None else latency.write, curve=curve,
@@ -200,13 +212,17 @@ def _predict_synthetic(v: VMSpec, frames: int, latency: Latency | None) -> BootP
 def predict_vm(v: VMSpec, assigned: int, latency: Latency | None) -> BootPrediction | None:
     """The boot of `v` given `assigned` bytes for all of it: its recorded guest's, or the
     synthetic boot's (its accesses made by its own code, without memory or time; None for a
-    VM above SYNTHETIC_LIMIT_PAGES)."""
+    VM above SYNTHETIC_LIMIT_PAGES). On several processors its paging is predicted from the
+    accesses in their one-processor order (a recording's: the global order its epochs ended
+    in), an approximation of how the processors' streams interleave; its CPU time is the
+    latest processor's."""
     w = v.workload
     if w.guest is None:
         return _predict_synthetic(v, assigned // PAGE, latency)
     return _predict(
-        w.guest, w.guest_ips, w.guest_scale, v.startup // PAGE, assigned // PAGE, latency
-    )
+        w.guest, w.guest_ips, w.guest_scale, v.startup // PAGE, assigned // PAGE, latency,
+        v.processor_count,
+    )  # fmt: skip
 
 
 def pages_touched(v: VMSpec) -> int | None:
@@ -233,6 +249,7 @@ def _predict(
     vm_pages: int,
     frames: int,
     latency: Latency | None,
+    processors: int = 1,
 ) -> BootPrediction:
     boot = _recorded(guest, guest_ips, scale)
     t = boot.trace
@@ -242,7 +259,7 @@ def _predict(
         vm_pages,
         frames,
         mapping=boot.page_mapping,
-        cpu_seconds=boot.expected_cpu_time(vm_pages),
+        cpu_seconds=boot.expected_cpu_time(vm_pages, processors),
         # a scaled boot issues about one request in `scale` (RecordedBoot.run)
         disk_reads=round((t.disk_requests - writes) / boot.scale),
         disk_writes=round(writes / boot.scale),

@@ -153,4 +153,5 @@ class RunTracker:
 
 def _expected_cpu(vm: Any, page_size: int) -> float | None:
     """The guest CPU time of the VM's boot phases, if the workload says (Boot, RecordedBoot)."""
-    return boot_seconds(vm.workload, vm.settings.startup // page_size) or None
+    s = vm.settings
+    return boot_seconds(vm.workload, s.startup // page_size, s.processor_count) or None

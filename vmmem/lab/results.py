@@ -53,7 +53,8 @@ __all__ = [
 SCHEMA_VERSION = 4  # 2: headline fields, boots' file life, earlier_runs, reboot outcomes;
 # full VMStatus samples, stored percentiles. 3: boot_time is the boot's own clock (guest time
 # plus measured waits), the emulator's share beside it. 4: the devices' busy time and queue
-# depth, over the run and over the storm. 1 to 3 are still read.
+# depth, over the run and over the storm; each VM's processor_count, each boot's per-processor
+# times. 1 to 3 are still read.
 READABLE_VERSIONS = (1, 2, 3, 4)
 STORM_KINDS = ("host-restart", "restart", "reset")
 OUTCOMES = ["ok", "vms_failed", "failed", "interrupted"]
@@ -607,9 +608,9 @@ class RunResult:
             return None
         note = (
             f"the emulator's own share, kept out of every boot time: up to "
-            f"{seconds(cpu or 0.0)} of CPU per boot (its thread: Python, numpy, the replay), and "
-            f"its wall clock up to {seconds(behind or 0.0)} behind the boot's time (guest CPU "
-            f"plus measured waits)"
+            f"{seconds(cpu or 0.0)} of CPU per boot (its guest threads: Python, numpy, the "
+            f"replay), and its wall clock up to {seconds(behind or 0.0)} behind the boot's "
+            "time (guest CPU plus measured waits)"
         )
         late = [b for b in self.boots if (b.emulator_seconds or 0) > 0.1 * (b.boot_time or 0)]
         if late:

@@ -32,6 +32,8 @@ Hyper-V; a bare integer is bytes)::
     dynamic = true
     smart_paging_path = "..."    # optional, per VM
     generation = 2               # 1: Maximum RAM up to 1 TB; 2 (default): up to 12 TB
+    processor_count = 1          # virtual processors (Set-VMProcessor -Count): the guest
+                                 #   threads its boot runs on; 1 .. 240 (generation 1: 64)
     automatic_stop_action = "Save"          # at a host reboot: Save, ShutDown or TurnOff
     automatic_start_action = "StartIfRunning"  # then: StartIfRunning, Start or Nothing
     automatic_start_delay = 0    # seconds after the host is back
@@ -77,7 +79,7 @@ from dataclasses import replace
 from typing import Any
 
 from vmmem.errors import SettingsError
-from vmmem.hyperv.settings import MAX_START_DELAY
+from vmmem.hyperv.settings import MAX_START_DELAY, MAXIMUM_PROCESSORS_BY_GENERATION
 from vmmem.lab.scenario_model import (
     ALIGN,
     MAX_MEMORY,
@@ -148,6 +150,7 @@ _VM_KEYS = {
     "smart_paging_path",
     "workload",
     "generation",
+    "processor_count",
     "automatic_stop_action",
     "automatic_start_action",
     "automatic_start_delay",
@@ -367,6 +370,17 @@ def _parse_vm(r: TomlReader, raw: Any, key: str, host_paging: str | None) -> lis
     for k in ("generation", "automatic_stop_action", "automatic_start_action"):
         if k in t:
             host_settings[k] = t[k]
+    if "processor_count" in t:
+        gen = t.get("generation", 2)
+        high = MAXIMUM_PROCESSORS_BY_GENERATION.get(gen, MAXIMUM_PROCESSORS_BY_GENERATION[2])
+        count_key, value = f"{key}.processor_count", t["processor_count"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise r.fail(
+                count_key,
+                f"expected a whole number of virtual processors from 1 to {high} (Hyper-V's "
+                f"maximum for a generation {gen} VM), got {show_value(value)}",
+            )
+        host_settings["processor_count"] = value
     if "vhd_path" in t:
         host_settings["vhd_path"] = r.string(t["vhd_path"], f"{key}.vhd_path")
     if "vhd_size" in t:

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmmem.errors import SettingsError
 from vmmem.hyperv.balancer import target_pages
 from vmmem.hyperv.settings import (
     DEFAULT_PAGE_SIZE,
@@ -140,6 +141,7 @@ class VMSpec:
     automatic_start_delay: float = 0.0
     vhd_path: str | None = None  # the virtual disk's folder (None: the VM's folder)
     vhd_size: int | None = None  # bytes (None: sized by what the boot reads)
+    processor_count: int = 1  # virtual processors (Set-VMProcessor -Count)
 
     # Effective values: what Hyper-V uses when a dynamic VM leaves a setting out, taken from
     # the Hyper-V layer's own validation so the defaults live in one place.
@@ -159,9 +161,11 @@ class VMSpec:
 
     @property
     def host_settings(self) -> dict[str, Any]:
-        """Generation and what the VM does at a host reboot, as Host.add_vm takes them."""
+        """Generation, virtual processors and what the VM does at a host reboot, as
+        Host.add_vm takes them."""
         return {
             "generation": self.generation,
+            "processor_count": self.processor_count,
             "automatic_stop_action": self.automatic_stop_action,
             "automatic_start_action": self.automatic_start_action,
             "automatic_start_delay": self.automatic_start_delay,
@@ -331,6 +335,21 @@ class Scenario:
         p = os.fspath(path)
         return dataclasses.replace(
             self, vms=tuple(dataclasses.replace(v, vhd_path=p) for v in self.vms)
+        )
+
+    def with_processors(self, count: int) -> Scenario:
+        """Every VM with ``count`` virtual processors (like Set-VMProcessor -Count on all).
+        SettingsError if a VM's generation allows fewer (64 for generation 1)."""
+        from vmmem.hyperv.settings import check_processor_count
+
+        for v in self.vms:
+            try:
+                check_processor_count(count, v.generation)
+            except SettingsError as e:
+                raise SettingsError(f"VM {v.name!r}: {e}") from None
+        return dataclasses.replace(
+            self,
+            vms=tuple(dataclasses.replace(v, processor_count=count) for v in self.vms),
         )
 
     def with_guest(self, guest: str | None, guest_ips: float | None = None) -> Scenario:

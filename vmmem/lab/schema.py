@@ -173,38 +173,42 @@ _SCENARIO = _obj(
             {"balancer_start_delay": _num},
         ),
         "vms": _arr(
-            _obj(
-                {
-                    "name": _str,
-                    "startup_bytes": _int,
-                    "minimum_bytes": _nint,
-                    "maximum_bytes": _nint,
-                    "buffer": _nint,
-                    "priority": {"type": "integer", "minimum": 0, "maximum": 100},
-                    "dynamic": _bool,
-                    "smart_paging_path": _nstr,
-                    "generation": {"enum": [1, 2]},
-                    "automatic_stop_action": {"enum": ["Save", "ShutDown", "TurnOff"]},
-                    "automatic_start_action": {"enum": ["StartIfRunning", "Start", "Nothing"]},
-                    "automatic_start_delay": _num,
-                    "vhd_path": _nstr,
-                    "vhd_size": _nint,
-                    "workload": _optional(
-                        _obj(
-                            {
-                                "guest": _nstr,
-                                "guest_ips": _nnum,
-                                "guest_scale": _num,
-                                "boot_seconds": _nnum,
-                                "idle_demand_bytes": _nint,
-                                "boot": {"type": "object"},
-                                "idle": {"type": "object"},
-                            }
+            _optional(
+                _obj(
+                    {
+                        "name": _str,
+                        "startup_bytes": _int,
+                        "minimum_bytes": _nint,
+                        "maximum_bytes": _nint,
+                        "buffer": _nint,
+                        "priority": {"type": "integer", "minimum": 0, "maximum": 100},
+                        "dynamic": _bool,
+                        "smart_paging_path": _nstr,
+                        "generation": {"enum": [1, 2]},
+                        "automatic_stop_action": {"enum": ["Save", "ShutDown", "TurnOff"]},
+                        "automatic_start_action": {"enum": ["StartIfRunning", "Start", "Nothing"]},
+                        "automatic_start_delay": _num,
+                        "vhd_path": _nstr,
+                        "vhd_size": _nint,
+                        "workload": _optional(
+                            _obj(
+                                {
+                                    "guest": _nstr,
+                                    "guest_ips": _nnum,
+                                    "guest_scale": _num,
+                                    "boot_seconds": _nnum,
+                                    "idle_demand_bytes": _nint,
+                                    "boot": {"type": "object"},
+                                    "idle": {"type": "object"},
+                                }
+                            ),
+                            # a Windows model's name, and what the boot's figures guess
+                            {"model": _nstr, "guesses": _arr(_str)},
                         ),
-                        # a Windows model's name, and what the boot's figures guess
-                        {"model": _nstr, "guesses": _arr(_str)},
-                    ),
-                }
+                    }
+                ),
+                # virtual processors (Set-VMProcessor -Count; later files)
+                {"processor_count": {"type": "integer", "minimum": 1, "maximum": 240}},
             )
         ),
         "events": _arr(

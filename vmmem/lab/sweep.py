@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmmem.hyperv.settings import MAXIMUM_PROCESSORS_BY_GENERATION
 from vmmem.lab.progress import ProgressSink
 from vmmem.lab.scenario import (
     ARTICLE_SCENARIO_TOML,
@@ -76,11 +77,19 @@ __all__ = [
 ]
 
 # The keys a sweep can vary, in the order a cell's label names them.
-AXES = ("guest", "host_memory", "vm_count", "paging_dir", "vhd_dir", "backend", "scale")
+AXES = (
+    "guest",
+    "host_memory",
+    "vm_count",
+    "processor_count",
+    "paging_dir",
+    "vhd_dir",
+    "backend",
+    "scale",
+)
 _NOT_SWEEPABLE = {
-    "processors": "vmmem's scenarios have no processor count: it emulates memory and disks, "
-    "not CPUs (a boot's CPU time is its boot_seconds, or guest_ips for a recorded guest), so "
-    "processors cannot be swept",
+    "processors": "the key is processor_count (every VM's virtual processors, as a scenario's "
+    "processor_count and Set-VMProcessor -Count)",
 }
 _TOP_KEYS = {"name", "description", "scenario", "runs", "axes", "cell", "locations", *AXES}
 BUILT_IN = {"article": ARTICLE_SCENARIO_TOML}
@@ -477,6 +486,8 @@ def _value(
                 "(identical VMs)",
             )
         return n
+    if key == "processor_count":  # each VM's generation is checked with its scenario
+        return r.integer(value, where, 1, max(MAXIMUM_PROCESSORS_BY_GENERATION.values()))
     if key in ("paging_dir", "vhd_dir"):
         p = r.string(value, where)
         if p == DEFAULT_FOLDER_VALUE:
@@ -511,12 +522,16 @@ def cell_scenario(
     text: str, source: str, inputs: dict[str, Any], resolve: Callable[[str], str]
 ) -> tuple[Scenario, str | None, str]:
     """(scenario, Smart Paging folder or None, backend) of a cell, built as `vmmem run` builds
-    its scenario: the file (with vm_count and host_memory set, at full size), scaled, the guest
-    and the virtual-disk folder applied. `resolve(role)` gives a role's folder. Raises
-    ScenarioError."""
+    its scenario: the file (with vm_count, processor_count and host_memory set, at full size),
+    scaled, the guest and the virtual-disk folder applied. `resolve(role)` gives a role's
+    folder. Raises ScenarioError."""
     data = tomllib.loads(text)
     if "vm_count" in inputs:
         data["vm"][0]["count"] = inputs["vm_count"]
+    if "processor_count" in inputs and isinstance(data.get("vm"), list):
+        for vm in data["vm"]:  # every VM, checked with its generation as the file's own key
+            if isinstance(vm, dict):
+                vm["processor_count"] = inputs["processor_count"]
     if "host_memory" in inputs:
         host = data.get("host")
         if isinstance(host, dict):
@@ -709,7 +724,9 @@ def estimate_seconds(s: Scenario) -> float:
         v = s.vm(name)
         try:
             phase = v.workload.boot_phase()
-            return float(phase.expected_cpu_time(v.startup // page))  # type: ignore[attr-defined]
+            return float(
+                phase.expected_cpu_time(v.startup // page, v.processor_count)  # type: ignore[attr-defined]
+            )
         except Exception:  # an estimate: a phase without the figure counts 50 us per page
             return 50e-6 * (v.startup // page)
 
