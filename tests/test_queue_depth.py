@@ -80,10 +80,14 @@ def test_the_run_shows_one_line_for_the_storms_device(tmp_path):
         cli, ["show", V4, "--plot", str(tmp_path / "p.png")], env={"COLUMNS": "200"}
     )
     assert r.exit_code == 0, r.output
-    st = v4_run().storm_summary()
+    run = v4_run()
+    st = run.storm_summary()
+    io = run.locations[0].storm_io
     assert st.device_queue_depth is not None and st.device_utilisation is not None
+    assert io is not None and io.seconds is not None
     assert (
-        f"the storm on vda: 4,486 reads, 4,127 writes in 0.45 s, queue depth "
+        f"the storm on vda: {io.read_count:,} reads, {io.write_count:,} writes in "
+        f"{io.seconds:.2f} s, queue depth "
         f"{st.device_queue_depth:.2f} ({st.device_queue_depth / 3:.2f} per VM), busy "
         f"{st.device_utilisation * 100:.0f} %"
     ) in r.stdout

@@ -7,7 +7,7 @@ The stored files are real outputs of earlier vmmem versions, as written:
   compare-v2-reboot.json  schema 2 (commit 7155b3a): `vmmem compare reboot-storm.toml DIR
                           --scale 8`
   run-v3-reboot.json      schema 3 (commit 3f33b16, before the records): the same run
-  run-v4-reboot.json      schema 4 (commit e79a8e1, the devices' queue depth): the same run
+  run-v4-reboot.json      schema 4 (the devices' queue depth, processor_count): the same run
 (the v2/v3 files re-serialized without indentation, nothing else changed).
 """
 
