@@ -244,7 +244,12 @@ def test_a_stuck_page_out_blocks_only_its_own_access(freezable_dir):
 
     stuck = threading.Thread(target=faulter)
     stuck.start()
-    _wait_until("the page-out to block", lambda: bool(tid) and _task_state(tid[0]) == "D", stuck)
+    _wait_until(
+        "the page-out to block",
+        # its victim unhooked (the fault's first step) and the thread asleep in the kernel
+        lambda: mem.resident_pages == 3 and bool(tid) and _task_state(tid[0]) == "D",
+        stuck,
+    )
 
     now = mem.counters  # returns although a fault's write is stuck
     assert now["page_outs"] == before["page_outs"] and now["accesses"] == before["accesses"]
