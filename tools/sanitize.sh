@@ -35,7 +35,10 @@ if [[ $mode == tsan ]]; then
     # suite is Python over the same calls. A report fails the run (exit code 66).
     export LD_PRELOAD="$(gcc -print-file-name=libtsan.so)"
     export TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1"
-    [[ $# -eq 0 ]] && set -- tests/test_concurrent_faults.py tests/test_threads.py \
+    # Those tests unless the arguments name tests (options alone, such as -x, keep the list).
+    names_tests=0
+    for arg in "$@"; do [[ $arg != -* ]] && names_tests=1; done
+    [[ $names_tests == 0 ]] && set -- "$@" tests/test_concurrent_faults.py tests/test_threads.py \
         tests/test_memory_model.py tests/test_memory_errors.py tests/test_paging_file.py
 else
     export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
