@@ -3,6 +3,7 @@ zeroing variant zeroing in the boot's I/O waits (docs/GUESTS.md, "The Windows mo
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -140,6 +141,10 @@ def test_the_run_json_and_guest_line_carry_the_guesses():
     plain = load_scenario(None).to_dict()
     assert plain["vms"][0]["workload"]["guesses"] == ["cpu_per_page"]
     assert "guesses: cpu_per_page" in _guests_line(plain)
+    # a scenario's own cpu_per_page is what the line says, not the default's 50 us
+    given = copy.deepcopy(plain)
+    given["vms"][0]["workload"]["boot"] = {"cpu_per_page": 1.83e-6}
+    assert _guests_line(given).startswith("synthetic boot (1.83 us of CPU per page)")
     back = load_scenario(None).with_guest("windows-model").with_guest(None).to_dict()
     assert back["vms"][0]["workload"]["model"] is None
 

@@ -418,6 +418,8 @@ def _guests_line(s: dict[str, Any]) -> str:
             text = f"model: {w['model']} (guesses: {', '.join(w.get('guesses') or [])})"
         elif w.get("boot_seconds"):
             text = f"synthetic boot of {w['boot_seconds']:g} s CPU"
+        elif (w.get("boot") or {}).get("cpu_per_page") is not None:
+            text = f"synthetic boot ({w['boot']['cpu_per_page'] * 1e6:.3g} us of CPU per page)"
         else:
             text = "synthetic boot (50 us of CPU per page; guesses: cpu_per_page)"
         if text not in seen:
