@@ -111,10 +111,9 @@ static int mmap_write(vmm_mem *m, uint32_t slot, const uint8_t *src)
     size_t ps = m->pool->page_size;
     off_t off = slot_offset(m, slot);
     zap_if_pending(m, slot); /* a mapped page would be unmapped by the write, alone */
-    /* The file grows by these writes, as the direct backend's does: the mapping is only
-     * ever read at slots already written, so it never reaches past the end (no SIGBUS),
-     * and a full disk is ENOSPC from the write. Nothing is fallocated: writing into an
-     * unwritten extent costs a journalled extent split per page. The frame is
+    /* The core allocates the file ahead of these writes (vmmem.c, allocate_ahead), or they
+     * grow it: the mapping is only ever read at slots already written, so it never reaches
+     * past the end (no SIGBUS), and a full disk is ENOSPC from the write. The frame is
      * page-aligned, so the O_DIRECT descriptor writes straight from it; without one, a
      * whole aligned page is taken by the page cache without reading the old block. */
     int rc = transfer_fd(m, m->mm.wfd >= 0 ? m->mm.wfd : m->fd, (uint8_t *)src, off, 1);

@@ -81,6 +81,10 @@ typedef struct mmap_state {
     pthread_mutex_t zap_lock; /* nzap and zap[]: page-ins of several threads run at once */
 } mmap_state;
 
+/* The paging file is allocated ahead of its page-outs this many bytes at a time (vmmem.c,
+ * allocate_ahead). */
+#define ALLOC_AHEAD (2u << 20)
+
 /* Replays let waiting threads at the lock after this many accesses (a power of two). */
 #define RUN_LEN 4096
 
@@ -118,6 +122,8 @@ struct vmm_mem {
     uint64_t contenders;   /* threads that want the lock now (atomic) */
     uint8_t *io_mark;      /* reserved, per page: transfers running (atomic, outside the lock) */
     uint64_t io_overlaps;  /* transfers that began on a page with one running (atomic) */
+    uint64_t alloc_end;    /* bytes of the file allocated ahead of its page-outs (fallocate) */
+    int alloc_off;         /* the filesystem refused to allocate ahead: writes grow the file */
 };
 
 /* A paging backend: how page-outs and page-ins move a frame to and from its file slot.

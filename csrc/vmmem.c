@@ -340,6 +340,8 @@ static void file_delete(vmm_mem *m)
     m->slot_hwm = 0;
     m->nfree_slots = 0;
     m->st.file_size = 0;
+    m->alloc_end = 0;
+    m->alloc_off = 0;
 }
 
 static int file_create(vmm_mem *m)
@@ -392,6 +394,32 @@ static void note_written(vmm_mem *m, uint32_t slot)
     uint64_t end = (uint64_t)slot_offset(m, slot) + m->pool->page_size;
     if (end > m->st.file_size)
         m->st.file_size = end;
+}
+
+/* Allocates the file ahead of a page-out to `slot`, ALLOC_AHEAD bytes at a time (under the
+ * lock; one call per 512 page-outs). An O_DIRECT write that extends a file takes ext4's inode
+ * lock exclusively, so a file growing by its writes takes its page-outs one at a time however
+ * many threads fault; aligned writes into allocated blocks within the file's size take it
+ * shared and run side by side (1 / 2 / 4 threads writing 4 KiB pages to a new file on this
+ * project's virtio disk: 17,642 / 14,405 / 15,277 writes/s growing it, 17,539 / 25,977 /
+ * 42,746 allocated ahead). Where the filesystem cannot (no fallocate, a full disk), the
+ * writes grow the file as before; a full disk is then ENOSPC from the write. file_size counts
+ * what is allocated: the file really occupies it. */
+static void allocate_ahead(vmm_mem *m, uint32_t slot)
+{
+    uint64_t end = (uint64_t)slot_offset(m, slot) + m->pool->page_size;
+    if (m->alloc_off || end <= m->alloc_end)
+        return;
+    uint64_t len = ALLOC_AHEAD;
+    while (m->alloc_end + len < end)
+        len += ALLOC_AHEAD;
+    if (fallocate(m->fd, 0, (off_t)m->alloc_end, (off_t)len) != 0) {
+        m->alloc_off = 1;
+        return;
+    }
+    m->alloc_end += len;
+    if (m->alloc_end > m->st.file_size)
+        m->st.file_size = m->alloc_end;
 }
 
 /* ------------------------------------------------------------ fault path */
@@ -476,6 +504,7 @@ static int evict(vmm_mem *m, uint32_t f, int *io)
             slot = m->nfree_slots ? m->free_slots[--m->nfree_slots] : m->slot_hwm++;
             new_slot = 1;
         }
+        allocate_ahead(m, slot);
         m->busy[q] = 1;
         *io = 1;
         rc = transfer_unlocked(m, q, slot, f, 1, &ns);

@@ -132,6 +132,29 @@ def test_file_size_follows_pages_and_peak(disk_dir, pool):
         assert s.file_pages == 4 and s.file_pages_peak == 24
 
 
+@pytest.mark.parametrize("backend", ["direct", "mmap"])
+def test_the_file_is_allocated_ahead_of_its_page_outs(disk_dir, pool, backend):
+    """2 MiB at a time, so that page-outs write into allocated blocks within the file's size
+    (ext4 lets such O_DIRECT writes run side by side; writes that extend a file take its inode
+    lock one at a time); the file really occupies what is allocated, and file_size says so."""
+    ahead = 2 * 2**20
+    with vmmem.GuestMemory(
+        pool, 1024 * PAGE, frame_limit=8, paging_dir=disk_dir, backend=backend
+    ) as mem:
+        mem.replay(np.arange(9, dtype=np.uint32), np.ones(9, dtype=bool))  # one page-out
+        st = os.stat(mem.paging_file.path)
+        assert mem.stats.page_outs == 1
+        assert st.st_size == mem.paging_file.size == ahead
+        assert st.st_blocks * 512 >= ahead  # allocated, not a hole
+        # the 513th slot is past the first 2 MiB: the next step is allocated
+        mem.replay(np.arange(9, 8 + 513 + 8, dtype=np.uint32), np.ones(512 + 8, dtype=bool))
+        assert mem.stats.file_pages > ahead // PAGE
+        assert os.path.getsize(mem.paging_file.path) == mem.paging_file.size == 2 * ahead
+        path = mem.paging_file.path
+        mem.release(0, 1024)
+        assert not os.path.exists(path) and mem.paging_file.size == 0
+
+
 def test_each_guest_has_its_own_file(disk_dir, pool):
     with (
         vmmem.GuestMemory(pool, 32 * PAGE, frame_limit=2, paging_dir=disk_dir, name="vm1") as a,
