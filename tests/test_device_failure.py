@@ -134,10 +134,17 @@ class TailFs:
                 raise OSError(ctypes.get_errno(), "syncfs", str(self.mnt))
         finally:
             os.close(fd)
-        os.truncate(self.image, self.cut)
-        _run("losetup", "-c", self.dev)
-        with open(f"/sys/class/block/{os.path.basename(self.dev)}/size") as f:
-            assert int(f.read()) * 512 == self.cut
+        # A write-back that lands between the truncate and the loop device learning its new
+        # size grows the image past the cut again (the run is live): cut it again, until the
+        # device's size is the cut.
+        for _ in range(5):
+            os.truncate(self.image, self.cut)
+            _run("losetup", "-c", self.dev)
+            with open(f"/sys/class/block/{os.path.basename(self.dev)}/size") as f:
+                if int(f.read()) * 512 == self.cut and os.path.getsize(self.image) == self.cut:
+                    break
+        else:
+            raise AssertionError(f"{self.dev} kept growing past the cut at {self.cut}")
 
     def leftovers(self) -> list[str]:
         return sorted(set(os.listdir(self.mnt)) - {"lost+found", "filler", "filler-tail"})
